@@ -1,0 +1,54 @@
+"""The ``omnipose`` command: a thin layer over the Python API.
+
+Each subcommand's arguments and behaviour live in the module that does the work
+(``add_<cmd>_arguments`` / ``run_<cmd>``); this file only lists them, in data-flow order.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .io import OmniposeError
+
+# (command, module, one-line help), in the order data flows through the package.
+COMMANDS = (
+    ("synth", "omnipose.synth", "make a built-in MAD-format benchmark (procedural LEGO-like objects)"),
+    ("download", "omnipose.download", "download MAD-Sim / MAD-Real with gdown"),
+    ("train", "omnipose.train", "train the radiance field of one object"),
+    ("pose", "omnipose.pose", "estimate the pose of a query image"),
+    ("detect", "omnipose.detector", "detect anomalies in the test images of a class"),
+    ("evaluate", "omnipose.evaluate", "compute the benchmark metrics of saved predictions"),
+    ("demo", "omnipose.demo", "make data, train, detect, evaluate and write a report, on 2 CPU cores"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omnipose", description="Pose-agnostic anomaly detection on 3D objects.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(command, help=help_text, description=help_text)
+        getattr(module, f"add_{command}_arguments")(sub)
+        sub.set_defaults(run=getattr(module, f"run_{command}"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except OmniposeError as error:
+        print(f"omnipose {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"omnipose {args.command}: interrupted; finished work is saved, rerun to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
