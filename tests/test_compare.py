@@ -1,0 +1,332 @@
+"""Anomaly maps on real lego views: planted defects, calibration on normal pairs, scores, errors."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omnipose.compare import (
+    Calibration,
+    CompareConfig,
+    CompareError,
+    Comparator,
+    add_calibrate_arguments,
+    add_compare_arguments,
+    gaussian_smooth,
+    image_score,
+    object_mask,
+    run_calibrate,
+    run_compare,
+    threshold_for_fpr,
+)
+from omnipose.data import load_transforms
+from omnipose.io import save_image
+
+SIZE = 200
+PAINT = torch.tensor([0.1, 0.6, 0.9])  # a blue-green no lego brick has
+
+
+@pytest.fixture(scope="module")
+def views(lego_dir, tmp_path_factory) -> torch.Tensor:
+    """Ten real lego views at 200x200, (10, H, W, 3), read through a transforms file of those frames only."""
+    meta = json.loads((lego_dir / "transforms_train.json").read_text())
+    meta["frames"] = [dict(frame, file_path=str(lego_dir / frame["file_path"])) for frame in meta["frames"][:10]]
+    path = tmp_path_factory.mktemp("lego10") / "transforms.json"
+    path.write_text(json.dumps(meta))
+    return load_transforms(path, size=SIZE, progress=False).images
+
+
+def perturb(image: torch.Tensor, seed: int) -> torch.Tensor:
+    """A stand-in for a render of a normal view: sub-pixel shift, slight blur, sensor noise. (H, W, 3) -> (H, W, 3)."""
+    from kornia.filters import gaussian_blur2d
+
+    generator = torch.Generator().manual_seed(seed)
+    x = image.permute(2, 0, 1)[None]
+    shift = (torch.rand(2, generator=generator) - 0.5) * 0.8 * 2 / SIZE  # up to 0.4 px each way
+    theta = torch.tensor([[[1.0, 0.0, float(shift[0])], [0.0, 1.0, float(shift[1])]]])
+    x = F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), padding_mode="border", align_corners=False)
+    x = gaussian_blur2d(x, (5, 5), (0.6, 0.6)) + 0.01 * torch.randn(x.shape, generator=generator)
+    return x.clamp(0, 1)[0].permute(1, 2, 0)
+
+
+def plant_square(image: torch.Tensor, colour, half: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint a square at the object's centroid. Returns (defective image, defect mask (H, W) bool)."""
+    on_object = image.amin(-1) < 0.95
+    rows, cols = on_object.nonzero(as_tuple=True)
+    row, col = int(rows.float().mean()), int(cols.float().mean())
+    assert on_object[row, col], "the centroid of this view should lie on the object"
+    mask = torch.zeros(image.shape[:2], dtype=torch.bool)
+    mask[row - half : row + half, col - half : col + half] = True
+    defective = image.clone()
+    defective[mask] = torch.as_tensor(colour, dtype=image.dtype)
+    return defective, mask
+
+
+@pytest.fixture(scope="module")
+def comparator(views) -> Comparator:
+    """A comparator calibrated on six normal pairs (real view, perturbed copy standing in for the render)."""
+    torch.manual_seed(0)
+    comparator = Comparator(CompareConfig(), device="cpu")
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    comparator.fit(views[:6], normals, progress=False)
+    return comparator
+
+
+def raw_comparator(comparator: Comparator) -> Comparator:
+    """Same config and feature network, no calibration."""
+    return Comparator(comparator.config, device="cpu", extractor=comparator.extractor)
+
+
+# ----------------------------------------------------------------------------- behaviour on real data
+def test_identical_images_give_a_zero_raw_map(comparator, views):
+    result = raw_comparator(comparator).compare(views[7], views[7])
+    assert result.anomaly_map.shape == (1, SIZE, SIZE)
+    assert float(result.anomaly_map.abs().max()) < 1e-4
+    assert set(result.terms) == {"color", "structure", "feature"}
+    assert all(float(term.abs().max()) < 1e-4 for term in result.terms.values())
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_painted_defect_is_located(comparator, views, calibrated):
+    normal = views[7]
+    defective, defect = plant_square(normal, PAINT)
+    chosen = comparator if calibrated else raw_comparator(comparator)
+    result = chosen.compare(perturb(defective, 70), normal)
+    anomaly_map = result.anomaly_map[0]
+    assert defect.flatten()[anomaly_map.argmax()], "the map's maximum should lie inside the defect"
+    rest = ~defect & result.mask[0]
+    inside, outside = float(anomaly_map[defect].mean()), float(anomaly_map[rest].mean())
+    assert inside > outside + 10.0 * float(anomaly_map[rest].std())
+    if calibrated:
+        assert float(result.score[0]) > 3.0 * comparator.calibration.score_threshold(0.0)
+
+
+def test_erased_region_is_located(comparator, views):
+    """A missing part: the query shows background where the reference shows the object."""
+    normal = views[8]
+    defective, defect = plant_square(normal, (1.0, 1.0, 1.0), half=10)
+    result = comparator.compare(perturb(defective, 80), normal)
+    anomaly_map = result.anomaly_map[0]
+    assert defect.flatten()[anomaly_map.argmax()]
+    assert result.mask[0][defect].all(), "the mask keeps what only the reference shows"
+    assert float(anomaly_map[defect].mean()) > 10.0 * max(float(anomaly_map[~defect & result.mask[0]].median()), 1.0)
+
+
+def test_calibration_standardises_held_out_normal_pairs(comparator, views):
+    held_out = views[6:]
+    renders = torch.stack([perturb(view, 100 + i) for i, view in enumerate(held_out)])
+    result = comparator.compare(held_out, renders)
+    values = result.anomaly_map[result.mask].double()
+    median = float(values.median())
+    scale = 1.4826 * float((values - median).abs().median())
+    assert abs(median) < 0.25, f"normal maps should centre on 0 normal deviations, got median {median:.3f}"
+    assert 0.7 < scale < 1.4, f"normal maps should have unit robust scale, got {scale:.3f}"
+    defective, _ = plant_square(views[9], PAINT)
+    defect_score = float(comparator.compare(perturb(defective, 90), views[9]).score[0])
+    assert defect_score > 3.0 * float(result.score.max())
+    calibration = comparator.calibration
+    assert calibration.num_pairs == 6 and len(calibration.normal_scores) == 6
+    quantiles = [calibration.normal_pixel_quantiles[k] for k in ("0.5", "0.9", "0.99", "0.999")]
+    assert quantiles == sorted(quantiles) and abs(quantiles[0]) < 0.25
+
+
+def test_calibration_round_trips_through_json(comparator, views, tmp_path):
+    path = tmp_path / "calibration.json"
+    comparator.calibration.save(path)
+    loaded = Calibration.load(path)
+    assert loaded == Calibration.from_dict(json.loads(path.read_text()))
+    again = Comparator(comparator.config, loaded, device="cpu", extractor=comparator.extractor)
+    query, reference = perturb(views[7], 5), views[7]
+    torch.testing.assert_close(again.anomaly_map(query, reference), comparator.anomaly_map(query, reference))
+    with pytest.raises(CompareError, match="sigma: calibrated with 4.0, configured 2.0"):
+        Comparator(CompareConfig(sigma=2.0), loaded, device="cpu")
+    with pytest.raises(CompareError, match="PAD mode uses no calibration"):
+        Comparator(CompareConfig.pad(), loaded, device="cpu")
+    with pytest.raises(CompareError, match="not an omnipose calibration"):
+        Calibration.from_dict({"terms": {}})
+    broken = loaded.to_dict()
+    del broken["combined"]
+    with pytest.raises(CompareError, match="malformed"):
+        Calibration.from_dict(broken)
+
+
+def test_calibration_on_identical_pairs_is_refused(views):
+    comparator = Comparator(CompareConfig(feature_weight=0.0), device="cpu")
+    with pytest.raises(CompareError, match="no spread"):
+        comparator.fit(views[:3], views[:3], progress=False)
+    with pytest.raises(CompareError, match="3 views but 2 renders"):
+        comparator.fit(views[:3], views[:2], progress=False)
+
+
+def test_pad_recipe(comparator, views):
+    pad = Comparator(CompareConfig.pad(), device="cpu")
+    normal = views[7]
+    assert float(pad.compare(normal, normal).anomaly_map.abs().max()) < 1e-4
+    defective, defect = plant_square(normal, PAINT)
+    anomaly_map = pad.anomaly_map(defective, normal)
+    assert anomaly_map.shape == (224, 224)  # PAD compares at 224x224
+    defect_224 = F.interpolate(defect[None, None].float(), size=(224, 224))[0, 0] > 0.5
+    assert defect_224.flatten()[anomaly_map.argmax()]
+    with pytest.raises(CompareError, match="PAD mode has no calibration"):
+        pad.fit(views[:2], views[:2], progress=False)
+
+
+def test_object_mask_is_the_union_grown_by_the_margin(views):
+    view = views[7].permute(2, 0, 1)[None]
+    blank = torch.ones_like(view)
+    only_reference = object_mask(blank, view, margin=0)
+    shown = view[0].amin(0) < 0.95
+    assert only_reference[0][shown].all()  # the object seen by the reference alone is kept
+    assert object_mask(blank, blank, margin=4).sum() == 0
+    grown = object_mask(view, view, margin=6)[0]
+    assert grown.sum() > only_reference.sum()
+    assert not grown[0, 0] and not grown[-1, -1]  # the empty corners stay out
+
+
+def test_render_opacity_replaces_the_reference_colour_test(lego_dir, views):
+    from omnipose.io import read_image_rgba
+
+    alpha = torch.from_numpy(read_image_rgba(lego_dir / "train" / "r_0.png")[..., 3].copy())
+    alpha = F.interpolate(alpha[None, None], size=(SIZE, SIZE), mode="area")[0]  # (1, H, W)
+    blank = torch.ones(1, 3, SIZE, SIZE)
+    from_alpha = object_mask(blank, blank, margin=0, reference_alpha=alpha)
+    assert torch.equal(from_alpha[0] & (alpha[0] > 0.5), alpha[0] > 0.5)
+    assert not from_alpha[0][alpha[0] < 0.01].all()
+    comparator = Comparator(CompareConfig(feature_weight=0.0), device="cpu")
+    result = comparator.compare(views[0], views[0], reference_alpha=alpha)
+    assert result.mask.shape == (1, SIZE, SIZE) and result.mask[0][alpha[0] > 0.5].all()
+
+
+# ----------------------------------------------------------------------------- pure functions
+def test_image_score_methods():
+    anomaly_map = torch.arange(100, dtype=torch.float32).view(10, 10)
+    assert float(image_score(anomaly_map, "max")) == 99.0
+    assert float(image_score(anomaly_map, "topk", 0.05)) == pytest.approx(97.0)  # mean of 95..99
+    assert float(image_score(anomaly_map, "topk", 1e-6)) == 99.0  # at least one pixel
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[:2] = True  # pixels 0..19
+    assert float(image_score(anomaly_map, "max", mask=mask)) == 19.0
+    assert float(image_score(anomaly_map, "topk", 0.1, mask=mask)) == pytest.approx(18.5)  # top 2 of 20
+    batch = torch.stack([anomaly_map, -anomaly_map])
+    assert image_score(batch, "max").tolist() == [99.0, 0.0]
+    with pytest.raises(CompareError, match="unknown score method"):
+        image_score(anomaly_map, "mean")
+
+
+def test_threshold_for_fpr_on_known_distributions():
+    values = np.arange(100, dtype=np.float64)
+    assert threshold_for_fpr(values, 0.10) == 89.0  # 90..99 lie above: exactly 10%
+    assert threshold_for_fpr(values, 0.0) == 99.0
+    assert threshold_for_fpr(values.reshape(10, 10), 0.25) == 74.0  # maps are flattened
+    generator = np.random.default_rng(0)
+    normal = generator.standard_normal(200_000)
+    assert threshold_for_fpr(normal, 0.05) == pytest.approx(1.6449, abs=0.02)
+    uniform = torch.from_numpy(generator.uniform(0, 1, 100_000))
+    threshold = threshold_for_fpr(uniform, 0.01)
+    assert threshold == pytest.approx(0.99, abs=0.002)
+    assert float((uniform > threshold).double().mean()) <= 0.01
+    with pytest.raises(CompareError, match="fpr"):
+        threshold_for_fpr(values, 1.0)
+    with pytest.raises(CompareError, match="at least one"):
+        threshold_for_fpr([], 0.1)
+
+
+def test_gaussian_smooth_matches_scipy_inside_and_keeps_constants():
+    from scipy.ndimage import gaussian_filter
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(1, 64, 64, generator=generator)
+    ours = gaussian_smooth(maps, 2.0)[0].numpy()
+    expected = gaussian_filter(maps[0].double().numpy(), sigma=2.0)
+    np.testing.assert_allclose(ours[10:-10, 10:-10], expected[10:-10, 10:-10], atol=1e-5)
+    constant = torch.full((2, 20, 30), 3.0)
+    torch.testing.assert_close(gaussian_smooth(constant, 4.0), constant)
+    assert gaussian_smooth(maps, 0.0) is maps
+
+
+# ----------------------------------------------------------------------------- shapes, devices, errors
+def test_shapes_and_device(views):
+    comparator = Comparator(CompareConfig(feature_weight=0.0), device="cpu")
+    assert comparator.anomaly_map(views[0], views[0]).shape == (SIZE, SIZE)
+    batch = comparator.compare(views[:2], views[:2])
+    assert batch.anomaly_map.shape == (2, SIZE, SIZE) and batch.score.shape == (2,) and batch.mask.dtype == torch.bool
+    channels_first = views[:2].permute(0, 3, 1, 2)
+    torch.testing.assert_close(comparator.compare(channels_first, channels_first).anomaly_map, batch.anomaly_map)
+    as_uint8 = (views[0].numpy() * 255).round().astype(np.uint8)
+    assert comparator.anomaly_map(as_uint8, as_uint8).shape == (SIZE, SIZE)
+    assert batch.anomaly_map.device == comparator.device == torch.device("cpu")
+    smaller = Comparator(CompareConfig(feature_weight=0.0, image_size=100), device="cpu")
+    half = F.interpolate(views[:1].permute(0, 3, 1, 2), size=(100, 100), mode="area")
+    assert smaller.compare(views[:1], half).anomaly_map.shape == (1, 100, 100)  # resized to one size
+
+
+def test_bad_inputs_give_clear_errors(views):
+    comparator = Comparator(CompareConfig(feature_weight=0.0), device="cpu")
+    small = views[0][:100, :100]
+    with pytest.raises(CompareError, match=r"query is 200x200 pixels but the reference is 100x100.*image_size"):
+        comparator.compare(views[0], small)
+    with pytest.raises(CompareError, match="2 query image"):
+        comparator.compare(views[:2], views[:1])
+    with pytest.raises(CompareError, match="alpha"):
+        comparator.compare(torch.rand(50, 50, 4), torch.rand(50, 50, 4))
+    with pytest.raises(CompareError, match="Divide 8-bit data by 255"):
+        comparator.compare(views[0] * 255, views[0] * 255)
+    with pytest.raises(CompareError, match="NaN"):
+        comparator.compare(torch.full((20, 20, 3), float("nan")), views[0][:20, :20])
+    with pytest.raises(CompareError, match="score_method 'mean'"):
+        CompareConfig(score_method="mean").validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(comparator, views):
+    on_gpu = Comparator(comparator.config, comparator.calibration, device="cuda")
+    query, reference = perturb(views[7], 3), views[7]
+    gpu_map = on_gpu.anomaly_map(query, reference)
+    assert gpu_map.is_cuda
+    torch.testing.assert_close(gpu_map.cpu(), comparator.anomaly_map(query, reference), atol=1e-2, rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------- command line
+def test_command_line_calibrates_then_compares(views, tmp_path, capsys):
+    real, renders = tmp_path / "views", tmp_path / "renders"
+    for i in range(3):
+        save_image(real / f"{i}.png", views[i].numpy())
+        save_image(renders / f"{i}.png", perturb(views[i], i).numpy())
+    defective, _ = plant_square(views[7], PAINT)
+    save_image(tmp_path / "query.png", defective.numpy())
+    save_image(tmp_path / "reference.png", views[7].numpy())
+
+    parser = argparse.ArgumentParser()
+    add_calibrate_arguments(parser)
+    calibration = tmp_path / "calibration.json"
+    assert (
+        run_calibrate(
+            parser.parse_args(
+                ["--views", str(real), "--renders", str(renders), "--out", str(calibration), "--device", "cpu"]
+            )
+        )
+        == 0
+    )
+    parser = argparse.ArgumentParser()
+    add_compare_arguments(parser)
+    out = tmp_path / "result"
+    args = parser.parse_args(
+        [
+            str(tmp_path / "query.png"),
+            str(tmp_path / "reference.png"),
+            "--calibration",
+            str(calibration),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert run_compare(args) == 0
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["calibrated"] and summary["score"] > summary["score_threshold_fpr_0.05"]
+    assert np.load(out / "anomaly_map.npy").shape == (SIZE, SIZE)
+    assert "normal standard deviations" in capsys.readouterr().out
