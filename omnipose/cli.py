@@ -17,6 +17,8 @@ COMMANDS = (
     ("download", "omnipose.download", "download MAD-Sim / MAD-Real with gdown"),
     ("train", "omnipose.train", "train the radiance field of one object"),
     ("pose", "omnipose.pose", "estimate the pose of a query image"),
+    ("calibrate", "omnipose.compare", "fit the normal-data calibration from training views and their renders"),
+    ("compare", "omnipose.compare", "anomaly map and score of a query against its rendered reference"),
     ("detect", "omnipose.detector", "detect anomalies in the test images of a class"),
     ("evaluate", "omnipose.evaluate", "compute the benchmark metrics of saved predictions"),
     ("demo", "omnipose.demo", "make data, train, detect, evaluate and write a report, on 2 CPU cores"),

@@ -1,0 +1,249 @@
+"""The built-in MAD-format benchmark: layout, determinism, exact masks, consistent poses."""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omnipose.data import DEFECT_TYPES, GOOD, list_classes, load_transforms, open_mad_class
+from omnipose.geometry import intrinsics_from_fov, project, spherical_pose
+from omnipose.io import DataError
+from omnipose.raycast import Lighting, combine, make_box, make_cylinder, render
+from omnipose.synth import (
+    SCENE_BOUNDS,
+    SYNTH_CLASSES,
+    SynthConfig,
+    SynthError,
+    add_synth_arguments,
+    anomaly_mask,
+    build_figure,
+    generate_class,
+    generate_dataset,
+    load_ground_truth_poses,
+    read_synth_config,
+    render_defect_free,
+    render_scene,
+    run_synth,
+    write_preview,
+    random_test_pose,
+)
+
+CLASS = "04Turtle"
+TINY = dict(size=64, train_views=6, test_views_per_type=2, progress=False)
+
+
+def _png(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate_class(root, CLASS, SynthConfig(seed=3, **TINY))
+    return root
+
+
+# ----------------------------------------------------------------------------- layout
+def test_output_is_read_by_the_mad_readers(dataset):
+    assert list_classes(dataset) == [CLASS]  # ground_truth_poses/ is not a class
+    mad = open_mad_class(dataset, CLASS)
+    assert len(mad.train_images) == 6
+    assert sorted({item.defect_type for item in mad.test_items}) == sorted((GOOD,) + DEFECT_TYPES)
+    assert len(mad.test_items) == 2 * 4
+    views = load_transforms(dataset / CLASS / "transforms.json", progress=False)
+    assert views.images.shape == (6, 64, 64, 3)
+    meta = json.loads((dataset / CLASS / "transforms.json").read_text())
+    assert [f["file_path"] for f in meta["frames"]] == [f"train/good/{n}.png" for n in range(6)]
+    low, high = np.array(meta["aabb"])
+    assert (low < high).all() and (low >= np.array(SCENE_BOUNDS[0])).all() and (high <= np.array(SCENE_BOUNDS[1])).all()
+    for item in mad.test_items:
+        with Image.open(item.image_path) as image:
+            assert image.mode == "RGB" and image.size == (64, 64)
+        if item.mask_path is not None:
+            with Image.open(item.mask_path) as mask:
+                assert mask.mode == "L"
+                assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
+    assert not (dataset / CLASS / "ground_truth" / GOOD).exists()
+
+
+def test_background_is_white_and_object_is_seen(dataset):
+    image = _png(dataset / CLASS / "train" / "good" / "0.png")
+    assert (image[0, 0] == 255).all() and (image[-1, -1] == 255).all()
+    covered = (image < 250).any(-1).mean()
+    assert 0.05 < covered < 0.8
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset, tmp_path):
+    generate_class(tmp_path / "again", CLASS, SynthConfig(seed=3, **TINY))
+    generate_class(tmp_path / "other", CLASS, SynthConfig(seed=4, **TINY))
+    first = _tree_bytes(dataset)
+    assert _tree_bytes(tmp_path / "again") == first
+    other = _tree_bytes(tmp_path / "other")
+    assert other.keys() == first.keys()
+    differing = [name for name in first if name.startswith(f"{CLASS}/test/") and first[name] != other[name]]
+    assert len(differing) == 8
+    assert first[f"ground_truth_poses/{CLASS}.json"] != other[f"ground_truth_poses/{CLASS}.json"]
+
+
+# ----------------------------------------------------------------------------- masks and poses
+def test_masks_are_non_empty_exactly_for_defect_images_and_small(dataset):
+    mad = open_mad_class(dataset, CLASS)
+    for item in mad.test_items:
+        if item.defect_type == GOOD:
+            assert item.mask_path is None
+            continue
+        share = (_png(item.mask_path) > 0).mean()
+        assert 0.001 <= share <= 0.025, (item.name, share)
+
+
+def test_masks_equal_the_pixels_that_differ_from_the_defect_free_render(dataset):
+    config = read_synth_config(dataset / CLASS)
+    poses = load_ground_truth_poses(dataset, CLASS)
+    mad = open_mad_class(dataset, CLASS)
+    for item in mad.test_items:
+        image = _png(item.image_path)
+        reference = render_defect_free(CLASS, poses[item.name], config)
+        if item.defect_type == GOOD:
+            assert np.array_equal(image, reference), item.name  # the GT pose reproduces the good view
+        else:
+            mask = _png(item.mask_path) > 0
+            assert np.array_equal(mask, anomaly_mask(image, reference)), item.name
+            assert mask.any()
+
+
+def test_training_poses_reproduce_the_training_images_and_look_at_the_object(dataset):
+    config = read_synth_config(dataset / CLASS)
+    views = load_transforms(dataset / CLASS / "transforms.json", progress=False)
+    for index in (0, 3):
+        image = _png(dataset / CLASS / "train" / "good" / f"{index}.png")
+        assert np.array_equal(image, render_defect_free(CLASS, views.c2w[index], config))
+    for c2w in views.c2w:
+        centre, depth = project(torch.zeros(1, 3), c2w, views.K)
+        assert torch.allclose(centre[0], torch.tensor([32.0, 32.0]), atol=0.5)
+        assert depth[0] > math.sqrt(3.0)  # outside the scene bounds
+    heights = views.c2w[:, 2, 3]
+    assert heights.min() < 0 < heights.max()  # rings below and above the object, as test views come from anywhere
+
+
+def test_ground_truth_pose_file_covers_every_test_image(dataset, tmp_path):
+    poses = load_ground_truth_poses(dataset, CLASS)
+    names = {item.name for item in open_mad_class(dataset, CLASS).test_items}
+    assert set(poses) == names
+    for pose in poses.values():
+        assert pose.dtype == torch.float32 and pose.shape == (4, 4)
+        assert torch.allclose(pose[:3, :3] @ pose[:3, :3].T, torch.eye(3), atol=1e-5)
+    with pytest.raises(DataError, match="ground-truth test poses"):
+        load_ground_truth_poses(tmp_path, CLASS)
+
+
+def test_test_views_cover_the_sphere_with_random_roll():
+    rng = np.random.default_rng(0)
+    poses = torch.stack([random_test_pose(rng, 4.0) for _ in range(200)])
+    heights = poses[:, 2, 3] / 4.0
+    assert heights.min() < -0.8 and heights.max() > 0.8  # from below and above, not only training rings
+    # Roll: the camera's x axis leaves the horizontal plane (a look_at camera's x axis stays in it).
+    assert poses[:, 2, 0].abs().max() > 0.8
+    assert torch.allclose(poses[:, :3, 3].norm(dim=1), torch.full((200,), 4.0), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- safety, classes, CLI
+def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
+    foreign = tmp_path / CLASS
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("real data")
+    with pytest.raises(SynthError, match="--overwrite"):
+        generate_class(tmp_path, CLASS, SynthConfig(**TINY))
+    assert (foreign / "precious.txt").is_file()
+    generate_class(tmp_path, CLASS, SynthConfig(overwrite=True, **TINY))
+    assert not (foreign / "precious.txt").exists() and (foreign / "synth.json").is_file()
+    generate_class(tmp_path, CLASS, SynthConfig(**TINY))  # its own output may be regenerated
+    assert not (tmp_path / ".synth-staging").exists()
+
+
+def test_classes_are_distinct_and_fit_the_scene_bounds():
+    assert len(SYNTH_CLASSES) >= 10 and len(set(SYNTH_CLASSES)) == len(SYNTH_CLASSES)
+    signatures = set()
+    for name in SYNTH_CLASSES:
+        scene = build_figure(name).scene
+        low, high = scene.bounds()
+        assert np.allclose((high - low).max(), 1.8) and np.allclose(low + high, 0.0, atol=1e-9)
+        assert scene.stud.sum() >= 4  # LEGO-like: studs on exposed tops
+        signatures.add((len(scene), tuple(np.round(scene.albedo.mean(0), 3))))
+    assert len(signatures) == len(SYNTH_CLASSES)
+
+
+def test_cli_writes_a_preview_and_rejects_unknown_classes(tmp_path, capsys):
+    parser = add_synth_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--out", str(tmp_path), "--classes", "09Rocket", "--size", "48", "--train-views", "3",
+         "--test-views-per-type", "1", "--preview", "--quiet"]
+    )  # fmt: skip
+    assert run_synth(args) == 0
+    preview = _png(tmp_path / "preview_09Rocket.png")
+    assert preview.ndim == 3 and (np.all(preview == [255, 0, 0], axis=-1)).any()  # mask outlines in red
+    again = _png(write_preview(tmp_path / "again.png", tmp_path / "09Rocket"))  # read back from disk
+    assert again.shape == preview.shape and (np.all(again == [255, 0, 0], axis=-1)).any()
+    assert run_synth(parser.parse_args(["--out", str(tmp_path), "--classes", "99Nope"])) == 2
+    assert "unknown synth class" in capsys.readouterr().err
+
+
+def test_generate_dataset_makes_the_first_k_classes(tmp_path):
+    config = SynthConfig(num_classes=2, size=32, train_views=2, test_views_per_type=0, progress=False)
+    folders = generate_dataset(tmp_path, config)
+    assert [f.name for f in folders] == list(SYNTH_CLASSES[:2])
+    assert list_classes(tmp_path) == list(SYNTH_CLASSES[:2])
+
+
+# ----------------------------------------------------------------------------- the ray caster
+def _camera(size=41, distance=4.0, elevation=math.pi / 2 - 1e-3):
+    c2w = spherical_pose(0.0, elevation, distance).double().numpy()
+    return c2w, intrinsics_from_fov(0.5, size, size).double().numpy()
+
+
+def test_ray_caster_hits_boxes_and_cylinders_where_geometry_says():
+    c2w, K = _camera()
+    box = make_box([-0.5, -0.5, -0.5], [0.5, 0.5, 0.5], [0.8, 0.2, 0.2])
+    hit = render(box, c2w, K, 41, 41)
+    centre = hit.points[20, 20]
+    assert np.allclose(centre[2], 0.5, atol=1e-9) and np.allclose(hit.normals[20, 20], [0, 0, 1], atol=1e-9)
+    cylinder = make_cylinder([0, 0, 0], 2, 0.3, 1.0, [0.2, 0.2, 0.8])
+    seen = render(cylinder, c2w, K, 41, 41).solid >= 0
+    # The disc of radius 0.3 at height 0.5 seen from 4 m straight above: its image radius in pixels.
+    radius_px = 0.3 / 3.5 * K[0, 0]
+    v, u = np.mgrid[0:41, 0:41] + 0.5
+    inside = (u - 20.5) ** 2 + (v - 20.5) ** 2 < (radius_px - 0.6) ** 2
+    outside = (u - 20.5) ** 2 + (v - 20.5) ** 2 > (radius_px + 0.6) ** 2
+    assert seen[inside].all() and not seen[outside].any()
+
+
+def test_key_light_casts_shadows_and_a_slope_cut_removes_material():
+    c2w, K = _camera(size=64, elevation=1.2)
+    floor = make_box([-1, -1, -0.1], [1, 1, 0.0], [0.8, 0.8, 0.8])
+    lighting = Lighting(key_direction=(0.0, 0.0, 1.0), fill_intensity=0.0, bottom_intensity=0.0, specular=0.0)
+    alone = render(floor, c2w, K, 64, 64, lighting, antialias=False).rgb
+    blocker = make_box([-0.2, -0.2, 0.5], [0.2, 0.2, 0.6], [0.8, 0.8, 0.8])
+    shaded = render(combine([floor, blocker]), c2w, K, 64, 64, lighting, antialias=False)
+    on_floor = (shaded.solid == 0) & (alone[..., 0] > shaded.rgb[..., 0] + 0.3)
+    assert on_floor.sum() > 10  # the blocker's shadow darkens the floor
+    wedge = make_box([-0.5, -0.5, -0.5], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], cut=[1.0, 0.0, 1.0, 0.0])
+    full = make_box([-0.5, -0.5, -0.5], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    assert (render(wedge, c2w, K, 64, 64).solid >= 0).sum() < (render(full, c2w, K, 64, 64).solid >= 0).sum()
+
+
+def test_render_scene_uses_the_float32_pose_exactly():
+    config = SynthConfig(size=32, progress=False)
+    scene = build_figure(CLASS).scene
+    pose = spherical_pose(0.3, 0.4, 3.5)
+    a = render_scene(scene, pose, config).to_uint8()
+    b = render_scene(scene, pose.double(), config).to_uint8()
+    assert np.array_equal(a, b)
