@@ -36,20 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_guarded(name: str, function, *args) -> int:
+    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code."""
+    try:
+        return int(function(*args) or 0)
+    except OmniposeError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; finished work is saved, rerun to resume.", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.run(args) or 0)
-    except OmniposeError as error:
-        print(f"omnipose {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"omnipose {args.command}: interrupted; finished work is saved, rerun to resume.", file=sys.stderr)
-        return 130
+    return run_guarded(f"omnipose {args.command}", args.run, args)
 
 
 if __name__ == "__main__":

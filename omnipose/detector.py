@@ -1,0 +1,242 @@
+"""``Detector``: the whole method behind one object — fit once on normal views, then predict.
+
+``fit`` trains (or loads) the object's radiance field, builds the pose estimator (training-view
+features computed once) and calibrates the comparison on normal data only (every training view
+against the field's render at its own pose). ``predict`` then serves any number of queries with
+the model loaded once: pose from nothing, normal reference rendered at that pose, anomaly map and
+image score in units of normal standard deviations.
+
+Outputs of ``detect_class`` (one folder per class, the evaluator's prediction layout)::
+
+    <out>/<class>/<Type>/<stem>.npy              anomaly map, float32 (H, W)
+    <out>/<class>/<Type>/<stem>.json             score, pose c2w, pose residual/confidence, seconds
+    <out>/<class>/<Type>/<stem>_reference.png    the normal reference rendered at the estimated pose
+    <out>/<class>/scores.json                    {"Type/stem": image score}
+
+Every file is written atomically and a query whose .npy and .json exist is skipped, so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .compare import Calibration, Comparator, CompareConfig, CompareError
+from .data import MADClass, PosedImages, QueryItem, open_mad_class
+from .io import DataError, OmniposeError, atomic_path, atomic_write_json, pick_device, save_image
+from .pose import PoseConfig, PoseEstimator, PoseResult, prepare_query
+from .train import CheckpointInfo, TrainConfig, load_checkpoint, train_model
+
+
+@dataclass
+class DetectorConfig:
+    """Everything one detector needs; the defaults run on 2 CPU cores at 200x200."""
+
+    image_size: int = 200  # working width in pixels (MAD ships 800x800)
+    dataset: str = "MAD-Sim"  # checkpoints go to <ckpt_root>/<dataset>/<class>/
+    ckpt_root: str = "ckpts"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    calibration_views: int = 40  # training views rendered for calibration (spread evenly)
+    device: str | None = None
+
+
+@dataclass
+class Prediction:
+    """The result for one query.
+
+    anomaly_map: (H, W) float32 in normal standard deviations; reference: (H, W, 3) render at c2w.
+    """
+
+    anomaly_map: np.ndarray
+    score: float
+    c2w: np.ndarray
+    reference: np.ndarray
+    pose_residual: float
+    pose_confident: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "c2w": self.c2w.tolist(),
+            "pose_residual": self.pose_residual,
+            "pose_confident": self.pose_confident,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+
+class Detector:
+    """Pose-agnostic anomaly detector for one object.
+
+    >>> detector = Detector().fit("data/MAD-Sim", "01Gorilla")
+    >>> predictions = detector.predict(["query.png"])
+    >>> predictions[0].score, predictions[0].anomaly_map.shape
+    """
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config or DetectorConfig()
+        self.device = pick_device(self.config.device)
+        self.model = None
+        self.info: CheckpointInfo | None = None
+        self.pose_estimator: PoseEstimator | None = None
+        self.comparator = Comparator(self.config.compare, device=self.device)
+        self.ckpt_dir: Path | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: str | Path | MADClass, class_name: str | None = None, progress: bool = True) -> "Detector":
+        """Train or load the field of a class, then prepare pose estimation and calibration.
+
+        data: a MAD-format root (with ``class_name``), a class folder, or an opened MADClass.
+        A checkpoint already under ``<ckpt_root>/<dataset>/<class>/`` is reused (training resumes
+        if it was interrupted).
+        """
+        mad = self._open(data, class_name)
+        self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / mad.name
+        views = mad.load_train_views(size=self.config.image_size, progress=progress)
+        train_config = replace(self.config.train, dataset=self.config.dataset, class_name=mad.name, device=self.config.device)
+        train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
+        self.model, self.info = load_checkpoint(self.ckpt_dir / "model.pt", device=self.device)
+        self.model.eval()
+        self.pose_estimator = self._pose_estimator(views)
+        self._calibrate(views, progress)
+        return self
+
+    @classmethod
+    def load(cls, ckpt_dir: str | Path, config: DetectorConfig | None = None) -> "Detector":
+        """A fitted detector from a checkpoint folder (model.pt and calibration.json)."""
+        detector = cls(config)
+        ckpt_dir = Path(ckpt_dir)
+        detector.ckpt_dir = ckpt_dir
+        detector.model, detector.info = load_checkpoint(ckpt_dir / "model.pt", device=detector.device)
+        detector.model.eval()
+        detector.pose_estimator = detector._pose_estimator()
+        detector.comparator.calibration = Calibration.load(ckpt_dir / "calibration.json")
+        return detector
+
+    def _pose_estimator(self, views: PosedImages | None = None) -> PoseEstimator:
+        """Pose estimator whose training-view features are cached beside the checkpoint."""
+        cache = self.ckpt_dir / f"pose_features.{self.config.pose.matcher}.pt"
+        return PoseEstimator(self.model, self.info, self.config.pose, views=views, cache_path=cache)
+
+    def _open(self, data, class_name) -> MADClass:
+        if isinstance(data, MADClass):
+            return data
+        path = Path(data)
+        if class_name is None:
+            return open_mad_class(path.parent, path.name)
+        return open_mad_class(path, class_name)
+
+    def _calibrate(self, views: PosedImages, progress: bool) -> None:
+        """Fit the comparison's normal statistics on training views rendered at their own poses."""
+        if self.config.compare.mode == "pad":
+            return
+        path = self.ckpt_dir / "calibration.json"
+        if path.is_file():
+            try:
+                self.comparator.calibration = Calibration.load(path)
+                return
+            except CompareError:
+                pass  # fitted with another comparison config: fit again below
+        count = min(self.config.calibration_views, len(views))
+        indices = np.linspace(0, len(views) - 1, count).round().astype(int)
+        renders, alphas = [], []
+        for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
+            out = self.model.render_image(views.c2w[index].to(self.device), views.K, views.height, views.width)
+            renders.append(out["rgb"].cpu())
+            alphas.append(out["opacity"].cpu())
+        calibration = self.comparator.fit(views.images[indices], torch.stack(renders), torch.stack(alphas), progress=progress)
+        calibration.save(path)
+
+    # ------------------------------------------------------------------ predict
+    def _require_fitted(self) -> None:
+        if self.model is None or self.pose_estimator is None:
+            raise OmniposeError("the detector is not fitted: call Detector.fit(data, class_name) or Detector.load(ckpt_dir) first.")
+
+    def predict_one(self, image: str | Path | np.ndarray) -> Prediction:
+        """Pose, reference and anomaly map of one query (a path or an (H, W, 3|4) array in [0, 1])."""
+        self._require_fitted()
+        start = time.perf_counter()
+        query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
+        pose: PoseResult = self.pose_estimator.estimate(query)
+        c2w = torch.as_tensor(pose.c2w, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            rendered = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
+        reference = rendered["rgb"].cpu()
+        result = self.comparator.compare(torch.as_tensor(query), reference, rendered["opacity"].cpu()[None])
+        return Prediction(
+            anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
+            score=float(result.score[0]),
+            c2w=c2w.cpu().numpy(),
+            reference=reference.numpy(),
+            pose_residual=float(pose.residual),
+            pose_confident=not pose.low_confidence,
+            seconds=time.perf_counter() - start,
+            notes=notes + list(pose.notes),
+        )
+
+    def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
+        """Predictions for many queries with the model loaded once."""
+        return [self.predict_one(image) for image in tqdm(images, desc="detecting", disable=not progress)]
+
+    def detect_class(self, mad: MADClass, out_dir: str | Path, progress: bool = True) -> Path:
+        """Run on every test image of a class and write the prediction folder (resumable)."""
+        self._require_fitted()
+        class_dir = Path(out_dir) / mad.name
+        if not mad.test_items:
+            raise DataError(f"class {mad.name} has no test images under {mad.folder / 'test'}: nothing to detect.")
+        scores = {}
+        for item in tqdm(mad.test_items, desc=f"detecting {mad.name}", disable=not progress):
+            map_path = class_dir / item.defect_type / f"{item.image_path.stem}.npy"
+            info_path = map_path.with_suffix(".json")
+            if map_path.is_file() and info_path.is_file():
+                scores[item.name] = json.loads(info_path.read_text())["score"]
+                continue
+            prediction = self.predict_one(item.image_path)
+            save_image(class_dir / item.defect_type / f"{item.image_path.stem}_reference.png", prediction.reference)
+            with atomic_path(map_path) as tmp:
+                np.save(tmp, prediction.anomaly_map, allow_pickle=False)
+            atomic_write_json(info_path, prediction.summary())  # written last: marks the query as done
+            scores[item.name] = prediction.score
+        atomic_write_json(class_dir / "scores.json", scores)
+        return class_dir
+
+
+# ----------------------------------------------------------------------------- command line
+def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--data", type=Path, required=True, help="MAD-format root (MAD-Sim, MAD-Real, or omnipose synth)")
+    parser.add_argument("--class", dest="class_name", required=True, help="class folder name, e.g. 01Gorilla")
+    parser.add_argument("--out", type=Path, default=Path("output"), help="predictions go to <out>/<class>/")
+    parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/")
+    parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folder (default: the data folder's name)")
+    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
+    parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
+    parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
+    parser.add_argument("--device", default=None)
+    return parser
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    config = DetectorConfig(
+        image_size=args.size, dataset=args.dataset or Path(args.data).resolve().name, ckpt_root=args.ckpt_root, device=args.device
+    )
+    if args.minutes is not None:
+        config.train = replace(config.train, minutes=args.minutes)
+    if args.matcher:
+        config.pose = replace(config.pose, matcher=args.matcher)
+    mad = open_mad_class(args.data, args.class_name)
+    folder = Detector(config).fit(mad).detect_class(mad, args.out)
+    scores = json.loads((folder / "scores.json").read_text())
+    print(f"{len(scores)} predictions in {folder}; evaluate with: omnipose evaluate --pred {args.out} --data {args.data} --class {args.class_name} --gaussian-sigma 0")
+    return 0

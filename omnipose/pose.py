@@ -1,0 +1,1330 @@
+"""Pose of an unposed query image: coarse pose by retrieval, then iNeRF refinement.
+
+1. **Retrieval.** The training views are described once per object (``TrainingIndex``, cached in
+   memory and on disk beside the checkpoint) together with the 3D point under every keypoint,
+   read from the depth the radiance field renders there. A query is described at several in-plane
+   rotations (unless the matcher is rotation invariant); mutual-nearest-neighbour descriptor counts
+   against every view shortlist (view, rotation) pairs, which the fine matcher (LightGlue, ratio
+   test, LoFTR) then matches.
+2. **Coarse pose.** Each shortlisted pair gives 2D-3D correspondences: PnP with RANSAC
+   (``solve_pnp``) recovers the full pose, in-plane roll and distance included. A similarity fit of
+   the 2D matches (``fit_similarity`` + ``pose_from_similarity``: roll the view's camera, move it
+   along its axis) is the fallback where too few keypoints have 3D points.
+3. **Refinement** (``refine_poses``). iNeRF: an se(3) twist per hypothesis applied to c2w in the
+   camera frame, optimised with Adam through the differentiable renderer. Rays are drawn around
+   the query's keypoints (PAD's interest regions) and at random over the dilated object; early
+   levels compare a box-blurred query with the mean of rays jittered over the same box
+   (coarse-to-fine: a wide basin first, precision last); a Cauchy loss keeps a defect from
+   dragging the pose; hypotheses share one render call; a hypothesis stops when its pose has not
+   moved for a few steps. The best is kept by its photometric error on a fixed evaluation ray set.
+4. **Confidence.** A result whose photometric residual is far above what the field achieves on its
+   own training views, or that rests on too few matches, is flagged ``low_confidence``: never a
+   silent wrong pose.
+
+``PoseEstimator(model, info, config).estimate(image)`` runs it all; ``omnipose pose`` is the CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .geometry import (
+    apply_twist,
+    generate_rays,
+    project,
+    se3_log,
+    invert_pose,
+    opengl_to_opencv,
+    roll_camera,
+    rotation_error_deg,
+)
+from .io import (
+    OmniposeError,
+    atomic_path,
+    atomic_write_json,
+    composite_on_background,
+    pick_device,
+    read_image_rgba,
+    resize_image,
+)
+from .matching import (
+    DescriptorBank,
+    Features,
+    Matcher,
+    Matches,
+    RotatedFeatures,
+    describe_rotations,
+    mutual_nn_counts,
+    one_torch_thread,
+    shared_matcher,
+)
+
+RenderRays = Callable[[torch.Tensor, torch.Tensor], dict]
+CACHE_VERSION = 1
+
+
+class PoseError(OmniposeError):
+    """A query image or request the pose estimator cannot work with."""
+
+
+# ============================================================================= configuration
+@dataclass
+class AlignConfig:
+    """Direct photometric alignment: render colour + depth once per round, then Gauss-Newton on the
+    query's own image gradients (no gradient through the field, so a round costs one forward render).
+
+    rays: pixels rendered per hypothesis per round. blur_sigmas: Gaussian blur of the query per
+    round (the last one repeats), wide first for a wide basin. gauss_newton_steps: iterations per
+    round, each re-linearised at the current pose. loss_scale: Cauchy scale of the colour error
+    (iteratively reweighted, so a defect's pixels weigh little). max_step_deg: the first trust
+    radius of a round's move (rotation, and translation as a share of the camera distance in
+    radians), halved whenever a move is undone. A round whose pose change is below
+    ``converge_rotation_deg`` / ``converge_translation`` (relative to the camera distance) at the
+    sharpest level ends the alignment.
+    """
+
+    rays: int = 1536
+    max_rounds: int = 5
+    max_step_deg: float = 5.0
+    gauss_newton_steps: int = 8
+    blur_sigmas: tuple[float, ...] = (2.0, 1.0, 0.0)
+    loss_scale: float = 0.1
+    damping: float = 1e-3
+    min_opacity: float = 0.9
+    interest_fraction: float = 0.5
+    converge_rotation_deg: float = 0.02
+    converge_translation: float = 3e-4
+    seed: int = 0
+
+
+@dataclass
+class RefineConfig:
+    """iNeRF refinement settings. Angles in radians, translations relative to the camera distance.
+
+    box_sizes: coarse-to-fine levels, the side in pixels of the box the query is averaged over
+    (odd; 1 = full resolution); a ray lands anywhere in its target pixel's box, so on average it
+    sees the same box average (``subsamples`` rays per target lower the noise, at their cost).
+    rays: rays per hypothesis per step. interest_fraction: share of rays drawn around keypoints,
+    the rest uniformly over the dilated object. loss: 'cauchy', 'huber' or 'l2' on the colour
+    error, with scale ``loss_scale``. learning_rate: Adam's, decayed by ``lr_decay`` every
+    ``lr_decay_steps`` within a level and by ``level_lr_factor`` from level to level.
+    Convergence: a hypothesis is done with a level when, over the last ``patience`` steps, its
+    pose moved less than ``converge_rotation_deg`` / ``converge_translation`` or less than
+    ``plateau`` of what steady Adam steps at the current rate would have covered (it only
+    oscillates); ``fixed_steps`` instead runs exactly that many steps (PAD's recipe).
+    keep: hypotheses kept after each level (best residual on the evaluation rays first).
+    """
+
+    box_sizes: tuple[int, ...] = (3, 1)
+    rays: int = 512
+    subsamples: int = 1
+    interest_fraction: float = 0.6
+    loss: str = "cauchy"
+    loss_scale: float = 0.1
+    learning_rate: float = 0.002
+    lr_decay: float = 0.5
+    lr_decay_steps: int = 30
+    level_lr_factor: float = 0.5
+    max_steps_per_level: int = 60
+    min_steps_per_level: int = 6
+    patience: int = 6
+    converge_rotation_deg: float = 0.02
+    converge_translation: float = 3e-4
+    plateau: float = 0.3
+    fixed_steps: int | None = None
+    keep: tuple[int, ...] = (1,)
+    chunk: int = 16384
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.box_sizes or any(b < 1 or b % 2 == 0 for b in self.box_sizes):
+            raise PoseError(f"box_sizes {self.box_sizes} must be odd positive pixel sizes, e.g. (3, 1).")
+        if self.loss not in ("cauchy", "huber", "l2"):
+            raise PoseError(f"unknown refinement loss '{self.loss}'; use cauchy, huber or l2.")
+        if self.rays < 16:
+            raise PoseError(f"refinement needs at least 16 rays per step, got {self.rays}.")
+
+
+def pad_refine_config() -> RefineConfig:
+    """PAD / OmniposeAD's iNeRF recipe: 300 steps, Adam lr 0.01 decayed as 0.8^(k/100), 3072 rays,
+    interest-region sampling, plain L2, full resolution, no early stop."""
+    return RefineConfig(
+        box_sizes=(1,), rays=3072, subsamples=1, interest_fraction=1.0, loss="l2",
+        learning_rate=0.01, lr_decay=0.8, lr_decay_steps=100, fixed_steps=300, keep=(1,),
+    )
+
+
+@dataclass
+class PoseConfig:
+    """Pose estimation settings; the defaults target 200x200 MAD-like queries on CPU.
+
+    matcher: one of ``omnipose.matching.MATCHER_NAMES``. rotations: in-plane rotations a query is
+    described at when the matcher is not rotation invariant (every 360/rotations degrees).
+    shortlist: (view, rotation) pairs matched finely. hypotheses: coarse poses aligned side by side;
+    refine_top: how many of them (best residual first) go on to iNeRF refinement. align / refine:
+    the two refinement stages, None to skip one. min_inliers: PnP inliers below which a pose is not
+    trusted. max_residual_ratio: a residual this many times the field's own residual on training
+    views flags the result as low confidence. interest_radius: keypoint dilation (pixels) of PAD's
+    interest regions. eval_rays: the fixed ray set hypotheses are compared on. single_thread: run
+    on one torch thread; the batches here are small, and on a shared CPU torch's thread pool costs
+    far more than it gains (rendering measured 10x slower with 2 threads than 1 at load 3).
+    cache_dir: where training features are cached when no checkpoint path is known.
+    """
+
+    matcher: str = "xfeat"
+    loftr_weights: str | None = None
+    max_keypoints: int = 1024
+    rotations: int = 8
+    shortlist: int = 4
+    hypotheses: int = 3
+    refine_top: int = 1
+    min_inliers: int = 15
+    pnp_reprojection_px: float = 2.5
+    min_opacity: float = 0.95
+    max_residual_ratio: float = 2.5
+    foreground_threshold: float = 0.04
+    interest_radius: int = 4
+    eval_rays: int = 2048
+    chunk: int = 16384
+    align: AlignConfig | None = field(default_factory=AlignConfig)
+    refine: RefineConfig | None = field(default_factory=RefineConfig)
+    device: str | None = None
+    cache_dir: str | None = "retrieval/cache"
+    single_thread: bool = True
+    progress: bool = False
+
+
+# ============================================================================= results
+@dataclass
+class Hypothesis:
+    """A coarse pose: c2w (4, 4), where it came from, how many matches support it."""
+
+    c2w: torch.Tensor
+    source: str
+    inliers: int
+    view: int
+    angle_deg: float
+
+
+@dataclass
+class PoseResult:
+    """The pose of one query.
+
+    c2w: (4, 4) OpenGL camera-to-world. residual: trimmed mean colour error (0-1 scale) between the
+    query and the field rendered at c2w, on the evaluation rays. confidence in [0, 1];
+    low_confidence: True when the pose should not be trusted (``notes`` say why). seconds: wall
+    time including retrieval. hypotheses: coarse poses tried. coarse_c2w: the best hypothesis
+    before refinement. steps: alignment rounds + iNeRF steps. timings: seconds per stage.
+    """
+
+    c2w: torch.Tensor
+    residual: float
+    confidence: float
+    low_confidence: bool
+    seconds: float
+    hypotheses: int
+    inliers: int
+    source: str
+    steps: int
+    coarse_c2w: torch.Tensor
+    notes: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def confident(self) -> bool:
+        return not self.low_confidence
+
+    def to_json(self) -> dict:
+        return {
+            "c2w": self.c2w.tolist(), "residual": self.residual, "confidence": self.confidence,
+            "low_confidence": self.low_confidence, "seconds": self.seconds, "hypotheses": self.hypotheses,
+            "inliers": self.inliers, "source": self.source, "steps": self.steps,
+            "coarse_c2w": self.coarse_c2w.tolist(), "notes": list(self.notes), "timings": dict(self.timings),
+        }
+
+
+# ============================================================================= query images
+def prepare_query(image, info, foreground_threshold: float = 0.04) -> tuple[np.ndarray, list[str]]:
+    """Bring a query to the model's size and colour layout.
+
+    image: a path, or an array/tensor (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 or float in
+    [0, 1]. info: the model's CheckpointInfo (or anything with ``width``, ``height``, ``background``).
+    Grayscale is expanded to RGB, RGBA composited on the model's background, a query of another
+    size with the same aspect ratio resized (a note says so).
+    Returns (H, W, 3) float32 and the notes. Raises PoseError for another aspect ratio, or an image
+    that shows nothing but background.
+    """
+    width, height = int(_info_value(info, "width")), int(_info_value(info, "height"))
+    background = _info_value(info, "background", 1.0)
+    notes: list[str] = []
+    if isinstance(image, (str, Path)):
+        array = read_image_rgba(image)
+    else:
+        array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if array.dtype == np.uint8:
+            array = array.astype(np.float32) / 255.0
+        elif array.dtype == np.uint16:
+            array = array.astype(np.float32) / 65535.0
+        else:
+            array = array.astype(np.float32)
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            raise PoseError(
+                f"query has shape {array.shape}, channels first; pass (H, W, 3) (e.g. image.permute(1, 2, 0))."
+            )
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+            raise PoseError(f"query has shape {array.shape}; expected (H, W), (H, W, 3) or (H, W, 4).")
+        if not np.isfinite(array).all():
+            raise PoseError("query contains NaN or infinite values; pass a valid image in [0, 1].")
+        if array.max() > 1.0 + 1e-3:
+            raise PoseError(
+                f"float query values reach {array.max():.1f}; scale to [0, 1] (divide uint8 data by 255)."
+            )
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+        notes.append("grayscale query expanded to RGB")
+    if array.shape[-1] == 4:
+        if float(array[..., 3].min()) < 1.0:
+            notes.append("RGBA query composited on the model's background")
+        array = composite_on_background(array, background)
+    rgb = np.clip(array, 0.0, 1.0).astype(np.float32)
+    query_h, query_w = rgb.shape[:2]
+    if (query_w, query_h) != (width, height):
+        if abs(query_w / query_h - width / height) > 0.01 * (width / height):
+            raise PoseError(
+                f"query is {query_w}x{query_h} but the model was trained at {width}x{height}: another aspect "
+                f"ratio. Crop the query to {width}:{height} (the object centred) before estimating its pose."
+            )
+        rgb = resize_image(rgb, (width, height))
+        notes.append(f"query resized from {query_w}x{query_h} to the model's {width}x{height}")
+    if foreground_mask(rgb, background, foreground_threshold).mean() < 1e-3:
+        raise PoseError(
+            "query shows only background (no pixel differs from the model's background colour): "
+            "nothing to estimate a pose from. Check the file, or the background colour of the model."
+        )
+    return rgb, notes
+
+
+def foreground_mask(image: np.ndarray, background, threshold: float = 0.04) -> np.ndarray:
+    """Pixels that differ from the background colour. image: (H, W, 3) float. Returns (H, W) bool."""
+    bg = np.broadcast_to(np.asarray(background, dtype=np.float32), (3,))
+    return np.abs(image - bg).max(-1) > threshold
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a disc of ``radius`` pixels. mask: (H, W) bool."""
+    import cv2
+
+    if radius <= 0:
+        return mask.copy()
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
+def keypoint_mask(keypoints: torch.Tensor, height: int, width: int, radius: int) -> np.ndarray:
+    """PAD's interest regions: keypoint pixels dilated by ``radius``. keypoints: (N, 2) (u, v)."""
+    mask = np.zeros((height, width), dtype=bool)
+    if len(keypoints):
+        uv = keypoints.detach().cpu().numpy()
+        u = np.clip(np.floor(uv[:, 0]).astype(int), 0, width - 1)
+        v = np.clip(np.floor(uv[:, 1]).astype(int), 0, height - 1)
+        mask[v, u] = True
+    return dilate(mask, radius)
+
+
+# ============================================================================= 2D and PnP geometry
+@dataclass
+class Similarity:
+    """x_query = scale * R(angle) x_train + shift, R turning content counter-clockwise on screen.
+
+    angle_deg: degrees; scale: unitless; shift: (2,) pixels; inliers: (M,) bool over the matches.
+    """
+
+    angle_deg: float
+    scale: float
+    shift: np.ndarray
+    inliers: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(2, 3) affine taking training-view pixels to query pixels."""
+        theta = math.radians(self.angle_deg)
+        c, s = math.cos(theta) * self.scale, math.sin(theta) * self.scale
+        return np.array([[c, s, self.shift[0]], [-s, c, self.shift[1]]])
+
+
+def fit_similarity(points_train: torch.Tensor, points_query: torch.Tensor, threshold_px: float = 6.0) -> Similarity | None:
+    """Robust 2D similarity (rotation, uniform scale, shift) from training-view to query pixels.
+
+    points_train, points_query: (M, 2). Returns None with fewer than 3 matches or no consensus.
+    """
+    import cv2
+
+    if len(points_train) < 3:
+        return None
+    A, inliers = cv2.estimateAffinePartial2D(
+        points_train.cpu().numpy().astype(np.float64), points_query.cpu().numpy().astype(np.float64),
+        method=cv2.RANSAC, ransacReprojThreshold=threshold_px, maxIters=2000, confidence=0.999,
+    )
+    if A is None or inliers is None:
+        return None
+    scale = math.hypot(A[0, 0], A[1, 0])
+    # Our matrix is [[c, s], [-s, c]]: A[0, 1] = s * scale, A[0, 0] = c * scale.
+    angle = math.degrees(math.atan2(A[0, 1], A[0, 0]))
+    return Similarity(angle, scale, A[:, 2].copy(), inliers[:, 0].astype(bool))
+
+
+def pose_from_similarity(c2w_view: torch.Tensor, K: torch.Tensor, similarity: Similarity, depth: float) -> torch.Tensor:
+    """Camera whose image is the training view's image moved by ``similarity``.
+
+    Treats the object as a plane at ``depth`` along the view's axis: the rotation about the
+    principal point becomes a roll of the camera, the scale a move along the viewing axis (closer
+    for scale > 1), the remaining shift a sideways move. c2w_view: (4, 4); K: (3, 3). Returns (4, 4).
+    """
+    K64 = K.double().cpu()
+    principal = np.array([float(K64[0, 2]), float(K64[1, 2])])
+    A = similarity.matrix
+    # Write x_q = s R (x_t - c) + c + d: d is the shift left once rotation and scale act about c.
+    d = A[:, :2] @ principal + A[:, 2] - principal
+    # Content turning counter-clockwise on screen is the camera rolling clockwise (see roll_camera).
+    c2w = roll_camera(c2w_view.double(), -math.radians(similarity.angle_deg))
+    new_depth = depth / max(similarity.scale, 1e-6)
+    forward = -c2w[:3, 2]
+    right, up = c2w[:3, 0], c2w[:3, 1]
+    # Moving the camera right moves content left: shift +d_u needs -d_u * z / f along camera x;
+    # v points down while camera y points up, so +d_v needs +d_v * z / f along camera y.
+    move = forward * (depth - new_depth) - right * d[0] * new_depth / float(K64[0, 0]) + up * d[1] * new_depth / float(K64[1, 1])
+    c2w = c2w.clone()
+    c2w[:3, 3] = c2w[:3, 3] + move
+    return c2w.to(c2w_view.dtype)
+
+
+def solve_pnp(
+    points2d: torch.Tensor, points3d: torch.Tensor, K: torch.Tensor, reprojection_px: float = 2.5,
+    iterations: int = 1000, min_inliers: int = 6,
+) -> tuple[torch.Tensor, np.ndarray] | None:
+    """Camera pose from 2D-3D correspondences: RANSAC PnP, then Levenberg-Marquardt on the inliers.
+
+    points2d: (M, 2) (u, v) pixels, pixel centres at +0.5 (the same convention as K);
+    points3d: (M, 3) world points; K: (3, 3). Returns (c2w (4, 4) float32 OpenGL, inliers (M,) bool)
+    or None when there is no consensus of at least ``min_inliers`` points.
+    """
+    import cv2
+
+    if len(points2d) < max(min_inliers, 6):
+        return None
+    object_points = points3d.detach().cpu().numpy().astype(np.float64)
+    image_points = points2d.detach().cpu().numpy().astype(np.float64)
+    camera = K.detach().cpu().numpy().astype(np.float64)
+    ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+        object_points, image_points, camera, None, iterationsCount=iterations,
+        reprojectionError=float(reprojection_px), confidence=0.9999, flags=cv2.SOLVEPNP_EPNP,
+    )
+    if not ok or inliers is None or len(inliers) < min_inliers:
+        return None
+    mask = np.zeros(len(points2d), dtype=bool)
+    mask[inliers[:, 0]] = True
+    rvec, tvec = cv2.solvePnPRefineLM(object_points[mask], image_points[mask], camera, None, rvec, tvec)
+    # Re-score every correspondence at the refined pose: LM can recruit or lose a few.
+    projected, _ = cv2.projectPoints(object_points, rvec, tvec, camera, None)
+    error = np.linalg.norm(projected[:, 0] - image_points, axis=1)
+    in_front = (object_points @ cv2.Rodrigues(rvec)[0][2] + tvec[2, 0]) > 0
+    mask = (error < reprojection_px) & in_front
+    if mask.sum() < min_inliers:
+        return None
+    rotation = cv2.Rodrigues(rvec)[0]
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = rotation, tvec[:, 0]
+    c2w_cv = torch.from_numpy(np.linalg.inv(w2c)).float()
+    return opengl_to_opencv(c2w_cv), mask
+
+
+# ============================================================================= rendering helpers
+def render_pixels(
+    render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor, chunk: int = 16384,
+) -> dict[str, torch.Tensor]:
+    """Render the same pixels from several poses in one batch of rays (one ``render_rays`` call
+    per ``chunk`` rays, whatever the number of poses).
+
+    c2w: (P, 4, 4); K: (3, 3); pixels: (N, 2) or (P, N, 2) (u, v), pixel centres at +0.5.
+    Returns {'rgb': (P, N, 3), 'depth': (P, N), 'opacity': (P, N)}, differentiable w.r.t. c2w.
+    """
+    poses = c2w.shape[0]
+    K = K.to(c2w.device, c2w.dtype)
+    pixel_sets = pixels.to(c2w.device).expand(poses, -1, -1)
+    count = pixel_sets.shape[1]
+    origins, directions = [], []
+    for pose, pix in zip(c2w, pixel_sets):
+        o, d = generate_rays(pose, K, pix)
+        origins.append(o)
+        directions.append(d)
+    rays_o, rays_d = torch.cat(origins), torch.cat(directions)
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, rays_o.shape[0], chunk):
+        out = render_rays(rays_o[start:start + chunk], rays_d[start:start + chunk])
+        for key in ("rgb", "depth", "opacity"):
+            outputs.setdefault(key, []).append(out[key])
+    result = {key: torch.cat(value) for key, value in outputs.items()}
+    result["rgb"] = result["rgb"].reshape(poses, count, 3)
+    result["depth"] = result["depth"].reshape(poses, count)
+    result["opacity"] = result["opacity"].reshape(poses, count)
+    return result
+
+
+def trimmed_residual(rendered: torch.Tensor, target: torch.Tensor, trim: float = 0.1) -> torch.Tensor:
+    """Mean absolute colour error after dropping the worst ``trim`` share of pixels (defects).
+
+    rendered: (P, N, 3); target: (N, 3). Returns (P,).
+    """
+    error = (rendered - target[None]).abs().mean(-1)  # (P, N)
+    keep = max(1, int(round(error.shape[1] * (1.0 - trim))))
+    return error.sort(dim=1).values[:, :keep].mean(1)
+
+
+def robust_loss(residual: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """Per-pixel robust penalty of colour residuals (..., 3) -> (...).
+
+    Cauchy: log(1 + r^2 / c^2) grows only logarithmically, so a defect's large residuals pull
+    little; Huber is quadratic near 0 and linear beyond c; l2 is iNeRF's plain squared error.
+    """
+    squared = (residual * residual).sum(-1)
+    if kind == "cauchy":
+        return scale * scale * torch.log1p(squared / (scale * scale))
+    if kind == "huber":
+        norm = (squared + 1e-12).sqrt()
+        return torch.where(norm < scale, 0.5 * squared, scale * (norm - 0.5 * scale))
+    return squared
+
+
+def box_blur(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a size x size box around each pixel (replicated border). image: (H, W, 3)."""
+    if size <= 1:
+        return image
+    padded = torch.nn.functional.pad(image.permute(2, 0, 1)[None], (size // 2,) * 4, mode="replicate")
+    return torch.nn.functional.avg_pool2d(padded, size, stride=1)[0].permute(1, 2, 0)
+
+
+@contextmanager
+def frozen(module: torch.nn.Module | None) -> Iterator[None]:
+    """Switch off gradients of a module's parameters (only the pose is optimised), then restore."""
+    if module is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+# ============================================================================= refinement
+@dataclass
+class RefineResult:
+    """c2w: (P, 4, 4) refined poses of the hypotheses still alive, best first; residual: (P,);
+    indices: (P,) which input hypotheses they are; steps: total optimisation steps."""
+
+    c2w: torch.Tensor
+    residual: torch.Tensor
+    indices: torch.Tensor
+    steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+def sample_pixels(mask_pixels: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` integer pixel positions (u, v) drawn with replacement from (M, 2)."""
+    index = torch.randint(0, mask_pixels.shape[0], (count,), generator=generator)
+    return mask_pixels[index]
+
+
+def mask_pixels(mask: np.ndarray) -> torch.Tensor:
+    """(M, 2) integer (u, v) of the True pixels of a (H, W) mask."""
+    v, u = np.nonzero(mask)
+    return torch.from_numpy(np.stack([u, v], -1).astype(np.int64))
+
+
+def evaluation_pixels(mask: np.ndarray, count: int, seed: int = 0) -> torch.Tensor:
+    """A fixed set of pixel centres (N, 2) spread over the mask, for comparing hypotheses."""
+    candidates = mask_pixels(mask)
+    generator = torch.Generator().manual_seed(seed)
+    if candidates.shape[0] > count:
+        candidates = candidates[torch.randperm(candidates.shape[0], generator=generator)[:count]]
+    return candidates.float() + 0.5
+
+
+def refine_poses(
+    render_rays: RenderRays,
+    c2w_init: torch.Tensor,
+    K: torch.Tensor,
+    query: torch.Tensor,
+    config: RefineConfig,
+    sample_mask: np.ndarray,
+    interest_mask: np.ndarray | None,
+    eval_pixels: torch.Tensor,
+    scene_scale: float,
+    progress: bool = False,
+) -> RefineResult:
+    """iNeRF: optimise a camera-frame twist per hypothesis so the rendered pixels match the query.
+
+    c2w_init: (P, 4, 4) starting poses; K: (3, 3); query: (H, W, 3) float in [0, 1] on the render
+    device. sample_mask / interest_mask: (H, W) bool regions rays are drawn from (random / around
+    keypoints). eval_pixels: (E, 2) fixed pixel centres that score hypotheses. scene_scale: the
+    camera's distance to the object, so translation steps are relative (the same settings work at
+    any scene size). Returns the surviving hypotheses, best first.
+    """
+    config.validate()
+    device = query.device
+    c2w_init = c2w_init.to(device, torch.float32)
+    K = K.to(device, torch.float32)
+    generator = torch.Generator().manual_seed(config.seed)
+    random_pool = mask_pixels(sample_mask)
+    interest_pool = mask_pixels(interest_mask) if interest_mask is not None and interest_mask.any() else random_pool
+    if random_pool.shape[0] == 0:
+        raise PoseError("nothing to refine against: the query's object region is empty.")
+    eval_pixels = eval_pixels.to(device)
+    eval_target = query[eval_pixels[:, 1].long(), eval_pixels[:, 0].long()]
+    height, width = query.shape[:2]
+
+    alive = torch.arange(c2w_init.shape[0])
+    base = c2w_init.clone()
+    twist = torch.zeros(c2w_init.shape[0], 6, device=device)
+    scale_vector = torch.tensor([scene_scale] * 3 + [1.0] * 3, device=device)
+    total_steps, history = 0, []
+    bar = tqdm(total=None, desc="refine", disable=not progress, leave=False)
+
+    def poses_of(params: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        return apply_twist(base[which], params[which] * scale_vector)
+
+    for level, box in enumerate(config.box_sizes):
+        target_image = box_blur(query, box)
+        subsamples = config.subsamples if box > 1 else 1
+        targets_per_step = max(8, config.rays // subsamples)
+        n_interest = int(round(targets_per_step * config.interest_fraction))
+        level_lr = config.learning_rate * config.level_lr_factor**level
+        param = twist.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([param], lr=level_lr)
+        trail = [twist.clone()]  # poses of the last steps, for the convergence test
+        active = alive.clone()
+        steps = config.fixed_steps if config.fixed_steps is not None else config.max_steps_per_level
+        step = -1
+        for step in range(steps):
+            lr = level_lr * config.lr_decay ** (step / config.lr_decay_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            pixels = torch.cat([
+                sample_pixels(interest_pool, n_interest, generator),
+                sample_pixels(random_pool, targets_per_step - n_interest, generator),
+            ]).to(device)
+            targets = target_image[pixels[:, 1], pixels[:, 0]]  # (T, 3)
+            jitter = (torch.rand(targets_per_step, subsamples, 2, generator=generator) - 0.5) * box
+            ray_pixels = (pixels.float()[:, None, :] + 0.5 + jitter.to(device)).reshape(-1, 2)
+            ray_pixels[:, 0].clamp_(0.0, width)
+            ray_pixels[:, 1].clamp_(0.0, height)
+            poses = poses_of(param, active)
+            rgb = render_pixels(render_rays, poses, K, ray_pixels, config.chunk)["rgb"]
+            rgb = rgb.reshape(len(active), targets_per_step, subsamples, 3).mean(2)
+            per_pixel = robust_loss(rgb - targets[None], config.loss, config.loss_scale)  # (A, T)
+            loss = per_pixel.mean(1).sum()  # hypotheses are independent: the sum keeps their gradients apart
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_steps += 1
+            bar.update()
+            with torch.no_grad():
+                # Adam's momentum would still move a hypothesis that is done: pin it back.
+                done = torch.ones(c2w_init.shape[0], dtype=torch.bool)
+                done[active] = False
+                param[done] = twist[done]
+                twist = param.detach().clone()
+                trail = (trail + [twist])[-(config.patience + 1):]
+            if config.fixed_steps is not None or step + 1 < config.min_steps_per_level or len(trail) <= config.patience:
+                continue
+            net = (trail[-1] - trail[0])[active]
+            rotation = net[:, 3:].norm(dim=1).cpu()
+            translation = net[:, :3].norm(dim=1).cpu()
+            steady = lr * config.patience  # what consistent Adam steps would cover per component
+            small = (torch.rad2deg(rotation) < config.converge_rotation_deg) & (translation < config.converge_translation)
+            oscillating = torch.maximum(rotation, translation) < config.plateau * steady
+            active = active[~(small | oscillating)]
+            if len(active) == 0:
+                break
+        history.append({"level": level, "box": box, "steps": step + 1})
+        # Score the hypotheses on the fixed evaluation rays; keep the best few for the next level.
+        with torch.no_grad():
+            poses = poses_of(twist, alive)
+            rendered = render_pixels(render_rays, poses, K, eval_pixels, config.chunk)["rgb"]
+            residual = trimmed_residual(rendered, eval_target)
+        order = residual.argsort().cpu()
+        keep = config.keep[min(level, len(config.keep) - 1)] if config.keep else len(alive)
+        alive = alive[order[:keep]]
+        residual = residual[order[:keep]]
+    bar.close()
+    with torch.no_grad():
+        final = poses_of(twist, alive)
+    return RefineResult(final.detach(), residual.detach().cpu(), alive, total_steps, history)
+
+
+# ============================================================================= direct alignment
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with replicated borders. image: (H, W, C). Returns (H, W, C)."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[-1]
+    batch = image.permute(2, 0, 1)[None]
+    batch = torch.nn.functional.pad(batch, (radius, radius, radius, radius), mode="replicate")
+    batch = torch.nn.functional.conv2d(batch, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    batch = torch.nn.functional.conv2d(batch, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return batch[0].permute(1, 2, 0)
+
+
+def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences d/du, d/dv of an (H, W, C) image, one-sided at the borders."""
+    padded = torch.nn.functional.pad(image.permute(2, 0, 1)[None], (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0)
+    du = 0.5 * (padded[1:-1, 2:] - padded[1:-1, :-2])
+    dv = 0.5 * (padded[2:, 1:-1] - padded[:-2, 1:-1])
+    return du, dv
+
+
+def sample_image(image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of an (H, W, C) image at (N, 2) (u, v) pixels (centres at +0.5). Returns (N, C)."""
+    height, width = image.shape[:2]
+    grid = torch.stack([2 * pixels[:, 0] / width - 1, 2 * pixels[:, 1] / height - 1], -1)
+    sampled = torch.nn.functional.grid_sample(
+        image.permute(2, 0, 1)[None], grid[None, None], mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return sampled[0, :, 0].T
+
+
+def projection_jacobian(points: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels of world points and their derivative w.r.t. a camera-frame twist (c2w @ exp(xi), xi = 0).
+
+    points: (N, 3); c2w: (4, 4) OpenGL; K: (3, 3). Returns pixels (N, 2), depth (N,) and
+    J: (N, 2, 6), d(u, v) / d(v_x, v_y, v_z, w_x, w_y, w_z).
+    """
+    w2c = invert_pose(c2w)
+    camera = points @ w2c[:3, :3].T + w2c[:3, 3]  # OpenGL camera frame, z < 0 in front
+    x, y, z = camera.unbind(-1)
+    fx, fy = K[0, 0], K[1, 1]
+    pixels = torch.stack([fx * x / -z + K[0, 2], fy * y / z + K[1, 2]], -1)
+    zero = torch.zeros_like(z)
+    # d(u, v) / d(camera point)
+    d_pixel = torch.stack([
+        torch.stack([fx / -z, zero, fx * x / (z * z)], -1),
+        torch.stack([zero, fy / z, -fy * y / (z * z)], -1),
+    ], 1)  # (N, 2, 3)
+    # The point seen from the moved camera is exp(-xi) P ~ P - v - w x P: d/dv = -I, d/dw = [P]x,
+    # and a row a of d_pixel times [P]x is the cross product a x P.
+    d_rotation = torch.linalg.cross(d_pixel, camera[:, None, :].expand_as(d_pixel), dim=-1)
+    return pixels, -z, torch.cat([-d_pixel, d_rotation], -1)
+
+
+def _alignment_cost(points, colours, c2w, K, target, scale) -> float:
+    """Robust (Cauchy) colour cost of 3D points with known colours seen from ``c2w`` in ``target``.
+
+    Points projecting off the image read its border, the background: leaving the frame costs."""
+    projected, _ = project(points, c2w, K)
+    residual = sample_image(target, projected) - colours
+    return float(torch.log1p((residual * residual).sum(-1) / scale**2).sum())
+
+
+def align_poses(
+    render_rays: RenderRays,
+    c2w_init: torch.Tensor,
+    K: torch.Tensor,
+    query: torch.Tensor,
+    config: AlignConfig,
+    sample_mask: np.ndarray,
+    interest_mask: np.ndarray | None,
+    scene_scale: float,
+) -> tuple[torch.Tensor, int]:
+    """Direct photometric alignment of several pose hypotheses to a query.
+
+    Each round renders colour and depth at the current poses on one fixed pixel set (one batched
+    forward render), lifts the pixels to 3D, and moves each pose by robust Levenberg-Marquardt so
+    that those points, projected into the query, find their rendered colours there. That cost only
+    looks from the render into the query, so the next round's render checks every move both ways
+    (rendered vs. query colours on the same pixels, object and background): a move that made it
+    worse is undone and the hypothesis' trust radius halved.
+    c2w_init: (P, 4, 4); K: (3, 3); query: (H, W, 3). Returns aligned poses (P, 4, 4) and rounds run.
+    """
+    device = query.device
+    K = K.to(device, torch.float32)
+    count = c2w_init.shape[0]
+    poses = c2w_init.to(device, torch.float32).clone()
+    generator = torch.Generator().manual_seed(config.seed)
+    random_pool = mask_pixels(sample_mask)
+    interest_pool = mask_pixels(interest_mask) if interest_mask is not None and interest_mask.any() else random_pool
+    n_interest = int(round(config.rays * config.interest_fraction))
+    pixels = torch.cat([
+        sample_pixels(interest_pool, n_interest, generator), sample_pixels(random_pool, config.rays - n_interest, generator)
+    ]).to(device).float() + torch.rand(config.rays, 2, generator=generator).to(device)  # anywhere in the pixel
+    query_colours = sample_image(query, pixels)
+    # Translations are compared with, and damped like, rotations once divided by the scene scale.
+    column_scale = torch.tensor([1.0 / scene_scale] * 3 + [1.0] * 3, device=device)
+    radius = torch.full((count,), math.radians(config.max_step_deg))
+    best_cost = torch.full((count,), float("inf"))
+    best_pose = poses.clone()
+    best_render: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    moved = torch.full((count, 2), float("inf"))
+    rounds = 0
+    for round_index in range(config.max_rounds + 1):
+        with torch.no_grad():
+            rendered = render_pixels(render_rays, poses, K, pixels)
+        cost = _robust_mean(rendered["rgb"] - query_colours[None], config.loss_scale).cpu()  # both ways, (P,)
+        for p in range(count):
+            if cost[p] <= best_cost[p]:
+                best_cost[p], best_pose[p] = cost[p], poses[p]
+                best_render[p] = (rendered["rgb"][p], rendered["depth"][p], rendered["opacity"][p])
+            else:  # the last move made things worse: go back, and take smaller steps from there
+                radius[p] *= 0.5
+                moved[p] = float("inf")
+        poses = best_pose.clone()
+        sharpest = round_index >= len(config.blur_sigmas) - 1
+        settled = (moved[:, 0] < config.converge_rotation_deg) & (moved[:, 1] < config.converge_translation)
+        if round_index == config.max_rounds or (sharpest and bool(settled.all())):
+            break
+        rounds += 1
+        sigma = config.blur_sigmas[min(round_index, len(config.blur_sigmas) - 1)]
+        target = gaussian_blur(query, sigma)
+        grad_u, grad_v = image_gradients(target)
+        with one_torch_thread():
+            for p in range(count):
+                rgb, depth, opacity = best_render[p]
+                solid = opacity > config.min_opacity
+                if int(solid.sum()) < 12:
+                    moved[p] = 0.0
+                    continue
+                rays_o, rays_d = generate_rays(poses[p], K, pixels[solid])
+                points = rays_o + depth[solid, None] * rays_d
+                start = poses[p].clone()
+                poses[p] = _lm_align(points, rgb[solid], start, K, target, grad_u, grad_v, column_scale,
+                                     float(radius[p]), config)
+                change = invert_pose(start) @ poses[p]
+                moved[p] = torch.tensor([
+                    float(rotation_error_deg(start[:3, :3], poses[p][:3, :3])), float(change[:3, 3].norm()) / scene_scale
+                ])
+    return best_pose, rounds
+
+
+def _robust_mean(residual: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean Cauchy cost log(1 + |r|^2 / c^2) over the last-but-one axis. residual: (..., N, 3) -> (...)."""
+    return torch.log1p((residual * residual).sum(-1) / scale**2).mean(-1)
+
+
+def _lm_align(points, colours, start, K, target, grad_u, grad_v, column_scale, radius: float, config: AlignConfig):
+    """Levenberg-Marquardt on the Cauchy colour cost of 3D points with known colours seen in
+    ``target``, within ``radius`` (radians, translation / scene scale) of ``start``. Returns c2w."""
+    pose = start
+    damping = config.damping
+    cost = _alignment_cost(points, colours, pose, K, target, config.loss_scale)
+    for _ in range(config.gauss_newton_steps):
+        projected, _, J_pixel = projection_jacobian(points, pose, K)
+        residual = sample_image(target, projected) - colours  # (M, 3)
+        # d residual / d xi = image gradient . d pixel / d xi, per colour channel.
+        J = sample_image(grad_u, projected)[..., None] * J_pixel[:, None, 0, :] \
+            + sample_image(grad_v, projected)[..., None] * J_pixel[:, None, 1, :]  # (M, 3, 6)
+        J = (J / column_scale).reshape(-1, 6)  # in scaled coordinates, one row per colour channel
+        weight = 1.0 / (1.0 + (residual * residual).sum(-1) / config.loss_scale**2)  # Cauchy IRLS
+        weighted = J * weight.repeat_interleave(3)[:, None]
+        H = weighted.T @ J
+        g = weighted.T @ residual.reshape(-1)
+        for _attempt in range(6):  # a step must lower the cost and stay in the trust region
+            damped = H + damping * torch.diag(H.diagonal().clamp(min=1e-9)) + 1e-9 * torch.eye(6, device=H.device)
+            candidate = apply_twist(pose, -torch.linalg.solve(damped, g) / column_scale)
+            total = se3_log(invert_pose(start) @ candidate) * column_scale
+            if float(total.abs().max()) <= radius:
+                new_cost = _alignment_cost(points, colours, candidate, K, target, config.loss_scale)
+                if new_cost < cost:
+                    pose, cost, damping = candidate, new_cost, max(damping / 3.0, 1e-6)
+                    break
+            damping *= 8.0
+        else:
+            break  # no step lowers the cost: the minimum of this round
+    return pose
+
+
+# ============================================================================= training-view index
+@dataclass
+class TrainingIndex:
+    """What retrieval needs of the training views, computed once per (model, matcher).
+
+    features: one Features per view (keypoints in the view's pixels). points3d: per view (N_i, 3)
+    world points under the keypoints, read from the field's depth; NaN where the keypoint sits on
+    the background or on a depth edge. baseline_residual: the field's own trimmed colour error on
+    training views (what a correct pose achieves). key: what the cache was built for.
+    """
+
+    features: list[Features]
+    points3d: list[torch.Tensor]
+    baseline_residual: float
+    key: str
+    bank: DescriptorBank | None = None
+
+    def __post_init__(self):
+        if self.bank is None:
+            self.bank = DescriptorBank.from_features(self.features)
+
+    def save(self, path: str | Path) -> None:
+        payload = {
+            "version": CACHE_VERSION, "key": self.key, "baseline_residual": self.baseline_residual,
+            "features": [f.as_dict() for f in self.features], "points3d": [p.cpu() for p in self.points3d],
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, key: str, device) -> "TrainingIndex | None":
+        """The cached index at ``path`` if it was built for ``key``, else None (stale or unreadable)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            return None
+        if payload.get("version") != CACHE_VERSION or payload.get("key") != key:
+            return None
+        features = [Features.from_dict(f).to(device) for f in payload["features"]]
+        return cls(features, payload["points3d"], float(payload["baseline_residual"]), key)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer: a retrained or edited field never reuses stale features."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        data = tensor.detach().cpu().contiguous()
+        digest.update(str(tuple(data.shape)).encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def keypoint_points3d(
+    render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, keypoints: torch.Tensor,
+    min_opacity: float = 0.95, edge_px: float = 1.5, max_depth_spread: float = 0.03, chunk: int = 16384,
+) -> torch.Tensor:
+    """World points under keypoints of one view, from the depth the field renders there.
+
+    A keypoint is trusted where the ray is opaque and the depth barely changes ``edge_px`` pixels
+    around it (keypoints like silhouettes, where depth jumps from the object to the background).
+    c2w: (4, 4); K: (3, 3); keypoints: (N, 2). Returns (N, 3), NaN rows where untrusted.
+    """
+    if len(keypoints) == 0:
+        return torch.zeros(0, 3)
+    offsets = torch.tensor([[0, 0], [edge_px, 0], [-edge_px, 0], [0, edge_px], [0, -edge_px]], dtype=torch.float32)
+    pixels = (keypoints.float().cpu()[:, None, :] + offsets[None]).reshape(-1, 2).to(c2w.device)
+    with torch.no_grad():
+        out = render_pixels(render_rays, c2w[None], K.to(c2w.device), pixels, chunk)
+    depth = out["depth"].reshape(-1, 5).cpu()
+    opacity = out["opacity"].reshape(-1, 5).cpu()
+    centre = depth[:, 0]
+    spread = (depth - centre[:, None]).abs().max(1).values / centre.clamp(min=1e-6)
+    trusted = (opacity.min(1).values > min_opacity) & (spread < max_depth_spread) & (centre > 0)
+    rays_o, rays_d = generate_rays(c2w.cpu(), K.cpu(), keypoints.float().cpu())
+    points = rays_o + centre[:, None] * rays_d
+    points[~trusted] = float("nan")
+    return points
+
+
+# ============================================================================= the estimator
+_INDEX_MEMORY: dict[str, TrainingIndex] = {}
+
+
+def _info_value(info, name: str, default=None):
+    return info.get(name, default) if isinstance(info, dict) else getattr(info, name, default)
+
+
+class PoseEstimator:
+    """Pose of unposed query images of one object, against its radiance field.
+
+    model: a RadianceModel (``render_rays(rays_o, rays_d) -> {'rgb', 'depth', 'opacity'}``);
+    info: its CheckpointInfo (width, height, K, background, train_c2w, train_image_paths, aabb).
+    views: the training images (PosedImages) if at hand, else read from ``info.train_image_paths``.
+    cache_path: file for the training-view features (``from_checkpoint`` puts it beside the
+    checkpoint); without one, ``config.cache_dir`` holds it under the model's fingerprint (None: no
+    disk cache). In memory the index is shared by every estimator of the same model and matcher.
+
+    >>> estimator = PoseEstimator(model, info)
+    >>> result = estimator.estimate("query.png")
+    >>> result.c2w, result.residual, result.low_confidence
+    """
+
+    def __init__(self, model, info, config: PoseConfig | None = None, views=None, cache_path: str | Path | None = None):
+        self.config = config or PoseConfig()
+        if self.config.refine is not None:
+            self.config.refine.validate()
+        self.model = model
+        self.info = info
+        self.device = pick_device(self.config.device) if self.config.device else _model_device(model)
+        self.width = int(_info_value(info, "width"))
+        self.height = int(_info_value(info, "height"))
+        self.background = tuple(float(c) for c in np.broadcast_to(np.asarray(_info_value(info, "background", 1.0)), (3,)))
+        K, train_c2w = _info_value(info, "K"), _info_value(info, "train_c2w")
+        if K is None or train_c2w is None or len(train_c2w) == 0:
+            if views is None:
+                raise PoseError(
+                    "the checkpoint stores no camera or training poses (a nerf-pytorch .tar?): pass the training "
+                    "views, PoseEstimator(model, info, views=load_transforms(...)), to retrieve poses against."
+                )
+            K, train_c2w = views.K, views.c2w
+        self.K = torch.as_tensor(K, dtype=torch.float32).cpu()
+        self.train_c2w = torch.as_tensor(train_c2w, dtype=torch.float32).cpu()
+        # Models whose pixel (i, j) ray passes off our centre (i + 0.5, j + 0.5) render with the
+        # principal point moved by that offset: PnP keeps the true K, rendering uses this one.
+        self.render_K = self.K.clone()
+        self.render_K[:2, 2] -= float(getattr(model, "pixel_offset", 0.0))
+        aabb = _info_value(info, "aabb")
+        self.centre = torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).mean(0) if aabb is not None else torch.zeros(3)
+        self.distance = float((self.train_c2w[:, :3, 3] - self.centre).norm(dim=1).median())
+        self.matcher: Matcher = shared_matcher(
+            self.config.matcher, str(self.device), self.config.max_keypoints, self.config.loftr_weights
+        )
+        self.fingerprint = model_fingerprint(model)
+        if cache_path is None and self.config.cache_dir:
+            cache_path = Path(self.config.cache_dir) / f"{self.fingerprint[:16]}.{self.matcher.key}.pt"
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        with self._threads():
+            self.index = self._training_index(views)
+
+    def _threads(self):
+        return one_torch_thread() if self.config.single_thread else nullcontext()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: PoseConfig | None = None, views=None) -> "PoseEstimator":
+        """Load a checkpoint (``omnipose.train.load_checkpoint``) and cache the training features
+        beside it, as ``pose_features.<matcher>.pt``."""
+        from .train import load_checkpoint
+
+        config = config or PoseConfig()
+        model, info = load_checkpoint(path, device=pick_device(config.device))
+        model.eval()
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        key = shared_matcher(config.matcher, str(pick_device(config.device)), config.max_keypoints, config.loftr_weights).key
+        return cls(model, info, config, views=views, cache_path=folder / f"pose_features.{key}.pt")
+
+    # ------------------------------------------------------------------ set-up (once per object)
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor) -> dict:
+        return self.model.render_rays(rays_o.to(self.device), rays_d.to(self.device))
+
+    def _index_key(self) -> str:
+        digest = hashlib.sha1()
+        digest.update(self.fingerprint.encode())
+        digest.update(self.matcher.key.encode())
+        digest.update(f"{self.width}x{self.height}|{self.background}|{self.config.min_opacity}".encode())
+        digest.update(self.K.numpy().tobytes())
+        digest.update(self.train_c2w.numpy().tobytes())
+        return digest.hexdigest()
+
+    def _training_index(self, views) -> TrainingIndex:
+        key = self._index_key()
+        if key in _INDEX_MEMORY:
+            return _INDEX_MEMORY[key]
+        index = TrainingIndex.load(self.cache_path, key, self.matcher.device) if self.cache_path else None
+        if index is None:
+            index = self._build_index(self._training_images(views), key)
+            if self.cache_path is not None:
+                index.save(self.cache_path)
+        if len(_INDEX_MEMORY) >= 4:
+            _INDEX_MEMORY.pop(next(iter(_INDEX_MEMORY)))
+        _INDEX_MEMORY[key] = index
+        return index
+
+    def _training_images(self, views) -> torch.Tensor:
+        """(N, H, W, 3) training images at the model's size: given, read from disk, or rendered."""
+        if views is not None:
+            images = torch.as_tensor(views.images if hasattr(views, "images") else views, dtype=torch.float32)
+            if images.shape[0] != self.train_c2w.shape[0] or tuple(images.shape[1:3]) != (self.height, self.width):
+                raise PoseError(
+                    f"training views are {tuple(images.shape)} but the checkpoint has {self.train_c2w.shape[0]} views "
+                    f"at {self.width}x{self.height}; pass the views the model was trained on (same size)."
+                )
+            return images.cpu()
+        paths = [Path(p) for p in (_info_value(self.info, "train_image_paths") or [])]
+        if paths and len(paths) == self.train_c2w.shape[0] and all(p.is_file() for p in paths):
+            from .io import read_image_rgb
+
+            return torch.from_numpy(np.stack([
+                read_image_rgb(p, self.background, (self.width, self.height))
+                for p in tqdm(paths, desc="reading training views", disable=not self.config.progress, leave=False)
+            ]))
+        # The images moved: describe renders of the field at the training poses instead.
+        images = []
+        with torch.no_grad():
+            for c2w in tqdm(self.train_c2w, desc="rendering training views for retrieval", disable=not self.config.progress, leave=False):
+                out = self.model.render_image(c2w.to(self.device), self.K.to(self.device), self.height, self.width)
+                images.append(out["rgb"].float().cpu().clamp(0, 1))
+        return torch.stack(images)
+
+    def _build_index(self, images: torch.Tensor, key: str) -> TrainingIndex:
+        features = self.matcher.extract(images.numpy())
+        points3d = []
+        for c2w, f in tqdm(list(zip(self.train_c2w, features)), desc="3D points of training keypoints",
+                           disable=not self.config.progress, leave=False):
+            points3d.append(keypoint_points3d(
+                self.render_rays, c2w.to(self.device), self.render_K, f.keypoints.cpu(), self.config.min_opacity,
+                chunk=self.config.chunk,
+            ))
+        baseline = self._baseline_residual(images)
+        return TrainingIndex(features, points3d, baseline, key)
+
+    def _baseline_residual(self, images: torch.Tensor, views: int = 6) -> float:
+        """The trimmed colour error of the field at its own training poses (what a right pose gives)."""
+        chosen = np.linspace(0, images.shape[0] - 1, min(views, images.shape[0])).round().astype(int)
+        residuals = []
+        with torch.no_grad():
+            for i in chosen:
+                image = images[i].numpy()
+                region = dilate(foreground_mask(image, self.background, self.config.foreground_threshold), 4)
+                if not region.any():
+                    continue
+                pixels = evaluation_pixels(region, self.config.eval_rays, seed=int(i))
+                rendered = render_pixels(self.render_rays, self.train_c2w[i][None].to(self.device), self.render_K, pixels,
+                                         self.config.chunk)["rgb"]
+                target = images[i][pixels[:, 1].long(), pixels[:, 0].long()].to(rendered.device)
+                residuals.append(float(trimmed_residual(rendered, target)[0]))
+        return float(np.median(residuals)) if residuals else 0.02
+
+    # ------------------------------------------------------------------ coarse pose
+    def rotation_angles(self) -> list[float]:
+        if self.matcher.rotation_invariant or self.config.rotations <= 1:
+            return [0.0]
+        return [360.0 * k / self.config.rotations for k in range(self.config.rotations)]
+
+    def shortlist(self, rotated: list[RotatedFeatures]) -> list[tuple[int, int, float]]:
+        """The (view, rotation index, score) pairs worth matching finely, best first, one per view."""
+        counts = torch.stack([
+            mutual_nn_counts(r.rotated, self.index.bank, self.matcher.shortlist_similarity) for r in rotated
+        ])  # (R, V)
+        best, which = counts.max(0)
+        order = best.argsort(descending=True)[: self.config.shortlist]
+        return [(int(v), int(which[v]), float(best[v])) for v in order]
+
+    def correspondences(self, rotated: RotatedFeatures, view: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Matches of a turned query with a training view: query pixels (M, 2) in the query's own
+        frame, view pixels (M, 2), world points (M, 3) (NaN where the field gives none), scores (M,)."""
+        matches: Matches = self.matcher.match(rotated.rotated, self.index.features[view])
+        query_points = rotated.points_in_query(matches.points0)
+        if matches.index1 is not None:
+            points3d = self.index.points3d[view][matches.index1]
+        else:  # detector-free matches fall between keypoints: ask the field for their depth
+            points3d = keypoint_points3d(self.render_rays, self.train_c2w[view].to(self.device), self.render_K,
+                                         matches.points1, self.config.min_opacity)
+        return query_points, matches.points1, points3d, matches.scores
+
+    def coarse_hypotheses(self, query: np.ndarray) -> tuple[list[Hypothesis], list[RotatedFeatures]]:
+        """Coarse poses of a prepared query, most supported first, and its described rotations."""
+        rotated = describe_rotations(self.matcher, query, self.rotation_angles(), self.background)
+        hypotheses: list[Hypothesis] = []
+        pooled = {}
+        for view, r, _ in self.shortlist(rotated):
+            query_points, view_points, points3d, _ = self.correspondences(rotated[r], view)
+            valid = torch.isfinite(points3d).all(1)
+            solved = solve_pnp(query_points[valid], points3d[valid], self.K, self.config.pnp_reprojection_px,
+                               min_inliers=6)
+            angle = rotated[r].angle_deg
+            if solved is not None:
+                c2w, inliers = solved
+                hypotheses.append(Hypothesis(c2w, f"pnp view {view} at {angle:.0f} deg", int(inliers.sum()), view, angle))
+                keep = valid.clone()
+                keep[valid] = torch.from_numpy(inliers)
+                pooled.setdefault(r, []).append((query_points[keep], points3d[keep]))
+            similarity = fit_similarity(view_points, query_points)
+            if similarity is not None and similarity.inliers.sum() >= 6:
+                depth = self._view_depth(view, points3d[valid])
+                c2w = pose_from_similarity(self.train_c2w[view], self.K, similarity, depth)
+                # A 2D fit ignores parallax: it counts for less than the same number of PnP inliers.
+                hypotheses.append(Hypothesis(c2w, f"similarity view {view} at {angle:.0f} deg",
+                                             int(similarity.inliers.sum()) // 2, view, angle))
+        # Inliers of several views of the same rotation, solved together: more points, less noise.
+        for r, parts in pooled.items():
+            if len(parts) < 2:
+                continue
+            solved = solve_pnp(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), self.K,
+                               self.config.pnp_reprojection_px, min_inliers=6)
+            if solved is not None:
+                hypotheses.append(Hypothesis(solved[0], f"pnp {len(parts)} views at {rotated[r].angle_deg:.0f} deg",
+                                             int(solved[1].sum()), -1, rotated[r].angle_deg))
+        hypotheses.sort(key=lambda h: -h.inliers)
+        return _distinct(hypotheses, self.distance), rotated
+
+    def _view_depth(self, view: int, points3d: torch.Tensor) -> float:
+        """Depth of the object along a view's axis: its matched 3D points, else the object centre."""
+        c2w = self.train_c2w[view]
+        forward = -c2w[:3, 2]
+        if len(points3d):
+            return float(((points3d - c2w[:3, 3]) @ forward).median())
+        return float((self.centre - c2w[:3, 3]) @ forward)
+
+    # ------------------------------------------------------------------ full estimate
+    def estimate(self, image) -> PoseResult:
+        """Pose of one query: a path or an (H, W[, C]) array/tensor (see ``prepare_query``)."""
+        with self._threads():
+            return self._estimate(image)
+
+    def _estimate(self, image) -> PoseResult:
+        start = time.perf_counter()
+        query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
+        hypotheses, rotated = self.coarse_hypotheses(query)
+        timings = {"coarse": time.perf_counter() - start}
+        if not hypotheses:
+            # Nothing matched: fall back to the training view the shortlist liked best, flagged.
+            view, r, _ = self.shortlist(rotated)[0]
+            c2w = roll_camera(self.train_c2w[view], -math.radians(rotated[r].angle_deg))
+            hypotheses = [Hypothesis(c2w, f"view {view} at {rotated[r].angle_deg:.0f} deg, no geometric fit", 0, view,
+                                     rotated[r].angle_deg)]
+            notes.append("no consistent matches with any training view")
+        candidates = hypotheses[: self.config.hypotheses]
+        query_t = torch.from_numpy(query).to(self.device)
+        region = dilate(foreground_mask(query, self.background, self.config.foreground_threshold),
+                        max(2, round(0.03 * max(self.width, self.height))))
+        best_rotation = next(r for r in rotated if r.angle_deg == candidates[0].angle_deg)
+        interest = keypoint_mask(best_rotation.features.keypoints, self.height, self.width, self.config.interest_radius)
+        interest &= region
+        eval_pixels = evaluation_pixels(region, self.config.eval_rays, seed=0)
+        poses = torch.stack([h.c2w for h in candidates]).to(self.device)
+        steps = 0
+        with frozen(self.model if isinstance(self.model, torch.nn.Module) else None):
+            mark = time.perf_counter()
+            if self.config.align is not None:
+                poses, steps = align_poses(self.render_rays, poses, self.render_K, query_t, self.config.align,
+                                           region, interest, self.distance)
+            residual = self.residual(poses, query_t, eval_pixels)
+            timings["align"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            order = residual.argsort()
+            best = int(order[0])
+            if self.config.refine is not None:
+                keep = order[: max(1, self.config.refine_top)]
+                refined = refine_poses(
+                    self.render_rays, poses[keep], self.render_K, query_t, self.config.refine, region, interest,
+                    eval_pixels, self.distance, progress=self.config.progress,
+                )
+                best = int(keep[int(refined.indices[0])])
+                poses[best] = refined.c2w[0].to(poses)
+                residual[best] = refined.residual[0]
+                steps += refined.steps
+            timings["refine"] = time.perf_counter() - mark
+        chosen = candidates[best]
+        confidence, low, why = self._confidence(float(residual[best]), chosen.inliers)
+        notes.extend(why)
+        return PoseResult(
+            c2w=poses[best].detach().cpu(), residual=float(residual[best]), confidence=confidence, low_confidence=low,
+            seconds=time.perf_counter() - start, hypotheses=len(hypotheses), inliers=chosen.inliers,
+            source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes, timings=timings,
+        )
+
+    def residual(self, poses: torch.Tensor, query: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Trimmed colour error of the field rendered at each pose against the query, on ``pixels``.
+
+        poses: (P, 4, 4); query: (H, W, 3); pixels: (E, 2) pixel centres. Returns (P,) on CPU.
+        """
+        with torch.no_grad():
+            rendered = render_pixels(self.render_rays, poses, self.render_K, pixels, self.config.chunk)["rgb"]
+        target = query[pixels[:, 1].long(), pixels[:, 0].long()].to(rendered.device)
+        return trimmed_residual(rendered, target).cpu()
+
+    def estimate_batch(self, images: Sequence) -> list[PoseResult]:
+        """Poses of many queries; the models and training features are loaded once for all."""
+        return [self.estimate(image) for image in tqdm(images, desc="pose", disable=not self.config.progress)]
+
+    def _confidence(self, residual: float, inliers: int) -> tuple[float, bool, list[str]]:
+        """Confidence in [0, 1] from the photometric residual (vs. the field's own) and the matches."""
+        baseline = max(self.index.baseline_residual, 0.005)
+        ratio = residual / baseline
+        ceiling = self.config.max_residual_ratio
+        photometric = float(np.clip((ceiling - ratio) / (ceiling - 1.0), 0.0, 1.0))
+        support = float(np.clip(inliers / (2.0 * self.config.min_inliers), 0.0, 1.0))
+        why = []
+        if ratio > ceiling:
+            why.append(f"photometric residual {residual:.3f} is {ratio:.1f}x the field's own {baseline:.3f} "
+                       "(another object, a wrong pose, or a heavily damaged one)")
+        if inliers < self.config.min_inliers:
+            why.append(f"only {inliers} consistent matches (< {self.config.min_inliers})")
+        return min(photometric, support), bool(why), why
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _distinct(hypotheses: list[Hypothesis], distance: float, rotation_deg: float = 1.0, translation: float = 0.01) -> list[Hypothesis]:
+    """Drop hypotheses within (rotation_deg, translation x distance) of a better one: refining twins wastes rays."""
+    kept: list[Hypothesis] = []
+    for h in hypotheses:
+        twin = any(
+            float(rotation_error_deg(h.c2w[:3, :3], k.c2w[:3, :3])) < rotation_deg
+            and float((h.c2w[:3, 3] - k.c2w[:3, 3]).norm()) < translation * distance
+            for k in kept
+        )
+        if not twin:
+            kept.append(h)
+    return kept
+
+
+# ============================================================================= command line
+def add_pose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``omnipose pose``."""
+    from .matching import MATCHER_NAMES
+
+    parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint file (model.pt) or its folder")
+    parser.add_argument("--image", type=Path, nargs="+", required=True, help="query image(s), any pose")
+    parser.add_argument("--matcher", default=PoseConfig.matcher, choices=MATCHER_NAMES,
+                        help=f"keypoint matcher for retrieval (default {PoseConfig.matcher})")
+    parser.add_argument("--loftr-weights", type=Path, default=None, help="LoFTR checkpoint, needed by --matcher loftr")
+    parser.add_argument("--rotations", type=int, default=PoseConfig.rotations,
+                        help="in-plane rotations a query is tried at for rotation-sensitive matchers")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (atomically)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_pose(args: argparse.Namespace) -> int:
+    """``omnipose pose``: print each query's c2w, residual, confidence and time; 0 when every pose is
+    confident, 1 when some are flagged low-confidence."""
+    config = PoseConfig(
+        matcher=args.matcher, loftr_weights=None if args.loftr_weights is None else str(args.loftr_weights),
+        rotations=args.rotations, device=args.device, progress=not args.quiet,
+    )
+    start = time.perf_counter()
+    estimator = PoseEstimator.from_checkpoint(args.ckpt, config)
+    setup = time.perf_counter() - start
+    if not args.quiet:
+        print(f"loaded {args.ckpt} and {len(estimator.index.features)} training views' features in {setup:.1f} s "
+              f"({estimator.matcher.name})", file=sys.stderr)
+    results = {}
+    for path in args.image:
+        result = estimator.estimate(path)
+        results[str(path)] = result.to_json()
+        flag = "LOW CONFIDENCE" if result.low_confidence else "ok"
+        print(f"{path}: residual {result.residual:.4f}, confidence {result.confidence:.2f} ({flag}), "
+              f"{result.seconds:.1f} s, {result.hypotheses} hypotheses, best from {result.source}")
+        print("c2w =\n" + np.array2string(result.c2w.numpy(), precision=5, suppress_small=True))
+        for note in result.notes:
+            print(f"  note: {note}")
+    if args.json is not None:
+        atomic_write_json(args.json, results if len(results) > 1 else next(iter(results.values())))
+    return 0 if all(not r["low_confidence"] for r in results.values()) else 1

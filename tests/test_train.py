@@ -1,0 +1,187 @@
+"""Training: checkpoints, interruption and resume, reproducibility, bad input, the command line."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from omnipose.data import PosedImages, load_transforms
+from omnipose.encoding import HashGridConfig
+from omnipose.field import NGPFieldConfig
+from omnipose.io import CheckpointError, DataError
+from omnipose.render import RenderConfig
+from omnipose.train import (
+    TrainConfig,
+    add_train_arguments,
+    load_checkpoint,
+    psnr,
+    run_train,
+    split_holdout,
+    train_model,
+)
+
+
+@pytest.fixture(scope="module")
+def lego_small(lego_dir):
+    """11 lego views (r_1, r_10..r_19) at 32x32."""
+    return load_transforms(lego_dir / "transforms_train.json", size=32, frame_filter="r_1", progress=False)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(
+        field=NGPFieldConfig(grid=HashGridConfig(4, 2, 12, 8, 32), hidden_dim=32, color_hidden_dim=32, encoding_backend="torch"),
+        render=RenderConfig(occupancy_resolution=16, steps_per_diagonal=96),
+        steps=6, target_samples=4096, initial_rays=256, max_rays=1024, occupancy_every=4, occupancy_warmup=8,
+        eval_every=0, checkpoint_every_steps=1000, checkpoint_every_seconds=1e9, dataset="nerf_synthetic", class_name="lego",
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip(tmp_path, lego_small):
+    model = train_model(lego_small, tiny_config(), tmp_path / "ckpt", progress=False)
+    for name in ("model.pt", "config.json", "train_state.pt"):
+        assert (tmp_path / "ckpt" / name).is_file()
+    summary = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert (summary["dataset"], summary["class_name"], summary["step"], summary["n_train_views"]) == ("nerf_synthetic", "lego", 6, 11)
+    loaded, info = load_checkpoint(tmp_path / "ckpt", device="cpu", field_type="ngp", dataset="nerf_synthetic", class_name="lego")
+    assert (info.width, info.height, info.step) == (32, 32, 6)
+    torch.testing.assert_close(info.K, lego_small.K)
+    torch.testing.assert_close(info.train_c2w, lego_small.c2w)
+    assert info.train_image_paths == [str(p) for p in lego_small.paths]
+    assert_same_weights(weights(model), weights(loaded))
+    image = loaded.render_image(info.train_c2w[0], info.K, info.height, info.width)
+    torch.testing.assert_close(image["rgb"], model.render_image(lego_small.c2w[0], lego_small.K, 32, 32)["rgb"])
+    with pytest.raises(CheckpointError, match="class 'lego', not '01Gorilla'"):
+        load_checkpoint(tmp_path / "ckpt", class_name="01Gorilla")
+
+
+def test_bad_checkpoints(tmp_path, lego_small):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing" / "model.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_checkpoint(tmp_path)
+    corrupt = tmp_path / "corrupt" / "model.pt"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"\x80\x02 this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(corrupt)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="neither an omnipose checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    # Resuming into a folder that holds another object's checkpoint.
+    train_model(lego_small, tiny_config(steps=1), tmp_path / "ckpt", progress=False)
+    with pytest.raises(CheckpointError, match="--no-resume"):
+        train_model(lego_small, tiny_config(steps=2, class_name="ship"), tmp_path / "ckpt", progress=False)
+
+
+# ----------------------------------------------------------------------------- resume and reproducibility
+def test_interrupted_training_resumes_exactly(tmp_path, lego_small):
+    reference = weights(train_model(lego_small, tiny_config(steps=7), None, progress=False))
+
+    def interrupt(step, stats):
+        if step == 4:
+            raise KeyboardInterrupt  # what Ctrl-C raises
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_model(lego_small, tiny_config(steps=7), out, progress=False, callback=interrupt)
+    _, info = load_checkpoint(out)
+    assert info.step == 4
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert state["step"] == 4 and state["optimizer"]["state"], "the optimiser state is saved with the checkpoint"
+    saved_moment = state["optimizer"]["state"][0]["exp_avg"].clone()
+
+    seen = []
+
+    def record(step, stats):
+        seen.append(step)
+
+    resumed = train_model(lego_small, tiny_config(steps=7), out, progress=False, callback=record)
+    assert seen == [5, 6, 7]
+    # Same weights as the run that was never interrupted: model, optimiser moments, random stream
+    # and ray-count state all came back.
+    assert_same_weights(weights(resumed), reference)
+    assert not torch.equal(saved_moment, torch.load(out / "train_state.pt", weights_only=False)["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_crash_loses_only_steps_since_last_checkpoint(tmp_path, lego_small):
+    def crash(step, stats):
+        if step == 5:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        train_model(lego_small, tiny_config(steps=9, checkpoint_every_steps=2), tmp_path / "run", progress=False, callback=crash)
+    _, info = load_checkpoint(tmp_path / "run")
+    assert info.step == 4
+
+
+def test_same_seed_same_weights(lego_small):
+    a = weights(train_model(lego_small, tiny_config(seed=3), None, progress=False))
+    b = weights(train_model(lego_small, tiny_config(seed=3), None, progress=False))
+    c = weights(train_model(lego_small, tiny_config(seed=4), None, progress=False))
+    assert_same_weights(a, b)
+    assert not torch.equal(a["field.encoding.table"], c["field.encoding.table"])
+
+
+def test_training_learns_the_object(lego_small):
+    train, held = split_holdout(lego_small, 4)
+    assert len(held) == 3 and len(train) == 8
+    model = train_model(train, tiny_config(steps=120, lr=0.05), None, holdout=held, progress=False)
+    white = psnr(torch.ones_like(held.images), held.images)
+    assert model.metrics["psnr"] > white + 3.0, (model.metrics, white)
+    assert 0 < model.metrics["ssim"] <= 1
+
+
+# ----------------------------------------------------------------------------- bad data
+def test_views_without_poses_or_of_mixed_sizes(tmp_path, lego_small):
+    broken = PosedImages(lego_small.images, torch.zeros(3, 4, 4), lego_small.K, lego_small.paths)
+    with pytest.raises(DataError, match="no poses"):
+        train_model(broken, tiny_config(), None, progress=False)
+    held = load_transforms(lego_small.paths[0].parent.parent / "transforms_train.json", size=16, frame_filter="r_2", progress=False)
+    with pytest.raises(DataError, match="16x16"):
+        train_model(lego_small, tiny_config(), None, holdout=held, progress=False)
+    # A transforms.json whose frames have no poses, and one mixing image sizes.
+    (tmp_path / "a.png").write_bytes((lego_small.paths[0]).read_bytes())
+    from PIL import Image
+
+    Image.new("RGB", (20, 10), "white").save(tmp_path / "b.png")
+    (tmp_path / "no_poses.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": [{"file_path": "a.png"}]}))
+    with pytest.raises(DataError, match="transform_matrix"):
+        load_transforms(tmp_path / "no_poses.json", progress=False)
+    eye = torch.eye(4).tolist()
+    frames = [{"file_path": "a.png", "transform_matrix": eye}, {"file_path": "b.png", "transform_matrix": eye}]
+    (tmp_path / "mixed.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": frames}))
+    with pytest.raises(DataError, match="mixed image sizes"):
+        load_transforms(tmp_path / "mixed.json", progress=False)
+
+
+# ----------------------------------------------------------------------------- command line
+def test_command_line(tmp_path, lego_dir):
+    meta = json.loads((lego_dir / "transforms_train.json").read_text())
+    meta["frames"] = [dict(f, file_path=str(lego_dir / f["file_path"][2:])) for f in meta["frames"][:6]]
+    meta["aabb"] = [[-1.2, -1.4, -0.6], [1.2, 1.4, 1.4]]
+    transforms = tmp_path / "lego" / "transforms.json"
+    transforms.parent.mkdir()
+    transforms.write_text(json.dumps(meta))
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(["--transforms", str(transforms), "--size", "24", "--steps", "3", "--holdout", "3",
+                              "--out", str(tmp_path / "out"), "--no-resume", "--quiet"])  # fmt: skip
+    assert run_train(args) == 0
+    _, info = load_checkpoint(tmp_path / "out", class_name="lego")
+    assert info.step == 3 and info.train_c2w.shape == (4, 4, 4) and "psnr" in info.metrics
+    torch.testing.assert_close(info.aabb, torch.tensor(meta["aabb"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--size", "24"])  # neither --data nor --transforms
