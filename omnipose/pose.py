@@ -99,8 +99,8 @@ class AlignConfig:
     max_rounds: int = 5
     max_step_deg: float = 5.0
     gauss_newton_steps: int = 8
-    blur_sigmas: tuple[float, ...] = (2.0, 1.0, 0.0)
-    loss_scale: float = 0.1
+    blur_sigmas: tuple[float, ...] = (3.0, 1.5, 0.0)
+    loss_scale: float = 0.2
     damping: float = 1e-3
     min_opacity: float = 0.9
     interest_fraction: float = 0.5
@@ -133,11 +133,11 @@ class RefineConfig:
     interest_fraction: float = 0.6
     loss: str = "cauchy"
     loss_scale: float = 0.1
-    learning_rate: float = 0.002
+    learning_rate: float = 0.004
     lr_decay: float = 0.5
-    lr_decay_steps: int = 30
+    lr_decay_steps: int = 15
     level_lr_factor: float = 0.5
-    max_steps_per_level: int = 60
+    max_steps_per_level: int = 20
     min_steps_per_level: int = 6
     patience: int = 6
     converge_rotation_deg: float = 0.02
@@ -1219,9 +1219,12 @@ class PoseEstimator:
                     self.render_rays, poses[keep], self.render_K, query_t, self.config.refine, region, interest,
                     eval_pixels, self.distance, progress=self.config.progress,
                 )
-                best = int(keep[int(refined.indices[0])])
-                poses[best] = refined.c2w[0].to(poses)
-                residual[best] = refined.residual[0]
+                refined_best = int(keep[int(refined.indices[0])])
+                # iNeRF's stochastic steps can end a little worse than where they started: keep the better.
+                if float(refined.residual[0]) < float(residual[best]):
+                    best = refined_best
+                    poses[best] = refined.c2w[0].to(poses)
+                    residual[best] = refined.residual[0]
                 steps += refined.steps
             timings["refine"] = time.perf_counter() - mark
         chosen = candidates[best]
