@@ -74,8 +74,8 @@ def write_demo_report(out_dir: Path, results: list, timings: dict, evaluation: E
 def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("output/demo"), help="where data, checkpoints and the report go")
     parser.add_argument("--classes", default="01Robot,03Duck", help=f"comma-separated classes of {', '.join(SYNTH_CLASSES)}")
-    parser.add_argument("--size", type=int, default=100, help="image width in pixels (default 100 for speed)")
-    parser.add_argument("--train-views", type=int, default=40)
+    parser.add_argument("--size", type=int, default=200, help="image width in pixels (default 200)")
+    parser.add_argument("--train-views", type=int, default=80)
     parser.add_argument("--test-views-per-type", type=int, default=3, help="test images per type (good, Burrs, Missing, Stains)")
     parser.add_argument("--minutes", type=float, default=1.5, help="training time budget per class")
     parser.add_argument("--seed", type=int, default=0)

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .compare import Calibration, Comparator, CompareConfig, CompareError
-from .data import MADClass, PosedImages, QueryItem, open_mad_class
+from .data import MADClass, PosedImages, open_mad_class
 from .io import DataError, OmniposeError, atomic_path, atomic_write_json, pick_device, save_image
 from .pose import PoseConfig, PoseEstimator, PoseResult, prepare_query
 from .train import CheckpointInfo, TrainConfig, load_checkpoint, train_model
@@ -103,9 +103,14 @@ class Detector:
         if it was interrupted).
         """
         mad = self._open(data, class_name)
-        self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / mad.name
         views = mad.load_train_views(size=self.config.image_size, progress=progress)
-        train_config = replace(self.config.train, dataset=self.config.dataset, class_name=mad.name, device=self.config.device)
+        return self.fit_views(views, mad.name, progress)
+
+    def fit_views(self, views: PosedImages, class_name: str, progress: bool = True) -> "Detector":
+        """``fit`` on posed normal views already in memory (any ``transforms.json`` object, e.g.
+        ``load_transforms``); the checkpoint goes to ``<ckpt_root>/<dataset>/<class_name>/``."""
+        self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / class_name
+        train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
         train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
         self.model, self.info = load_checkpoint(self.ckpt_dir / "model.pt", device=self.device)
         self.model.eval()
@@ -149,15 +154,24 @@ class Detector:
                 return
             except CompareError:
                 pass  # fitted with another comparison config: fit again below
+        calibration = self.comparator.fit(*self.normal_pairs(views, progress), progress=progress)
+        calibration.save(path)
+
+    @torch.no_grad()
+    def normal_pairs(self, views: PosedImages, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normal (view, render) pairs for calibration: ``calibration_views`` training views spread
+        evenly, each with the field rendered at its own pose.
+
+        Returns images (N, H, W, 3), renders (N, H, W, 3) and render opacities (N, H, W).
+        """
         count = min(self.config.calibration_views, len(views))
         indices = np.linspace(0, len(views) - 1, count).round().astype(int)
         renders, alphas = [], []
         for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
-            out = self.model.render_image(views.c2w[index].to(self.device), views.K, views.height, views.width)
+            out = self.model.render_image(views.c2w[index].to(self.device), views.K.to(self.device), views.height, views.width)
             renders.append(out["rgb"].cpu())
             alphas.append(out["opacity"].cpu())
-        calibration = self.comparator.fit(views.images[indices], torch.stack(renders), torch.stack(alphas), progress=progress)
-        calibration.save(path)
+        return views.images[indices], torch.stack(renders), torch.stack(alphas)
 
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:

@@ -57,7 +57,8 @@ def mlp(in_dim: int, hidden_dim: int, n_hidden: int, out_dim: int) -> torch.nn.S
 class NGPFieldConfig:
     """Instant-NGP style field.
 
-    encoding: 'hash' (the hash grid ``grid``) or 'triplane' (``triplane``), the position encoding. hidden_dim / density_layers: density MLP. geometry_features:
+    encoding: 'hash' (the hash grid ``grid``) or 'triplane' (``triplane``), the position encoding.
+    hidden_dim / density_layers: density MLP. geometry_features:
     features passed from the density MLP to the colour MLP. color_hidden_dim / color_layers:
     colour MLP. sh_degree: bands of the direction encoding (4 -> 16 coefficients).
     density_bias: added before the exponential; negative starts the scene nearly empty, which
@@ -110,7 +111,8 @@ class NGPField(torch.nn.Module):
             self.encoding = TriPlaneEncoding(self.config.triplane, accumulate_in_place=True)
         else:
             raise OmniposeError(f"unknown field encoding '{self.config.encoding}'; use 'hash' or 'triplane'.")
-        self.density_net = mlp(self.encoding.n_output_dims, self.config.hidden_dim, self.config.density_layers, 1 + self.config.geometry_features)
+        c = self.config
+        self.density_net = mlp(self.encoding.n_output_dims, c.hidden_dim, c.density_layers, 1 + c.geometry_features)
         self.direction_encoding = SphericalHarmonicsEncoding(self.config.sh_degree)
         self.color_net = mlp(
             self.config.geometry_features + self.direction_encoding.n_output_dims,
@@ -277,7 +279,9 @@ def load_nerf_mlp(state: dict, name: str = "network") -> NeRFMLP:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{name}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}; not a nerf-pytorch NeRF of one architecture.")
+        raise CheckpointError(
+            f"{name}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}; not a nerf-pytorch NeRF of one architecture."
+        )
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
             raise CheckpointError(f"{name}: '{key}' has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}.")

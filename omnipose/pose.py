@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -50,6 +49,7 @@ from .geometry import (
     roll_camera,
     rotation_error_deg,
 )
+from .appearance import THUMBNAIL_SIZE, ObjectFrame, best_matches, object_frame, thumbnails, view_to_query_affine
 from .io import (
     OmniposeError,
     atomic_path,
@@ -72,7 +72,7 @@ from .matching import (
 )
 
 RenderRays = Callable[[torch.Tensor, torch.Tensor], dict]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: appearance thumbnails
 
 
 class PoseError(OmniposeError):
@@ -172,11 +172,14 @@ class PoseConfig:
 
     matcher: one of ``omnipose.matching.MATCHER_NAMES``. rotations: in-plane rotations a query is
     described at when the matcher is not rotation invariant (every 360/rotations degrees).
-    shortlist: (view, rotation) pairs matched finely. hypotheses: coarse poses aligned side by side;
-    refine_top: how many of them (best residual first) go on to iNeRF refinement. align / refine:
+    shortlist: (view, rotation) pairs matched finely. hypotheses: coarse poses from keypoint
+    matches aligned side by side; appearance_hypotheses: more from global appearance retrieval
+    (``omnipose.appearance``, every ``appearance_step_deg`` degrees), which rescues queries the
+    matches miss; refine_top: how many of them (best residual first) go on to iNeRF refinement. align / refine:
     the two refinement stages, None to skip one. min_inliers: PnP inliers below which a pose is not
     trusted. max_residual_ratio: a residual this many times the field's own residual on training
-    views flags the result as low confidence. interest_radius: keypoint dilation (pixels) of PAD's
+    views flags the result as low confidence (``unsupported_residual_ratio`` when fewer than
+    ``min_inliers`` keypoint matches support the pose). interest_radius: keypoint dilation (pixels) of PAD's
     interest regions. eval_rays: the fixed ray set hypotheses are compared on. single_thread: run
     on one torch thread; the batches here are small, and on a shared CPU torch's thread pool costs
     far more than it gains (rendering measured 10x slower with 2 threads than 1 at load 3).
@@ -189,11 +192,14 @@ class PoseConfig:
     rotations: int = 8
     shortlist: int = 4
     hypotheses: int = 3
+    appearance_hypotheses: int = 4
+    appearance_step_deg: float = 10.0
     refine_top: int = 1
     min_inliers: int = 15
     pnp_reprojection_px: float = 2.5
     min_opacity: float = 0.95
     max_residual_ratio: float = 2.5
+    unsupported_residual_ratio: float = 1.6
     foreground_threshold: float = 0.04
     interest_radius: int = 4
     eval_rays: int = 2048
@@ -871,12 +877,16 @@ class TrainingIndex:
     world points under the keypoints, read from the field's depth; NaN where the keypoint sits on
     the background or on a depth edge. baseline_residual: the field's own trimmed colour error on
     training views (what a correct pose achieves). key: what the cache was built for.
+    thumbnails: (V, D) object-centred thumbnails (``omnipose.appearance``); frames: (V, 3) each
+    view's object centroid (u, v) and RMS radius in pixels (radius 0: no object in the view).
     """
 
     features: list[Features]
     points3d: list[torch.Tensor]
     baseline_residual: float
     key: str
+    thumbnails: torch.Tensor
+    frames: torch.Tensor
     bank: DescriptorBank | None = None
 
     def __post_init__(self):
@@ -887,6 +897,7 @@ class TrainingIndex:
         payload = {
             "version": CACHE_VERSION, "key": self.key, "baseline_residual": self.baseline_residual,
             "features": [f.as_dict() for f in self.features], "points3d": [p.cpu() for p in self.points3d],
+            "thumbnails": self.thumbnails.cpu(), "frames": self.frames.cpu(),
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -904,7 +915,8 @@ class TrainingIndex:
         if payload.get("version") != CACHE_VERSION or payload.get("key") != key:
             return None
         features = [Features.from_dict(f).to(device) for f in payload["features"]]
-        return cls(features, payload["points3d"], float(payload["baseline_residual"]), key)
+        return cls(features, payload["points3d"], float(payload["baseline_residual"]), key,
+                   payload["thumbnails"], payload["frames"])
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -1085,7 +1097,16 @@ class PoseEstimator:
                 chunk=self.config.chunk,
             ))
         baseline = self._baseline_residual(images)
-        return TrainingIndex(features, points3d, baseline, key)
+        thumbs, frames = [], []
+        for image in images.numpy():
+            frame = object_frame(foreground_mask(image, self.background, self.config.foreground_threshold))
+            if frame is None:  # a view without the object: a thumbnail nothing will match
+                frame = ObjectFrame(np.array([self.width / 2.0, self.height / 2.0]), 0.0)
+                thumbs.append(torch.full((1, 3 * THUMBNAIL_SIZE**2), 1e3))
+            else:
+                thumbs.append(thumbnails(image, frame, self.background, [0.0]))
+            frames.append([*frame.centroid, frame.radius])
+        return TrainingIndex(features, points3d, baseline, key, torch.cat(thumbs), torch.tensor(frames, dtype=torch.float64))
 
     def _baseline_residual(self, images: torch.Tensor, views: int = 6) -> float:
         """The trimmed colour error of the field at its own training poses (what a right pose gives)."""
@@ -1167,6 +1188,26 @@ class PoseEstimator:
         hypotheses.sort(key=lambda h: -h.inliers)
         return _distinct(hypotheses, self.distance), rotated
 
+    def appearance_hypotheses(self, query: np.ndarray) -> list[Hypothesis]:
+        """Coarse poses from global appearance (``omnipose.appearance``), best first: the view and
+        turn whose object-centred thumbnail is closest to the query's, as a similarity of the view."""
+        count = self.config.appearance_hypotheses
+        frame = object_frame(foreground_mask(query, self.background, self.config.foreground_threshold))
+        if count <= 0 or frame is None:
+            return []
+        angles = np.arange(0.0, 360.0, self.config.appearance_step_deg)
+        query_thumbs = thumbnails(query, frame, self.background, angles)
+        out = []
+        for view, angle, distance in best_matches(query_thumbs, self.index.thumbnails, angles, count):
+            cu, cv, radius = self.index.frames[view].tolist()
+            affine = view_to_query_affine(ObjectFrame(np.array([cu, cv]), radius), frame, angle)
+            scale = math.hypot(affine[0, 0], affine[1, 0])
+            similarity = Similarity(math.degrees(math.atan2(affine[0, 1], affine[0, 0])), scale, affine[:, 2].copy(),
+                                    np.zeros(0, dtype=bool))
+            c2w = pose_from_similarity(self.train_c2w[view], self.K, similarity, self._view_depth(view, torch.zeros(0, 3)))
+            out.append(Hypothesis(c2w, f"appearance view {view} at {-angle:.0f} deg ({distance:.4f})", 0, view, angle))
+        return out
+
     def _view_depth(self, view: int, points3d: torch.Tensor) -> float:
         """Depth of the object along a view's axis: its matched 3D points, else the object centre."""
         c2w = self.train_c2w[view]
@@ -1193,11 +1234,11 @@ class PoseEstimator:
             hypotheses = [Hypothesis(c2w, f"view {view} at {rotated[r].angle_deg:.0f} deg, no geometric fit", 0, view,
                                      rotated[r].angle_deg)]
             notes.append("no consistent matches with any training view")
-        candidates = hypotheses[: self.config.hypotheses]
+        candidates = _distinct(hypotheses[: self.config.hypotheses] + self.appearance_hypotheses(query), self.distance)
         query_t = torch.from_numpy(query).to(self.device)
         region = dilate(foreground_mask(query, self.background, self.config.foreground_threshold),
                         max(2, round(0.03 * max(self.width, self.height))))
-        best_rotation = next(r for r in rotated if r.angle_deg == candidates[0].angle_deg)
+        best_rotation = min(rotated, key=lambda r: abs((r.angle_deg - candidates[0].angle_deg + 180) % 360 - 180))
         interest = keypoint_mask(best_rotation.features.keypoints, self.height, self.width, self.config.interest_radius)
         interest &= region
         eval_pixels = evaluation_pixels(region, self.config.eval_rays, seed=0)
@@ -1217,7 +1258,7 @@ class PoseEstimator:
                 keep = order[: max(1, self.config.refine_top)]
                 refined = refine_poses(
                     self.render_rays, poses[keep], self.render_K, query_t, self.config.refine, region, interest,
-                    eval_pixels, self.distance, progress=self.config.progress,
+                    eval_pixels, self.distance,
                 )
                 refined_best = int(keep[int(refined.indices[0])])
                 # iNeRF's stochastic steps can end a little worse than where they started: keep the better.
@@ -1246,24 +1287,63 @@ class PoseEstimator:
         target = query[pixels[:, 1].long(), pixels[:, 0].long()].to(rendered.device)
         return trimmed_residual(rendered, target).cpu()
 
+    def estimate_pad_recipe(self, image) -> PoseResult:
+        """PAD / OmniposeAD's pose recipe, the baseline: the training view with the most matches
+        (at 0 degrees only: PAD has no in-plane rotation handling) as the start, then 300 fixed
+        iNeRF steps (``pad_refine_config``) on rays from keypoint interest regions."""
+        with self._threads():
+            start = time.perf_counter()
+            query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
+            described = self.matcher.extract(query)[0]
+            counts = mutual_nn_counts(described, self.index.bank, self.matcher.shortlist_similarity)
+            view = int(counts.argmax())
+            matches = int(counts[view])
+            region = dilate(foreground_mask(query, self.background, self.config.foreground_threshold), 6)
+            interest = keypoint_mask(described.keypoints, self.height, self.width, radius=6)
+            if not interest.any():
+                interest = region
+            eval_pixels = evaluation_pixels(region, self.config.eval_rays)
+            coarse = self.train_c2w[view]
+            with frozen(self.model if isinstance(self.model, torch.nn.Module) else None):
+                refined = refine_poses(self.render_rays, coarse[None].to(self.device), self.render_K,
+                                       torch.from_numpy(query).to(self.device), pad_refine_config(), interest, interest,
+                                       eval_pixels, scene_scale=1.0)
+            residual = float(refined.residual[0])
+            confidence, low, why = self._confidence(residual, matches)
+            return PoseResult(
+                c2w=refined.c2w[0].detach().cpu(), residual=residual, confidence=confidence, low_confidence=low,
+                seconds=time.perf_counter() - start, hypotheses=1, inliers=matches, source=f"PAD recipe from view {view}",
+                steps=refined.steps, coarse_c2w=coarse.clone(), notes=notes + why,
+            )
+
     def estimate_batch(self, images: Sequence) -> list[PoseResult]:
         """Poses of many queries; the models and training features are loaded once for all."""
         return [self.estimate(image) for image in tqdm(images, desc="pose", disable=not self.config.progress)]
 
     def _confidence(self, residual: float, inliers: int) -> tuple[float, bool, list[str]]:
-        """Confidence in [0, 1] from the photometric residual (vs. the field's own) and the matches."""
-        baseline = max(self.index.baseline_residual, 0.005)
+        """Confidence in [0, 1] and the low-confidence flag, with the reasons.
+
+        The photometric residual, compared with the field's own on training views, decides: a pose
+        that makes the field reproduce the query is right whatever found it (keypoint matches or
+        global appearance). Few matches halve the confidence and lower the residual ratio that is
+        tolerated to ``unsupported_residual_ratio``: an image of another object matches few
+        keypoints, and alignment can still drape the field over its outline.
+        """
+        baseline = max(self.index.baseline_residual, 0.003)
         ratio = residual / baseline
         ceiling = self.config.max_residual_ratio
         photometric = float(np.clip((ceiling - ratio) / (ceiling - 1.0), 0.0, 1.0))
         support = float(np.clip(inliers / (2.0 * self.config.min_inliers), 0.0, 1.0))
+        supported = inliers >= self.config.min_inliers
+        limit = ceiling if supported else min(ceiling, self.config.unsupported_residual_ratio)
         why = []
-        if ratio > ceiling:
+        if ratio > limit:
             why.append(f"photometric residual {residual:.3f} is {ratio:.1f}x the field's own {baseline:.3f} "
                        "(another object, a wrong pose, or a heavily damaged one)")
-        if inliers < self.config.min_inliers:
-            why.append(f"only {inliers} consistent matches (< {self.config.min_inliers})")
-        return min(photometric, support), bool(why), why
+        if not supported:
+            why.append(f"only {inliers} consistent keypoint matches (< {self.config.min_inliers}): the pose rests on "
+                       "global appearance and its photometric fit")
+        return photometric * (0.5 + 0.5 * support), ratio > limit, why
 
 
 def _model_device(model) -> torch.device:

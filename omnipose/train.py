@@ -15,6 +15,7 @@ With the same seed and a step budget (no time budget) training on CPU is reprodu
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -205,7 +206,8 @@ def make_optimizer(model: RadianceModel, config: TrainConfig) -> torch.optim.Opt
     weight decay on the MLPs only. Fused on CPU and CUDA: one pass over the multi-million-entry table."""
     groups = [
         {"params": model.field.grid_parameters(), "weight_decay": 0.0, "lr": config.lr, "base_lr": config.lr},
-        {"params": model.field.network_parameters(), "weight_decay": config.weight_decay, "lr": config.network_lr, "base_lr": config.network_lr},
+        {"params": model.field.network_parameters(), "weight_decay": config.weight_decay,
+         "lr": config.network_lr, "base_lr": config.network_lr},  # fmt: skip
     ]
     try:
         return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.99), eps=1e-15, fused=True)
@@ -484,7 +486,8 @@ def train_model(
         check_views(holdout, "held-out views")
         if (holdout.height, holdout.width) != (views.height, views.width):
             raise DataError(
-                f"held-out views are {holdout.width}x{holdout.height} but training views are {views.width}x{views.height}; load both at one --size."
+                f"held-out views are {holdout.width}x{holdout.height} but training views are "
+                f"{views.width}x{views.height}; load both at one --size."
             )
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -517,7 +520,8 @@ def train_model(
     def checkpoint(metrics: dict | None = None) -> None:
         if out_dir is None:
             return
-        trainer_state = {"rng": generator.get_state(), "elapsed": elapsed, "n_rays": n_rays, "samples_per_ray": samples_per_ray, "history": history}
+        trainer_state = {"rng": generator.get_state(), "elapsed": elapsed, "n_rays": n_rays,
+                         "samples_per_ray": samples_per_ray, "history": history}  # fmt: skip
         save_checkpoint(out_dir, model, make_info(metrics), optimizer, trainer_state)
 
     batcher = RayBatcher(views, device)
@@ -562,7 +566,8 @@ def train_model(
                 bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{stats['psnr']:.2f}", rays=n_rays, spr=f"{samples_per_ray:.1f}")
             if holdout is not None and len(holdout) and config.eval_every and step % config.eval_every == 0:
                 scores = evaluate_views(model, holdout, config.eval_views)
-                history.append({"step": step, "elapsed": elapsed, "train_psnr": stats["psnr"], "psnr": scores["psnr"], "ssim": scores["ssim"]})
+                history.append({"step": step, "elapsed": elapsed, "train_psnr": stats["psnr"],
+                                "psnr": scores["psnr"], "ssim": scores["ssim"]})  # fmt: skip
                 tqdm.write(f"step {step}: held-out PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} ({elapsed:.0f} s)")
             if callback is not None:
                 callback(step, stats)
@@ -603,7 +608,8 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--minutes", type=float, default=None, help="time budget; stops at whichever of --steps / --minutes comes first")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default ckpts/<dataset>/<class>)")
     parser.add_argument("--holdout", type=int, default=0, metavar="K", help="hold out every K-th view for PSNR/SSIM (0: none)")
-    parser.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True, help="continue from a checkpoint in --out (default on)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue from a checkpoint in --out (default on)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

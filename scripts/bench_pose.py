@@ -41,19 +41,11 @@ import torch
 from omnipose.data import load_transforms, open_mad_class
 from omnipose.geometry import pose_errors
 from omnipose.io import atomic_write_json, pick_device
-from omnipose.matching import matcher_availability, rotation_affine, warp_image
+from omnipose.matching import matcher_availability, one_torch_thread, rotation_affine, warp_image
 from omnipose.pose import (
     PoseConfig,
     PoseEstimator,
-    dilate,
-    evaluation_pixels,
-    foreground_mask,
-    frozen,
-    keypoint_mask,
-    mutual_nn_counts,
-    pad_refine_config,
     prepare_query,
-    refine_poses,
 )
 from omnipose.train import TrainConfig, load_checkpoint, split_holdout, train_model
 
@@ -146,36 +138,20 @@ def run_ours(case: dict, estimator: PoseEstimator, progress: bool) -> list[dict]
 
 
 def run_pad(case: dict, estimator: PoseEstimator, progress: bool) -> list[dict]:
-    """PAD's recipe: the best retrieved view's pose, then 300 fixed iNeRF steps."""
-    config = pad_refine_config()
+    """PAD's recipe (``PoseEstimator.estimate_pad_recipe``): best retrieved view, then 300 fixed iNeRF steps."""
     records = []
     for query in case["queries"]:
-        start = time.perf_counter()
-        image, _ = prepare_query(query["image"], estimator.info)
-        described = estimator.matcher.extract(image)[0]
-        counts = mutual_nn_counts(described, estimator.index.bank, estimator.matcher.shortlist_similarity)
-        view = int(counts.argmax())
-        interest = keypoint_mask(described.keypoints, estimator.height, estimator.width, radius=6)
-        region = dilate(foreground_mask(image, estimator.background), 6)
-        if not interest.any():
-            interest = region
-        eval_pixels = evaluation_pixels(region, estimator.config.eval_rays)
-        with frozen(estimator.model):
-            refined = refine_poses(
-                estimator.render_rays, estimator.train_c2w[view][None], estimator.render_K,
-                torch.from_numpy(image).to(estimator.device), config, interest, interest, eval_pixels, scene_scale=1.0,
-            )
-        seconds = time.perf_counter() - start
-        rotation, translation = errors(refined.c2w[0], query["c2w"], estimator.centre)
-        coarse_rotation, coarse_translation = errors(estimator.train_c2w[view], query["c2w"], estimator.centre)
+        result = estimator.estimate_pad_recipe(query["image"])
+        rotation, translation = errors(result.c2w, query["c2w"], estimator.centre)
+        coarse_rotation, coarse_translation = errors(result.coarse_c2w, query["c2w"], estimator.centre)
         records.append({
             "query": query["name"], "rotation_deg": rotation, "translation": translation,
             "coarse_rotation_deg": coarse_rotation, "coarse_translation": coarse_translation,
-            "seconds": seconds, "residual": float(refined.residual[0]), "view": view, "steps": refined.steps,
+            "seconds": result.seconds, "residual": result.residual, "source": result.source, "steps": result.steps,
         })
         if progress:
             print(f"  pad  {query['name']}: {rotation:.2f} deg, {100 * translation:.2f} % "
-                  f"(start {coarse_rotation:.2f} deg), {seconds:.1f} s", flush=True)
+                  f"(start {coarse_rotation:.2f} deg), {result.seconds:.1f} s", flush=True)
     return records
 
 
@@ -227,6 +203,35 @@ def print_table(rows: list[dict]) -> None:
               f"{100 * s['success_5deg']:>5.0f}% {s['mean_seconds']:>8.1f}")
 
 
+def run_case(case: dict | None, args, rows: list, details: dict, progress: bool) -> None:
+    """Run every method on one case, appending table rows and per-query records."""
+    if case is None or not case["queries"]:
+        return
+    print(f"{case['name']}: {len(case['queries'])} queries", flush=True)
+    start = time.perf_counter()
+    estimator = PoseEstimator(
+        case["model"], case["info"], PoseConfig(matcher=args.matcher), views=case["views"],
+        cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt",
+    )
+    setup = time.perf_counter() - start
+    ours = run_ours(case, estimator, progress)
+    rows.append({"case": case["name"], "method": f"ours ({args.matcher})", "summary": summarise(ours)})
+    details[f"{case['name']}/ours"] = {"setup_seconds": setup, "records": ours}
+    if not args.no_baseline:
+        baseline_case = dict(case, queries=case["queries"][: args.baseline_queries or len(case["queries"])])
+        pad = run_pad(baseline_case, estimator, progress)
+        rows.append({"case": case["name"], "method": "PAD recipe", "summary": summarise(pad)})
+        details[f"{case['name']}/pad"] = {"records": pad}
+    if args.compare_matchers:
+        for matcher, reason in matcher_availability().items():
+            if reason is not None:
+                print(f"  coarse {matcher}: skipped ({reason})")
+                continue
+            records, matcher_setup = run_coarse(case, matcher, progress)
+            rows.append({"case": case["name"], "method": f"coarse {matcher}", "summary": summarise(records)})
+            details[f"{case['name']}/coarse-{matcher}"] = {"setup_seconds": matcher_setup, "records": records}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lego", type=Path, default=DEFAULT_LEGO, help="nerf_synthetic/lego folder")
@@ -257,33 +262,11 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     builders = {"lego": lego_case, "synth": synth_case}
     rows, details = [], {}
-    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        case = builders[name](args)
-        if case is None or not case["queries"]:
-            continue
-        print(f"{case['name']}: {len(case['queries'])} queries", flush=True)
-        start = time.perf_counter()
-        estimator = PoseEstimator(
-            case["model"], case["info"], PoseConfig(matcher=args.matcher), views=case["views"],
-            cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt",
-        )
-        setup = time.perf_counter() - start
-        ours = run_ours(case, estimator, progress)
-        rows.append({"case": case["name"], "method": f"ours ({args.matcher})", "summary": summarise(ours)})
-        details[f"{case['name']}/ours"] = {"setup_seconds": setup, "records": ours}
-        if not args.no_baseline:
-            baseline_case = dict(case, queries=case["queries"][: args.baseline_queries or len(case["queries"])])
-            pad = run_pad(baseline_case, estimator, progress)
-            rows.append({"case": case["name"], "method": "PAD recipe", "summary": summarise(pad)})
-            details[f"{case['name']}/pad"] = {"records": pad}
-        if args.compare_matchers:
-            for matcher, reason in matcher_availability().items():
-                if reason is not None:
-                    print(f"  coarse {matcher}: skipped ({reason})")
-                    continue
-                records, matcher_setup = run_coarse(case, matcher, progress)
-                rows.append({"case": case["name"], "method": f"coarse {matcher}", "summary": summarise(records)})
-                details[f"{case['name']}/coarse-{matcher}"] = {"setup_seconds": matcher_setup, "records": records}
+    # Everything on one torch thread, as PoseEstimator runs by default: on shared cores torch's
+    # thread pool slows these batch sizes down several times (PAD's baseline gets the same).
+    with one_torch_thread():
+        for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
+            run_case(builders[name](args), args, rows, details, progress)
     if not rows:
         print("nothing to benchmark: no case had data", file=sys.stderr)
         return 1

@@ -175,7 +175,8 @@ def pose_gradient_check(model, pixels, eps):
 
 
 def test_pose_gradient_matches_finite_differences_analytic_field():
-    model = RadianceModel(BlobField(), aabb=torch.tensor([[-1.5] * 3, [1.5] * 3]), config=RenderConfig(steps_per_diagonal=512)).double().eval()
+    box = torch.tensor([[-1.5] * 3, [1.5] * 3])
+    model = RadianceModel(BlobField(), aabb=box, config=RenderConfig(steps_per_diagonal=512)).double().eval()
     pixels = torch.tensor([[14.5, 15.5], [18.5, 12.5], [10.5, 20.5], [16.5, 16.5]], dtype=torch.float64)
     grad, numeric = pose_gradient_check(model, pixels, 1e-5)
     assert grad.abs().max() > 1e-3

@@ -1,0 +1,334 @@
+#!/usr/bin/env python
+"""Detection end to end: pixel / image AUROC, AUPRO and time per query, with ablations side by side.
+
+Cases (each skipped with a message when its data is missing):
+
+- **built-in**: classes made by ``omnipose synth`` (all 12 by default) at ``--size``: a detector is
+  fitted per class on its training views (field trained for ``--train-minutes``), then every test
+  image (good, Burrs, Missing, Stains; no pose given) is detected.
+- **lego**: semi-synthetic anomalies on ``nerf_synthetic/lego`` at 200x200: the field is trained
+  on 80 views; each of the 20 held-out views, turned in-plane by a random angle, is a query twice:
+  as it is (good) and with a defect planted on the object (a colour stain or an erased patch;
+  the mask is the set of pixels the defect changed).
+
+Every query is posed once by each pose method and compared once by each comparison, so the
+ablations share everything else:
+
+- ``ours``: estimated pose (retrieval + PnP + alignment + iNeRF), calibrated comparison of colour,
+  structure and EfficientNet-Lite features;
+- ``pixel only`` / ``features only``: the same pose, one kind of term (each calibrated);
+- ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
+- ``PAD recipe``: PAD's pose (best retrieved view + 300 fixed iNeRF steps) and PAD's comparison
+  (RGB + feature squared differences, sigma 4 at 224, min-max over the class's test set), on the
+  first ``--pad-queries`` queries of each class (it costs several times ours). Its row is
+  evaluated on those queries only, so compare it with ``ours (PAD subset)``.
+
+Metrics come from ``omnipose.evaluate`` (PAD protocol, maps at their native size, no extra
+smoothing: the comparisons smooth their own maps). Seconds per query: ours end to end (pose,
+render, comparison), measured per query.
+
+    python scripts/bench_detect.py --quick                      # 2 classes at 100 px, ~10 min
+    python scripts/bench_detect.py --out bench/bench_detect.json  # all 12 classes + lego at 200 px
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_field.py: spinning OpenMP workers stall shared cores
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from omnipose.compare import Comparator, CompareConfig  # noqa: E402
+from omnipose.data import PosedImages, load_transforms, open_mad_class  # noqa: E402
+from omnipose.detector import Detector, DetectorConfig  # noqa: E402
+from omnipose.evaluate import EvaluationConfig, evaluate_pad  # noqa: E402
+from omnipose.geometry import pose_errors, roll_camera  # noqa: E402
+from omnipose.io import atomic_write_json, read_image_rgb, read_mask  # noqa: E402
+from omnipose.matching import rotation_affine, warp_image  # noqa: E402
+from omnipose.metrics import is_defined  # noqa: E402
+from omnipose.pose import prepare_query  # noqa: E402
+from omnipose.train import split_holdout  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+EVALUATION = EvaluationConfig(protocol="pad", image_size="native", gaussian_sigma=0.0,
+                              metrics=("AUROC_sp", "AUROC_px", "AUPRO_px"))  # fmt: skip
+METHODS = ("ours", "pixel only", "features only", "ground-truth pose", "ours (PAD subset)", "PAD recipe")
+
+
+@dataclass
+class Query:
+    """One test image: (H, W, 3) in [0, 1], its mask (H, W) bool, its true c2w (4, 4) if known."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    anomalous: bool
+    c2w: torch.Tensor | None
+
+
+@dataclass
+class MethodMaps:
+    maps: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+    index: list = field(default_factory=list)  # which queries the method ran on
+
+
+# ----------------------------------------------------------------------------- cases
+def builtin_queries(root: Path, class_name: str, size: int) -> list[Query]:
+    from omnipose.synth import load_ground_truth_poses
+
+    mad = open_mad_class(root, class_name)
+    poses = load_ground_truth_poses(root, class_name)
+    queries = []
+    for item in mad.test_items:
+        image = read_image_rgb(item.image_path, (1.0, 1.0, 1.0), (size, size))
+        mask = read_mask(item.mask_path, size=(size, size)) if item.mask_path else np.zeros((size, size), bool)
+        queries.append(Query(item.name, image, mask, item.is_anomalous, poses.get(item.name)))
+    return queries
+
+
+def plant_defect(image: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stain (colour shift) or an erased patch (background) on the object, as an ellipse of
+    1-2 % of the object's pixels. Returns the defective image and its mask (changed pixels)."""
+    height, width = image.shape[:2]
+    on_object = np.abs(image - 1.0).max(-1) > 0.05
+    rows, cols = np.nonzero(on_object)
+    pick = rng.integers(len(rows))
+    centre_r, centre_c = rows[pick], cols[pick]
+    radius = math.sqrt(rng.uniform(0.01, 0.02) * on_object.sum() / math.pi)
+    ratio, angle = rng.uniform(0.5, 1.0), rng.uniform(0, math.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    u = (xx - centre_c) * math.cos(angle) + (yy - centre_r) * math.sin(angle)
+    v = -(xx - centre_c) * math.sin(angle) + (yy - centre_r) * math.cos(angle)
+    region = ((u / radius) ** 2 + (v / (radius * ratio)) ** 2 <= 1.0) & on_object
+    out = image.copy()
+    if kind == "stain":
+        colour = rng.uniform(0.1, 0.9, 3).astype(np.float32)
+        out[region] = 0.35 * out[region] + 0.65 * colour
+    else:
+        out[region] = 1.0
+    mask = np.abs(out - image).max(-1) > 2.0 / 255.0
+    return out, mask
+
+
+def lego_queries(views: PosedImages, held: list[int], seed: int) -> list[Query]:
+    rng = np.random.default_rng(seed)
+    queries = []
+    for n, i in enumerate(held):
+        angle = float(rng.uniform(-180, 180))
+        affine = rotation_affine(angle, views.width, views.height)
+        image = warp_image(views.images[i].numpy(), affine, 1.0)
+        c2w = roll_camera(views.c2w[i], -math.radians(angle))
+        stem = views.paths[i].stem
+        queries.append(Query(f"good/{stem}", image, np.zeros(image.shape[:2], bool), False, c2w))
+        kind = "stain" if n % 2 == 0 else "erased"
+        defective, mask = plant_defect(image, rng, kind)
+        queries.append(Query(f"{kind}/{stem}", defective, mask, True, c2w))
+    return queries
+
+
+# ----------------------------------------------------------------------------- one class
+def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
+    comparator = Comparator(config, device=detector.device)
+    if config.mode == "calibrated":
+        comparator.fit(*pairs, progress=False)
+    return comparator
+
+
+def render(detector: Detector, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        out = detector.model.render_image(c2w.to(detector.device), detector.info.K.to(detector.device),
+                                          detector.info.height, detector.info.width)
+    return out["rgb"].cpu(), out["opacity"].cpu()
+
+
+def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
+    """Pose and compare every query with every method; evaluate each. Returns the class's record."""
+    compare = detector.config.compare
+    pairs = detector.normal_pairs(views, progress=False)
+    variants = {
+        "ours": detector.comparator,
+        "pixel only": fit_variant(detector, replace(compare, feature_weight=0.0), pairs),
+        "features only": fit_variant(detector, replace(compare, color_weight=0.0, structure_weight=0.0), pairs),
+        "PAD recipe": Comparator(CompareConfig.pad(), device=detector.device),
+    }
+    methods = {m: MethodMaps() for m in METHODS}
+    records = []
+    for q, query in enumerate(queries):
+        start = time.perf_counter()
+        pose = detector.pose_estimator.estimate(query.image)
+        reference, alpha = render(detector, pose.c2w)
+        image_t = torch.from_numpy(prepare_query(query.image, detector.info)[0])
+        ours = variants["ours"].compare(image_t, reference, alpha[None])
+        seconds = time.perf_counter() - start
+        record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
+                  "score": float(ours.score[0]), "low_confidence": pose.low_confidence}  # fmt: skip
+        outputs = {"ours": ours}
+        for method in ("pixel only", "features only"):
+            outputs[method] = variants[method].compare(image_t, reference, alpha[None])
+        if query.c2w is not None:
+            rotation, translation = pose_errors(pose.c2w, query.c2w)
+            record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
+            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *_with_alpha(render(detector, query.c2w)))
+        if q < pad_queries:
+            outputs["ours (PAD subset)"] = ours
+            pad_pose = detector.pose_estimator.estimate_pad_recipe(query.image)
+            pad_reference, pad_alpha = render(detector, pad_pose.c2w)
+            outputs["PAD recipe"] = variants["PAD recipe"].compare(image_t, pad_reference, pad_alpha[None])
+            record["pad_seconds"] = round(pad_pose.seconds, 2)
+            if query.c2w is not None:
+                record["pad_rotation_deg"] = round(float(pose_errors(pad_pose.c2w, query.c2w)[0]), 3)
+        for method, result in outputs.items():
+            methods[method].maps.append(result.anomaly_map[0].cpu().numpy())
+            methods[method].scores.append(float(result.score[0]))
+            methods[method].index.append(q)
+        records.append(record)
+        if args.verbose:
+            print(f"  {name} {query.name}: score {record['score']:.2f}, {record.get('rotation_deg', float('nan')):.2f} deg, "
+                  f"{seconds:.1f} s", flush=True)
+    metrics = {}
+    for method, collected in methods.items():
+        if not collected.index:
+            continue
+        chosen = [queries[i] for i in collected.index]
+        result = evaluate_pad(collected.maps, [q.mask for q in chosen], [q.anomalous for q in chosen], collected.scores,
+                              names=[q.name for q in chosen], config=EVALUATION, class_name=name)
+        metrics[method] = {k: (100 * float(v) if is_defined(v) else None) for k, v in result.metrics.items()}
+        metrics[method]["queries"] = len(chosen)
+    seconds = [r["seconds"] for r in records]
+    return {"class": name, "metrics": metrics, "records": records, "mean_seconds": float(np.mean(seconds)),
+            "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
+
+
+def _with_alpha(rendered):
+    reference, alpha = rendered
+    return reference, alpha[None]
+
+
+# ----------------------------------------------------------------------------- report
+def mean_row(classes: list[dict], method: str) -> dict:
+    rows = [c["metrics"][method] for c in classes if method in c["metrics"]]
+    out = {}
+    for key in EVALUATION.metrics:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def print_table(title: str, classes: list[dict]) -> None:
+    print(f"\n{title}")
+    header = f"{'method':<20} {'img AUROC':>10} {'px AUROC':>9} {'AUPRO':>7}   per class (img / px)"
+    print(header)
+    print("-" * len(header))
+    for method in METHODS:
+        if not any(method in c["metrics"] for c in classes):
+            continue
+        row = mean_row(classes, method)
+        cells = [f"{row[k]:.1f}" if row[k] is not None else "-" for k in EVALUATION.metrics]
+        per_class = ", ".join(
+            f"{c['class']} {_fmt(c['metrics'][method]['AUROC_sp'])}/{_fmt(c['metrics'][method]['AUROC_px'])}"
+            for c in classes if method in c["metrics"]
+        )
+        print(f"{method:<20} {cells[0]:>10} {cells[1]:>9} {cells[2]:>7}   {per_class}")
+    seconds = [r["seconds"] for c in classes for r in c["records"]]
+    pad = [r["pad_seconds"] for c in classes for r in c["records"] if "pad_seconds" in r]
+    rotation = [r["rotation_deg"] for c in classes for r in c["records"] if "rotation_deg" in r]
+    print(f"seconds per query (ours, end to end): mean {np.mean(seconds):.1f}, max {np.max(seconds):.1f}"
+          + (f"; PAD recipe pose alone: mean {np.mean(pad):.1f}" if pad else ""))
+    if rotation:
+        rotation = np.array(rotation)
+        print(f"pose: median {np.median(rotation):.2f} deg, within 2 deg {100 * np.mean(rotation <= 2):.0f} %, "
+              f"within 5 deg {100 * np.mean(rotation <= 5):.0f} %")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    from omnipose.synth import SYNTH_CLASSES, SynthConfig, generate_class
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="builtin,lego", help="comma-separated: builtin, lego")
+    parser.add_argument("--classes", default=",".join(SYNTH_CLASSES), help="built-in classes")
+    parser.add_argument("--size", type=int, default=200, help="built-in image width (lego is always 200)")
+    parser.add_argument("--train-views", type=int, default=80)
+    parser.add_argument("--test-views-per-type", type=int, default=4)
+    parser.add_argument("--train-minutes", type=float, default=1.5, help="training budget per class (checkpoints are reused)")
+    parser.add_argument("--lego", type=Path, default=DEFAULT_LEGO)
+    parser.add_argument("--lego-minutes", type=float, default=4.0)
+    parser.add_argument("--pad-queries", type=int, default=2, help="queries per class that also run PAD's recipe")
+    parser.add_argument("--pad-classes", type=int, default=3, help="built-in classes (the first N) that run PAD's recipe")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "detect", help="data and checkpoints (reused)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_detect.json")
+    parser.add_argument("--quick", action="store_true", help="2 classes at 100 px, 1-minute training, no lego")
+    parser.add_argument("--verbose", action="store_true", help="a line per query")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.classes, args.size, args.train_minutes, args.cases, args.pad_queries = "01Robot,03Duck", 100, 1.0, "builtin", 2
+    torch.set_num_threads(2)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "cases": {}}
+    load_before = os.getloadavg()[0]
+    report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                         "load_before": load_before}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    if "builtin" in cases:
+        data = args.work / f"builtin_{args.size}"
+        classes = []
+        for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
+            if not (data / name / "synth.json").is_file():
+                generate_class(data, name, SynthConfig(size=args.size, train_views=args.train_views,
+                                                       test_views_per_type=args.test_views_per_type, progress=False))
+            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}", ckpt_root=str(args.work / "ckpts"))
+            config.train = replace(config.train, minutes=args.train_minutes, steps=10**9)
+            start = time.perf_counter()
+            detector = Detector(config).fit(data, name, progress=False)
+            fit_seconds = time.perf_counter() - start
+            views = open_mad_class(data, name).load_train_views(size=args.size, progress=False)
+            pad_queries = args.pad_queries if n < args.pad_classes else 0
+            record = run_class(name, detector, views, builtin_queries(data, name, args.size), args, pad_queries)
+            record["fit_seconds"] = round(fit_seconds, 1)
+            classes.append(record)
+            report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
+            atomic_write_json(args.out, report)  # so far: an interrupted run keeps the classes it finished
+            ours = record["metrics"]["ours"]
+            print(f"{name}: image AUROC {_fmt(ours['AUROC_sp'])}, pixel AUROC {_fmt(ours['AUROC_px'])}, "
+                  f"AUPRO {_fmt(ours['AUPRO_px'])}, {record['mean_seconds']:.1f} s/query (fit {fit_seconds:.0f} s)", flush=True)
+        report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
+        print_table(f"built-in benchmark at {args.size}x{args.size}, mean over {len(classes)} classes (%)", classes)
+
+    if "lego" in cases:
+        if not (args.lego / "transforms_train.json").is_file():
+            print(f"lego: skipped, no data at {args.lego}")
+        else:
+            views = load_transforms(args.lego / "transforms_train.json", size=200, progress=False)
+            train, _ = split_holdout(views, 5)
+            held = [i for i in range(len(views)) if i % 5 == 0]
+            config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"))
+            config.train = replace(config.train, minutes=args.lego_minutes, steps=10**9)
+            detector = Detector(config).fit_views(train, "lego_80", progress=False)
+            record = run_class("lego", detector, train, lego_queries(views, held, seed=0), args, args.pad_queries)
+            report["cases"]["lego"] = record
+            print_table("semi-synthetic lego anomalies at 200x200 (%)", [record])
+
+    report["machine"]["load_after"] = os.getloadavg()[0]
+    atomic_write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

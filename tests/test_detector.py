@@ -1,0 +1,83 @@
+"""End to end on generated data: fit on normal views, detect unposed queries, find the planted defects.
+
+One small class is made, fitted and detected once per session (about two minutes on 2 cores); the
+tests then check what a user relies on: the defects are found where they are, the outputs are
+complete and resumable, and bad input gets a clear error.
+"""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from omnipose.data import open_mad_class
+from omnipose.detector import Detector, DetectorConfig
+from omnipose.io import OmniposeError, read_mask
+from omnipose.metrics import auroc, pixel_auroc
+from omnipose.synth import SynthConfig, generate_class
+
+CLASS = "01Robot"
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    generate_class(data, CLASS, SynthConfig(size=SIZE, train_views=60, test_views_per_type=3, seed=3, progress=False))
+    config = DetectorConfig(image_size=SIZE, dataset="e2e", ckpt_root=str(root / "ckpts"), calibration_views=12)
+    config.train = replace(config.train, minutes=1.0, steps=10**9)
+    mad = open_mad_class(data, CLASS)
+    detector = Detector(config).fit(mad, progress=False)
+    out = detector.detect_class(mad, root / "output", progress=False)
+    return detector, mad, out
+
+
+def test_defects_are_found_where_they_are(fitted):
+    """No pose given: the maps rank defect pixels above normal ones, defect images score above
+    good ones, and the hottest pixel sits on the defect for most defect images."""
+    _, mad, out = fitted
+    scores = json.loads((out / "scores.json").read_text())
+    maps, masks = [], []
+    for item in mad.test_items:
+        anomaly_map = np.load(out / item.defect_type / f"{item.image_path.stem}.npy")
+        assert anomaly_map.shape == (SIZE, SIZE) and np.isfinite(anomaly_map).all()
+        maps.append(anomaly_map)
+        masks.append(read_mask(item.mask_path, size=(SIZE, SIZE)) if item.is_anomalous else np.zeros((SIZE, SIZE), bool))
+    assert pixel_auroc(maps, masks) >= 0.9
+    labels = np.array([item.is_anomalous for item in mad.test_items])
+    assert auroc(labels, np.array([scores[item.name] for item in mad.test_items])) >= 0.75
+    hits = []
+    for anomaly_map, mask, anomalous in zip(maps, masks, labels):
+        if anomalous:
+            row, col = np.unravel_index(np.argmax(anomaly_map), anomaly_map.shape)
+            rows, cols = np.nonzero(mask)
+            hits.append(np.min(np.hypot(rows - row, cols - col)) <= 4)
+    assert np.mean(hits) >= 0.5
+
+
+def test_outputs_are_complete_and_resumable(fitted):
+    detector, mad, out = fitted
+    for item in mad.test_items:
+        info = json.loads((out / item.defect_type / f"{item.image_path.stem}.json").read_text())
+        c2w = np.asarray(info["c2w"])
+        assert c2w.shape == (4, 4) and np.allclose(c2w[:3, :3] @ c2w[:3, :3].T, np.eye(3), atol=1e-4)
+        assert (out / item.defect_type / f"{item.image_path.stem}_reference.png").is_file()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    detector.detect_class(mad, out.parent, progress=False)  # a rerun skips finished queries
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+
+
+def test_bad_queries_get_clear_errors(fitted, tmp_path):
+    detector, _, _ = fitted
+    with pytest.raises(OmniposeError, match="not found"):
+        detector.predict_one(tmp_path / "missing.png")
+    with pytest.raises(OmniposeError):
+        detector.predict_one(np.ones((SIZE, SIZE, 3), np.float32))  # an empty (all background) image
+    with pytest.raises(OmniposeError):
+        detector.predict_one(np.zeros((SIZE, SIZE * 2, 3), np.float32))  # another aspect ratio
+
+
+def test_unfitted_detector_says_what_to_do():
+    with pytest.raises(OmniposeError, match="fit"):
+        Detector().predict_one(np.zeros((8, 8, 3), np.float32))
