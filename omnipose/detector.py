@@ -99,8 +99,8 @@ class Detector:
         """Train or load the field of a class, then prepare pose estimation and calibration.
 
         data: a MAD-format root (with ``class_name``), a class folder, or an opened MADClass.
-        A checkpoint already under ``<ckpt_root>/<dataset>/<class>/`` is reused (training resumes
-        if it was interrupted).
+        A checkpoint already under ``<ckpt_root>/<dataset>/<class>/`` is reused as it is when its
+        training finished, and resumed when it was interrupted.
         """
         mad = self._open(data, class_name)
         views = mad.load_train_views(size=self.config.image_size, progress=progress)
@@ -110,9 +110,16 @@ class Detector:
         """``fit`` on posed normal views already in memory (any ``transforms.json`` object, e.g.
         ``load_transforms``); the checkpoint goes to ``<ckpt_root>/<dataset>/<class_name>/``."""
         self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / class_name
-        train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
-        train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
-        self.model, self.info = load_checkpoint(self.ckpt_dir / "model.pt", device=self.device)
+        model_path = self.ckpt_dir / "model.pt"
+        # A field whose training ran to its end is used as it is, whatever budget this config
+        # names; an interrupted one resumes (`omnipose train` trains a finished one further).
+        finished = model_path.is_file() and "train_seconds" in load_checkpoint(model_path, device="cpu")[1].metrics
+        if not finished:
+            train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
+            train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
+        elif progress:
+            print(f"using the trained field in {self.ckpt_dir}")
+        self.model, self.info = load_checkpoint(model_path, device=self.device)
         self.model.eval()
         self.pose_estimator = self._pose_estimator(views)
         self._calibrate(views, progress)

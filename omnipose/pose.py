@@ -9,17 +9,21 @@
 2. **Coarse pose.** Each shortlisted pair gives 2D-3D correspondences: PnP with RANSAC
    (``solve_pnp``) recovers the full pose, in-plane roll and distance included. A similarity fit of
    the 2D matches (``fit_similarity`` + ``pose_from_similarity``: roll the view's camera, move it
-   along its axis) is the fallback where too few keypoints have 3D points.
-3. **Refinement** (``refine_poses``). iNeRF: an se(3) twist per hypothesis applied to c2w in the
-   camera frame, optimised with Adam through the differentiable renderer. Rays are drawn around
-   the query's keypoints (PAD's interest regions) and at random over the dilated object; early
-   levels compare a box-blurred query with the mean of rays jittered over the same box
-   (coarse-to-fine: a wide basin first, precision last); a Cauchy loss keeps a defect from
-   dragging the pose; hypotheses share one render call; a hypothesis stops when its pose has not
-   moved for a few steps. The best is kept by its photometric error on a fixed evaluation ray set.
+   along its axis) is the fallback where too few keypoints have 3D points. Global appearance
+   retrieval (``omnipose.appearance``: object-centred thumbnails compared at every turn) adds
+   hypotheses that need no keypoint at all, for queries the matches miss (little texture, far
+   from every training view, small images).
+3. **Refinement.** First direct alignment (``align_poses``) of every hypothesis side by side: one
+   render of colour and depth per round, then robust Gauss-Newton on the query's blurred image
+   gradients, so a round costs a single forward render and converges from tens of degrees. Then
+   iNeRF (``refine_poses``) on the best: an se(3) twist applied to c2w in the camera frame,
+   optimised with Adam through the differentiable renderer, rays drawn around the query's
+   keypoints (PAD's interest regions) and over the dilated object, coarse-to-fine box levels, a
+   Cauchy loss so that a defect does not drag the pose, stopping when the pose stops moving. The
+   best pose is kept by its photometric error on a fixed evaluation ray set.
 4. **Confidence.** A result whose photometric residual is far above what the field achieves on its
-   own training views, or that rests on too few matches, is flagged ``low_confidence``: never a
-   silent wrong pose.
+   own training views (less far when few keypoint matches support it) is flagged
+   ``low_confidence``, with the reasons in ``notes``: never a silent wrong pose.
 
 ``PoseEstimator(model, info, config).estimate(image)`` runs it all; ``omnipose pose`` is the CLI.
 """
@@ -175,12 +179,12 @@ class PoseConfig:
     shortlist: (view, rotation) pairs matched finely. hypotheses: coarse poses from keypoint
     matches aligned side by side; appearance_hypotheses: more from global appearance retrieval
     (``omnipose.appearance``, every ``appearance_step_deg`` degrees), which rescues queries the
-    matches miss; refine_top: how many of them (best residual first) go on to iNeRF refinement. align / refine:
-    the two refinement stages, None to skip one. min_inliers: PnP inliers below which a pose is not
-    trusted. max_residual_ratio: a residual this many times the field's own residual on training
-    views flags the result as low confidence (``unsupported_residual_ratio`` when fewer than
-    ``min_inliers`` keypoint matches support the pose). interest_radius: keypoint dilation (pixels) of PAD's
-    interest regions. eval_rays: the fixed ray set hypotheses are compared on. single_thread: run
+    matches miss; refine_top: how many of them (best residual first) go on to iNeRF refinement.
+    align / refine: the two refinement stages, None to skip one. min_inliers: PnP inliers below
+    which a pose is not trusted. max_residual_ratio: a residual this many times the field's own
+    residual on training views flags the result as low confidence (``unsupported_residual_ratio``
+    when fewer than ``min_inliers`` keypoint matches support the pose). interest_radius: keypoint
+    dilation (pixels) of PAD's interest regions. eval_rays: the fixed ray set hypotheses are compared on. single_thread: run
     on one torch thread; the batches here are small, and on a shared CPU torch's thread pool costs
     far more than it gains (rendering measured 10x slower with 2 threads than 1 at load 3).
     cache_dir: where training features are cached when no checkpoint path is known.

@@ -119,12 +119,16 @@ def errors(c2w: torch.Tensor, true: torch.Tensor, centre: torch.Tensor) -> tuple
     return float(rotation), float(translation)
 
 
-def run_ours(case: dict, estimator: PoseEstimator, progress: bool) -> list[dict]:
+def run_method(case: dict, estimate, label: str, centre: torch.Tensor, progress: bool) -> list[dict]:
+    """Every query of a case through ``estimate`` (image -> PoseResult): errors, time and diagnostics.
+
+    ``PoseEstimator.estimate`` is ours; ``PoseEstimator.estimate_pad_recipe`` is PAD's recipe (best
+    retrieved view, then 300 fixed iNeRF steps)."""
     records = []
     for query in case["queries"]:
-        result = estimator.estimate(query["image"])
-        rotation, translation = errors(result.c2w, query["c2w"], estimator.centre)
-        coarse_rotation, coarse_translation = errors(result.coarse_c2w, query["c2w"], estimator.centre)
+        result = estimate(query["image"])
+        rotation, translation = errors(result.c2w, query["c2w"], centre)
+        coarse_rotation, coarse_translation = errors(result.coarse_c2w, query["c2w"], centre)
         records.append({
             "query": query["name"], "rotation_deg": rotation, "translation": translation,
             "coarse_rotation_deg": coarse_rotation, "coarse_translation": coarse_translation,
@@ -132,26 +136,8 @@ def run_ours(case: dict, estimator: PoseEstimator, progress: bool) -> list[dict]
             "low_confidence": result.low_confidence, "source": result.source, "steps": result.steps,
         })
         if progress:
-            print(f"  ours {query['name']}: {rotation:.2f} deg, {100 * translation:.2f} % "
-                  f"(coarse {coarse_rotation:.2f} deg), {result.seconds:.1f} s, {result.source}", flush=True)
-    return records
-
-
-def run_pad(case: dict, estimator: PoseEstimator, progress: bool) -> list[dict]:
-    """PAD's recipe (``PoseEstimator.estimate_pad_recipe``): best retrieved view, then 300 fixed iNeRF steps."""
-    records = []
-    for query in case["queries"]:
-        result = estimator.estimate_pad_recipe(query["image"])
-        rotation, translation = errors(result.c2w, query["c2w"], estimator.centre)
-        coarse_rotation, coarse_translation = errors(result.coarse_c2w, query["c2w"], estimator.centre)
-        records.append({
-            "query": query["name"], "rotation_deg": rotation, "translation": translation,
-            "coarse_rotation_deg": coarse_rotation, "coarse_translation": coarse_translation,
-            "seconds": result.seconds, "residual": result.residual, "source": result.source, "steps": result.steps,
-        })
-        if progress:
-            print(f"  pad  {query['name']}: {rotation:.2f} deg, {100 * translation:.2f} % "
-                  f"(start {coarse_rotation:.2f} deg), {result.seconds:.1f} s", flush=True)
+            print(f"  {label} {query['name']}: {rotation:.2f} deg, {100 * translation:.2f} % "
+                  f"(start {coarse_rotation:.2f} deg), {result.seconds:.1f} s, {result.source}", flush=True)
     return records
 
 
@@ -214,12 +200,12 @@ def run_case(case: dict | None, args, rows: list, details: dict, progress: bool)
         cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt",
     )
     setup = time.perf_counter() - start
-    ours = run_ours(case, estimator, progress)
+    ours = run_method(case, estimator.estimate, "ours", estimator.centre, progress)
     rows.append({"case": case["name"], "method": f"ours ({args.matcher})", "summary": summarise(ours)})
     details[f"{case['name']}/ours"] = {"setup_seconds": setup, "records": ours}
     if not args.no_baseline:
         baseline_case = dict(case, queries=case["queries"][: args.baseline_queries or len(case["queries"])])
-        pad = run_pad(baseline_case, estimator, progress)
+        pad = run_method(baseline_case, estimator.estimate_pad_recipe, "pad ", estimator.centre, progress)
         rows.append({"case": case["name"], "method": "PAD recipe", "summary": summarise(pad)})
         details[f"{case['name']}/pad"] = {"records": pad}
     if args.compare_matchers:

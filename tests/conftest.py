@@ -16,3 +16,20 @@ def lego_dir() -> Path:
     if not (LEGO / "transforms_train.json").is_file():
         pytest.skip(f"real Blender data not found at {LEGO}")
     return LEGO
+
+
+@pytest.fixture(scope="session")
+def lego_200(lego_dir):
+    """The 100 lego training views at 200x200 (PosedImages)."""
+    from omnipose.data import load_transforms
+
+    return load_transforms(lego_dir / "transforms_train.json", size=200, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the pose estimator runs: on shared cores torch's pool costs more than it gains."""
+    from omnipose.matching import one_torch_thread
+
+    with one_torch_thread():
+        yield

@@ -25,8 +25,9 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     data = root / "data"
     generate_class(data, CLASS, SynthConfig(size=SIZE, train_views=60, test_views_per_type=3, seed=3, progress=False))
-    config = DetectorConfig(image_size=SIZE, dataset="e2e", ckpt_root=str(root / "ckpts"), calibration_views=12)
-    config.train = replace(config.train, minutes=1.0, steps=10**9)
+    # Where the original commands look (dataset LEGO-3D), so that they can reuse this fit.
+    config = DetectorConfig(image_size=SIZE, dataset="LEGO-3D", ckpt_root=str(root / "ckpts"), calibration_views=12)
+    config.train = replace(config.train, steps=600, minutes=None)  # a step budget: the same field on a busy machine
     mad = open_mad_class(data, CLASS)
     detector = Detector(config).fit(mad, progress=False)
     out = detector.detect_class(mad, root / "output", progress=False)
@@ -81,3 +82,29 @@ def test_bad_queries_get_clear_errors(fitted, tmp_path):
 def test_unfitted_detector_says_what_to_do():
     with pytest.raises(OmniposeError, match="fit"):
         Detector().predict_one(np.zeros((8, 8, 3), np.float32))
+
+
+def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
+    from omnipose.original import anomaly_nerf_lego, auroc_test
+
+    _, mad, out = fitted
+    ckpts = out.parent.parent / "ckpts"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    model_time = (ckpts / "LEGO-3D" / CLASS / "model.pt").stat().st_mtime_ns
+    assert anomaly_nerf_lego(["--class_name", CLASS, "--data_dir", str(mad.root), "--output_dir", str(out.parent),
+                              "--ckpt_dir", str(ckpts), "--size", str(SIZE)]) == 0
+    # The finished field is used as it is and finished queries are skipped.
+    assert (ckpts / "LEGO-3D" / CLASS / "model.pt").stat().st_mtime_ns == model_time
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+    assert auroc_test(["--obj", CLASS, "--dataset_path", str(mad.root), "--output_path", str(out.parent),
+                       "--ckpt_dir", str(ckpts), "--size", str(SIZE)]) == 0
+    printed = capsys.readouterr().out
+    assert CLASS in printed and "AUROC" in printed
+    assert list((out.parent / CLASS / "roc_curve_result").rglob("*.png"))
+
+
+def test_original_command_without_data_says_how_to_get_it(tmp_path):
+    from omnipose.original import anomaly_nerf_lego
+
+    with pytest.raises(OmniposeError, match="omnipose download mad-sim"):
+        anomaly_nerf_lego(["--class_name", "01Gorilla", "--data_dir", str(tmp_path / "MAD-Sim")])

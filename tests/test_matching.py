@@ -7,20 +7,15 @@ import pytest
 import torch
 
 from omnipose import matching
-from omnipose.data import load_transforms
 from omnipose.geometry import rotation_error_deg
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the estimator runs: on shared cores torch's pool costs more than it gains."""
-    with matching.one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def lego(lego_dir):
-    return load_transforms(lego_dir / "transforms_train.json", size=200, progress=False)
+def lego(lego_200):
+    return lego_200
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,16 @@ import torch
 from omnipose import geometry as g
 from omnipose import matching
 from omnipose import pose as P
-from omnipose.data import load_transforms
 
 INFO_200 = SimpleNamespace(width=200, height=200, background=(1.0, 1.0, 1.0))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the estimator runs: on shared cores torch's pool costs more than it gains."""
-    with matching.one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def lego(lego_dir):
-    return load_transforms(lego_dir / "transforms_train.json", size=200, progress=False)
+def lego(lego_200):
+    return lego_200
 
 
 # ----------------------------------------------------------------------------- PnP and 2D fits
