@@ -77,7 +77,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--size", type=int, default=200, help="image width in pixels (default 200)")
     parser.add_argument("--train-views", type=int, default=80)
     parser.add_argument("--test-views-per-type", type=int, default=3, help="test images per type (good, Burrs, Missing, Stains)")
-    parser.add_argument("--minutes", type=float, default=1.5, help="training time budget per class")
+    parser.add_argument("--steps", type=int, default=1200,
+                        help="training steps per class (default 1200, about 2 minutes on 2 free cores); a step budget "
+                             "gives the same field on a busy machine, only later")
+    parser.add_argument("--minutes", type=float, default=None, help="also stop training after this many minutes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present)")
     return parser
@@ -92,7 +95,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if not (data_root / class_name / "synth.json").is_file():
             generate_class(data_root, class_name, synth)
     config = DetectorConfig(image_size=args.size, dataset="demo", ckpt_root=str(out_dir / "ckpts"), device=args.device)
-    config.train = replace(config.train, minutes=args.minutes, seed=args.seed)
+    config.train = replace(config.train, steps=args.steps, minutes=args.minutes, seed=args.seed)
     results, timings = run_pipeline(data_root, class_names, out_dir, config)
     print(format_table(results, class_means(results)))
     report = write_demo_report(out_dir, results, timings, DEMO_EVALUATION)
