@@ -113,13 +113,13 @@ class Detector:
         model_path = self.ckpt_dir / "model.pt"
         # A field whose training ran to its end is used as it is, whatever budget this config
         # names; an interrupted one resumes (`omnipose train` trains a finished one further).
-        finished = model_path.is_file() and "train_seconds" in load_checkpoint(model_path, device="cpu")[1].metrics
-        if not finished:
+        self.model, self.info = load_checkpoint(model_path, device=self.device) if model_path.is_file() else (None, None)
+        if self.info is None or "train_seconds" not in self.info.metrics:  # none yet, or interrupted
             train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
             train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
+            self.model, self.info = load_checkpoint(model_path, device=self.device)
         elif progress:
             print(f"using the trained field in {self.ckpt_dir}")
-        self.model, self.info = load_checkpoint(model_path, device=self.device)
         self.model.eval()
         self.pose_estimator = self._pose_estimator(views)
         self._calibrate(views, progress)
