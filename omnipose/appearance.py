@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .matching import warp_image
+
 THUMBNAIL_SIZE = 32
 RADIUS_SHARE = 0.22  # object's RMS radius / thumbnail side: the whole object fits, with margin
 
@@ -62,13 +64,7 @@ def thumbnails(image: np.ndarray, frame: ObjectFrame, background, angles_deg, si
     source = np.ascontiguousarray(image, dtype=np.float32) - background
     if shrink < 1.0:  # low-pass before sampling, or thin parts alias in and out
         source = cv2.GaussianBlur(source, (0, 0), 0.5 / shrink)
-    shift_in = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])  # our pixel centres sit at +0.5
-    shift_out = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
-    out = []
-    for angle in angles_deg:
-        full = shift_out @ np.vstack([thumbnail_affine(frame, angle, size), [0, 0, 1]]) @ shift_in
-        out.append(cv2.warpAffine(source, full[:2], (size, size), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0)))
+    out = [warp_image(source, thumbnail_affine(frame, angle, size), 0.0, (size, size)) for angle in angles_deg]
     return torch.from_numpy(np.stack(out).reshape(len(out), -1))
 
 

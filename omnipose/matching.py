@@ -646,10 +646,11 @@ def invert_affine(affine: np.ndarray) -> np.ndarray:
     return np.concatenate([linear_inv, (-linear_inv @ affine[:, 2])[:, None]], 1)
 
 
-def warp_image(image: np.ndarray, affine: np.ndarray, fill) -> np.ndarray:
-    """Warp an image by an affine given in our pixel convention, keeping its size.
+def warp_image(image: np.ndarray, affine: np.ndarray, fill, out_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Warp an image by an affine given in our pixel convention (bilinear).
 
-    image: (H, W, 3) float; fill: colour of the uncovered corners (the background).
+    image: (H, W, 3) float; fill: colour of the uncovered corners (the background); out_size:
+    (width, height) of the result, default the input's. Returns (height, width, 3) float32.
     """
     import cv2
 
@@ -660,7 +661,7 @@ def warp_image(image: np.ndarray, affine: np.ndarray, fill) -> np.ndarray:
     fill_value = tuple(float(x) for x in np.broadcast_to(np.asarray(fill, dtype=np.float64), (3,)))
     height, width = image.shape[:2]
     return cv2.warpAffine(
-        np.ascontiguousarray(image, dtype=np.float32), full[:2], (width, height), flags=cv2.INTER_LINEAR,
+        np.ascontiguousarray(image, dtype=np.float32), full[:2], out_size or (width, height), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=fill_value,
     )
 

@@ -146,10 +146,11 @@ def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
 
 
 def render(detector: Detector, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field at c2w: reference (H, W, 3) and opacity (1, H, W), as ``Comparator.compare`` takes them."""
     with torch.no_grad():
         out = detector.model.render_image(c2w.to(detector.device), detector.info.K.to(detector.device),
                                           detector.info.height, detector.info.width)
-    return out["rgb"].cpu(), out["opacity"].cpu()
+    return out["rgb"].cpu(), out["opacity"].cpu()[None]
 
 
 def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
@@ -169,22 +170,22 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         pose = detector.pose_estimator.estimate(query.image)
         reference, alpha = render(detector, pose.c2w)
         image_t = torch.from_numpy(prepare_query(query.image, detector.info)[0])
-        ours = variants["ours"].compare(image_t, reference, alpha[None])
+        ours = variants["ours"].compare(image_t, reference, alpha)
         seconds = time.perf_counter() - start
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
                   "score": float(ours.score[0]), "low_confidence": pose.low_confidence}  # fmt: skip
         outputs = {"ours": ours}
         for method in ("pixel only", "features only"):
-            outputs[method] = variants[method].compare(image_t, reference, alpha[None])
+            outputs[method] = variants[method].compare(image_t, reference, alpha)
         if query.c2w is not None:
             rotation, translation = pose_errors(pose.c2w, query.c2w)
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
-            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *_with_alpha(render(detector, query.c2w)))
+            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *render(detector, query.c2w))
         if q < pad_queries:
             outputs["ours (PAD subset)"] = ours
             pad_pose = detector.pose_estimator.estimate_pad_recipe(query.image)
             pad_reference, pad_alpha = render(detector, pad_pose.c2w)
-            outputs["PAD recipe"] = variants["PAD recipe"].compare(image_t, pad_reference, pad_alpha[None])
+            outputs["PAD recipe"] = variants["PAD recipe"].compare(image_t, pad_reference, pad_alpha)
             record["pad_seconds"] = round(pad_pose.seconds, 2)
             if query.c2w is not None:
                 record["pad_rotation_deg"] = round(float(pose_errors(pad_pose.c2w, query.c2w)[0]), 3)
@@ -208,11 +209,6 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     seconds = [r["seconds"] for r in records]
     return {"class": name, "metrics": metrics, "records": records, "mean_seconds": float(np.mean(seconds)),
             "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
-
-
-def _with_alpha(rendered):
-    reference, alpha = rendered
-    return reference, alpha[None]
 
 
 # ----------------------------------------------------------------------------- report
