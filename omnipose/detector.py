@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .compare import Calibration, Comparator, CompareConfig, CompareError
 from .data import MADClass, PosedImages, open_mad_class
+from .geometry import pose_errors
 from .io import DataError, OmniposeError, atomic_path, atomic_write_json, pick_device, save_image
 from .pose import PoseConfig, PoseEstimator, PoseResult, prepare_query
 from .train import CheckpointInfo, TrainConfig, load_checkpoint, train_model
@@ -47,6 +48,14 @@ class DetectorConfig:
     pose: PoseConfig = field(default_factory=PoseConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     calibration_views: int = 40  # training views rendered for calibration (spread evenly)
+    # Poses compared per query: the best by photometric residual and distinct runners-up (at least
+    # candidate_separation_deg away) within candidate_residual_ratio of it; the one whose reference
+    # explains the query best (lowest score) wins. On dark or near-symmetric objects a wrong pose
+    # can win the residual by a hair. Near twins are not tried: the lowest of several noisy scores
+    # would only pull small defects down.
+    pose_candidates: int = 3
+    candidate_residual_ratio: float = 1.25
+    candidate_separation_deg: float = 2.0
     device: str | None = None
 
 
@@ -191,21 +200,52 @@ class Detector:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
         pose: PoseResult = self.pose_estimator.estimate(query)
-        c2w = torch.as_tensor(pose.c2w, dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            rendered = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
-        reference = rendered["rgb"].cpu()
-        result = self.comparator.compare(torch.as_tensor(query), reference, rendered["opacity"].cpu()[None])
+        result, c2w, reference, _ = self.compare_at_pose(query, pose)
         return Prediction(
             anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
             score=float(result.score[0]),
-            c2w=c2w.cpu().numpy(),
+            c2w=c2w.numpy(),
             reference=reference.numpy(),
             pose_residual=float(pose.residual),
             pose_confident=not pose.low_confidence,
             seconds=time.perf_counter() - start,
             notes=notes + list(pose.notes),
         )
+
+    def render(self, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field at c2w (4, 4): reference (H, W, 3) and opacity (1, H, W) on the CPU."""
+        c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            out = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
+        return out["rgb"].cpu(), out["opacity"].cpu()[None]
+
+    def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
+        """The poses worth comparing at: the estimate and up to ``pose_candidates - 1`` runners-up whose
+        residual is within ``candidate_residual_ratio`` of the estimate's and whose rotation differs
+        from every pose already taken by at least ``candidate_separation_deg``. Each (4, 4) on the CPU."""
+        candidates = [torch.as_tensor(pose.c2w).float().cpu()]
+        limit = self.config.candidate_residual_ratio * max(pose.residual, 1e-6)
+        for c2w, residual in zip(pose.alternatives, pose.alternative_residuals):
+            if len(candidates) >= self.config.pose_candidates or float(residual) > limit:
+                break
+            c2w = c2w.float().cpu()
+            if all(float(pose_errors(c2w, taken)[0]) >= self.config.candidate_separation_deg for taken in candidates):
+                candidates.append(c2w)
+        return candidates
+
+    def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
+        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``; keep the lowest score.
+
+        Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
+        """
+        best = None
+        query_t = torch.as_tensor(query)
+        for c2w in self.pose_candidates(pose):
+            reference, alpha = self.render(c2w)
+            result = self.comparator.compare(query_t, reference, alpha)
+            if best is None or float(result.score[0]) < float(best[0].score[0]):
+                best = (result, c2w, reference, alpha)
+        return best
 
     def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
         """Predictions for many queries with the model loaded once."""

@@ -237,6 +237,9 @@ class PoseResult:
     low_confidence: True when the pose should not be trusted (``notes`` say why). seconds: wall
     time including retrieval. hypotheses: coarse poses tried. coarse_c2w: the best hypothesis
     before refinement. steps: alignment rounds + iNeRF steps. timings: seconds per stage.
+    alternatives: (A, 4, 4) the other aligned hypotheses, best residual first, and
+    alternative_residuals: (A,) their residuals: near-symmetric or dark objects can leave the true
+    pose a close second, which a caller may judge with another criterion (``Detector`` does).
     """
 
     c2w: torch.Tensor
@@ -251,6 +254,8 @@ class PoseResult:
     coarse_c2w: torch.Tensor
     notes: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    alternatives: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, 4))
+    alternative_residuals: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def confident(self) -> bool:
@@ -1275,10 +1280,12 @@ class PoseEstimator:
         chosen = candidates[best]
         confidence, low, why = self._confidence(float(residual[best]), chosen.inliers)
         notes.extend(why)
+        others = [int(i) for i in residual.argsort() if int(i) != best]
         return PoseResult(
             c2w=poses[best].detach().cpu(), residual=float(residual[best]), confidence=confidence, low_confidence=low,
             seconds=time.perf_counter() - start, hypotheses=len(hypotheses), inliers=chosen.inliers,
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes, timings=timings,
+            alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
 
     def residual(self, poses: torch.Tensor, query: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@
 Cases (each skipped with a message when its data is missing):
 
 - **built-in**: classes made by ``omnipose synth`` (all 12 by default) at ``--size``: a detector is
-  fitted per class on its training views (field trained for ``--train-minutes``), then every test
+  fitted per class on its training views (field trained for ``--train-steps``), then every test
   image (good, Burrs, Missing, Stains; no pose given) is detected.
 - **lego**: semi-synthetic anomalies on ``nerf_synthetic/lego`` at 200x200: the field is trained
   on 80 views; each of the 20 held-out views, turned in-plane by a random angle, is a query twice:
@@ -14,7 +14,8 @@ Cases (each skipped with a message when its data is missing):
 Every query is posed once by each pose method and compared once by each comparison, so the
 ablations share everything else:
 
-- ``ours``: estimated pose (retrieval + PnP + alignment + iNeRF), calibrated comparison of colour,
+- ``ours``: estimated pose (retrieval + PnP + alignment + iNeRF; ``Detector.compare_at_pose`` keeps,
+  of the estimate and its close runners-up, the pose whose reference explains the query best), calibrated comparison of colour,
   structure and EfficientNet-Lite features;
 - ``pixel only`` / ``features only``: the same pose, one kind of term (each calibrated);
 - ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
@@ -145,14 +146,6 @@ def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
     return comparator
 
 
-def render(detector: Detector, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The field at c2w: reference (H, W, 3) and opacity (1, H, W), as ``Comparator.compare`` takes them."""
-    with torch.no_grad():
-        out = detector.model.render_image(c2w.to(detector.device), detector.info.K.to(detector.device),
-                                          detector.info.height, detector.info.width)
-    return out["rgb"].cpu(), out["opacity"].cpu()[None]
-
-
 def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
     """Pose and compare every query with every method; evaluate each. Returns the class's record."""
     compare = detector.config.compare
@@ -168,9 +161,9 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     for q, query in enumerate(queries):
         start = time.perf_counter()
         pose = detector.pose_estimator.estimate(query.image)
-        reference, alpha = render(detector, pose.c2w)
-        image_t = torch.from_numpy(prepare_query(query.image, detector.info)[0])
-        ours = variants["ours"].compare(image_t, reference, alpha)
+        image = prepare_query(query.image, detector.info)[0]
+        ours, c2w, reference, alpha = detector.compare_at_pose(image, pose)
+        image_t = torch.from_numpy(image)
         seconds = time.perf_counter() - start
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
                   "score": float(ours.score[0]), "low_confidence": pose.low_confidence}  # fmt: skip
@@ -178,13 +171,13 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         for method in ("pixel only", "features only"):
             outputs[method] = variants[method].compare(image_t, reference, alpha)
         if query.c2w is not None:
-            rotation, translation = pose_errors(pose.c2w, query.c2w)
+            rotation, translation = pose_errors(c2w, query.c2w)
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
-            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *render(detector, query.c2w))
+            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *detector.render(query.c2w))
         if q < pad_queries:
             outputs["ours (PAD subset)"] = ours
             pad_pose = detector.pose_estimator.estimate_pad_recipe(query.image)
-            pad_reference, pad_alpha = render(detector, pad_pose.c2w)
+            pad_reference, pad_alpha = detector.render(pad_pose.c2w)
             outputs["PAD recipe"] = variants["PAD recipe"].compare(image_t, pad_reference, pad_alpha)
             record["pad_seconds"] = round(pad_pose.seconds, 2)
             if query.c2w is not None:
@@ -257,22 +250,25 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="builtin,lego", help="comma-separated: builtin, lego")
-    parser.add_argument("--classes", default=",".join(SYNTH_CLASSES), help="built-in classes")
+    parser.add_argument("--classes", default=None, help="built-in classes, comma-separated (default: all)")
     parser.add_argument("--size", type=int, default=200, help="built-in image width (lego is always 200)")
     parser.add_argument("--train-views", type=int, default=80)
     parser.add_argument("--test-views-per-type", type=int, default=4)
-    parser.add_argument("--train-minutes", type=float, default=1.5, help="training budget per class (checkpoints are reused)")
+    parser.add_argument("--train-steps", type=int, default=2000,
+                        help="training steps per class; a step budget trains the same field on a busy machine "
+                             "(checkpoints are reused: they live under <work>/ckpts/bench_<size>_<steps>steps)")
     parser.add_argument("--lego", type=Path, default=DEFAULT_LEGO)
-    parser.add_argument("--lego-minutes", type=float, default=4.0)
+    parser.add_argument("--lego-steps", type=int, default=2000)
     parser.add_argument("--pad-queries", type=int, default=2, help="queries per class that also run PAD's recipe")
     parser.add_argument("--pad-classes", type=int, default=3, help="built-in classes (the first N) that run PAD's recipe")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "detect", help="data and checkpoints (reused)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_detect.json")
-    parser.add_argument("--quick", action="store_true", help="2 classes at 100 px, 1-minute training, no lego")
+    parser.add_argument("--quick", action="store_true", help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, no lego")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
     args = parser.parse_args(argv)
     if args.quick:
-        args.classes, args.size, args.train_minutes, args.cases, args.pad_queries = "01Robot,03Duck", 100, 1.0, "builtin", 2
+        args.classes, args.size, args.train_steps, args.cases = args.classes or "01Robot,03Duck", 100, 600, "builtin"
+    args.classes = args.classes or ",".join(SYNTH_CLASSES)
     torch.set_num_threads(2)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "cases": {}}
@@ -288,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             if not (data / name / "synth.json").is_file():
                 generate_class(data, name, SynthConfig(size=args.size, train_views=args.train_views,
                                                        test_views_per_type=args.test_views_per_type, progress=False))
-            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}", ckpt_root=str(args.work / "ckpts"))
-            config.train = replace(config.train, minutes=args.train_minutes, steps=10**9)
+            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
+                                    ckpt_root=str(args.work / "ckpts"))
+            config.train = replace(config.train, steps=args.train_steps, minutes=None)
             start = time.perf_counter()
             detector = Detector(config).fit(data, name, progress=False)
             fit_seconds = time.perf_counter() - start
@@ -314,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             train, _ = split_holdout(views, 5)
             held = [i for i in range(len(views)) if i % 5 == 0]
             config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"))
-            config.train = replace(config.train, minutes=args.lego_minutes, steps=10**9)
-            detector = Detector(config).fit_views(train, "lego_80", progress=False)
+            config.train = replace(config.train, steps=args.lego_steps, minutes=None)
+            detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps", progress=False)
             record = run_class("lego", detector, train, lego_queries(views, held, seed=0), args, args.pad_queries)
             report["cases"]["lego"] = record
             print_table("semi-synthetic lego anomalies at 200x200 (%)", [record])

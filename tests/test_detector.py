@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from omnipose.data import open_mad_class
 from omnipose.detector import Detector, DetectorConfig
@@ -67,6 +68,36 @@ def test_outputs_are_complete_and_resumable(fitted):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
     detector.detect_class(mad, out.parent, progress=False)  # a rerun skips finished queries
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+
+
+def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
+    """The true pose, second by a hair on the pose residual, beats a wrong estimate once both
+    references are compared with the query; a runner-up far behind on the residual is not tried."""
+    import math
+
+    from omnipose.geometry import pose_errors, roll_camera
+    from omnipose.pose import PoseResult, prepare_query
+    from omnipose.synth import load_ground_truth_poses
+
+    detector, mad, _ = fitted
+    item = next(i for i in mad.test_items if not i.is_anomalous)
+    true = load_ground_truth_poses(mad.folder.parent, mad.name)[item.name]
+    wrong = roll_camera(true, math.radians(15.0))
+    query = prepare_query(item.image_path, detector.info)[0]
+
+    def pose(runner_up: torch.Tensor, its_residual: float) -> PoseResult:
+        return PoseResult(c2w=wrong, residual=0.05, confidence=1.0, low_confidence=False, seconds=0.0, hypotheses=2,
+                          inliers=0, source="test", steps=0, coarse_c2w=wrong, alternatives=runner_up[None],
+                          alternative_residuals=torch.tensor([its_residual]))
+
+    assert len(detector.pose_candidates(pose(true, 0.051))) == 2
+    _, chosen, _, _ = detector.compare_at_pose(query, pose(true, 0.051))
+    assert float(pose_errors(chosen, true)[0]) < 0.1
+    # 4x the estimate's residual is no contender, and a near twin of the estimate is not tried.
+    assert len(detector.pose_candidates(pose(true, 0.2))) == 1
+    assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(0.5)), 0.05))) == 1
+    _, chosen, _, _ = detector.compare_at_pose(query, pose(true, 0.2))
+    assert float(pose_errors(chosen, wrong)[0]) < 0.1
 
 
 def test_bad_queries_get_clear_errors(fitted, tmp_path):
