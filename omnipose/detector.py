@@ -201,6 +201,9 @@ class Detector:
         query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
         pose: PoseResult = self.pose_estimator.estimate(query)
         result, c2w, reference, _ = self.compare_at_pose(query, pose)
+        if not torch.equal(c2w, torch.as_tensor(pose.c2w).float().cpu()):
+            notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
+                         "pose_residual and pose_confident describe the best-fitting pose")
         return Prediction(
             anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
             score=float(result.score[0]),
