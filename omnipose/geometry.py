@@ -180,6 +180,50 @@ def spherical_pose(azimuth: float, elevation: float, radius: float, target=(0.0,
     return look_at(eye, target_t)
 
 
+def axes_focus(c2w: torch.Tensor) -> torch.Tensor:
+    """The point closest (least squares) to every camera's optical axis: what a ring of cameras looks at.
+
+    c2w: (N, 4, 4) OpenGL cameras (looking along -Z). Returns (3,). Falls back to the mean camera
+    centre pushed along the mean viewing direction when the axes are (nearly) parallel.
+    """
+    c2w = torch.as_tensor(c2w, dtype=torch.float64)
+    origins, forward = c2w[:, :3, 3], -c2w[:, :3, 2]
+    forward = forward / forward.norm(dim=1, keepdim=True)
+    projector = torch.eye(3, dtype=torch.float64) - forward[:, :, None] * forward[:, None, :]  # (N, 3, 3)
+    A, b = projector.sum(0), (projector @ origins[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.matrix_rank(A) < 3:
+        return (origins.mean(0) + forward.mean(0)).float()
+    return torch.linalg.solve(A, b).float()
+
+
+def fibonacci_directions(count: int) -> torch.Tensor:
+    """``count`` unit vectors spread evenly over the sphere (golden-angle spiral). Returns (count, 3)."""
+    i = torch.arange(count, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * i / count
+    azimuth = math.pi * (3.0 - math.sqrt(5.0)) * i
+    ring = torch.sqrt(1.0 - z * z)
+    return torch.stack([ring * torch.cos(azimuth), ring * torch.sin(azimuth), z], 1).float()
+
+
+def gap_directions(covered: torch.Tensor, count: int, min_angle_deg: float, candidates: int = 1000) -> torch.Tensor:
+    """Up to ``count`` directions of the sphere farther than ``min_angle_deg`` from every covered one.
+
+    Chosen greedily, farthest from everything chosen so far first, so a few fill the largest gaps.
+    covered: (N, 3) unit vectors. Returns (M, 3), M <= count (0 when nothing is that far).
+    """
+    pool = fibonacci_directions(candidates)
+    taken = torch.nn.functional.normalize(torch.as_tensor(covered, dtype=torch.float32), dim=1)
+    chosen = []
+    for _ in range(count):
+        nearest = torch.rad2deg(torch.arccos((pool @ taken.T).clamp(-1.0, 1.0))).min(1).values
+        best = int(nearest.argmax())
+        if float(nearest[best]) <= min_angle_deg:
+            break
+        chosen.append(pool[best])
+        taken = torch.cat([taken, pool[best][None]])
+    return torch.stack(chosen) if chosen else torch.zeros(0, 3)
+
+
 def roll_camera(c2w: torch.Tensor, angle: float | torch.Tensor) -> torch.Tensor:
     """Rotate a camera about its own viewing axis by ``angle`` radians (in-plane rotation).
 

@@ -45,6 +45,9 @@ from tqdm.auto import tqdm
 
 from .geometry import (
     apply_twist,
+    axes_focus,
+    gap_directions,
+    look_at,
     generate_rays,
     project,
     se3_log,
@@ -76,7 +79,7 @@ from .matching import (
 )
 
 RenderRays = Callable[[torch.Tensor, torch.Tensor], dict]
-CACHE_VERSION = 2  # 2: appearance thumbnails
+CACHE_VERSION = 3  # 2: appearance thumbnails; 3: renders at the training views' gaps
 
 
 class PoseError(OmniposeError):
@@ -180,6 +183,10 @@ class PoseConfig:
     matches aligned side by side; appearance_hypotheses: more from global appearance retrieval
     (``omnipose.appearance``, every ``appearance_step_deg`` degrees), which rescues queries the
     matches miss; refine_top: how many of them (best residual first) go on to iNeRF refinement.
+    gap_views: renders of the field added to the retrieval views, at up to this many directions
+    farther than gap_angle_deg from every training view (MAD's training cameras stop short of the
+    poles; a query from below would otherwise only find views 20-40 degrees away, too far for
+    alignment to bridge). 0 retrieves against the training views alone.
     align / refine: the two refinement stages, None to skip one. min_inliers: PnP inliers below
     which a pose is not trusted. max_residual_ratio: a residual this many times the field's own
     residual on training views flags the result as low confidence (``unsupported_residual_ratio``
@@ -198,6 +205,8 @@ class PoseConfig:
     hypotheses: int = 3
     appearance_hypotheses: int = 4
     appearance_step_deg: float = 10.0
+    gap_views: int = 24
+    gap_angle_deg: float = 15.0
     refine_top: int = 1
     min_inliers: int = 15
     pnp_reprojection_px: float = 2.5
@@ -878,9 +887,27 @@ def _lm_align(points, colours, start, K, target, grad_u, grad_v, column_scale, r
 
 
 # ============================================================================= training-view index
+def gap_filling_poses(train_c2w: torch.Tensor, count: int, min_angle_deg: float) -> torch.Tensor:
+    """Cameras where the training views leave gaps: up to ``count`` directions farther than
+    ``min_angle_deg`` from every training view, at the median training distance from the point the
+    training cameras look at, looking at it with the training cameras' mean up vector.
+
+    train_c2w: (N, 4, 4). Returns (M, 4, 4), M <= count.
+    """
+    if count <= 0 or len(train_c2w) < 2:
+        return torch.zeros(0, 4, 4)
+    focus = axes_focus(train_c2w)
+    offsets = train_c2w[:, :3, 3] - focus
+    distance = float(offsets.norm(dim=1).median())
+    up = train_c2w[:, :3, 1].mean(0)
+    directions = gap_directions(offsets / offsets.norm(dim=1, keepdim=True), count, min_angle_deg)
+    return torch.stack([look_at(focus + distance * d, focus, up) for d in directions]) if len(directions) else torch.zeros(0, 4, 4)
+
+
 @dataclass
 class TrainingIndex:
-    """What retrieval needs of the training views, computed once per (model, matcher).
+    """What retrieval needs of the training views (then the renders at their gaps, see
+    ``gap_filling_poses``), computed once per (model, matcher).
 
     features: one Features per view (keypoints in the view's pixels). points3d: per view (N_i, 3)
     world points under the keypoints, read from the field's depth; NaN where the keypoint sits on
@@ -1016,6 +1043,9 @@ class PoseEstimator:
         aabb = _info_value(info, "aabb")
         self.centre = torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).mean(0) if aabb is not None else torch.zeros(3)
         self.distance = float((self.train_c2w[:, :3, 3] - self.centre).norm(dim=1).median())
+        # Retrieval runs over the training views followed by renders at the gaps they leave.
+        self.gap_c2w = gap_filling_poses(self.train_c2w, self.config.gap_views, self.config.gap_angle_deg)
+        self.retrieval_c2w = torch.cat([self.train_c2w, self.gap_c2w])
         self.matcher: Matcher = shared_matcher(
             self.config.matcher, str(self.device), self.config.max_keypoints, self.config.loftr_weights
         )
@@ -1053,7 +1083,7 @@ class PoseEstimator:
         digest.update(self.matcher.key.encode())
         digest.update(f"{self.width}x{self.height}|{self.background}|{self.config.min_opacity}".encode())
         digest.update(self.K.numpy().tobytes())
-        digest.update(self.train_c2w.numpy().tobytes())
+        digest.update(self.retrieval_c2w.numpy().tobytes())
         return digest.hexdigest()
 
     def _training_index(self, views) -> TrainingIndex:
@@ -1089,23 +1119,29 @@ class PoseEstimator:
                 for p in tqdm(paths, desc="reading training views", disable=not self.config.progress, leave=False)
             ]))
         # The images moved: describe renders of the field at the training poses instead.
+        return self._render_views(self.train_c2w, "rendering training views for retrieval")
+
+    def _render_views(self, c2ws: torch.Tensor, desc: str) -> torch.Tensor:
+        """Renders of the field at c2ws (N, 4, 4) at the model's size: (N, H, W, 3) on the CPU."""
         images = []
         with torch.no_grad():
-            for c2w in tqdm(self.train_c2w, desc="rendering training views for retrieval", disable=not self.config.progress, leave=False):
+            for c2w in tqdm(c2ws, desc=desc, disable=not self.config.progress, leave=False):
                 out = self.model.render_image(c2w.to(self.device), self.K.to(self.device), self.height, self.width)
                 images.append(out["rgb"].float().cpu().clamp(0, 1))
-        return torch.stack(images)
+        return torch.stack(images) if images else torch.zeros(0, self.height, self.width, 3)
 
     def _build_index(self, images: torch.Tensor, key: str) -> TrainingIndex:
+        """Index of the training images (N, H, W, 3) and of renders at ``gap_c2w``, in that order."""
+        baseline = self._baseline_residual(images)
+        images = torch.cat([images, self._render_views(self.gap_c2w, "rendering views at the gaps")])
         features = self.matcher.extract(images.numpy())
         points3d = []
-        for c2w, f in tqdm(list(zip(self.train_c2w, features)), desc="3D points of training keypoints",
+        for c2w, f in tqdm(list(zip(self.retrieval_c2w, features)), desc="3D points of retrieval keypoints",
                            disable=not self.config.progress, leave=False):
             points3d.append(keypoint_points3d(
                 self.render_rays, c2w.to(self.device), self.render_K, f.keypoints.cpu(), self.config.min_opacity,
                 chunk=self.config.chunk,
             ))
-        baseline = self._baseline_residual(images)
         thumbs, frames = [], []
         for image in images.numpy():
             frame = object_frame(foreground_mask(image, self.background, self.config.foreground_threshold))
@@ -1157,7 +1193,7 @@ class PoseEstimator:
         if matches.index1 is not None:
             points3d = self.index.points3d[view][matches.index1]
         else:  # detector-free matches fall between keypoints: ask the field for their depth
-            points3d = keypoint_points3d(self.render_rays, self.train_c2w[view].to(self.device), self.render_K,
+            points3d = keypoint_points3d(self.render_rays, self.retrieval_c2w[view].to(self.device), self.render_K,
                                          matches.points1, self.config.min_opacity)
         return query_points, matches.points1, points3d, matches.scores
 
@@ -1174,16 +1210,16 @@ class PoseEstimator:
             angle = rotated[r].angle_deg
             if solved is not None:
                 c2w, inliers = solved
-                hypotheses.append(Hypothesis(c2w, f"pnp view {view} at {angle:.0f} deg", int(inliers.sum()), view, angle))
+                hypotheses.append(Hypothesis(c2w, f"pnp {self.view_name(view)} at {angle:.0f} deg", int(inliers.sum()), view, angle))
                 keep = valid.clone()
                 keep[valid] = torch.from_numpy(inliers)
                 pooled.setdefault(r, []).append((query_points[keep], points3d[keep]))
             similarity = fit_similarity(view_points, query_points)
             if similarity is not None and similarity.inliers.sum() >= 6:
                 depth = self._view_depth(view, points3d[valid])
-                c2w = pose_from_similarity(self.train_c2w[view], self.K, similarity, depth)
+                c2w = pose_from_similarity(self.retrieval_c2w[view], self.K, similarity, depth)
                 # A 2D fit ignores parallax: it counts for less than the same number of PnP inliers.
-                hypotheses.append(Hypothesis(c2w, f"similarity view {view} at {angle:.0f} deg",
+                hypotheses.append(Hypothesis(c2w, f"similarity {self.view_name(view)} at {angle:.0f} deg",
                                              int(similarity.inliers.sum()) // 2, view, angle))
         # Inliers of several views of the same rotation, solved together: more points, less noise.
         for r, parts in pooled.items():
@@ -1213,13 +1249,18 @@ class PoseEstimator:
             scale = math.hypot(affine[0, 0], affine[1, 0])
             similarity = Similarity(math.degrees(math.atan2(affine[0, 1], affine[0, 0])), scale, affine[:, 2].copy(),
                                     np.zeros(0, dtype=bool))
-            c2w = pose_from_similarity(self.train_c2w[view], self.K, similarity, self._view_depth(view, torch.zeros(0, 3)))
-            out.append(Hypothesis(c2w, f"appearance view {view} at {-angle:.0f} deg ({distance:.4f})", 0, view, angle))
+            c2w = pose_from_similarity(self.retrieval_c2w[view], self.K, similarity, self._view_depth(view, torch.zeros(0, 3)))
+            out.append(Hypothesis(c2w, f"appearance {self.view_name(view)} at {-angle:.0f} deg ({distance:.4f})", 0, view, angle))
         return out
+
+    def view_name(self, view: int) -> str:
+        """'view 12' for a training view, 'gap render 3' for a render added at a gap."""
+        count = len(self.train_c2w)
+        return f"view {view}" if view < count else f"gap render {view - count}"
 
     def _view_depth(self, view: int, points3d: torch.Tensor) -> float:
         """Depth of the object along a view's axis: its matched 3D points, else the object centre."""
-        c2w = self.train_c2w[view]
+        c2w = self.retrieval_c2w[view]
         forward = -c2w[:3, 2]
         if len(points3d):
             return float(((points3d - c2w[:3, 3]) @ forward).median())
@@ -1239,8 +1280,8 @@ class PoseEstimator:
         if not hypotheses:
             # Nothing matched: fall back to the training view the shortlist liked best, flagged.
             view, r, _ = self.shortlist(rotated)[0]
-            c2w = roll_camera(self.train_c2w[view], -math.radians(rotated[r].angle_deg))
-            hypotheses = [Hypothesis(c2w, f"view {view} at {rotated[r].angle_deg:.0f} deg, no geometric fit", 0, view,
+            c2w = roll_camera(self.retrieval_c2w[view], -math.radians(rotated[r].angle_deg))
+            hypotheses = [Hypothesis(c2w, f"{self.view_name(view)} at {rotated[r].angle_deg:.0f} deg, no geometric fit", 0, view,
                                      rotated[r].angle_deg)]
             notes.append("no consistent matches with any training view")
         candidates = _distinct(hypotheses[: self.config.hypotheses] + self.appearance_hypotheses(query), self.distance)
@@ -1306,7 +1347,8 @@ class PoseEstimator:
             start = time.perf_counter()
             query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
             described = self.matcher.extract(query)[0]
-            counts = mutual_nn_counts(described, self.index.bank, self.matcher.shortlist_similarity)
+            # PAD retrieves among the training views only.
+            counts = mutual_nn_counts(described, self.index.bank, self.matcher.shortlist_similarity)[: len(self.train_c2w)]
             view = int(counts.argmax())
             matches = int(counts[view])
             region = dilate(foreground_mask(query, self.background, self.config.foreground_threshold), 6)

@@ -167,3 +167,28 @@ def test_real_lego_cameras_look_at_the_object(lego_dir):
     closest = (rays_o + t[:, None] * rays_d).norm(dim=-1).reshape(100, 100)
     drawn = (image < 0.95).any(-1)
     assert (closest[drawn] < 1.8).float().mean() > 0.99
+
+
+def test_axes_focus_is_the_point_every_camera_looks_at(lego_dir):
+    target = torch.tensor([0.3, -0.2, 0.1])
+    cameras = torch.stack([g.spherical_pose(a, e, 4.0, target) for a in (0.0, 1.0, 2.5, 4.0) for e in (-0.3, 0.4)])
+    assert torch.allclose(g.axes_focus(cameras), target, atol=1e-4)
+    from omnipose.data import load_transforms  # Blender's lego cameras all look at the origin
+
+    views = load_transforms(lego_dir / "transforms_train.json", size=50, progress=False)
+    assert g.axes_focus(views.c2w).norm() < 1e-3
+
+
+def test_gap_directions_fill_only_what_is_uncovered():
+    sphere = g.fibonacci_directions(500)
+    assert torch.allclose(sphere.norm(dim=1), torch.ones(500), atol=1e-5)
+    assert abs(float(sphere.mean(0).norm())) < 1e-2  # evenly spread
+    assert len(g.gap_directions(sphere, 10, 15.0)) == 0  # nothing is 15 degrees from 500 even points
+    upper = sphere[sphere[:, 2] > 0.0]
+    gaps = g.gap_directions(upper, 6, 15.0)
+    assert len(gaps) == 6
+    to_covered = torch.rad2deg(torch.arccos((gaps @ upper.T).clamp(-1, 1))).min(1).values
+    assert (to_covered > 15.0).all()
+    between = torch.rad2deg(torch.arccos((gaps @ gaps.T).clamp(-1, 1))) + 360 * torch.eye(6)
+    assert (between > 15.0).all()
+    assert gaps[0, 2] < -0.99  # the farthest gap first: the bottom pole

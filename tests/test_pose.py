@@ -218,7 +218,7 @@ def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, l
     config = P.PoseConfig(cache_dir=None)
     cache = tmp_path / "features.pt"
     estimator = P.PoseEstimator(model, info, config, cache_path=cache)
-    assert cache.is_file() and len(estimator.index.features) == len(info.train_c2w)
+    assert cache.is_file() and len(estimator.index.features) == len(info.train_c2w) + len(estimator.gap_c2w)
     angle, held_out = 130.0, 40  # 40 is not a multiple of 3: the field never saw that view
     turned = matching.warp_image(lego.images[held_out].numpy(), matching.rotation_affine(angle, 200, 200), 1.0)
     big = np.repeat(np.repeat(turned, 2, 0), 2, 1)  # twice the model's size: resized, and said so
@@ -233,6 +233,33 @@ def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, l
     P._INDEX_MEMORY.clear()
     again = P.PoseEstimator(model, info, config, cache_path=cache)
     assert torch.equal(again.index.features[0].descriptors.cpu(), estimator.index.features[0].descriptors.cpu())
+
+
+def test_a_query_from_where_no_training_view_looked_is_posed_from_a_render_at_the_gap(field, tmp_path):
+    """Blender's lego cameras all look from above. A query from below (here the field's own render
+    there, turned and nudged) is 60+ degrees from every training view: retrieval finds it among the
+    renders the estimator adds where the training views leave gaps."""
+    model, info = field
+    estimator = P.PoseEstimator(model, info, P.PoseConfig(cache_dir=None), cache_path=tmp_path / "features.pt")
+    gaps = estimator.gap_c2w
+    assert 0 < len(gaps) <= P.PoseConfig().gap_views
+    focus = g.axes_focus(info.train_c2w)
+    distance = float((info.train_c2w[:, :3, 3] - focus).norm(dim=1).median())
+    train_directions = torch.nn.functional.normalize(info.train_c2w[:, :3, 3] - focus, dim=1)
+    for c2w in gaps:  # at the training distance, looking at the object, far from every training view
+        offset = c2w[:3, 3] - focus
+        assert float(offset.norm()) == pytest.approx(distance, rel=1e-4)
+        assert torch.allclose(-c2w[:3, 2], -offset / offset.norm(), atol=1e-5)
+        nearest = torch.rad2deg(torch.arccos((train_directions @ (offset / offset.norm())).clamp(-1, 1))).min()
+        assert nearest > P.PoseConfig().gap_angle_deg
+    true = _perturbed(g.roll_camera(gaps[0], 1.0), 4.0, 0.02, distance, seed=5)
+    nearest_train = float(min(g.pose_errors(c2w, true)[0] for c2w in info.train_c2w))
+    assert nearest_train > 60.0
+    with torch.no_grad():
+        query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1).numpy()
+    result = estimator.estimate(query)
+    rotation, translation = g.pose_errors(result.c2w, true)
+    assert rotation < 1.5 and translation < 0.03
 
 
 def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
