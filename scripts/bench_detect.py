@@ -199,6 +199,9 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
                               names=[q.name for q in chosen], config=EVALUATION, class_name=name)
         metrics[method] = {k: (100 * float(v) if is_defined(v) else None) for k, v in result.metrics.items()}
         metrics[method]["queries"] = len(chosen)
+        anomalous = sum(q.anomalous for q in chosen)
+        if min(anomalous, len(chosen) - anomalous) < 3:  # ranking 1 good against 1 defective is no AUROC
+            metrics[method]["AUROC_sp"] = None
     seconds = [r["seconds"] for r in records]
     return {"class": name, "metrics": metrics, "records": records, "mean_seconds": float(np.mean(seconds)),
             "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
