@@ -1278,12 +1278,12 @@ class PoseEstimator:
         hypotheses, rotated = self.coarse_hypotheses(query)
         timings = {"coarse": time.perf_counter() - start}
         if not hypotheses:
-            # Nothing matched: fall back to the training view the shortlist liked best, flagged.
+            # Nothing matched: fall back to the retrieval view (training view or gap render) the shortlist liked best, flagged.
             view, r, _ = self.shortlist(rotated)[0]
             c2w = roll_camera(self.retrieval_c2w[view], -math.radians(rotated[r].angle_deg))
             hypotheses = [Hypothesis(c2w, f"{self.view_name(view)} at {rotated[r].angle_deg:.0f} deg, no geometric fit", 0, view,
                                      rotated[r].angle_deg)]
-            notes.append("no consistent matches with any training view")
+            notes.append("no consistent matches with any training view or gap render")
         candidates = _distinct(hypotheses[: self.config.hypotheses] + self.appearance_hypotheses(query), self.distance)
         query_t = torch.from_numpy(query).to(self.device)
         region = dilate(foreground_mask(query, self.background, self.config.foreground_threshold),
