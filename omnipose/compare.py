@@ -9,12 +9,16 @@ Two recipes:
 - ``feature``: 1 - cosine similarity of pretrained EfficientNet-Lite features at strides 4/8/16,
   each upsampled bilinearly to image size and summed (semantic changes, robust to small shifts).
 
-Each term is smoothed with a Gaussian (``sigma``) and zeroed outside the object (see
-``object_mask``). ``Comparator.fit`` then calibrates on NORMAL data only: pairs of (real training
-view, render of the field at that view's own pose). The residuals a defect-free object leaves
-(render blur, floaters, small pose and exposure differences) give each term a robust location and
-scale (median and MAD by default); the standardised terms are summed with their weights and the
-sum standardised again. The final map is in units of "normal standard deviations": comparable
+``Comparator.fit`` calibrates on NORMAL data only: pairs of (real training view, render of the
+field at that view's own pose). The residuals a defect-free object leaves (render blur, floaters,
+small pose and exposure differences) are largest where the reference changes fast (edges, thin
+parts) and smallest on flat surfaces, so each raw term gets a robust location and scale (median and
+MAD by default) per bin of the reference's local contrast (``reference_contrast``, ``contrast_bins``
+quantile bins): a residual on an edge counts less than the same residual on a flat face. A bin's
+scale is floored at ``contrast_floor`` times the pooled one, because flat faces of training views
+are fitted more closely than those of a novel view. The standardised terms are smoothed with a
+Gaussian (``sigma``), zeroed outside the object (see ``object_mask``), standardised once more,
+summed with their weights and the sum standardised again. The final map is in units of "normal standard deviations": comparable
 across images, objects and runs, and a threshold can be set from normal data alone
 (``threshold_for_fpr`` / ``Calibration.score_threshold``) instead of from the min and max of the
 test set.
@@ -30,6 +34,7 @@ Images follow the project convention: float in [0, 1], (H, W, 3) or batches (N, 
 
 The statistics are pooled over pixel positions on purpose: query poses differ from the training
 poses, so a pixel position has no fixed meaning and per-position statistics would not transfer.
+The contrast of the reference, computed at any pose, does transfer.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ SCORE_METHODS = ("max", "topk")
 FEATURE_DISTANCES = ("cosine", "squared")
 STATISTICS = ("median_mad", "mean_std")
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
+CALIBRATION_FORMAT = "omnipose-calibration/2"
 
 
 class CompareError(OmniposeError):
@@ -89,6 +95,8 @@ class CompareConfig:
     mask_margin: int = 8  # pixels the object mask is grown by
     statistic: str = "median_mad"  # location/scale of normal residuals: "median_mad" (robust) or "mean_std"
     samples_per_pair: int = 20000  # pixels per calibration pair that enter the statistics
+    contrast_bins: int = 8  # bins of the reference's local contrast with their own normal statistics (1: pooled)
+    contrast_floor: float = 0.5  # a bin's scale is at least this fraction of the pooled scale
 
     @classmethod
     def pad(
@@ -130,6 +138,10 @@ class CompareConfig:
             problems.append(f"image_size {self.image_size} (must be >= 16, or None for the input size)")
         if self.mask_margin < 0:
             problems.append(f"mask_margin {self.mask_margin} (must be >= 0)")
+        if self.contrast_bins < 1:
+            problems.append(f"contrast_bins {self.contrast_bins} (must be >= 1; 1 pools all pixels)")
+        if not self.contrast_floor > 0:
+            problems.append(f"contrast_floor {self.contrast_floor} (must be > 0)")
         if not self.feature_layers and (self.feature_weight > 0 or self.mode == "pad"):
             problems.append("no feature_layers (give strides such as (4, 8, 16), or set feature_weight=0)")
         if problems:
@@ -177,7 +189,7 @@ class CompareConfig:
 _CALIBRATION_FIELDS = (
     "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
-    "object_tolerance", "mask_margin", "statistic",
+    "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor",
 )  # fmt: skip
 
 
@@ -299,6 +311,19 @@ def feature_residual(
         layer = F.interpolate(layer[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         total = layer if total is None else total + layer
     return total
+
+
+def reference_contrast(reference: torch.Tensor) -> torch.Tensor:
+    """Local contrast of the reference: Sobel gradient magnitude of CIE L* / 100, blurred by 1 px.
+
+    reference: (B, 3, H, W) sRGB in [0, 1]. Returns (B, H, W): about 0.1 on a step of 0.4 in grey
+    level, 0.001 (kornia's epsilon) on flat regions.
+    """
+    from kornia.color import rgb_to_lab
+    from kornia.filters import sobel
+
+    lightness = rgb_to_lab(reference)[:, :1] / 100.0
+    return gaussian_smooth(sobel(lightness)[:, 0], 1.0)
 
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -466,15 +491,55 @@ class TermStatistics:
 
 
 @dataclass
+class ContrastStatistics:
+    """Location and scale of one raw residual per bin of the reference's contrast.
+
+    edges: (bins - 1,) increasing inner bin edges; location, scale: (bins,). Bin i holds contrasts in
+    [edges[i - 1], edges[i]).
+    """
+
+    edges: list[float]
+    location: list[float]
+    scale: list[float]
+
+    def standardize(self, values: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+        """values, contrast: (B, H, W) -> (values - location[bin]) / scale[bin]."""
+        as_tensor = lambda numbers: torch.tensor(numbers, dtype=values.dtype, device=values.device)  # noqa: E731
+        index = torch.bucketize(contrast.to(values.dtype).contiguous(), as_tensor(self.edges), right=True)
+        return (values - as_tensor(self.location)[index]) / as_tensor(self.scale)[index]
+
+
+def fit_contrast_statistics(
+    values: torch.Tensor, contrast: torch.Tensor, edges: list[float], statistic: str, floor: float
+) -> ContrastStatistics:
+    """Per-bin location and scale of a 1-D sample of raw residuals ``values`` (S,) at ``contrast`` (S,).
+
+    A bin's scale is at least ``floor`` times the pooled scale; a bin with fewer than 100 samples
+    takes the pooled statistics.
+    """
+    pooled_location, pooled_scale = location_scale(values, statistic)
+    bins = torch.bucketize(contrast.float().contiguous(), torch.tensor(edges, dtype=torch.float32), right=True)
+    locations, scales = [], []
+    for index in range(len(edges) + 1):
+        chosen = values[bins == index]
+        location, scale = location_scale(chosen, statistic) if chosen.numel() >= 100 else (pooled_location, pooled_scale)
+        locations.append(location)
+        scales.append(max(scale, floor * pooled_scale))
+    return ContrastStatistics(list(edges), locations, scales)
+
+
+@dataclass
 class Calibration:
     """What normal (defect-free) data looks like to the comparison, fitted by ``Comparator.fit``.
 
-    terms: per-term statistics of smoothed in-object residuals; combined: statistics of the
-    weighted sum of standardised terms. normal_scores: image scores of the calibration pairs
+    contrast: per-term statistics of raw residuals per contrast bin; terms: per-term statistics of
+    the contrast-standardised, smoothed in-object residuals; combined: statistics of the weighted
+    sum of standardised terms. normal_scores: image scores of the calibration pairs
     (in final units); normal_pixel_quantiles: quantiles of their in-object final map values.
     signature: the CompareConfig fields the numbers depend on (checked when it is used).
     """
 
+    contrast: dict[str, ContrastStatistics]
     terms: dict[str, TermStatistics]
     combined: TermStatistics
     normal_scores: list[float]
@@ -488,7 +553,8 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": "omnipose-calibration/1",
+            "format": CALIBRATION_FORMAT,
+            "contrast": {name: asdict(stats) for name, stats in self.contrast.items()},
             "terms": {name: asdict(stats) for name, stats in self.terms.items()},
             "combined": asdict(self.combined),
             "normal_scores": [float(s) for s in self.normal_scores],
@@ -499,13 +565,24 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
-        if data.get("format") != "omnipose-calibration/1":
+        if data.get("format") == "omnipose-calibration/1":
+            raise CompareError(
+                "this calibration predates the per-contrast statistics (format omnipose-calibration/1); refit it "
+                "with Comparator.fit or `omnipose calibrate` (the detector refits on its own)."
+            )
+        if data.get("format") != CALIBRATION_FORMAT:
             raise CompareError(
                 f"not an omnipose calibration (format {data.get('format')!r}); fit one with Comparator.fit "
                 "or `omnipose calibrate`."
             )
         try:
             return cls(
+                contrast={
+                    name: ContrastStatistics(
+                        [float(e) for e in s["edges"]], [float(v) for v in s["location"]], [float(v) for v in s["scale"]]
+                    )
+                    for name, s in data["contrast"].items()
+                },
                 terms={
                     name: TermStatistics(float(s["location"]), float(s["scale"])) for name, s in data["terms"].items()
                 },
@@ -542,7 +619,9 @@ def _check_signature(calibration: Calibration, config: CompareConfig) -> None:
         for name in expected
         if name in calibration.signature and calibration.signature[name] != expected[name]
     ]
-    missing_terms = [term for term in config.active_terms if term not in calibration.terms]
+    missing_terms = [
+        term for term in config.active_terms if term not in calibration.terms or term not in calibration.contrast
+    ]
     if differences or missing_terms:
         detail = "; ".join(differences + [f"no statistics for term '{t}'" for t in missing_terms])
         raise CompareError(
@@ -553,7 +632,8 @@ def _check_signature(calibration: Calibration, config: CompareConfig) -> None:
 
 @dataclass
 class ComparisonResult:
-    """anomaly_map: (B, H, W) at the compared size; score: (B,); terms: raw smoothed (B, H, W) maps; mask: (B, H, W) bool."""
+    """anomaly_map: (B, H, W) at the compared size; score: (B,); mask: (B, H, W) bool; terms: the (B, H, W)
+    maps that were combined, smoothed (and, when calibrated, standardised per contrast bin first)."""
 
     anomaly_map: torch.Tensor
     score: torch.Tensor
@@ -656,7 +736,28 @@ class Comparator:
         query_t, reference_t, alpha = self._prepare(query, reference, reference_alpha)
         return self._residuals(query_t, reference_t, alpha)
 
-    def _residuals(self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None):
+    def _residuals(
+        self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None, calibration: Calibration | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The terms that enter the map and the mask: each raw term (standardised per contrast bin
+        of ``reference`` when a calibration is given) smoothed and zeroed outside the mask."""
+        raw, mask = self._raw_residuals(query, reference, alpha)
+        return self._finish_terms(raw, mask, reference, calibration), mask
+
+    def _finish_terms(
+        self, raw: Mapping[str, torch.Tensor], mask: torch.Tensor, reference: torch.Tensor, calibration: Calibration | None
+    ) -> dict[str, torch.Tensor]:
+        contrast = reference_contrast(reference) if calibration is not None else None
+        terms = {}
+        for name, value in raw.items():
+            value = value.float()
+            if calibration is not None:
+                value = calibration.contrast[name].standardize(value, contrast)
+            terms[name] = gaussian_smooth(value, self.config.sigma) * mask
+        return terms
+
+    def _raw_residuals(self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None):
+        """Unsmoothed terms {term: (B, H, W)} and the object mask (B, H, W) bool."""
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         if cfg.color_weight > 0:
@@ -672,10 +773,7 @@ class Comparator:
                 tuple(query.shape[-2:]),
                 cfg.feature_distance,
             )
-        mask = self._mask(query, reference, alpha)
-        for name in terms:
-            terms[name] = gaussian_smooth(terms[name].float(), cfg.sigma) * mask
-        return terms, mask
+        return terms, self._mask(query, reference, alpha)
 
     def _combine(self, terms: Mapping[str, torch.Tensor], calibration: Calibration | None) -> torch.Tensor:
         """Weighted sum of (standardised, when calibrated) terms, then the combined standardisation."""
@@ -702,7 +800,7 @@ class Comparator:
             anomaly_map = anomaly_map * mask
             terms: dict[str, torch.Tensor] = {}
         else:
-            terms, mask = self._residuals(query_t, reference_t, alpha)
+            terms, mask = self._residuals(query_t, reference_t, alpha, self._calibration)
             anomaly_map = self._combine(terms, self._calibration)
         score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, mask if cfg.use_object_mask else None)
         return ComparisonResult(anomaly_map, score, terms, mask, calibrated=self._calibration is not None)
@@ -756,28 +854,44 @@ class Comparator:
         )
         generator = torch.Generator().manual_seed(seed)
 
-        # Smoothed raw terms of every pair, kept at half precision on the CPU: the combined map needs
-        # the term statistics first, and recomputing the features would double the cost.
-        stored_terms: dict[str, list[torch.Tensor]] = {name: [] for name in cfg.active_terms}
+        # Raw terms and reference contrast of every pair, kept at half precision on the CPU: the
+        # per-bin statistics need all pairs first, and recomputing the features would double the cost.
+        stored_raw: dict[str, list[torch.Tensor]] = {name: [] for name in cfg.active_terms}
+        stored_contrast: list[torch.Tensor] = []
         stored_masks: list[torch.Tensor] = []
         starts = range(0, views_t.shape[0], batch_size)
         for start in tqdm(starts, desc="calibrating on normal views", disable=not progress, leave=False):
             stop = start + batch_size
             alpha = None if alphas_t is None else alphas_t[start:stop]
             query, reference, alpha = self._prepare(views_t[start:stop], renders_t[start:stop], alpha)
-            terms, mask = self._residuals(query, reference, alpha)
-            for name, value in terms.items():
-                stored_terms[name].append(value.half().cpu())
+            raw, mask = self._raw_residuals(query, reference, alpha)
+            for name, value in raw.items():
+                stored_raw[name].append(value.half().cpu())
+            stored_contrast.append(reference_contrast(reference).half().cpu())
             stored_masks.append(mask.cpu())
         masks = torch.cat(stored_masks)
-        maps = {name: torch.cat(values).float() for name, values in stored_terms.items()}
+        contrast = torch.cat(stored_contrast).float()
+        raw_maps = {name: torch.cat(values).float() for name, values in stored_raw.items()}
         samples = _sample_indices(masks, cfg.samples_per_pair, generator)
 
+        sampled_contrast = _gather(contrast, samples)
+        bin_levels = np.arange(1, cfg.contrast_bins) / cfg.contrast_bins
+        edges = [float(e) for e in np.quantile(sampled_contrast.double().numpy(), bin_levels)]
+        contrast_stats = {
+            name: fit_contrast_statistics(_gather(value, samples), sampled_contrast, edges, cfg.statistic, cfg.contrast_floor)
+            for name, value in raw_maps.items()
+        }
+        maps = {
+            name: gaussian_smooth(contrast_stats[name].standardize(value, contrast), cfg.sigma) * masks
+            for name, value in raw_maps.items()
+        }
         term_stats = {
             name: TermStatistics(*location_scale(_gather(value, samples), cfg.statistic))
             for name, value in maps.items()
         }
-        partial = Calibration(term_stats, TermStatistics(0.0, 1.0), [], {}, int(masks.shape[0]), _signature(cfg))
+        partial = Calibration(
+            contrast_stats, term_stats, TermStatistics(0.0, 1.0), [], {}, int(masks.shape[0]), _signature(cfg)
+        )
         combined = self._combine(maps, partial)
         partial.combined = TermStatistics(*location_scale(_gather(combined, samples), cfg.statistic))
         final = partial.combined.standardize(combined)
@@ -837,6 +951,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--score", choices=SCORE_METHODS, default=None, help="image score: max of the map or top-k mean"
     )
     parser.add_argument("--topk-fraction", type=float, default=defaults.topk_fraction)
+    parser.add_argument(
+        "--contrast-bins",
+        type=int,
+        default=defaults.contrast_bins,
+        help="bins of the reference's local contrast with their own normal statistics (1: pooled)",
+    )
     parser.add_argument("--no-mask", action="store_true", help="compare the whole frame, not only the object")
     parser.add_argument(
         "--background",
@@ -860,6 +980,7 @@ def _config_from_args(args: argparse.Namespace, mode: str = "calibrated") -> Com
     if args.score is not None:
         config.score_method = args.score
     config.topk_fraction = args.topk_fraction
+    config.contrast_bins = args.contrast_bins
     if args.no_mask:
         config.use_object_mask = False
     config.background = tuple(args.background)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,11 +14,14 @@ from omnipose.compare import (
     CompareConfig,
     CompareError,
     Comparator,
+    ContrastStatistics,
     add_calibrate_arguments,
     add_compare_arguments,
+    fit_contrast_statistics,
     gaussian_smooth,
     image_score,
     object_mask,
+    reference_contrast,
     run_calibrate,
     run_compare,
     threshold_for_fpr,
@@ -133,6 +137,54 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     assert quantiles == sorted(quantiles) and abs(quantiles[0]) < 0.25
 
 
+def test_contrast_bins_separate_a_defect_from_normal_pairs_better(comparator, views):
+    """Shifted, blurred copies leave larger colour residuals where the reference has more contrast;
+    statistics per contrast bin expect that, and a painted defect stands further above the held-out
+    normal pairs than with pooled statistics."""
+    colour = comparator.calibration.contrast["color"]
+    assert len(colour.edges) == 7 and colour.edges == sorted(colour.edges)
+    assert colour.location[-1] > 4.0 * colour.location[0] and colour.scale[-1] > 2.0 * colour.scale[0]
+    pooled = Comparator(replace(comparator.config, contrast_bins=1), device="cpu", extractor=comparator.extractor)
+    pooled.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    assert len(pooled.calibration.contrast["color"].scale) == 1
+    held_out = views[6:]
+    renders = torch.stack([perturb(view, 100 + i) for i, view in enumerate(held_out)])
+    defective, _ = plant_square(views[9], PAINT)
+
+    def separation(chosen: Comparator) -> float:
+        normal = float(chosen.compare(held_out, renders).score.max())
+        return float(chosen.compare(perturb(defective, 90), views[9]).score[0]) / normal
+
+    assert separation(comparator) > 1.1 * separation(pooled)
+
+
+def test_contrast_statistics_per_bin():
+    flat = torch.full((1, 3, 20, 20), 0.5)
+    assert float(reference_contrast(flat).max()) < 2e-3
+    step = flat.clone()
+    step[..., 10:] = 0.9
+    contrast = reference_contrast(step)[0]
+    assert float(contrast[:, 9:11].min()) > 0.1 and float(contrast[:, :5].max()) < 2e-3, "contrast marks the edge only"
+
+    stats = ContrastStatistics(edges=[0.1, 0.5], location=[0.0, 1.0, 2.0], scale=[1.0, 2.0, 4.0])
+    contrast = torch.tensor([[[0.0, 0.1, 0.3, 0.5, 0.9]]])  # bins 0, 1, 1, 2, 2: an edge opens its bin
+    values = torch.tensor([[[1.0, 3.0, 3.0, 6.0, 10.0]]])
+    torch.testing.assert_close(stats.standardize(values, contrast), torch.tensor([[[1.0, 1.0, 1.0, 1.0, 2.0]]]))
+
+    generator = torch.Generator().manual_seed(0)
+    contrast = torch.rand(200_000, generator=generator)
+    spread = torch.where(contrast < 0.5, 0.01, 1.0 + 4.0 * contrast)  # flat pixels nearly noise-free
+    values = 3.0 + spread * torch.randn(200_000, generator=generator)
+    edges = [0.25, 0.5, 0.75]
+    fitted = fit_contrast_statistics(values, contrast, edges, "median_mad", floor=0.5)
+    pooled_scale = 1.4826 * float((values - values.median()).abs().median())
+    assert fitted.edges == edges and fitted.location == pytest.approx([3.0] * 4, abs=0.1)
+    assert fitted.scale[0] == fitted.scale[1] == pytest.approx(0.5 * pooled_scale, rel=1e-3), "floored at half the pooled scale"
+    assert fitted.scale[2] == pytest.approx(1.0 + 4.0 * 0.625, rel=0.1) and fitted.scale[3] == pytest.approx(1.0 + 4.0 * 0.875, rel=0.1)
+    single = fit_contrast_statistics(values, contrast, [], "median_mad", floor=0.5)
+    assert single.scale == pytest.approx([pooled_scale], rel=1e-3), "one bin is the pooled statistic"
+
+
 def test_calibration_round_trips_through_json(comparator, views, tmp_path):
     path = tmp_path / "calibration.json"
     comparator.calibration.save(path)
@@ -147,6 +199,8 @@ def test_calibration_round_trips_through_json(comparator, views, tmp_path):
         Comparator(CompareConfig.pad(), loaded, device="cpu")
     with pytest.raises(CompareError, match="not an omnipose calibration"):
         Calibration.from_dict({"terms": {}})
+    with pytest.raises(CompareError, match="predates the per-contrast statistics.*refit"):
+        Calibration.from_dict({**loaded.to_dict(), "format": "omnipose-calibration/1"})
     broken = loaded.to_dict()
     del broken["combined"]
     with pytest.raises(CompareError, match="malformed"):
