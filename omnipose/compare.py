@@ -18,10 +18,10 @@ quantile bins): a residual on an edge counts less than the same residual on a fl
 scale is floored at ``contrast_floor`` times the pooled one, because flat faces of training views
 are fitted more closely than those of a novel view. The standardised terms are smoothed with a
 Gaussian (``sigma``), zeroed outside the object (see ``object_mask``), standardised once more,
-summed with their weights and the sum standardised again. The final map is in units of "normal standard deviations": comparable
-across images, objects and runs, and a threshold can be set from normal data alone
-(``threshold_for_fpr`` / ``Calibration.score_threshold``) instead of from the min and max of the
-test set.
+summed with their weights and the sum standardised again. The final map is in units of "normal
+standard deviations": comparable across images, objects and runs, and a threshold can be set from
+normal data alone (``threshold_for_fpr`` / ``Calibration.score_threshold``) instead of from the
+min and max of the test set.
 
 ``mode="pad"``: PAD's recipe (NeurIPS 2023), kept for ablations. Squared difference of
 ImageNet-normalised RGB summed over channels, plus, per feature layer, the squared feature
@@ -514,15 +514,18 @@ def fit_contrast_statistics(
 ) -> ContrastStatistics:
     """Per-bin location and scale of a 1-D sample of raw residuals ``values`` (S,) at ``contrast`` (S,).
 
-    A bin's scale is at least ``floor`` times the pooled scale; a bin with fewer than 100 samples
-    takes the pooled statistics.
+    A bin's scale is at least ``floor`` times the pooled scale; a bin with fewer than 100 samples, or
+    with no spread (background margin where query and reference are both exactly white), takes the
+    pooled statistics.
     """
     pooled_location, pooled_scale = location_scale(values, statistic)
     bins = torch.bucketize(contrast.float().contiguous(), torch.tensor(edges, dtype=torch.float32), right=True)
     locations, scales = [], []
     for index in range(len(edges) + 1):
         chosen = values[bins == index]
-        location, scale = location_scale(chosen, statistic) if chosen.numel() >= 100 else (pooled_location, pooled_scale)
+        location, scale = pooled_location, pooled_scale
+        if chosen.numel() >= 100 and float(chosen.max() - chosen.min()) > 0:
+            location, scale = location_scale(chosen, statistic)
         locations.append(location)
         scales.append(max(scale, floor * pooled_scale))
     return ContrastStatistics(list(edges), locations, scales)

@@ -181,6 +181,10 @@ def test_contrast_statistics_per_bin():
     assert fitted.edges == edges and fitted.location == pytest.approx([3.0] * 4, abs=0.1)
     assert fitted.scale[0] == fitted.scale[1] == pytest.approx(0.5 * pooled_scale, rel=1e-3), "floored at half the pooled scale"
     assert fitted.scale[2] == pytest.approx(1.0 + 4.0 * 0.625, rel=0.1) and fitted.scale[3] == pytest.approx(1.0 + 4.0 * 0.875, rel=0.1)
+    values[contrast < 0.25] = 3.0  # no spread at all in the first bin: it takes the pooled statistics
+    fitted = fit_contrast_statistics(values, contrast, edges, "median_mad", floor=0.5)
+    pooled_scale = 1.4826 * float((values - values.median()).abs().median())
+    assert fitted.scale[0] == pytest.approx(pooled_scale, rel=1e-3) and fitted.location[0] == pytest.approx(float(values.median()))
     single = fit_contrast_statistics(values, contrast, [], "median_mad", floor=0.5)
     assert single.scale == pytest.approx([pooled_scale], rel=1e-3), "one bin is the pooled statistic"
 
