@@ -34,6 +34,7 @@ from .data import MADClass, PosedImages, open_mad_class
 from .geometry import pose_errors
 from .io import DataError, OmniposeError, atomic_path, atomic_write_json, pick_device, save_image
 from .pose import PoseConfig, PoseEstimator, PoseResult, prepare_query
+from .registration import register_reference
 from .train import CheckpointInfo, TrainConfig, load_checkpoint, train_model
 
 
@@ -56,6 +57,9 @@ class DetectorConfig:
     pose_candidates: int = 3
     candidate_residual_ratio: float = 1.25
     candidate_separation_deg: float = 2.0
+    # 2-D warp of each reference onto the query before comparing ('euclidean', 'affine',
+    # 'translation' or None): removes what is left of a pose a degree or two off (registration.py).
+    register_reference: str | None = "euclidean"
     device: str | None = None
 
 
@@ -237,7 +241,8 @@ class Detector:
         return candidates
 
     def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
-        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``; keep the lowest score.
+        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``, each registered
+        onto the query (``register_reference``); keep the lowest score.
 
         Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
         """
@@ -245,6 +250,10 @@ class Detector:
         query_t = torch.as_tensor(query)
         for c2w in self.pose_candidates(pose):
             reference, alpha = self.render(c2w)
+            if self.config.register_reference is not None:
+                warped, warped_alpha, _ = register_reference(query, reference.numpy(), alpha[0].numpy(),
+                                                             self.config.register_reference, background=self.info.background)
+                reference, alpha = torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]
             result = self.comparator.compare(query_t, reference, alpha)
             if best is None or float(result.score[0]) < float(best[0].score[0]):
                 best = (result, c2w, reference, alpha)
