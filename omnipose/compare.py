@@ -745,12 +745,17 @@ class Comparator:
         """The terms that enter the map and the mask: each raw term (standardised per contrast bin
         of ``reference`` when a calibration is given) smoothed and zeroed outside the mask."""
         raw, mask = self._raw_residuals(query, reference, alpha)
-        return self._finish_terms(raw, mask, reference, calibration), mask
+        contrast = reference_contrast(reference) if calibration is not None else None
+        return self._finish_terms(raw, mask, contrast, calibration), mask
 
     def _finish_terms(
-        self, raw: Mapping[str, torch.Tensor], mask: torch.Tensor, reference: torch.Tensor, calibration: Calibration | None
+        self,
+        raw: Mapping[str, torch.Tensor],
+        mask: torch.Tensor,
+        contrast: torch.Tensor | None,
+        calibration: Calibration | None,
     ) -> dict[str, torch.Tensor]:
-        contrast = reference_contrast(reference) if calibration is not None else None
+        """Raw terms (B, H, W) -> standardised per contrast bin (when calibrated), smoothed, masked."""
         terms = {}
         for name, value in raw.items():
             value = value.float()
@@ -884,17 +889,12 @@ class Comparator:
             name: fit_contrast_statistics(_gather(value, samples), sampled_contrast, edges, cfg.statistic, cfg.contrast_floor)
             for name, value in raw_maps.items()
         }
-        maps = {
-            name: gaussian_smooth(contrast_stats[name].standardize(value, contrast), cfg.sigma) * masks
-            for name, value in raw_maps.items()
-        }
-        term_stats = {
+        partial = Calibration(contrast_stats, {}, TermStatistics(0.0, 1.0), [], {}, int(masks.shape[0]), _signature(cfg))
+        maps = self._finish_terms(raw_maps, masks, contrast, partial)
+        partial.terms = {
             name: TermStatistics(*location_scale(_gather(value, samples), cfg.statistic))
             for name, value in maps.items()
         }
-        partial = Calibration(
-            contrast_stats, term_stats, TermStatistics(0.0, 1.0), [], {}, int(masks.shape[0]), _signature(cfg)
-        )
         combined = self._combine(maps, partial)
         partial.combined = TermStatistics(*location_scale(_gather(combined, samples), cfg.statistic))
         final = partial.combined.standardize(combined)

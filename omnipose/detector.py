@@ -241,22 +241,27 @@ class Detector:
         return candidates
 
     def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
-        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``, each registered
-        onto the query (``register_reference``); keep the lowest score.
+        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``, each as rendered
+        and registered onto the query (``register_reference``); keep the lowest score.
 
+        The render as it is stays a candidate because resampling blurs it: a sub-pixel warp can
+        cost more fine texture than it gains in alignment (a comparison costs a few hundredths of a second).
         Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
         """
         best = None
         query_t = torch.as_tensor(query)
         for c2w in self.pose_candidates(pose):
             reference, alpha = self.render(c2w)
+            references = [(reference, alpha)]
             if self.config.register_reference is not None:
-                warped, warped_alpha, _ = register_reference(query, reference.numpy(), alpha[0].numpy(),
-                                                             self.config.register_reference, background=self.info.background)
-                reference, alpha = torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]
-            result = self.comparator.compare(query_t, reference, alpha)
-            if best is None or float(result.score[0]) < float(best[0].score[0]):
-                best = (result, c2w, reference, alpha)
+                warped, warped_alpha, warp = register_reference(query, reference.numpy(), alpha[0].numpy(),
+                                                                self.config.register_reference, background=self.info.background)
+                if warp is not None:
+                    references.append((torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]))
+            for reference, alpha in references:
+                result = self.comparator.compare(query_t, reference, alpha)
+                if best is None or float(result.score[0]) < float(best[0].score[0]):
+                    best = (result, c2w, reference, alpha)
         return best
 
     def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:

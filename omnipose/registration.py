@@ -16,6 +16,8 @@ import math
 import cv2
 import numpy as np
 
+from .pose import foreground_mask
+
 MOTIONS = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN, "affine": cv2.MOTION_AFFINE}
 
 
@@ -41,7 +43,9 @@ def register_reference(
     height, width = query.shape[:2]
     query_grey = cv2.cvtColor(np.ascontiguousarray(query, dtype=np.float32), cv2.COLOR_RGB2GRAY)
     reference_grey = cv2.cvtColor(np.ascontiguousarray(reference, dtype=np.float32), cv2.COLOR_RGB2GRAY)
-    shown = (np.abs(query - np.asarray(background)).max(-1) > 0.04) | (alpha > 0.5)
+    shown = foreground_mask(query, background) | (alpha > 0.5)
+    if not shown.any():  # nothing to align on
+        return reference, alpha, None
     region = cv2.dilate(shown.astype(np.uint8), np.ones((9, 9), np.uint8))
     warp = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
@@ -49,7 +53,7 @@ def register_reference(
         _, warp = cv2.findTransformECC(query_grey, reference_grey, warp, MOTIONS[motion], criteria, region, 5)
     except cv2.error:  # ECC did not converge (flat images, tiny objects)
         return reference, alpha, None
-    rows, cols = np.nonzero(shown if shown.any() else region)
+    rows, cols = np.nonzero(shown)
     centre = np.array([cols.mean(), rows.mean()], dtype=np.float32)
     shift = float(np.linalg.norm(warp[:, :2] @ centre + warp[:, 2] - centre))  # how far the object's centre moves
     rotation = math.degrees(abs(math.atan2(float(warp[1, 0]), float(warp[0, 0]))))
