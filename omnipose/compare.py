@@ -18,8 +18,11 @@ quantile bins): a residual on an edge counts less than the same residual on a fl
 scale is floored at ``contrast_floor`` times the pooled one, because flat faces of training views
 are fitted more closely than those of a novel view. The standardised terms are smoothed with a
 Gaussian (``sigma``), zeroed outside the object (see ``object_mask``), standardised once more,
-summed with their weights and the sum standardised again. The final map is in units of "normal
-standard deviations": comparable across images, objects and runs, and a threshold can be set from
+summed with their weights and the sum standardised again. Last, each map is measured against its
+own spread (``own_spread``, on by default; see ``normalize_by_own_spread``): a novel view that the
+field renders worse everywhere (grain on flat faces, blurred edges, a pose a little off) raises
+the whole map, while a defect raises a small part of it. The final map is in units of normal
+residual spread: comparable across images, objects and runs, and a threshold can be set from
 normal data alone (``threshold_for_fpr`` / ``Calibration.score_threshold``) instead of from the
 min and max of the test set.
 
@@ -60,7 +63,7 @@ SCORE_METHODS = ("max", "topk")
 FEATURE_DISTANCES = ("cosine", "squared")
 STATISTICS = ("median_mad", "mean_std")
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
-CALIBRATION_FORMAT = "omnipose-calibration/2"
+CALIBRATION_FORMAT = "omnipose-calibration/3"
 
 
 class CompareError(OmniposeError):
@@ -97,6 +100,7 @@ class CompareConfig:
     samples_per_pair: int = 20000  # pixels per calibration pair that enter the statistics
     contrast_bins: int = 8  # bins of the reference's local contrast with their own normal statistics (1: pooled)
     contrast_floor: float = 0.5  # a bin's scale is at least this fraction of the pooled scale
+    own_spread: bool = True  # measure each map against its own spread (normalize_by_own_spread)
 
     @classmethod
     def pad(
@@ -189,7 +193,7 @@ class CompareConfig:
 _CALIBRATION_FIELDS = (
     "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
-    "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor",
+    "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
 )  # fmt: skip
 
 
@@ -407,6 +411,36 @@ def image_score(
     return scores[0] if single else scores
 
 
+def in_mask_spread(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and interquartile range of each map over its mask. maps: (B, H, W); mask: (B, H, W)
+    bool (an empty mask takes the whole map). Returns (median (B,), iqr (B,))."""
+    medians, spreads = [], []
+    for values, inside in zip(maps, mask):
+        values = values[inside] if inside.any() else values.flatten()
+        low, median, high = torch.quantile(values.float(), torch.tensor([0.25, 0.5, 0.75], device=values.device))
+        medians.append(median)
+        spreads.append(high - low)
+    return torch.stack(medians), torch.stack(spreads)
+
+
+def normalize_by_own_spread(maps: torch.Tensor, mask: torch.Tensor, normal_spread: float) -> torch.Tensor:
+    """(map - its median) / (its interquartile range + ``normal_spread``), over each map's mask; 0 outside.
+
+    maps: (B, H, W) calibrated anomaly maps; mask: (B, H, W) bool; normal_spread: the interquartile
+    range that maps of normal views have (``Calibration.normal_spread``), which keeps a clean map
+    from being blown up and makes a map as spread as a normal one count half. Why: the calibration
+    learns the residuals of training views, which the field fits closely; a novel view can be
+    rendered worse everywhere (grain, blur, a pose a little off), and that raises the whole map,
+    where a defect raises a few percent of it and leaves median and quartiles in place.
+    Returns (B, H, W).
+    """
+    if normal_spread <= 0:
+        raise CompareError(f"normal_spread {normal_spread} must be > 0 (refit the calibration).")
+    median, spread = in_mask_spread(maps, mask)
+    normalised = (maps - median.view(-1, 1, 1)) / (spread.view(-1, 1, 1) + normal_spread)
+    return normalised * mask
+
+
 def threshold_for_fpr(normal_values: Any, fpr: float) -> float:
     """The smallest threshold t with at most a fraction ``fpr`` of normal values strictly above it.
 
@@ -537,7 +571,9 @@ class Calibration:
 
     contrast: per-term statistics of raw residuals per contrast bin; terms: per-term statistics of
     the contrast-standardised, smoothed in-object residuals; combined: statistics of the weighted
-    sum of standardised terms. normal_scores: image scores of the calibration pairs
+    sum of standardised terms; normal_spread: median over the calibration pairs of the in-object
+    interquartile range of that standardised sum (``normalize_by_own_spread``; 0 when
+    ``own_spread`` is off). normal_scores: image scores of the calibration pairs
     (in final units); normal_pixel_quantiles: quantiles of their in-object final map values.
     signature: the CompareConfig fields the numbers depend on (checked when it is used).
     """
@@ -549,6 +585,7 @@ class Calibration:
     normal_pixel_quantiles: dict[str, float]
     num_pairs: int
     signature: dict[str, Any] = field(default_factory=dict)
+    normal_spread: float = 0.0
 
     def score_threshold(self, fpr: float = 0.05) -> float:
         """Image-score threshold flagging at most ``fpr`` of the normal calibration images."""
@@ -563,14 +600,15 @@ class Calibration:
             "normal_scores": [float(s) for s in self.normal_scores],
             "normal_pixel_quantiles": dict(self.normal_pixel_quantiles),
             "num_pairs": int(self.num_pairs),
+            "normal_spread": float(self.normal_spread),
             "signature": dict(self.signature),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
-        if data.get("format") == "omnipose-calibration/1":
+        if data.get("format") in ("omnipose-calibration/1", "omnipose-calibration/2"):
             raise CompareError(
-                "this calibration predates the per-contrast statistics (format omnipose-calibration/1); refit it "
+                f"this calibration is of an older format ({data['format']}); refit it "
                 "with Comparator.fit or `omnipose calibrate` (the detector refits on its own)."
             )
         if data.get("format") != CALIBRATION_FORMAT:
@@ -593,6 +631,7 @@ class Calibration:
                 normal_scores=[float(s) for s in data["normal_scores"]],
                 normal_pixel_quantiles={str(k): float(v) for k, v in data["normal_pixel_quantiles"].items()},
                 num_pairs=int(data["num_pairs"]),
+                normal_spread=float(data["normal_spread"]),
                 signature=dict(data.get("signature", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -636,13 +675,17 @@ def _check_signature(calibration: Calibration, config: CompareConfig) -> None:
 @dataclass
 class ComparisonResult:
     """anomaly_map: (B, H, W) at the compared size; score: (B,); mask: (B, H, W) bool; terms: the (B, H, W)
-    maps that were combined, smoothed (and, when calibrated, standardised per contrast bin first)."""
+    maps that were combined, smoothed (and, when calibrated, standardised per contrast bin first).
+    fit_score: (B,) the image score before each map is measured against its own spread (equal to
+    score when ``own_spread`` is off): how well the reference explains the query, to choose between
+    references (a wrong pose raises the whole map, which its own spread would excuse)."""
 
     anomaly_map: torch.Tensor
     score: torch.Tensor
     terms: dict[str, torch.Tensor]
     mask: torch.Tensor
     calibrated: bool
+    fit_score: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- comparator
@@ -810,8 +853,13 @@ class Comparator:
         else:
             terms, mask = self._residuals(query_t, reference_t, alpha, self._calibration)
             anomaly_map = self._combine(terms, self._calibration)
-        score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, mask if cfg.use_object_mask else None)
-        return ComparisonResult(anomaly_map, score, terms, mask, calibrated=self._calibration is not None)
+        score_mask = mask if cfg.use_object_mask else None
+        fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
+        score = fit_score
+        if cfg.mode != "pad" and self._calibration is not None and cfg.own_spread:
+            anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
+            score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
+        return ComparisonResult(anomaly_map, score, terms, mask, calibrated=self._calibration is not None, fit_score=fit_score)
 
     def anomaly_map(self, query: Any, reference: Any, reference_alpha: Any = None) -> torch.Tensor:
         """The anomaly map alone: (B, H, W), or (H, W) for a single (H, W, 3) query."""
@@ -898,6 +946,9 @@ class Comparator:
         combined = self._combine(maps, partial)
         partial.combined = TermStatistics(*location_scale(_gather(combined, samples), cfg.statistic))
         final = partial.combined.standardize(combined)
+        if cfg.own_spread:
+            partial.normal_spread = float(in_mask_spread(final, masks)[1].median())
+            final = normalize_by_own_spread(final, masks, partial.normal_spread)
         scores = image_score(final, cfg.score_method, cfg.topk_fraction, masks if cfg.use_object_mask else None)
         inside = _gather(final, samples).double()
         levels = (0.5, 0.9, 0.99, 0.999)

@@ -240,28 +240,43 @@ class Detector:
                 candidates.append(c2w)
         return candidates
 
-    def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
-        """Compare query (H, W, 3) with the references at ``pose_candidates(pose)``, each as rendered
-        and registered onto the query (``register_reference``); keep the lowest score.
+    def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The normal references worth comparing query (H, W, 3) with: the render at each of
+        ``pose_candidates(pose)``, as rendered and registered onto the query (``register_reference``).
 
         The render as it is stays a candidate because resampling blurs it: a sub-pixel warp can
-        cost more fine texture than it gains in alignment (a comparison costs a few hundredths of a second).
-        Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
+        cost more fine texture than it gains in alignment.
+        Returns [(c2w (4, 4), reference (H, W, 3), opacity (1, H, W))], the estimate's render first.
         """
-        best = None
-        query_t = torch.as_tensor(query)
+        candidates = []
         for c2w in self.pose_candidates(pose):
             reference, alpha = self.render(c2w)
-            references = [(reference, alpha)]
+            candidates.append((c2w, reference, alpha))
             if self.config.register_reference is not None:
                 warped, warped_alpha, warp = register_reference(query, reference.numpy(), alpha[0].numpy(),
                                                                 self.config.register_reference, background=self.info.background)
                 if warp is not None:
-                    references.append((torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]))
-            for reference, alpha in references:
-                result = self.comparator.compare(query_t, reference, alpha)
-                if best is None or float(result.score[0]) < float(best[0].score[0]):
-                    best = (result, c2w, reference, alpha)
+                    candidates.append((c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]))
+        return candidates
+
+    def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
+        """Compare query (H, W, 3) with every one of ``reference_candidates(query, pose)`` and keep the
+        one that explains it best (see ``best_reference``)."""
+        return self.best_reference(query, self.reference_candidates(query, pose))
+
+    def best_reference(self, query: np.ndarray, candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+        """Of the (c2w, reference, opacity) candidates, the one whose comparison with query (H, W, 3)
+        has the lowest ``fit_score``: the reference that explains the query best (a comparison costs
+        a few hundredths of a second). The score before normalising by the map's own spread decides,
+        because a wrong pose raises the whole map, which that normalisation would excuse.
+        Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
+        """
+        best = None
+        query_t = torch.as_tensor(query)
+        for c2w, reference, alpha in candidates:
+            result = self.comparator.compare(query_t, reference, alpha)
+            if best is None or float(result.fit_score[0]) < float(best[0].fit_score[0]):
+                best = (result, c2w, reference, alpha)
         return best
 
     def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:

@@ -139,6 +139,26 @@ def lego_queries(views: PosedImages, held: list[int], seed: int) -> list[Query]:
 
 
 # ----------------------------------------------------------------------------- one class
+def dump_query(detector: Detector, query: Query, image: np.ndarray, pose, candidates, truth_reference) -> dict:
+    """What the comparison of one query sees, at half precision: the references compared and, under
+    "wide", those of a looser runner-up rule (up to 6 poses within 2x the estimate's residual), each
+    with its residual over the estimate's, so that other rules can be studied offline."""
+    half = lambda t: torch.as_tensor(t).half()  # noqa: E731
+    saved = detector.config
+    detector.config = replace(saved, pose_candidates=6, candidate_residual_ratio=2.0)
+    try:
+        wide = detector.reference_candidates(image, pose)
+    finally:
+        detector.config = saved
+    poses = [torch.as_tensor(pose.c2w).float().cpu(), *pose.alternatives.float().cpu()]
+    residuals = [float(pose.residual), *[float(r) for r in pose.alternative_residuals]]
+    ratio = lambda c2w: next(r for p, r in zip(poses, residuals) if torch.equal(p, c2w)) / max(float(pose.residual), 1e-6)  # noqa: E731
+    return {"name": query.name, "image": half(image), "mask": torch.from_numpy(query.mask), "anomalous": query.anomalous,
+            "candidates": [(c, half(r), half(a)) for c, r, a in candidates],
+            "wide": [(c, half(r), half(a), ratio(c)) for c, r, a in wide], "true_c2w": query.c2w,
+            "truth": None if truth_reference is None else tuple(half(t) for t in truth_reference)}
+
+
 def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
     comparator = Comparator(config, device=detector.device)
     if config.mode == "calibrated":
@@ -157,12 +177,13 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         "PAD recipe": Comparator(CompareConfig.pad(), device=detector.device),
     }
     methods = {m: MethodMaps() for m in METHODS}
-    records = []
+    records, dumped = [], []
     for q, query in enumerate(queries):
         start = time.perf_counter()
         pose = detector.pose_estimator.estimate(query.image)
         image = prepare_query(query.image, detector.info)[0]
-        ours, c2w, reference, alpha = detector.compare_at_pose(image, pose)
+        candidates = detector.reference_candidates(image, pose)
+        ours, c2w, reference, alpha = detector.best_reference(image, candidates)
         image_t = torch.from_numpy(image)
         seconds = time.perf_counter() - start
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
@@ -173,7 +194,8 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         if query.c2w is not None:
             rotation, translation = pose_errors(c2w, query.c2w)
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
-            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *detector.render(query.c2w))
+            truth_reference = detector.render(query.c2w)
+            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *truth_reference)
         if q < pad_queries:
             outputs["ours (PAD subset)"] = ours
             pad_pose = detector.pose_estimator.estimate_pad_recipe(query.image)
@@ -187,9 +209,15 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
             methods[method].scores.append(float(result.score[0]))
             methods[method].index.append(q)
         records.append(record)
+        if args.dump is not None:
+            dumped.append(dump_query(detector, query, image, pose, candidates, truth_reference if query.c2w is not None else None))
         if args.verbose:
             print(f"  {name} {query.name}: score {record['score']:.2f}, {record.get('rotation_deg', float('nan')):.2f} deg, "
                   f"{seconds:.1f} s", flush=True)
+    if args.dump is not None:  # everything the comparison sees, to study it offline
+        args.dump.mkdir(parents=True, exist_ok=True)
+        torch.save({"queries": dumped, "normal_pairs": tuple(torch.as_tensor(t).half() for t in pairs)},
+                   args.dump / f"{name}.pt")
     metrics = {}
     for method, collected in methods.items():
         if not collected.index:
@@ -268,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_detect.json")
     parser.add_argument("--quick", action="store_true", help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, no lego")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="save per class the queries, their candidate references and the normal pairs here (<class>.pt)")
     args = parser.parse_args(argv)
     if args.quick:
         args.classes, args.size, args.train_steps, args.cases = args.classes or "01Robot,03Duck", 100, 600, "builtin"
     args.classes = args.classes or ",".join(SYNTH_CLASSES)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "cases": {}}
     load_before = os.getloadavg()[0]

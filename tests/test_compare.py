@@ -20,6 +20,8 @@ from omnipose.compare import (
     fit_contrast_statistics,
     gaussian_smooth,
     image_score,
+    in_mask_spread,
+    normalize_by_own_spread,
     object_mask,
     reference_contrast,
     run_calibrate,
@@ -122,12 +124,21 @@ def test_erased_region_is_located(comparator, views):
 def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     held_out = views[6:]
     renders = torch.stack([perturb(view, 100 + i) for i, view in enumerate(held_out)])
-    result = comparator.compare(held_out, renders)
+    # Before each map is measured against its own spread, normal maps are standardised: 0 and unit scale.
+    standardising = Comparator(replace(comparator.config, own_spread=False), device="cpu", extractor=comparator.extractor)
+    standardising.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    result = standardising.compare(held_out, renders)
     values = result.anomaly_map[result.mask].double()
     median = float(values.median())
     scale = 1.4826 * float((values - median).abs().median())
     assert abs(median) < 0.25, f"normal maps should centre on 0 normal deviations, got median {median:.3f}"
     assert 0.7 < scale < 1.4, f"normal maps should have unit robust scale, got {scale:.3f}"
+    # Measured against its own spread, a normal map as spread as the calibration's counts about half.
+    result = comparator.compare(held_out, renders)
+    for anomaly_map, mask in zip(result.anomaly_map, result.mask):
+        low, median, high = torch.quantile(anomaly_map[mask], torch.tensor([0.25, 0.5, 0.75]))
+        assert abs(float(median)) < 1e-6 and 0.3 < float(high - low) < 0.8
+    assert 0.5 < comparator.calibration.normal_spread < 3.0 and standardising.calibration.normal_spread == 0.0
     defective, _ = plant_square(views[9], PAINT)
     defect_score = float(comparator.compare(perturb(defective, 90), views[9]).score[0])
     assert defect_score > 3.0 * float(result.score.max())
@@ -135,6 +146,46 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     assert calibration.num_pairs == 6 and len(calibration.normal_scores) == 6
     quantiles = [calibration.normal_pixel_quantiles[k] for k in ("0.5", "0.9", "0.99", "0.999")]
     assert quantiles == sorted(quantiles) and abs(quantiles[0]) < 0.25
+
+
+def test_a_render_worse_everywhere_does_not_outscore_a_small_defect(comparator, views):
+    """A novel view the field renders worse everywhere (more blur and noise than the calibration
+    pairs) raises the whole map; a small painted defect raises a few pixels. Measured against each
+    map's own spread the defect scores higher, while the standardised maps alone rank them the
+    other way round."""
+    from kornia.filters import gaussian_blur2d
+
+    normal = views[7]
+    generator = torch.Generator().manual_seed(7)
+    worse = gaussian_blur2d(normal.permute(2, 0, 1)[None], (9, 9), (1.5, 1.5))
+    worse = (worse + 0.03 * torch.randn(worse.shape, generator=generator)).clamp(0, 1)[0].permute(1, 2, 0)
+    defective, _ = plant_square(normal, PAINT, half=3)
+    standardising = Comparator(replace(comparator.config, own_spread=False), device="cpu", extractor=comparator.extractor)
+    standardising.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+
+    def scores(chosen: Comparator) -> tuple[float, float]:
+        return float(chosen.compare(worse, normal).score[0]), float(chosen.compare(perturb(defective, 91), normal).score[0])
+
+    worse_score, defect_score = scores(standardising)
+    assert worse_score > defect_score
+    worse_score, defect_score = scores(comparator)
+    assert defect_score > 1.2 * worse_score
+
+
+def test_normalize_by_own_spread_on_known_values():
+    values = torch.arange(1.0, 101.0).view(1, 10, 10)  # quartiles 25.75 and 75.25, median 50.5
+    mask = torch.ones(1, 10, 10, dtype=torch.bool)
+    mask[0, 0, 0] = False
+    values[0, 0, 0] = 1000.0  # outside the mask: ignored, and 0 in the result
+    median, spread = in_mask_spread(values, mask)
+    expected_median = float(torch.arange(2.0, 101.0).median())
+    assert float(median[0]) == pytest.approx(expected_median)
+    out = normalize_by_own_spread(values, mask, normal_spread=2.0)
+    assert float(out[0, 0, 0]) == 0.0
+    assert float(out[0, 9, 9]) == pytest.approx((100.0 - float(median[0])) / (float(spread[0]) + 2.0))
+    torch.testing.assert_close(normalize_by_own_spread(values * 3.0, mask, 6.0), out)  # in units of the map's own spread
+    with pytest.raises(CompareError, match="normal_spread"):
+        normalize_by_own_spread(values, mask, 0.0)
 
 
 def test_contrast_bins_separate_a_defect_from_normal_pairs_better(comparator, views):
@@ -203,8 +254,9 @@ def test_calibration_round_trips_through_json(comparator, views, tmp_path):
         Comparator(CompareConfig.pad(), loaded, device="cpu")
     with pytest.raises(CompareError, match="not an omnipose calibration"):
         Calibration.from_dict({"terms": {}})
-    with pytest.raises(CompareError, match="predates the per-contrast statistics.*refit"):
-        Calibration.from_dict({**loaded.to_dict(), "format": "omnipose-calibration/1"})
+    for older in ("omnipose-calibration/1", "omnipose-calibration/2"):
+        with pytest.raises(CompareError, match="older format.*refit"):
+            Calibration.from_dict({**loaded.to_dict(), "format": older})
     broken = loaded.to_dict()
     del broken["combined"]
     with pytest.raises(CompareError, match="malformed"):
