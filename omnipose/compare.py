@@ -685,7 +685,7 @@ class ComparisonResult:
     terms: dict[str, torch.Tensor]
     mask: torch.Tensor
     calibrated: bool
-    fit_score: torch.Tensor | None = None
+    fit_score: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- comparator
@@ -856,10 +856,10 @@ class Comparator:
         score_mask = mask if cfg.use_object_mask else None
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         score = fit_score
-        if cfg.mode != "pad" and self._calibration is not None and cfg.own_spread:
+        if self._calibration is not None and cfg.own_spread:  # PAD mode never holds a calibration
             anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
             score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
-        return ComparisonResult(anomaly_map, score, terms, mask, calibrated=self._calibration is not None, fit_score=fit_score)
+        return ComparisonResult(anomaly_map, score, terms, mask, self._calibration is not None, fit_score)
 
     def anomaly_map(self, query: Any, reference: Any, reference_alpha: Any = None) -> torch.Tensor:
         """The anomaly map alone: (B, H, W), or (H, W) for a single (H, W, 3) query."""

@@ -38,6 +38,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_field.py: spinning OpenMP workers stall shared cores
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -144,12 +145,9 @@ def dump_query(detector: Detector, query: Query, image: np.ndarray, pose, candid
     "wide", those of a looser runner-up rule (up to 6 poses within 2x the estimate's residual), each
     with its residual over the estimate's, so that other rules can be studied offline."""
     half = lambda t: torch.as_tensor(t).half()  # noqa: E731
-    saved = detector.config
-    detector.config = replace(saved, pose_candidates=6, candidate_residual_ratio=2.0)
-    try:
-        wide = detector.reference_candidates(image, pose)
-    finally:
-        detector.config = saved
+    looser = copy.copy(detector)  # shares the model and comparator, has its own config
+    looser.config = replace(detector.config, pose_candidates=6, candidate_residual_ratio=2.0)
+    wide = looser.reference_candidates(image, pose)
     poses = [torch.as_tensor(pose.c2w).float().cpu(), *pose.alternatives.float().cpu()]
     residuals = [float(pose.residual), *[float(r) for r in pose.alternative_residuals]]
     ratio = lambda c2w: next(r for p, r in zip(poses, residuals) if torch.equal(p, c2w)) / max(float(pose.residual), 1e-6)  # noqa: E731
@@ -191,6 +189,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         outputs = {"ours": ours}
         for method in ("pixel only", "features only"):
             outputs[method] = variants[method].compare(image_t, reference, alpha)
+        truth_reference = None
         if query.c2w is not None:
             rotation, translation = pose_errors(c2w, query.c2w)
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
@@ -210,7 +209,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
             methods[method].index.append(q)
         records.append(record)
         if args.dump is not None:
-            dumped.append(dump_query(detector, query, image, pose, candidates, truth_reference if query.c2w is not None else None))
+            dumped.append(dump_query(detector, query, image, pose, candidates, truth_reference))
         if args.verbose:
             print(f"  {name} {query.name}: score {record['score']:.2f}, {record.get('rotation_deg', float('nan')):.2f} deg, "
                   f"{seconds:.1f} s", flush=True)
