@@ -511,8 +511,8 @@ def render_pixels(
     return result
 
 
-def trimmed_residual(rendered: torch.Tensor, target: torch.Tensor, trim: float = 0.1) -> torch.Tensor:
-    """Mean absolute colour error after dropping the worst ``trim`` share of pixels (defects).
+def trimmed_residual(rendered: torch.Tensor, target: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean absolute colour error after dropping the worst ``trim`` share of pixels (see ``PoseScoring``).
 
     rendered: (P, N, 3); target: (N, 3). Returns (P,).
     """
