@@ -60,7 +60,10 @@ class NGPFieldConfig:
     encoding: 'hash' (the hash grid ``grid``) or 'triplane' (``triplane``), the position encoding.
     hidden_dim / density_layers: density MLP. geometry_features:
     features passed from the density MLP to the colour MLP. color_hidden_dim / color_layers:
-    colour MLP. sh_degree: bands of the direction encoding (4 -> 16 coefficients).
+    colour MLP. sh_degree: bands of the direction encoding (4 -> 16 coefficients, Instant-NGP's;
+    2 -> 4). Two bands by default: queries come from anywhere on the sphere, training views from a
+    band of elevations, and higher bands let colour drift on directions no view constrained
+    (built-in benchmark, image AUROC 96.0 with 4 bands, 97.2 with 2; README).
     density_bias: added before the exponential; negative starts the scene nearly empty, which
     lets the occupancy grid skip space from the first updates.
     encoding_backend: 'auto' (tinycudann on CUDA when installed), 'torch' or 'tcnn'.
@@ -74,7 +77,7 @@ class NGPFieldConfig:
     geometry_features: int = 15
     color_hidden_dim: int = 64
     color_layers: int = 2
-    sh_degree: int = 4
+    sh_degree: int = 2
     density_bias: float = -1.0
     encoding_backend: str = "auto"
 
