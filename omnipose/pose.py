@@ -575,10 +575,10 @@ class PoseScoring:
 
     pixels: torch.Tensor
     colours: torch.Tensor
-    trim: float = 0.03
+    trim: float  # PoseConfig.eval_trim: one default, kept there
 
     @classmethod
-    def of_region(cls, image: np.ndarray, region: np.ndarray, count: int, seed: int = 0, trim: float = 0.03) -> "PoseScoring":
+    def of_region(cls, image: np.ndarray, region: np.ndarray, count: int, trim: float, seed: int = 0) -> "PoseScoring":
         """``count`` fixed pixels of image (H, W, 3) inside region (H, W) bool."""
         pixels = evaluation_pixels(region, count, seed=seed)
         u, v = pixels[:, 0].long().numpy(), pixels[:, 1].long().numpy()
@@ -1199,7 +1199,7 @@ class PoseEstimator:
 
     def scoring(self, image: np.ndarray, region: np.ndarray, seed: int = 0) -> PoseScoring:
         """The fixed pixels of image (H, W, 3) in region that pose hypotheses are compared on."""
-        return PoseScoring.of_region(image, region, self.config.eval_rays, seed, self.config.eval_trim).to(self.device)
+        return PoseScoring.of_region(image, region, self.config.eval_rays, self.config.eval_trim, seed).to(self.device)
 
     def _baseline_residual(self, images: torch.Tensor, views: int = 6) -> float:
         """The pose residual of the field at its own training poses (what a right pose gives)."""

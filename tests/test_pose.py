@@ -199,7 +199,7 @@ def test_a_small_trim_keeps_the_outline_band_a_turned_pose_misses():
     rendered = torch.stack([true_rgb, turned_rgb])
     pixels = torch.zeros(1000, 2)
     wide_trim = P.PoseScoring(pixels, colours, trim=0.1).residual(rendered)
-    scoring = P.PoseScoring(pixels, colours).residual(rendered)
+    scoring = P.PoseScoring(pixels, colours, P.PoseConfig().eval_trim).residual(rendered)
     assert wide_trim[1] < wide_trim[0]
     assert scoring[0] < scoring[1] / 5
 
@@ -212,7 +212,7 @@ def test_pose_residual_grows_with_the_pose_error_on_a_real_field(field):
     with torch.no_grad():
         query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
     distance = float(true[:3, 3].norm())
-    scoring = P.PoseScoring.of_region(query.numpy(), _object_region(query), 2048)
+    scoring = P.PoseScoring.of_region(query.numpy(), _object_region(query), 2048, P.PoseConfig().eval_trim)
     poses = torch.stack([true] + [_perturbed(true, degrees, 0.0, distance, 0) for degrees in (1.0, 3.0, 8.0)])
     residual = scoring.score(model.render_rays, poses, info.K)
     assert residual[0] < 1e-3
@@ -236,7 +236,7 @@ def test_alignment_then_inerf_converge_to_a_known_pose(field):
             rotation, translation = g.pose_errors(pose, true)
             assert rotation < 0.4 and translation < 0.005
         refine = P.RefineConfig(keep=(2,))
-        scoring = P.PoseScoring.of_region(query.numpy(), region, 1024)
+        scoring = P.PoseScoring.of_region(query.numpy(), region, 1024, P.PoseConfig().eval_trim)
         nudged = torch.stack([_perturbed(true, 1.5, 0.015, distance, seed) for seed in (3, 4)])
         refined = P.refine_poses(model.render_rays, nudged, info.K, query, refine, region, None, scoring, distance)
     # iNeRF (Adam on sampled rays) is slower to converge than the alignment: it must still close
