@@ -15,7 +15,8 @@
    from every training view, small images).
 3. **Refinement.** First direct alignment (``align_poses``) of every hypothesis side by side: one
    render of colour and depth per round, then robust Gauss-Newton on the query's blurred image
-   gradients, so a round costs a single forward render and converges from tens of degrees. Then
+   gradients, so a round costs a single forward render and converges from tens of degrees;
+   hypotheses that meet a better one or fall far behind stop being rendered. Then
    iNeRF (``refine_poses``) on the best: an se(3) twist applied to c2w in the camera frame,
    optimised with Adam through the differentiable renderer, rays drawn around the query's
    keypoints (PAD's interest regions) and over the dilated object, coarse-to-fine box levels, a
@@ -100,6 +101,10 @@ class AlignConfig:
     radians), halved whenever a move is undone. A round whose pose change is below
     ``converge_rotation_deg`` / ``converge_translation`` (relative to the camera distance) at the
     sharpest level ends the alignment.
+    Hypotheses stop being rendered once they can no longer win, since renders are what a round
+    costs: one that has converged to within ``merge_rotation_deg`` / ``merge_translation`` of a
+    better one (starts from different matches often meet), and, from round ``prune_after_round``
+    on, one whose cost is above ``prune_ratio`` times the best's (None keeps them all).
     """
 
     rays: int = 1536
@@ -113,6 +118,10 @@ class AlignConfig:
     interest_fraction: float = 0.5
     converge_rotation_deg: float = 0.02
     converge_translation: float = 3e-4
+    merge_rotation_deg: float = 0.5
+    merge_translation: float = 0.005
+    prune_ratio: float | None = 3.0
+    prune_after_round: int = 2
     seed: int = 0
 
 
@@ -824,8 +833,10 @@ def align_poses(
     that those points, projected into the query, find their rendered colours there. That cost only
     looks from the render into the query, so the next round's render checks every move both ways
     (rendered vs. query colours on the same pixels, object and background): a move that made it
-    worse is undone and the hypothesis' trust radius halved.
-    c2w_init: (P, 4, 4); K: (3, 3); query: (H, W, 3). Returns aligned poses (P, 4, 4) and rounds run.
+    worse is undone and the hypothesis' trust radius halved. Hypotheses that can no longer win
+    (``AlignConfig``: twins of a better one, or far worse) drop out of the later rounds.
+    c2w_init: (P, 4, 4); K: (3, 3); query: (H, W, 3). Returns the surviving hypotheses' aligned
+    poses (S, 4, 4), the rounds run, and their indices into c2w_init (S,), in input order.
     """
     device = query.device
     K = K.to(device, torch.float32)
@@ -846,21 +857,24 @@ def align_poses(
     best_pose = poses.clone()
     best_render: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     moved = torch.full((count, 2), float("inf"))
+    alive = list(range(count))
     rounds = 0
     for round_index in range(config.max_rounds + 1):
         with torch.no_grad():
-            rendered = render_pixels(render_rays, poses, K, pixels)
-        cost = _robust_mean(rendered["rgb"] - query_colours[None], config.loss_scale).cpu()  # both ways, (P,)
-        for p in range(count):
-            if cost[p] <= best_cost[p]:
-                best_cost[p], best_pose[p] = cost[p], poses[p]
-                best_render[p] = (rendered["rgb"][p], rendered["depth"][p], rendered["opacity"][p])
+            rendered = render_pixels(render_rays, poses[alive], K, pixels)
+        cost = _robust_mean(rendered["rgb"] - query_colours[None], config.loss_scale).cpu()  # both ways, (A,)
+        for a, p in enumerate(alive):
+            if cost[a] <= best_cost[p]:
+                best_cost[p], best_pose[p] = cost[a], poses[p]
+                best_render[p] = (rendered["rgb"][a], rendered["depth"][a], rendered["opacity"][a])
             else:  # the last move made things worse: go back, and take smaller steps from there
                 radius[p] *= 0.5
                 moved[p] = float("inf")
         poses = best_pose.clone()
+        if round_index > 0:
+            alive = _hopeful(alive, best_pose, best_cost, scene_scale, config, round_index)
         sharpest = round_index >= len(config.blur_sigmas) - 1
-        settled = (moved[:, 0] < config.converge_rotation_deg) & (moved[:, 1] < config.converge_translation)
+        settled = (moved[alive, 0] < config.converge_rotation_deg) & (moved[alive, 1] < config.converge_translation)
         if round_index == config.max_rounds or (sharpest and bool(settled.all())):
             break
         rounds += 1
@@ -868,7 +882,7 @@ def align_poses(
         target = gaussian_blur(query, sigma)
         grad_u, grad_v = image_gradients(target)
         with one_torch_thread():
-            for p in range(count):
+            for p in alive:
                 rgb, depth, opacity = best_render[p]
                 solid = opacity > config.min_opacity
                 if int(solid.sum()) < 12:
@@ -883,7 +897,28 @@ def align_poses(
                 moved[p] = torch.tensor([
                     float(rotation_error_deg(start[:3, :3], poses[p][:3, :3])), float(change[:3, 3].norm()) / scene_scale
                 ])
-    return best_pose, rounds
+    return best_pose[alive], rounds, torch.tensor(alive, dtype=torch.long)
+
+
+def _hopeful(alive: list[int], poses: torch.Tensor, cost: torch.Tensor, scene_scale: float, config: AlignConfig,
+             round_index: int) -> list[int]:
+    """The hypotheses of ``alive`` still worth aligning, in input order: not a twin of one with a lower
+    cost, and (from round ``prune_after_round``) not above ``prune_ratio`` times the lowest cost.
+    poses: (P, 4, 4) and cost: (P,) of every hypothesis."""
+    kept: list[int] = []
+    for p in sorted(alive, key=lambda i: float(cost[i])):
+        if not any(_twins(poses[p], poses[k], scene_scale, config.merge_rotation_deg, config.merge_translation) for k in kept):
+            kept.append(p)
+    if config.prune_ratio is not None and round_index >= config.prune_after_round:
+        limit = config.prune_ratio * float(cost[kept[0]])
+        kept = [p for p in kept if float(cost[p]) <= limit]
+    return sorted(kept)
+
+
+def _twins(c2w_a: torch.Tensor, c2w_b: torch.Tensor, distance: float, rotation_deg: float, translation: float) -> bool:
+    """Whether two poses (4, 4) are within rotation_deg and translation x distance of each other."""
+    return (float(rotation_error_deg(c2w_a[:3, :3], c2w_b[:3, :3])) < rotation_deg
+            and float((c2w_a[:3, 3] - c2w_b[:3, 3]).norm()) < translation * distance)
 
 
 def _robust_mean(residual: torch.Tensor, scale: float) -> torch.Tensor:
@@ -1341,8 +1376,9 @@ class PoseEstimator:
         with frozen(self.model if isinstance(self.model, torch.nn.Module) else None):
             mark = time.perf_counter()
             if self.config.align is not None:
-                poses, steps = align_poses(self.render_rays, poses, self.render_K, query_t, self.config.align,
-                                           region, interest, self.distance)
+                poses, steps, kept = align_poses(self.render_rays, poses, self.render_K, query_t, self.config.align,
+                                                 region, interest, self.distance)
+                candidates = [candidates[int(i)] for i in kept]
             residual = self.residual(poses, scoring)
             timings["align"] = time.perf_counter() - mark
             mark = time.perf_counter()
@@ -1447,12 +1483,7 @@ def _distinct(hypotheses: list[Hypothesis], distance: float, rotation_deg: float
     """Drop hypotheses within (rotation_deg, translation x distance) of a better one: refining twins wastes rays."""
     kept: list[Hypothesis] = []
     for h in hypotheses:
-        twin = any(
-            float(rotation_error_deg(h.c2w[:3, :3], k.c2w[:3, :3])) < rotation_deg
-            and float((h.c2w[:3, 3] - k.c2w[:3, 3]).norm()) < translation * distance
-            for k in kept
-        )
-        if not twin:
+        if not any(_twins(h.c2w, k.c2w, distance, rotation_deg, translation) for k in kept):
             kept.append(h)
     return kept
 

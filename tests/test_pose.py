@@ -219,6 +219,20 @@ def test_pose_residual_grows_with_the_pose_error_on_a_real_field(field):
     assert bool((residual[1:] > residual[:-1]).all())
 
 
+def test_alignment_drops_twins_and_hopeless_hypotheses_but_never_the_best():
+    """Hypotheses that met a better one, or whose cost is far above the best's, stop being aligned;
+    the lowest-cost one always stays, and nothing but twins goes before prune_after_round."""
+    base = g.look_at(torch.tensor([0.0, -4.0, 1.0]), torch.zeros(3))
+    twin = g.roll_camera(base, math.radians(0.2))  # 0.2 degrees from base
+    turned = g.roll_camera(base, math.radians(30.0))
+    poses = torch.stack([twin, base, turned, g.roll_camera(base, math.pi)])
+    cost = torch.tensor([0.11, 0.10, 0.25, 0.9])
+    config = P.AlignConfig(prune_ratio=3.0, prune_after_round=2)
+    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=1) == [1, 2, 3]  # only the twin goes
+    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=2) == [1, 2]  # 0.9 > 3 x 0.10
+    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, P.AlignConfig(prune_ratio=None), round_index=5) == [1, 2, 3]
+
+
 def test_alignment_then_inerf_converge_to_a_known_pose(field):
     """The field's own render at a pose no training view had, from starts 2 degrees and 2 % off:
     both stages pull the pose back, and iNeRF stops on its own before its step limit."""
@@ -231,7 +245,8 @@ def test_alignment_then_inerf_converge_to_a_known_pose(field):
     distance = float(true[:3, 3].norm())
     start = torch.stack([_perturbed(true, 2.0, 0.02, distance, seed) for seed in (0, 1, 2)])
     with P.frozen(model), matching.one_torch_thread():  # as PoseEstimator runs them
-        aligned, rounds = P.align_poses(model.render_rays, start, info.K, query, P.AlignConfig(), region, None, distance)
+        aligned, rounds, kept = P.align_poses(model.render_rays, start, info.K, query, P.AlignConfig(), region, None, distance)
+        assert len(aligned) == len(kept) >= 1 and kept.tolist() == sorted(kept.tolist())
         for pose in aligned:
             rotation, translation = g.pose_errors(pose, true)
             assert rotation < 0.4 and translation < 0.005
