@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
             if not (data / name / "synth.json").is_file() or read_synth_config(data / name) != wanted:
-                # None yet, or made with other settings (say fewer test views): make it as asked.
-                generate_class(data, name, replace(wanted, overwrite=True))
+                # None yet, or made with other settings (say fewer test views): make it as asked. A
+                # folder that `omnipose synth` did not make is still refused by generate_class.
+                generate_class(data, name, wanted)
             config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
                                     ckpt_root=str(args.work / "ckpts"))
             config.train = replace(config.train, steps=args.train_steps, minutes=None)
