@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", default=None, help="built-in classes, comma-separated (default: all)")
     parser.add_argument("--size", type=int, default=200, help="built-in image width (lego is always 200)")
     parser.add_argument("--train-views", type=int, default=80)
-    parser.add_argument("--test-views-per-type", type=int, default=8,
-                        help="test views per type (good, Burrs, Missing, Stains): with 8, one misranked "
-                             "good/defective pair moves a class's image AUROC by 0.5 points")
+    parser.add_argument("--test-views-per-type", type=int, default=None,
+                        help="test views per type (good, Burrs, Missing, Stains; default 8, 4 with --quick): with 8, "
+                             "one misranked good/defective pair moves a class's image AUROC by 0.5 points")
     parser.add_argument("--train-steps", type=int, default=2000,
                         help="training steps per class; a step budget trains the same field on a busy machine "
                              "(checkpoints are reused: they live under <work>/ckpts/bench_<size>_<steps>steps)")
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad-classes", type=int, default=3, help="built-in classes (the first N) that run PAD's recipe")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "detect", help="data and checkpoints (reused)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_detect.json")
-    parser.add_argument("--quick", action="store_true", help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, no lego")
+    parser.add_argument("--quick", action="store_true",
+                        help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, 4 test views per type, no lego")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--dump", type=Path, default=None,
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.classes, args.size, args.train_steps, args.cases = args.classes or "01Robot,03Duck", 100, 600, "builtin"
     args.classes = args.classes or ",".join(SYNTH_CLASSES)
+    if args.test_views_per_type is None:
+        args.test_views_per_type = 4 if args.quick else 8
     torch.set_num_threads(args.threads)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "cases": {}}
