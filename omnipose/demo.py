@@ -6,11 +6,13 @@ benchmark metrics and writes a report: ``<out>/report.md`` with the table, ROC/P
 panels (query | reference | ground truth | heat map | predicted mask).
 
 Everything is resumable: rerunning the command reuses the data, the checkpoints and every
-finished prediction.
+finished prediction. A class whose data was made with other settings (another --size, say) is made
+again, and its checkpoint and predictions, which came from the old data, are dropped.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +21,7 @@ from .data import open_mad_class
 from .detector import Detector, DetectorConfig
 from .evaluate import EvaluationConfig, class_means, evaluate_prediction_dir, format_table, write_report
 from .io import atomic_write_text
-from .synth import SYNTH_CLASSES, SynthConfig, generate_class
+from .synth import SYNTH_CLASSES, SynthConfig, ensure_class
 
 # Calibrated maps are already smoothed and standardised: evaluate them as they are, at full size.
 DEMO_EVALUATION = EvaluationConfig(
@@ -91,10 +93,12 @@ def run_demo(args: argparse.Namespace) -> int:
     data_root = out_dir / "data"
     class_names = [c.strip() for c in args.classes.split(",") if c.strip()]
     synth = SynthConfig(size=args.size, train_views=args.train_views, test_views_per_type=args.test_views_per_type, seed=args.seed)
-    for class_name in class_names:
-        if not (data_root / class_name / "synth.json").is_file():
-            generate_class(data_root, class_name, synth)
     config = DetectorConfig(image_size=args.size, dataset="demo", ckpt_root=str(out_dir / "ckpts"), device=args.device)
+    for class_name in class_names:
+        if ensure_class(data_root, class_name, synth):
+            # New data: a field or predictions kept from a run on other data would be silently reused.
+            for derived in (Path(config.ckpt_root) / config.dataset / class_name, out_dir / "predictions" / class_name):
+                shutil.rmtree(derived, ignore_errors=True)
     config.train = replace(config.train, steps=args.steps, minutes=args.minutes, seed=args.seed)
     results, timings = run_pipeline(data_root, class_names, out_dir, config)
     print(format_table(results, class_means(results)))

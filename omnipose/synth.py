@@ -849,6 +849,20 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     return folder
 
 
+def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig) -> bool:
+    """Make a class unless one made by ``omnipose synth`` with these settings is already there.
+
+    A class made with other settings (say another size or fewer test views) is made again; a
+    folder that synth did not make is refused by ``generate_class``. Returns True when it was made,
+    so that callers can drop what they derived from the old data (checkpoints, predictions).
+    """
+    folder = Path(out_root) / class_name
+    if (folder / MARKER).is_file() and read_synth_config(folder).settings() == config.settings():
+        return False
+    generate_class(out_root, class_name, config)
+    return True
+
+
 def generate_dataset(out_root: str | Path, config: SynthConfig | None = None) -> list[Path]:
     """Render every class the config names (all SYNTH_CLASSES by default); returns the class folders."""
     config = config or SynthConfig()

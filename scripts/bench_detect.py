@@ -41,6 +41,7 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
@@ -276,7 +277,7 @@ def _fmt(value) -> str:
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from omnipose.synth import SYNTH_CLASSES, SynthConfig, generate_class, read_synth_config
+    from omnipose.synth import SYNTH_CLASSES, SynthConfig, ensure_class
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="builtin,lego", help="comma-separated: builtin, lego")
@@ -321,12 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
-            if not (data / name / "synth.json").is_file() or read_synth_config(data / name) != wanted:
-                # None yet, or made with other settings (say fewer test views): make it as asked. A
-                # folder that `omnipose synth` did not make is still refused by generate_class.
-                generate_class(data, name, wanted)
             config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
                                     ckpt_root=str(args.work / "ckpts"))
+            if ensure_class(data, name, wanted):  # new data: a field trained on the old would be reused
+                shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
             config.train = replace(config.train, steps=args.train_steps, minutes=None)
             start = time.perf_counter()
             detector = Detector(config).fit(data, name, progress=False)

@@ -142,3 +142,29 @@ def test_original_command_without_data_says_how_to_get_it(tmp_path):
 
     with pytest.raises(OmniposeError, match="omnipose download mad-sim"):
         anomaly_nerf_lego(["--class_name", "01Gorilla", "--data_dir", str(tmp_path / "MAD-Sim")])
+
+
+def test_demo_pipeline_writes_a_report_whose_table_and_figures_match_the_run(fitted, tmp_path):
+    from omnipose.demo import DEMO_EVALUATION, run_pipeline, write_demo_report
+
+    detector, mad, out = fitted
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "predictions").symlink_to(out.parent)  # the fixture's predictions: the rerun resumes, detecting nothing
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    results, timings = run_pipeline(mad.root, [CLASS], demo, detector.config, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+    assert timings[CLASS]["queries"] == len(mad.test_items)
+    report = write_demo_report(demo, results, timings, DEMO_EVALUATION)
+    text = report.read_text()
+    metrics = json.loads((demo / "report" / "metrics.json").read_text())
+    assert CLASS in text and "| s / query |" in text
+    scores = json.loads((out / "scores.json").read_text())
+    labels = np.array([item.is_anomalous for item in mad.test_items])
+    expected = auroc(labels, np.array([scores[item.name] for item in mad.test_items]))
+    reported = metrics["classes"][CLASS]["metrics"]["AUROC_sp"]
+    assert reported == pytest.approx(expected, abs=1e-9)
+    assert f"{100 * reported:.1f}" in text  # the table in the report is that evaluation's
+    figures = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert any("roc" in f for f in figures) and any("panel" in f for f in figures)
+    assert all((demo / f).is_file() and (demo / f).stat().st_size > 1000 for f in figures)

@@ -151,6 +151,16 @@ def test_pose_errors():
     assert translation.item() == pytest.approx(0.01, abs=1e-5)
 
 
+@pytest.mark.parametrize("degrees", [0.0, 1e-3, 0.05, 90.0, 179.0, 180.0])
+def test_rotation_error_is_accurate_from_nothing_to_a_half_turn(degrees):
+    """float32 matrices, as the pose code uses: the error of a camera against itself is 0 and a small
+    turn reads as itself (acos of the trace read identical float32 poses as 0.03 deg apart)."""
+    c2w = g.spherical_pose(0.2, 0.5, 4.0)
+    turned = g.roll_camera(c2w, math.radians(degrees))
+    assert g.rotation_error_deg(turned[:3, :3], c2w[:3, :3]).item() == pytest.approx(degrees, abs=1e-4 + 1e-5 * degrees)
+    assert g.pose_errors(c2w, c2w)[0].item() < 1e-4
+
+
 def test_real_lego_cameras_look_at_the_object(lego_dir):
     from omnipose.data import load_transforms
 

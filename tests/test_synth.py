@@ -21,6 +21,7 @@ from omnipose.synth import (
     add_synth_arguments,
     anomaly_mask,
     build_figure,
+    ensure_class,
     generate_class,
     generate_dataset,
     load_ground_truth_poses,
@@ -168,6 +169,22 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
     assert not (foreign / "precious.txt").exists() and (foreign / "synth.json").is_file()
     generate_class(tmp_path, CLASS, SynthConfig(**TINY))  # its own output may be regenerated
     assert not (tmp_path / ".synth-staging").exists()
+
+
+def test_ensure_class_keeps_a_matching_class_and_remakes_one_made_with_other_settings(tmp_path):
+    assert ensure_class(tmp_path, CLASS, SynthConfig(**TINY))
+    marker = tmp_path / CLASS / "synth.json"
+    made = marker.stat().st_mtime_ns
+    assert not ensure_class(tmp_path, CLASS, SynthConfig(**TINY))  # same settings: kept as it is
+    assert marker.stat().st_mtime_ns == made
+    assert ensure_class(tmp_path, CLASS, SynthConfig(**{**TINY, "test_views_per_type": 1}))
+    assert len(open_mad_class(tmp_path, CLASS).test_items) == 4  # one per type now
+    foreign = tmp_path / "05Giraffe"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("real data")
+    with pytest.raises(SynthError, match="--overwrite"):
+        ensure_class(tmp_path, "05Giraffe", SynthConfig(**TINY))
+    assert (foreign / "precious.txt").is_file()
 
 
 def test_classes_are_distinct_and_fit_the_scene_bounds():
