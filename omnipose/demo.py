@@ -7,7 +7,8 @@ panels (query | reference | ground truth | heat map | predicted mask).
 
 Everything is resumable: rerunning the command reuses the data, the checkpoints and every
 finished prediction. A class whose data was made with other settings (another --size, say) is made
-again, and its checkpoint and predictions, which came from the old data, are dropped.
+again, and what came from the old data is dropped: its predictions, and its checkpoint when
+the training views changed.
 """
 from __future__ import annotations
 
@@ -95,10 +96,12 @@ def run_demo(args: argparse.Namespace) -> int:
     synth = SynthConfig(size=args.size, train_views=args.train_views, test_views_per_type=args.test_views_per_type, seed=args.seed)
     config = DetectorConfig(image_size=args.size, dataset="demo", ckpt_root=str(out_dir / "ckpts"), device=args.device)
     for class_name in class_names:
-        if ensure_class(data_root, class_name, synth):
-            # New data: a field or predictions kept from a run on other data would be silently reused.
-            for derived in (Path(config.ckpt_root) / config.dataset / class_name, out_dir / "predictions" / class_name):
-                shutil.rmtree(derived, ignore_errors=True)
+        changed = ensure_class(data_root, class_name, synth)
+        # What came from data that changed would be silently reused: predictions, and the field.
+        if "test" in changed:
+            shutil.rmtree(out_dir / "predictions" / class_name, ignore_errors=True)
+        if "train" in changed:
+            shutil.rmtree(Path(config.ckpt_root) / config.dataset / class_name, ignore_errors=True)
     config.train = replace(config.train, steps=args.steps, minutes=args.minutes, seed=args.seed)
     results, timings = run_pipeline(data_root, class_names, out_dir, config)
     print(format_table(results, class_means(results)))

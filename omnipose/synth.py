@@ -31,6 +31,7 @@ Everything is a deterministic function of (class name, seed, config).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -849,18 +850,33 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     return folder
 
 
-def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig) -> bool:
+def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig) -> set[str]:
     """Make a class unless one made by ``omnipose synth`` with these settings is already there.
 
     A class made with other settings (say another size or fewer test views) is made again; a
-    folder that synth did not make is refused by ``generate_class``. Returns True when it was made,
-    so that callers can drop what they derived from the old data (checkpoints, predictions).
+    folder that synth did not make is refused by ``generate_class``. Returns what changed, so that
+    callers drop only what they derived from it: {} when the class was kept, {"test"} when only the
+    test views may differ (predictions are stale, a trained field is not), {"train", "test"} when
+    the training views changed too (generation is deterministic, so unchanged settings give the same
+    bytes).
     """
     folder = Path(out_root) / class_name
     if (folder / MARKER).is_file() and read_synth_config(folder).settings() == config.settings():
-        return False
+        return set()
+    before = _training_fingerprint(folder)
     generate_class(out_root, class_name, config)
-    return True
+    return {"test"} if before is not None and before == _training_fingerprint(folder) else {"train", "test"}
+
+
+def _training_fingerprint(folder: Path) -> str | None:
+    """SHA-256 of a class's transforms.json and training images, or None when it has none."""
+    files = sorted((folder / "train").rglob("*.png")) if (folder / "transforms.json").is_file() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in [folder / "transforms.json", *files]:
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def generate_dataset(out_root: str | Path, config: SynthConfig | None = None) -> list[Path]:

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                                  test_views_per_type=args.test_views_per_type, progress=False)
             config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
                                     ckpt_root=str(args.work / "ckpts"))
-            if ensure_class(data, name, wanted):  # new data: a field trained on the old would be reused
+            if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
                 shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
             config.train = replace(config.train, steps=args.train_steps, minutes=None)
             start = time.perf_counter()
