@@ -9,6 +9,10 @@ Two recipes:
 - ``feature``: 1 - cosine similarity of pretrained EfficientNet-Lite features at strides 4/8/16,
   each upsampled bilinearly to image size and summed (semantic changes, robust to small shifts).
 
+Given ``neighbours`` (further normal references per query: the nearest training photographs
+re-projected to its pose, ``reproject.py``), each term is the smallest over the render and them,
+pixel by pixel: a defect is in none of them, a colour the field renders wrongly only in the render.
+
 ``Comparator.fit`` calibrates on NORMAL data only: pairs of (real training view, render of the
 field at that view's own pose). The residuals a defect-free object leaves (render blur, floaters,
 small pose and exposure differences) are largest where the reference changes fast (edges, thin
@@ -63,7 +67,8 @@ SCORE_METHODS = ("max", "topk")
 FEATURE_DISTANCES = ("cosine", "squared")
 STATISTICS = ("median_mad", "mean_std")
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
-CALIBRATION_FORMAT = "omnipose-calibration/3"
+MAD_FLOOR = 1e-3  # a MAD scale below this many standard deviations is degenerate (see location_scale)
+CALIBRATION_FORMAT = "omnipose-calibration/4"  # 4: the signature holds neighbour_views
 
 
 class CompareError(OmniposeError):
@@ -101,6 +106,12 @@ class CompareConfig:
     contrast_bins: int = 8  # bins of the reference's local contrast with their own normal statistics (1: pooled)
     contrast_floor: float = 0.5  # a bin's scale is at least this fraction of the pooled scale
     own_spread: bool = True  # measure each map against its own spread (normalize_by_own_spread)
+    # Training views re-projected to the query's pose that the Detector compares besides the render
+    # (reproject.py): per pixel the smallest residual over the references counts, so that what
+    # the field renders wrongly but the photographs show right is not flagged. A Comparator on its
+    # own compares with the neighbours it is given (none: the render alone).
+    neighbour_views: int = 2
+    reprojection_tolerance: float = 0.02  # relative depth difference up to which a view sees a point
 
     @classmethod
     def pad(
@@ -146,6 +157,10 @@ class CompareConfig:
             problems.append(f"contrast_bins {self.contrast_bins} (must be >= 1; 1 pools all pixels)")
         if not self.contrast_floor > 0:
             problems.append(f"contrast_floor {self.contrast_floor} (must be > 0)")
+        if self.neighbour_views < 0:
+            problems.append(f"neighbour_views {self.neighbour_views} (must be >= 0; 0 compares with the render alone)")
+        if not self.reprojection_tolerance > 0:
+            problems.append(f"reprojection_tolerance {self.reprojection_tolerance} (must be > 0)")
         if not self.feature_layers and (self.feature_weight > 0 or self.mode == "pad"):
             problems.append("no feature_layers (give strides such as (4, 8, 16), or set feature_weight=0)")
         if problems:
@@ -194,6 +209,7 @@ _CALIBRATION_FIELDS = (
     "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
     "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
+    "neighbour_views", "reprojection_tolerance",
 )  # fmt: skip
 
 
@@ -468,15 +484,18 @@ def threshold_for_fpr(normal_values: Any, fpr: float) -> float:
 def location_scale(values: torch.Tensor, statistic: str = "median_mad") -> tuple[float, float]:
     """Location and scale of a 1-D sample: median and 1.4826 MAD, or mean and standard deviation.
 
-    A MAD of 0 (over half the sample identical) falls back to the standard deviation. Raises
-    CompareError when the sample has no spread at all.
+    A MAD below ``MAD_FLOOR`` standard deviations (over half the sample (nearly) identical, as
+    where a re-projected photograph matches a white query exactly) falls back to the standard
+    deviation: such a scale would blow every other residual up. Raises CompareError when the sample
+    has no spread at all.
     """
     values = values.flatten().double()
     if statistic == "median_mad":
         location = float(values.median())
         scale = MAD_TO_STD * float((values - location).abs().median())
-        if scale <= 1e-12:
-            scale = float(values.std()) if values.numel() > 1 else 0.0
+        spread = float(values.std()) if values.numel() > 1 else 0.0
+        if scale <= MAD_FLOOR * spread or scale <= 1e-12:
+            scale = spread
     elif statistic == "mean_std":
         location = float(values.mean())
         scale = float(values.std()) if values.numel() > 1 else 0.0
@@ -606,7 +625,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":
-        if data.get("format") in ("omnipose-calibration/1", "omnipose-calibration/2"):
+        if data.get("format") in ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3"):
             raise CompareError(
                 f"this calibration is of an older format ({data['format']}); refit it "
                 "with Comparator.fit or `omnipose calibrate` (the detector refits on its own)."
@@ -761,6 +780,20 @@ class Comparator:
             alpha = resize_batch(alpha, size)[:, 0]
         return query_t, reference_t, alpha
 
+    def _prepare_neighbours(self, neighbours: Any, reference: torch.Tensor) -> list[torch.Tensor]:
+        """neighbours: None or (B, R, H, W, 3) / (B, R, 3, H, W) in [0, 1], R references per query
+        (see ``reproject.neighbour_references``). Returns R batches (B, 3, h, w) at the compared size."""
+        if neighbours is None:
+            return []
+        neighbours = torch.as_tensor(np.asarray(neighbours) if not isinstance(neighbours, torch.Tensor) else neighbours)
+        if neighbours.ndim != 5 or neighbours.shape[0] != reference.shape[0]:
+            raise CompareError(
+                f"neighbours of shape {tuple(neighbours.shape)}: give (B, R, H, W, 3), R references for each of the "
+                f"{reference.shape[0]} queries."
+            )
+        batches = [as_image_batch(neighbours[:, r], "neighbour").to(self.device) for r in range(neighbours.shape[1])]
+        return [resize_batch(batch, tuple(reference.shape[-2:])) for batch in batches]
+
     def _mask(self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
         if not self.config.use_object_mask:
             return torch.ones(query.shape[0], *query.shape[-2:], dtype=torch.bool, device=query.device)
@@ -770,24 +803,30 @@ class Comparator:
     # -- the terms
     @torch.no_grad()
     def residuals(
-        self, query: Any, reference: Any, reference_alpha: Any = None
+        self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Raw residual terms, smoothed and zeroed outside the object mask.
 
-        query, reference: images (see ``as_image_batch``); reference_alpha: optional (B, H, W) render opacity.
+        query, reference: images (see ``as_image_batch``); reference_alpha: optional (B, H, W) render
+        opacity; neighbours: optional (B, R, H, W, 3) further references (see ``compare``).
         Returns ({term: (B, H, W)} for the terms with weight > 0, mask (B, H, W) bool), at the compared size.
         """
         if self.config.mode == "pad":
             raise CompareError("residuals() is for mode='calibrated'; PAD mode has a single map (use anomaly_map).")
         query_t, reference_t, alpha = self._prepare(query, reference, reference_alpha)
-        return self._residuals(query_t, reference_t, alpha)
+        return self._residuals(query_t, reference_t, alpha, self._prepare_neighbours(neighbours, reference_t))
 
     def _residuals(
-        self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None, calibration: Calibration | None = None
+        self,
+        query: torch.Tensor,
+        reference: torch.Tensor,
+        alpha: torch.Tensor | None,
+        neighbours: Sequence[torch.Tensor] = (),
+        calibration: Calibration | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The terms that enter the map and the mask: each raw term (standardised per contrast bin
         of ``reference`` when a calibration is given) smoothed and zeroed outside the mask."""
-        raw, mask = self._raw_residuals(query, reference, alpha)
+        raw, mask = self._raw_residuals(query, reference, alpha, neighbours)
         contrast = reference_contrast(reference) if calibration is not None else None
         return self._finish_terms(raw, mask, contrast, calibration), mask
 
@@ -807,8 +846,19 @@ class Comparator:
             terms[name] = gaussian_smooth(value, self.config.sigma) * mask
         return terms
 
-    def _raw_residuals(self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None):
-        """Unsmoothed terms {term: (B, H, W)} and the object mask (B, H, W) bool."""
+    def _raw_residuals(
+        self, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None, neighbours: Sequence[torch.Tensor] = ()
+    ):
+        """Unsmoothed terms {term: (B, H, W)} and the object mask (B, H, W) bool (from the render).
+
+        With neighbours, each term is the smallest over the render and the neighbours, pixel by pixel."""
+        terms = self._terms(query, reference)
+        for neighbour in neighbours:
+            terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), self._terms(query, neighbour).values())}
+        return terms, self._mask(query, reference, alpha)
+
+    def _terms(self, query: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unsmoothed terms {term: (B, H, W)} of query against one reference, both (B, 3, H, W)."""
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         if cfg.color_weight > 0:
@@ -824,7 +874,7 @@ class Comparator:
                 tuple(query.shape[-2:]),
                 cfg.feature_distance,
             )
-        return terms, self._mask(query, reference, alpha)
+        return terms
 
     def _combine(self, terms: Mapping[str, torch.Tensor], calibration: Calibration | None) -> torch.Tensor:
         """Weighted sum of (standardised, when calibrated) terms, then the combined standardisation."""
@@ -836,12 +886,16 @@ class Comparator:
 
     # -- public comparison
     @torch.no_grad()
-    def compare(self, query: Any, reference: Any, reference_alpha: Any = None) -> ComparisonResult:
+    def compare(self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None) -> ComparisonResult:
         """Compare queries with their references.
 
         query, reference: (H, W, 3), (N, H, W, 3) or (B, 3, H, W) in [0, 1], same size unless
-        ``image_size`` is set. Without a calibration (mode 'calibrated') the map is the weighted sum of
-        raw terms, whose units differ: fit or load a calibration for maps in normal standard deviations.
+        ``image_size`` is set. neighbours: optional (B, R, H, W, 3), R further normal references per
+        query (training views re-projected to its pose, ``reproject.neighbour_references``); each
+        residual is then the smallest over the render and them. Calibrate with neighbours made the
+        same way (``fit(..., neighbours=)``), since a minimum over references is smaller than one.
+        Without a calibration (mode 'calibrated') the map is the weighted sum of raw terms, whose
+        units differ: fit or load a calibration for maps in normal standard deviations.
         """
         cfg = self.config
         query_t, reference_t, alpha = self._prepare(query, reference, reference_alpha)
@@ -851,7 +905,8 @@ class Comparator:
             anomaly_map = anomaly_map * mask
             terms: dict[str, torch.Tensor] = {}
         else:
-            terms, mask = self._residuals(query_t, reference_t, alpha, self._calibration)
+            extra = self._prepare_neighbours(neighbours, reference_t)
+            terms, mask = self._residuals(query_t, reference_t, alpha, extra, self._calibration)
             anomaly_map = self._combine(terms, self._calibration)
         score_mask = mask if cfg.use_object_mask else None
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
@@ -879,6 +934,7 @@ class Comparator:
         views: Any,
         renders: Any,
         alphas: Any = None,
+        neighbours: Any = None,
         batch_size: int = 8,
         progress: bool = True,
         seed: int = 0,
@@ -886,7 +942,9 @@ class Comparator:
         """Calibrate on normal pairs: real training views and renders of the field at their own poses.
 
         views, renders: (N, H, W, 3) or (N, 3, H, W) in [0, 1]; alphas: optional (N, H, W) render
-        opacities. Sets and returns ``self.calibration``. Needs no defect image.
+        opacities; neighbours: optional (N, R, H, W, 3), other training views re-projected to each
+        view's pose (as ``compare`` will get them). Sets and returns ``self.calibration``. Needs no
+        defect image.
         """
         cfg = self.config
         if cfg.mode != "calibrated":
@@ -920,7 +978,8 @@ class Comparator:
             stop = start + batch_size
             alpha = None if alphas_t is None else alphas_t[start:stop]
             query, reference, alpha = self._prepare(views_t[start:stop], renders_t[start:stop], alpha)
-            raw, mask = self._raw_residuals(query, reference, alpha)
+            extra = self._prepare_neighbours(None if neighbours is None else neighbours[start:stop], reference)
+            raw, mask = self._raw_residuals(query, reference, alpha, extra)
             for name, value in raw.items():
                 stored_raw[name].append(value.half().cpu())
             stored_contrast.append(reference_contrast(reference).half().cpu())

@@ -1,10 +1,12 @@
 """``Detector``: the whole method behind one object — fit once on normal views, then predict.
 
 ``fit`` trains (or loads) the object's radiance field, builds the pose estimator (training-view
-features computed once) and calibrates the comparison on normal data only (every training view
-against the field's render at its own pose). ``predict`` then serves any number of queries with
-the model loaded once: pose from nothing, normal reference rendered at that pose, anomaly map and
-image score in units of normal standard deviations.
+features computed once), renders the field's depth at every training view (``reproject.py``) and
+calibrates the comparison on normal data only (training views against the field's render at their
+own poses and the other training views re-projected there). ``predict`` then serves any number of
+queries with the model loaded once: pose from nothing, normal reference rendered at that pose
+with the nearest training views re-projected to it, anomaly map and image score in units of
+normal standard deviations.
 
 Outputs of ``detect_class`` (one folder per class, the evaluator's prediction layout)::
 
@@ -33,8 +35,9 @@ from .compare import Calibration, Comparator, CompareConfig, CompareError
 from .data import MADClass, PosedImages, open_mad_class
 from .geometry import pose_errors
 from .io import DataError, OmniposeError, atomic_path, atomic_write_json, pick_device, save_image
-from .pose import PoseConfig, PoseEstimator, PoseResult, prepare_query
-from .registration import register_reference
+from .pose import PoseConfig, PoseEstimator, PoseResult, model_fingerprint, prepare_query
+from .registration import register_reference, warp_image
+from .reproject import NormalViews, neighbour_references
 from .train import CheckpointInfo, TrainConfig, load_checkpoint, train_model
 
 
@@ -61,6 +64,23 @@ class DetectorConfig:
     # 'translation' or None): removes what is left of a pose a degree or two off (registration.py).
     register_reference: str | None = "euclidean"
     device: str | None = None
+
+
+@dataclass
+class Reference:
+    """A normal reference for one query: the field rendered at c2w (4, 4) as image (H, W, 3) with
+    its opacity alpha (1, H, W), and neighbours (R, H, W, 3), the nearest training views re-projected
+    to c2w (R = 0 when the comparison uses none)."""
+
+    c2w: torch.Tensor
+    image: torch.Tensor
+    alpha: torch.Tensor
+    neighbours: torch.Tensor
+
+    def compare(self, comparator: Comparator, query: torch.Tensor):
+        """comparator.compare of query (H, W, 3) with this reference. Returns a ComparisonResult."""
+        neighbours = self.neighbours[None] if len(self.neighbours) else None
+        return comparator.compare(query, self.image, self.alpha, neighbours)
 
 
 @dataclass
@@ -104,6 +124,7 @@ class Detector:
         self.model = None
         self.info: CheckpointInfo | None = None
         self.pose_estimator: PoseEstimator | None = None
+        self.normal_views: NormalViews | None = None  # training views with the field's depth
         self.comparator = Comparator(self.config.compare, device=self.device)
         self.ckpt_dir: Path | None = None
 
@@ -135,6 +156,7 @@ class Detector:
             print(f"using the trained field in {self.ckpt_dir}")
         self.model.eval()
         self.pose_estimator = self._pose_estimator(views)
+        self.normal_views = self._normal_views(views, progress)
         self._calibrate(views, progress)
         return self
 
@@ -147,6 +169,7 @@ class Detector:
         detector.model, detector.info = load_checkpoint(ckpt_dir / "model.pt", device=detector.device)
         detector.model.eval()
         detector.pose_estimator = detector._pose_estimator()
+        detector.normal_views = detector._normal_views()
         detector.comparator.calibration = Calibration.load(ckpt_dir / "calibration.json")
         return detector
 
@@ -163,6 +186,30 @@ class Detector:
             return open_mad_class(path.parent, path.name)
         return open_mad_class(path, class_name)
 
+    @torch.no_grad()
+    def _normal_views(self, views: PosedImages | None = None, progress: bool = True) -> NormalViews | None:
+        """The training views with the field's depth at each (what re-projected references are made
+        of), cached beside the checkpoint for the field they were rendered with. None when the
+        comparison uses no neighbours; needs ``views`` unless the cache is there."""
+        if self.config.compare.neighbour_views == 0 or self.config.compare.mode == "pad":
+            return None
+        path, key = self.ckpt_dir / "normal_views.pt", model_fingerprint(self.model)
+        cached = NormalViews.load(path, key)
+        if cached is not None:
+            return cached
+        if views is None:
+            raise OmniposeError(
+                f"{path} is missing or was made for another field: fit the detector on the class's training views "
+                "(Detector.fit) to make it again."
+            )
+        depths = []
+        for index in tqdm(range(len(views)), desc="rendering depth of the training views", disable=not progress, leave=False):
+            out = self.model.render_image(views.c2w[index].to(self.device), views.K.to(self.device), views.height, views.width)
+            depths.append(out["depth"].cpu())
+        normal = NormalViews(views.images.float(), torch.stack(depths), views.c2w.float(), views.K.float(), key)
+        normal.save(path)
+        return normal
+
     def _calibrate(self, views: PosedImages, progress: bool) -> None:
         """Fit the comparison's normal statistics on training views rendered at their own poses."""
         if self.config.compare.mode == "pad":
@@ -178,20 +225,27 @@ class Detector:
         calibration.save(path)
 
     @torch.no_grad()
-    def normal_pairs(self, views: PosedImages, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normal (view, render) pairs for calibration: ``calibration_views`` training views spread
-        evenly, each with the field rendered at its own pose.
+    def normal_pairs(
+        self, views: PosedImages, progress: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Normal (view, reference) pairs for calibration: ``calibration_views`` training views spread
+        evenly, each with the field rendered at its own pose and the other training views nearest to
+        it re-projected there (as a query gets them).
 
-        Returns images (N, H, W, 3), renders (N, H, W, 3) and render opacities (N, H, W).
+        Returns images (N, H, W, 3), renders (N, H, W, 3), render opacities (N, H, W) and
+        neighbours (N, R, H, W, 3) (None when the comparison uses none).
         """
         count = min(self.config.calibration_views, len(views))
         indices = np.linspace(0, len(views) - 1, count).round().astype(int)
-        renders, alphas = [], []
+        images, renders, alphas, neighbours = [], [], [], []
         for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
-            out = self.model.render_image(views.c2w[index].to(self.device), views.K.to(self.device), views.height, views.width)
-            renders.append(out["rgb"].cpu())
-            alphas.append(out["opacity"].cpu())
-        return views.images[indices], torch.stack(renders), torch.stack(alphas)
+            reference = self.reference_at(views.c2w[index], exclude=int(index))  # views are normal_views' order
+            images.append(views.images[index])
+            renders.append(reference.image)
+            alphas.append(reference.alpha[0])
+            neighbours.append(reference.neighbours)
+        with_neighbours = self.normal_views is not None
+        return torch.stack(images), torch.stack(renders), torch.stack(alphas), torch.stack(neighbours) if with_neighbours else None
 
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:
@@ -204,15 +258,15 @@ class Detector:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
         pose: PoseResult = self.pose_estimator.estimate(query)
-        result, c2w, reference, _ = self.compare_at_pose(query, pose)
-        if not torch.equal(c2w, torch.as_tensor(pose.c2w).float().cpu()):
+        result, reference = self.compare_at_pose(query, pose)
+        if not torch.equal(reference.c2w, torch.as_tensor(pose.c2w).float().cpu()):
             notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
                          "pose_residual and pose_confident describe the best-fitting pose")
         return Prediction(
             anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
             score=float(result.score[0]),
-            c2w=c2w.numpy(),
-            reference=reference.numpy(),
+            c2w=reference.c2w.numpy(),
+            reference=reference.image.numpy(),
             pose_residual=float(pose.residual),
             pose_confident=not pose.low_confidence,
             seconds=time.perf_counter() - start,
@@ -221,10 +275,26 @@ class Detector:
 
     def render(self, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The field at c2w (4, 4): reference (H, W, 3) and opacity (1, H, W) on the CPU."""
+        out = self._render_image(c2w)
+        return out["rgb"], out["opacity"][None]
+
+    @torch.no_grad()
+    def _render_image(self, c2w: torch.Tensor) -> dict[str, torch.Tensor]:
         c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            out = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
-        return out["rgb"].cpu(), out["opacity"].cpu()[None]
+        out = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
+        return {name: value.cpu() for name, value in out.items()}
+
+    def reference_at(self, c2w: torch.Tensor, exclude: int | None = None) -> Reference:
+        """The normal reference at c2w (4, 4): the render and the ``neighbour_views`` training views
+        nearest to it re-projected there (leaving out training view ``exclude``)."""
+        c2w = torch.as_tensor(c2w, dtype=torch.float32).cpu()
+        out = self._render_image(c2w)
+        neighbours = torch.zeros(0, *out["rgb"].shape)
+        if self.normal_views is not None:
+            cfg = self.config.compare
+            neighbours = neighbour_references(self.normal_views, c2w, out["depth"], out["opacity"], out["rgb"],
+                                              cfg.neighbour_views, cfg.reprojection_tolerance, exclude)  # fmt: skip
+        return Reference(c2w, out["rgb"], out["opacity"][None], neighbours)
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
         """The poses worth comparing at: the estimate and up to ``pose_candidates - 1`` runners-up whose
@@ -240,23 +310,26 @@ class Detector:
                 candidates.append(c2w)
         return candidates
 
-    def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The normal references worth comparing query (H, W, 3) with: the render at each of
-        ``pose_candidates(pose)``, as rendered and registered onto the query (``register_reference``).
+    def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[Reference]:
+        """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of
+        ``pose_candidates(pose)``, as rendered and registered onto the query (``register_reference``;
+        its neighbours get the same 2-D warp).
 
         The render as it is stays a candidate because resampling blurs it: a sub-pixel warp can
-        cost more fine texture than it gains in alignment.
-        Returns [(c2w (4, 4), reference (H, W, 3), opacity (1, H, W))], the estimate's render first.
+        cost more fine texture than it gains in alignment. The estimate's reference comes first.
         """
         candidates = []
         for c2w in self.pose_candidates(pose):
-            reference, alpha = self.render(c2w)
-            candidates.append((c2w, reference, alpha))
+            reference = self.reference_at(c2w)
+            candidates.append(reference)
             if self.config.register_reference is not None:
-                warped, warped_alpha, warp = register_reference(query, reference.numpy(), alpha[0].numpy(),
-                                                                self.config.register_reference, background=self.info.background)
+                background = self.info.background
+                warped, warped_alpha, warp = register_reference(query, reference.image.numpy(), reference.alpha[0].numpy(),
+                                                                self.config.register_reference, background=background)
                 if warp is not None:
-                    candidates.append((c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None]))
+                    neighbours = [torch.from_numpy(warp_image(n.numpy(), warp, background)) for n in reference.neighbours]
+                    candidates.append(Reference(c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None],
+                                                torch.stack(neighbours) if neighbours else reference.neighbours))
         return candidates
 
     def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
@@ -264,19 +337,19 @@ class Detector:
         one that explains it best (see ``best_reference``)."""
         return self.best_reference(query, self.reference_candidates(query, pose))
 
-    def best_reference(self, query: np.ndarray, candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
-        """Of the (c2w, reference, opacity) candidates, the one whose comparison with query (H, W, 3)
-        has the lowest ``fit_score``: the reference that explains the query best (a comparison costs
-        a few hundredths of a second). The score before normalising by the map's own spread decides,
+    def best_reference(self, query: np.ndarray, candidates: Sequence[Reference]):
+        """Of the candidates, the one whose comparison with query (H, W, 3) has the lowest
+        ``fit_score``: the reference that explains the query best (a comparison costs a few
+        hundredths of a second). The score before normalising by the map's own spread decides,
         because a wrong pose raises the whole map, which that normalisation would excuse.
-        Returns (ComparisonResult, c2w (4, 4), reference (H, W, 3), opacity (1, H, W)).
+        Returns (ComparisonResult, Reference).
         """
         best = None
         query_t = torch.as_tensor(query)
-        for c2w, reference, alpha in candidates:
-            result = self.comparator.compare(query_t, reference, alpha)
+        for reference in candidates:
+            result = reference.compare(self.comparator, query_t)
             if best is None or float(result.fit_score[0]) < float(best[0].fit_score[0]):
-                best = (result, c2w, reference, alpha)
+                best = (result, reference)
         return best
 
     def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
@@ -316,6 +389,9 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
     parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
     parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
+    parser.add_argument("--neighbour-views", type=int, default=None,
+                        help="training views re-projected to each query's pose and compared besides the render "
+                             f"(default {CompareConfig().neighbour_views}; 0: the render alone)")
     parser.add_argument("--device", default=None)
     return parser
 
@@ -328,6 +404,8 @@ def run_detect(args: argparse.Namespace) -> int:
         config.train = replace(config.train, minutes=args.minutes)
     if args.matcher:
         config.pose = replace(config.pose, matcher=args.matcher)
+    if args.neighbour_views is not None:
+        config.compare = replace(config.compare, neighbour_views=args.neighbour_views)
     mad = open_mad_class(args.data, args.class_name)
     folder = Detector(config).fit(mad).detect_class(mad, args.out)
     scores = json.loads((folder / "scores.json").read_text())

@@ -50,6 +50,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_cache(path: str | os.PathLike, payload: dict[str, Any], version: int, key: str) -> None:
+    """torch.save ``payload`` atomically, stamped with the cache ``version`` and what it was made for (``key``)."""
+    import torch  # here, so that reading images and JSON does not pay for importing torch
+
+    with atomic_path(path) as tmp:
+        torch.save({**payload, "version": version, "key": key}, tmp)
+
+
+def load_cache(path: str | os.PathLike, version: int, key: str) -> dict[str, Any] | None:
+    """The payload ``save_cache`` wrote at ``path`` if it has this version and key, else None
+    (missing, stale or unreadable: a damaged cache is rebuilt, never trusted)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("version") != version or payload.get("key") != key:
+        return None
+    return payload
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -60,12 +60,13 @@ from .geometry import (
 from .appearance import THUMBNAIL_SIZE, ObjectFrame, best_matches, object_frame, thumbnails, view_to_query_affine
 from .io import (
     OmniposeError,
-    atomic_path,
     atomic_write_json,
     composite_on_background,
+    load_cache,
     pick_device,
     read_image_rgba,
     resize_image,
+    save_cache,
 )
 from .matching import (
     DescriptorBank,
@@ -1003,24 +1004,17 @@ class TrainingIndex:
 
     def save(self, path: str | Path) -> None:
         payload = {
-            "version": CACHE_VERSION, "key": self.key, "baseline_residual": self.baseline_residual,
+            "baseline_residual": self.baseline_residual,
             "features": [f.as_dict() for f in self.features], "points3d": [p.cpu() for p in self.points3d],
             "thumbnails": self.thumbnails.cpu(), "frames": self.frames.cpu(),
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        save_cache(path, payload, CACHE_VERSION, self.key)
 
     @classmethod
     def load(cls, path: str | Path, key: str, device) -> "TrainingIndex | None":
         """The cached index at ``path`` if it was built for ``key``, else None (stale or unreadable)."""
-        path = Path(path)
-        if not path.is_file():
-            return None
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            return None
-        if payload.get("version") != CACHE_VERSION or payload.get("key") != key:
+        payload = load_cache(path, CACHE_VERSION, key)
+        if payload is None:
             return None
         features = [Features.from_dict(f).to(device) for f in payload["features"]]
         return cls(features, payload["points3d"], float(payload["baseline_residual"]), key,

@@ -59,9 +59,13 @@ def register_reference(
     rotation = math.degrees(abs(math.atan2(float(warp[1, 0]), float(warp[0, 0]))))
     if not np.isfinite(warp).all() or shift > max_shift_fraction * max(height, width) or rotation > max_rotation_deg:
         return reference, alpha, None
-    flags = cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(np.ascontiguousarray(reference, dtype=np.float32), warp, (width, height), flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(c) for c in background))  # fmt: skip
-    warped_alpha = cv2.warpAffine(np.ascontiguousarray(alpha, dtype=np.float32), warp, (width, height), flags=flags,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # fmt: skip
-    return warped, warped_alpha, warp
+    return warp_image(reference, warp, background), warp_image(alpha, warp, 0.0), warp
+
+
+def warp_image(image: np.ndarray, warp: np.ndarray, border: float | tuple[float, ...]) -> np.ndarray:
+    """``image`` (H, W) or (H, W, C) moved by the (2, 3) ``warp`` of ``register_reference`` (bilinear);
+    uncovered borders get ``border`` (one value per channel, or one for all)."""
+    height, width = image.shape[:2]
+    border = tuple(float(c) for c in border) if isinstance(border, (tuple, list)) else float(border)
+    return cv2.warpAffine(np.ascontiguousarray(image, dtype=np.float32), warp, (width, height),
+                          flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=border)  # fmt: skip

@@ -16,8 +16,9 @@ ablations share everything else:
 
 - ``ours``: estimated pose (retrieval + PnP + alignment + iNeRF; ``Detector.compare_at_pose`` keeps,
   of the estimate and its close runners-up, the pose whose reference explains the query best), calibrated comparison of colour,
-  structure and EfficientNet-Lite features;
-- ``pixel only`` / ``features only``: the same pose, one kind of term (each calibrated);
+  structure and EfficientNet-Lite features against the render and the nearest training views
+  re-projected to the pose;
+- ``pixel only`` / ``features only``: the same pose and references, one kind of term (each calibrated);
 - ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
 - ``PAD recipe``: PAD's pose (best retrieved view + 300 fixed iNeRF steps) and PAD's comparison
   (RGB + feature squared differences, sigma 4 at 224, min-max over the class's test set), on the
@@ -153,9 +154,11 @@ def dump_query(detector: Detector, query: Query, image: np.ndarray, pose, candid
     residuals = [float(pose.residual), *[float(r) for r in pose.alternative_residuals]]
     ratio = lambda c2w: next(r for p, r in zip(poses, residuals) if torch.equal(p, c2w)) / max(float(pose.residual), 1e-6)  # noqa: E731
     return {"name": query.name, "image": half(image), "mask": torch.from_numpy(query.mask), "anomalous": query.anomalous,
-            "candidates": [(c, half(r), half(a)) for c, r, a in candidates],
-            "wide": [(c, half(r), half(a), ratio(c)) for c, r, a in wide], "true_c2w": query.c2w,
-            "truth": None if truth_reference is None else tuple(half(t) for t in truth_reference)}
+            "candidates": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours)) for r in candidates],
+            "wide": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours), ratio(r.c2w)) for r in wide],
+            "true_c2w": query.c2w,
+            "truth": None if truth_reference is None else (half(truth_reference.image), half(truth_reference.alpha),
+                                                           half(truth_reference.neighbours))}  # fmt: skip
 
 
 def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
@@ -182,20 +185,20 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         pose = detector.pose_estimator.estimate(query.image)
         image = prepare_query(query.image, detector.info)[0]
         candidates = detector.reference_candidates(image, pose)
-        ours, c2w, reference, alpha = detector.best_reference(image, candidates)
+        ours, reference = detector.best_reference(image, candidates)
         image_t = torch.from_numpy(image)
         seconds = time.perf_counter() - start
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
                   "score": float(ours.score[0]), "low_confidence": pose.low_confidence}  # fmt: skip
         outputs = {"ours": ours}
         for method in ("pixel only", "features only"):
-            outputs[method] = variants[method].compare(image_t, reference, alpha)
+            outputs[method] = reference.compare(variants[method], image_t)
         truth_reference = None
         if query.c2w is not None:
-            rotation, translation = pose_errors(c2w, query.c2w)
+            rotation, translation = pose_errors(reference.c2w, query.c2w)
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
-            truth_reference = detector.render(query.c2w)
-            outputs["ground-truth pose"] = variants["ours"].compare(image_t, *truth_reference)
+            truth_reference = detector.reference_at(query.c2w)
+            outputs["ground-truth pose"] = truth_reference.compare(variants["ours"], image_t)
         if q < pad_queries:
             outputs["ours (PAD subset)"] = ours
             pad_pose = detector.pose_estimator.estimate_pad_recipe(query.image)
@@ -216,7 +219,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
                   f"{seconds:.1f} s", flush=True)
     if args.dump is not None:  # everything the comparison sees, to study it offline
         args.dump.mkdir(parents=True, exist_ok=True)
-        torch.save({"queries": dumped, "normal_pairs": tuple(torch.as_tensor(t).half() for t in pairs)},
+        torch.save({"queries": dumped, "normal_pairs": tuple(None if t is None else torch.as_tensor(t).half() for t in pairs)},
                    args.dump / f"{name}.pt")
     metrics = {}
     for method, collected in methods.items():

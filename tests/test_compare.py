@@ -21,6 +21,7 @@ from omnipose.compare import (
     gaussian_smooth,
     image_score,
     in_mask_spread,
+    location_scale,
     normalize_by_own_spread,
     object_mask,
     reference_contrast,
@@ -119,6 +120,33 @@ def test_erased_region_is_located(comparator, views):
     assert defect.flatten()[anomaly_map.argmax()]
     assert result.mask[0][defect].all(), "the mask keeps what only the reference shows"
     assert float(anomaly_map[defect].mean()) > 10.0 * max(float(anomaly_map[~defect & result.mask[0]].median()), 1.0)
+
+
+def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):
+    """Per pixel the smallest residual over the references: a patch the render gets wrong but a
+    re-projected photograph shows right stops scoring; the defect, in no reference, stays."""
+    normal = views[7]
+    defective, defect = plant_square(normal, PAINT)
+    on_object = normal.amin(-1) < 0.95
+    rows, cols = torch.nonzero(on_object, as_tuple=True)
+    error = torch.zeros_like(defect)
+    for row, col in zip(rows.tolist(), cols.tolist()):  # a 16x16 patch of object far from the defect
+        window = (slice(row - 8, row + 8), slice(col - 8, col + 8))
+        if row >= 8 and col >= 8 and on_object[window].all() and not defect[row - 38 : row + 38, col - 38 : col + 38].any():
+            error[window] = True
+            break
+    assert error.any()
+    render = perturb(normal, 11)
+    render[error] = torch.tensor([0.9, 0.2, 0.2])  # the field renders this patch red
+    neighbour = perturb(normal, 12)  # a training photograph re-projected there
+    query = perturb(defective, 13)
+    alone = comparator.compare(query, render).anomaly_map[0]
+    helped = comparator.compare(query, render, neighbours=neighbour[None, None]).anomaly_map[0]
+    assert float(alone[error].mean()) > 5.0  # without the neighbour the render error looks like a defect
+    assert float(helped[error].mean()) < 0.2 * float(alone[error].mean())
+    assert defect.flatten()[helped.argmax()] and float(helped[defect].mean()) > 0.7 * float(alone[defect].mean())
+    with pytest.raises(CompareError, match="neighbours of shape"):
+        comparator.compare(query, render, neighbours=neighbour[None])
 
 
 def test_calibration_standardises_held_out_normal_pairs(comparator, views):
@@ -240,6 +268,16 @@ def test_contrast_statistics_per_bin():
     assert single.scale == pytest.approx([pooled_scale], rel=1e-3), "one bin is the pooled statistic"
 
 
+def test_a_sample_mostly_at_one_value_is_scaled_by_its_standard_deviation():
+    """Where re-projected photographs match a white query exactly, over half the residuals are ~0:
+    their MAD would be a tiny scale that blows every other residual up."""
+    generator = torch.Generator().manual_seed(0)
+    normal = torch.randn(10_000, generator=generator)
+    assert location_scale(normal, "median_mad")[1] == pytest.approx(1.0, rel=0.05)
+    spiked = torch.cat([1e-7 * torch.rand(6_000, generator=generator), torch.rand(4_000, generator=generator)])
+    assert location_scale(spiked, "median_mad")[1] == pytest.approx(float(spiked.double().std()), rel=1e-9)
+
+
 def test_calibration_round_trips_through_json(comparator, views, tmp_path):
     path = tmp_path / "calibration.json"
     comparator.calibration.save(path)
@@ -250,11 +288,15 @@ def test_calibration_round_trips_through_json(comparator, views, tmp_path):
     torch.testing.assert_close(again.anomaly_map(query, reference), comparator.anomaly_map(query, reference))
     with pytest.raises(CompareError, match="sigma: calibrated with 4.0, configured 2.0"):
         Comparator(CompareConfig(sigma=2.0), loaded, device="cpu")
+    with pytest.raises(CompareError, match="neighbour_views: calibrated with 2, configured 0"):
+        Comparator(CompareConfig(neighbour_views=0), loaded, device="cpu")
     with pytest.raises(CompareError, match="PAD mode uses no calibration"):
         Comparator(CompareConfig.pad(), loaded, device="cpu")
     with pytest.raises(CompareError, match="not an omnipose calibration"):
         Calibration.from_dict({"terms": {}})
-    for older in ("omnipose-calibration/1", "omnipose-calibration/2"):
+    # Format 3 predates neighbour_views: read as it stood, a calibration fitted on the render alone
+    # would pass for one fitted with neighbours (whose residuals are smaller) and inflate every score.
+    for older in ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3"):
         with pytest.raises(CompareError, match="older format.*refit"):
             Calibration.from_dict({**loaded.to_dict(), "format": older})
     broken = loaded.to_dict()

@@ -94,13 +94,37 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
                           alternative_residuals=torch.tensor([its_residual]))
 
     assert len(detector.pose_candidates(pose(true, 0.051))) == 2
-    _, chosen, _, _ = detector.compare_at_pose(query, pose(true, 0.051))
-    assert float(pose_errors(chosen, true)[0]) < 0.1
+    _, chosen = detector.compare_at_pose(query, pose(true, 0.051))
+    assert float(pose_errors(chosen.c2w, true)[0]) < 0.1
     # 4x the estimate's residual is no contender, and a near twin of the estimate is not tried.
     assert len(detector.pose_candidates(pose(true, 0.2))) == 1
     assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(0.5)), 0.05))) == 1
-    _, chosen, _, _ = detector.compare_at_pose(query, pose(true, 0.2))
-    assert float(pose_errors(chosen, wrong)[0]) < 0.1
+    _, chosen = detector.compare_at_pose(query, pose(true, 0.2))
+    assert float(pose_errors(chosen.c2w, wrong)[0]) < 0.1
+
+
+def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted, tmp_path):
+    """Detector.load reads the field, the calibration and the re-projection views from the folder."""
+    import shutil
+
+    from omnipose.pose import prepare_query
+    from omnipose.synth import load_ground_truth_poses
+
+    detector, mad, _ = fitted
+    folder = tmp_path / "ckpt"
+    shutil.copytree(detector.ckpt_dir, folder)
+    loaded = Detector.load(folder, detector.config)
+    item = next(i for i in mad.test_items if i.is_anomalous)
+    true = load_ground_truth_poses(mad.folder.parent, mad.name)[item.name]
+    query = torch.from_numpy(prepare_query(item.image_path, detector.info)[0])
+    fitted_reference, loaded_reference = detector.reference_at(true), loaded.reference_at(true)
+    assert loaded_reference.neighbours.shape == (detector.config.compare.neighbour_views, SIZE, SIZE, 3)
+    torch.testing.assert_close(loaded_reference.neighbours, fitted_reference.neighbours, atol=1e-6, rtol=0)
+    expected = float(fitted_reference.compare(detector.comparator, query).score[0])
+    assert float(loaded_reference.compare(loaded.comparator, query).score[0]) == pytest.approx(expected, rel=1e-5)
+    (folder / "normal_views.pt").unlink()
+    with pytest.raises(OmniposeError, match="normal_views.pt is missing"):
+        Detector.load(folder, detector.config)
 
 
 def test_bad_queries_get_clear_errors(fitted, tmp_path):
@@ -164,7 +188,7 @@ def test_demo_pipeline_writes_a_report_whose_table_and_figures_match_the_run(fit
     expected = auroc(labels, np.array([scores[item.name] for item in mad.test_items]))
     reported = metrics["classes"][CLASS]["metrics"]["AUROC_sp"]
     assert reported == pytest.approx(expected, abs=1e-9)
-    assert f"{100 * reported:.1f}" in text  # the table in the report is that evaluation's
+    assert f"{100 * reported:.2f}" in text  # the table in the report is that evaluation's (2 decimals)
     figures = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
     assert any("roc" in f for f in figures) and any("panel" in f for f in figures)
     assert all((demo / f).is_file() and (demo / f).stat().st_size > 1000 for f in figures)
