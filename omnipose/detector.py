@@ -202,10 +202,8 @@ class Detector:
                 f"{path} is missing or was made for another field: fit the detector on the class's training views "
                 "(Detector.fit) to make it again."
             )
-        depths = []
-        for index in tqdm(range(len(views)), desc="rendering depth of the training views", disable=not progress, leave=False):
-            out = self.model.render_image(views.c2w[index].to(self.device), views.K.to(self.device), views.height, views.width)
-            depths.append(out["depth"].cpu())
+        depths = [self._render_image(c2w)["depth"]
+                  for c2w in tqdm(views.c2w, desc="rendering depth of the training views", disable=not progress, leave=False)]
         normal = NormalViews(views.images.float(), torch.stack(depths), views.c2w.float(), views.K.float(), key)
         normal.save(path)
         return normal
