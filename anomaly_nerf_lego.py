@@ -2,7 +2,7 @@
 import sys
 
 from omnipose.cli import run_guarded
-from omnipose.original import anomaly_nerf_lego
+from omnipose.evaluation import anomaly_nerf_lego
 
 if __name__ == "__main__":
     sys.exit(run_guarded("anomaly_nerf_lego.py", anomaly_nerf_lego))

@@ -2,7 +2,7 @@
 import sys
 
 from omnipose.cli import run_guarded
-from omnipose.original import auroc_test
+from omnipose.evaluation import auroc_test
 
 if __name__ == "__main__":
     sys.exit(run_guarded("auroc_test.py", auroc_test))

@@ -1,8 +1,13 @@
 """Timing of one query/reference comparison (proposed scripts/bench_compare.py; prints a table, writes JSON)."""
-import json, statistics, sys, time
+import json
+import statistics
+import sys
+import time
+
 import torch
+
 from omnipose.compare import Comparator, CompareConfig
-from omnipose.io import read_image_rgb
+from omnipose.core.image import read_image_rgb
 
 LEGO = "/work/shared/data/nerf_synthetic/lego/train/r_0.png"
 size = int(sys.argv[1]) if len(sys.argv) > 1 else 200

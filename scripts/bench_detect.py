@@ -52,15 +52,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
-from omnipose.data import PosedImages, load_transforms, open_mad_class  # noqa: E402
+from omnipose.core.files import atomic_write_json  # noqa: E402
+from omnipose.core.geometry import pose_errors, roll_camera  # noqa: E402
+from omnipose.core.image import (  # noqa: E402
+    read_image_rgb,
+    read_mask,
+    warp_image,  # noqa: E402
+)
+from omnipose.data import PosedImages, load_transforms  # noqa: E402
+from omnipose.data import open_mad_class  # noqa: E402
 from omnipose.detector import Detector, DetectorConfig  # noqa: E402
-from omnipose.evaluate import EvaluationConfig, evaluate_pad  # noqa: E402
-from omnipose.geometry import pose_errors, roll_camera  # noqa: E402
-from omnipose.io import atomic_write_json, read_image_rgb, read_mask  # noqa: E402
-from omnipose.matching import rotation_affine, warp_image  # noqa: E402
-from omnipose.metrics import is_defined  # noqa: E402
+from omnipose.evaluation import EvaluationConfig, evaluate_pad  # noqa: E402
+from omnipose.evaluation import is_defined  # noqa: E402
+from omnipose.nerf import split_holdout  # noqa: E402
 from omnipose.pose import prepare_query  # noqa: E402
-from omnipose.train import split_holdout  # noqa: E402
+from omnipose.pose import rotation_affine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
@@ -89,7 +95,7 @@ class MethodMaps:
 
 # ----------------------------------------------------------------------------- cases
 def builtin_queries(root: Path, class_name: str, size: int) -> list[Query]:
-    from omnipose.synth import load_ground_truth_poses
+    from omnipose.data.synth import load_ground_truth_poses
 
     mad = open_mad_class(root, class_name)
     poses = load_ground_truth_poses(root, class_name)
@@ -280,7 +286,7 @@ def _fmt(value) -> str:
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    from omnipose.synth import SYNTH_CLASSES, SynthConfig, ensure_class
+    from omnipose.data.synth import SYNTH_CLASSES, SynthConfig, ensure_class
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="builtin,lego", help="comma-separated: builtin, lego")

@@ -73,7 +73,7 @@ def make_class(count: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 # ----------------------------------------------------------------------------- methods (run in workers)
 def run_omnipose(maps, masks) -> dict:
-    from omnipose import metrics as M
+    from omnipose.evaluation import metrics as M
 
     timings, values = {}, {}
     start = time.perf_counter()
@@ -162,9 +162,10 @@ def run_reference(maps, masks, steps: int) -> dict:
 
 def worker(method: str, data_dir: Path, steps: int) -> None:
     # Import everything first: neither import time nor the imported modules' objects are counted.
-    import omnipose.metrics  # noqa: F401
     import skimage.measure  # noqa: F401
     import sklearn.metrics  # noqa: F401
+
+    import omnipose.evaluation.metrics  # noqa: F401
 
     maps = np.load(data_dir / "maps.npy")
     masks = np.load(data_dir / "masks.npy")
@@ -250,7 +251,7 @@ def main() -> int:
             print(f"  {method}: {results[method]['total_s']:.2f} s", flush=True)
     print(format_table(results, count * size * size))
     if args.out:
-        from omnipose.io import atomic_write_json
+        from omnipose.core.files import atomic_write_json
 
         atomic_write_json(args.out, {"maps": count, "size": size, "reference_steps": steps, "results": results})
         print(f"wrote {args.out}")

@@ -39,8 +39,9 @@ LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_sy
 
 def load_case_views(case: dict):
     """(train, held-out) PosedImages of a case."""
-    from omnipose.data import load_transforms, open_mad_class
-    from omnipose.train import split_holdout
+    from omnipose.data import load_transforms
+    from omnipose.data import open_mad_class
+    from omnipose.nerf import split_holdout
 
     if case["kind"] == "transforms":
         views = load_transforms(case["transforms"], size=case["size"], progress=False)
@@ -53,10 +54,10 @@ def run_case(case: dict) -> dict:
     """Train and evaluate one case (runs in a child process). Returns its results."""
     import torch
 
-    from omnipose.encoding import HashGridConfig, TriPlaneConfig
-    from omnipose.field import NGPFieldConfig
-    from omnipose.io import save_image
-    from omnipose.train import TrainConfig, evaluate_views, train_model
+    from omnipose.core.image import save_image
+    from omnipose.nerf import HashGridConfig, TriPlaneConfig
+    from omnipose.nerf import NGPFieldConfig
+    from omnipose.nerf import TrainConfig, evaluate_views, train_model
 
     torch.set_num_threads(case["threads"])
     train, held = load_case_views(case)
@@ -114,7 +115,7 @@ def run_isolated(case: dict) -> dict:
 def generated_class(root: Path, size: int, quick: bool) -> tuple[Path, str] | None:
     """Make a class with omnipose.synth (None, with a message, when it is not available)."""
     try:
-        from omnipose.synth import SynthConfig, generate_class
+        from omnipose.data.synth import SynthConfig, generate_class
     except ImportError as error:
         print(f"skipping the generated class: omnipose.synth is not available ({error}); use --data ROOT --class NAME.")
         return None
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to benchmark.")
         return 1
 
-    from omnipose.io import atomic_write_json
+    from omnipose.core.files import atomic_write_json
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []

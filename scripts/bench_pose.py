@@ -38,16 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnipose.data import load_transforms, open_mad_class
-from omnipose.geometry import pose_errors
-from omnipose.io import atomic_write_json, pick_device
-from omnipose.matching import matcher_availability, one_torch_thread, rotation_affine, warp_image
-from omnipose.pose import (
-    PoseConfig,
-    PoseEstimator,
-    prepare_query,
-)
-from omnipose.train import TrainConfig, load_checkpoint, split_holdout, train_model
+from omnipose.core.device import one_torch_thread, pick_device
+from omnipose.core.files import atomic_write_json
+from omnipose.core.geometry import pose_errors
+from omnipose.core.image import warp_image
+from omnipose.data import load_transforms
+from omnipose.data import open_mad_class
+from omnipose.nerf import TrainConfig, load_checkpoint, split_holdout, train_model
+from omnipose.pose import PoseConfig, PoseEstimator, prepare_query
+from omnipose.pose import matcher_availability, rotation_affine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
@@ -81,7 +80,7 @@ def lego_case(args) -> dict | None:
         image, angle = views.images[i].numpy(), 0.0
         c2w = views.c2w[i]
         if args.lego_roll:
-            from omnipose.geometry import roll_camera
+            from omnipose.core.geometry import roll_camera
 
             angle = float(rng.uniform(-180, 180))
             image = warp_image(image, rotation_affine(angle, 200, 200), info.background)
@@ -92,7 +91,7 @@ def lego_case(args) -> dict | None:
 
 
 def synth_case(args) -> dict | None:
-    from omnipose.synth import SynthConfig, generate_class, load_ground_truth_poses
+    from omnipose.data.synth import SynthConfig, generate_class, load_ground_truth_poses
 
     folder = args.synth_root / args.synth_class
     if not folder.is_dir():

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnipose.io import atomic_write_json
-from omnipose.synth import (
+from omnipose.core.files import atomic_write_json
+from omnipose.data.synth import (
     SYNTH_CLASSES,
     TEST_TYPES,
     SynthConfig,

@@ -29,7 +29,7 @@ def lego_200(lego_dir):
 @pytest.fixture
 def one_thread():
     """One torch thread, as the pose estimator runs: on shared cores torch's pool costs more than it gains."""
-    from omnipose.matching import one_torch_thread
+    from omnipose.core.device import one_torch_thread
 
     with one_torch_thread():
         yield

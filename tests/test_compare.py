@@ -11,14 +11,13 @@ import torch.nn.functional as F
 
 from omnipose.compare import (
     Calibration,
+    Comparator,
     CompareConfig,
     CompareError,
-    Comparator,
     ContrastStatistics,
     add_calibrate_arguments,
     add_compare_arguments,
     fit_contrast_statistics,
-    gaussian_smooth,
     image_score,
     in_mask_spread,
     location_scale,
@@ -29,8 +28,8 @@ from omnipose.compare import (
     run_compare,
     threshold_for_fpr,
 )
+from omnipose.core.image import gaussian_blur, save_image
 from omnipose.data import load_transforms
-from omnipose.io import save_image
 
 SIZE = 200
 PAINT = torch.tensor([0.1, 0.6, 0.9])  # a blue-green no lego brick has
@@ -339,7 +338,7 @@ def test_object_mask_is_the_union_grown_by_the_margin(views):
 
 
 def test_render_opacity_replaces_the_reference_colour_test(lego_dir, views):
-    from omnipose.io import read_image_rgba
+    from omnipose.core.image import read_image_rgba
 
     alpha = torch.from_numpy(read_image_rgba(lego_dir / "train" / "r_0.png")[..., 3].copy())
     alpha = F.interpolate(alpha[None, None], size=(SIZE, SIZE), mode="area")[0]  # (1, H, W)
@@ -391,12 +390,12 @@ def test_gaussian_smooth_matches_scipy_inside_and_keeps_constants():
 
     generator = torch.Generator().manual_seed(0)
     maps = torch.rand(1, 64, 64, generator=generator)
-    ours = gaussian_smooth(maps, 2.0)[0].numpy()
+    ours = gaussian_blur(maps, 2.0)[0].numpy()
     expected = gaussian_filter(maps[0].double().numpy(), sigma=2.0)
     np.testing.assert_allclose(ours[10:-10, 10:-10], expected[10:-10, 10:-10], atol=1e-5)
     constant = torch.full((2, 20, 30), 3.0)
-    torch.testing.assert_close(gaussian_smooth(constant, 4.0), constant)
-    assert gaussian_smooth(maps, 0.0) is maps
+    torch.testing.assert_close(gaussian_blur(constant, 4.0), constant)
+    assert gaussian_blur(maps, 0.0) is maps
 
 
 # ----------------------------------------------------------------------------- shapes, devices, errors

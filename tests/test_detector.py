@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from omnipose.core.errors import OmniposeError
+from omnipose.core.image import read_mask
 from omnipose.data import open_mad_class
+from omnipose.data.synth import SynthConfig, generate_class
 from omnipose.detector import Detector, DetectorConfig
-from omnipose.io import OmniposeError, read_mask
-from omnipose.metrics import auroc, pixel_auroc
-from omnipose.synth import SynthConfig, generate_class
+from omnipose.evaluation import auroc, pixel_auroc
 
 CLASS = "01Robot"
 SIZE = 160
@@ -78,9 +79,9 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
     references are compared with the query; a runner-up far behind on the residual is not tried."""
     import math
 
-    from omnipose.geometry import pose_errors, roll_camera
+    from omnipose.core.geometry import pose_errors, roll_camera
+    from omnipose.data.synth import load_ground_truth_poses
     from omnipose.pose import PoseResult, prepare_query
-    from omnipose.synth import load_ground_truth_poses
 
     detector, mad, _ = fitted
     item = next(i for i in mad.test_items if not i.is_anomalous)
@@ -107,8 +108,8 @@ def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted
     """Detector.load reads the field, the calibration and the re-projection views from the folder."""
     import shutil
 
+    from omnipose.data.synth import load_ground_truth_poses
     from omnipose.pose import prepare_query
-    from omnipose.synth import load_ground_truth_poses
 
     detector, mad, _ = fitted
     folder = tmp_path / "ckpt"
@@ -143,7 +144,7 @@ def test_unfitted_detector_says_what_to_do():
 
 
 def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
-    from omnipose.original import anomaly_nerf_lego, auroc_test
+    from omnipose.evaluation import anomaly_nerf_lego, auroc_test
 
     _, mad, out = fitted
     ckpts = out.parent.parent / "ckpts"
@@ -162,14 +163,14 @@ def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
 
 
 def test_original_command_without_data_says_how_to_get_it(tmp_path):
-    from omnipose.original import anomaly_nerf_lego
+    from omnipose.evaluation import anomaly_nerf_lego
 
     with pytest.raises(OmniposeError, match="omnipose download mad-sim"):
         anomaly_nerf_lego(["--class_name", "01Gorilla", "--data_dir", str(tmp_path / "MAD-Sim")])
 
 
 def test_demo_pipeline_writes_a_report_whose_table_and_figures_match_the_run(fitted, tmp_path):
-    from omnipose.demo import DEMO_EVALUATION, run_pipeline, write_demo_report
+    from omnipose.evaluation import DEMO_EVALUATION, run_pipeline, write_demo_report
 
     detector, mad, out = fitted
     demo = tmp_path / "demo"

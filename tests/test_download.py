@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 import requests
 
-from omnipose import download
+from omnipose.data import download
+from omnipose.data import SOURCES, ArchiveError, add_download_arguments, check_archive, extract_archive, run_download
 from omnipose.data import list_classes, open_mad_class
-from omnipose.download import (
-    SOURCES,
-    ArchiveError,
-    add_download_arguments,
-    check_archive,
-    extract_archive,
-    run_download,
-)
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omnipose.encoding import (
+from omnipose.core.errors import OmniposeError
+from omnipose.nerf import (
     HashGridConfig,
     HashGridEncoding,
     PositionalEncoding,
@@ -18,7 +19,6 @@ from omnipose.encoding import (
     make_grid_encoding,
     tcnn_available,
 )
-from omnipose.io import OmniposeError
 
 
 # ----------------------------------------------------------------------------- positional encoding
@@ -170,7 +170,7 @@ def test_tcnn_backend_needs_cuda():
 
 @pytest.mark.skipif(not tcnn_available(), reason="needs CUDA and tinycudann")
 def test_tcnn_matches_torch_backend():
-    from omnipose.encoding import TcnnHashGridEncoding
+    from omnipose.nerf import TcnnHashGridEncoding
 
     config = HashGridConfig(n_levels=8, features_per_level=2, log2_table_size=15, base_resolution=16, max_resolution=512, init_scale=1.0)
     reference = HashGridEncoding(config).cuda()

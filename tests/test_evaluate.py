@@ -10,9 +10,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from omnipose import evaluate as E
-from omnipose import metrics as M
-from omnipose.m2ad import M2adImage
+from omnipose.data import M2adImage
+from omnipose.evaluation import evaluate as E
+from omnipose.evaluation import metrics as M
 
 
 def write_png(path, array):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omnipose.features import (
+from omnipose.compare import (
     EfficientNet,
     FeatureExtractor,
     SameConv2d,
@@ -13,7 +13,7 @@ from omnipose.features import (
     spec_from_name,
     spec_from_state_dict,
 )
-from omnipose.io import read_image_rgb
+from omnipose.core.image import read_image_rgb
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from omnipose.encoding import HashGridConfig
-from omnipose.field import NGPField, NGPFieldConfig, truncated_exp
-from omnipose.geometry import look_at, make_intrinsics
-from omnipose.io import CheckpointError
-from omnipose.render import VanillaNeRFModel
-from omnipose.train import load_checkpoint
+from omnipose.core.errors import CheckpointError
+from omnipose.core.geometry import look_at, make_intrinsics
+from omnipose.nerf import HashGridConfig
+from omnipose.nerf import NGPField, NGPFieldConfig, truncated_exp
+from omnipose.nerf import VanillaNeRFModel
+from omnipose.nerf import load_checkpoint
 
 SMALL_GRID = HashGridConfig(n_levels=4, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=32)
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from omnipose import geometry as g
+from omnipose.core import geometry as g
 
 
 def test_intrinsics_from_fov_hand_case():

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnipose.io import DataError
-from omnipose.m2ad import (
+from omnipose.core.errors import DataError
+from omnipose.core.image import read_mask
+from omnipose.data import (
     M2adLayoutWarning,
     group_object_instances,
     group_view_instances,
@@ -15,7 +16,6 @@ from omnipose.m2ad import (
     mask_path_for,
     open_m2ad_class,
     parse_view_illumination,
-    read_binary_mask,
     split_normal_specimens,
 )
 
@@ -128,21 +128,21 @@ def test_read_binary_mask_accepts_0_1_and_0_255_and_names_bad_files(tmp_path):
     mask[1:3, 2:4] = 1
     write_png(tmp_path / "a_mask.png", mask)
     write_png(tmp_path / "b_mask.png", mask * 255)
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "a_mask.png"), mask > 0)
-    np.testing.assert_array_equal(read_binary_mask(tmp_path / "b_mask.png"), mask > 0)
+    np.testing.assert_array_equal(read_mask(tmp_path / "a_mask.png", strict=True), mask > 0)
+    np.testing.assert_array_equal(read_mask(tmp_path / "b_mask.png", strict=True), mask > 0)
     soft = mask * 255
     soft[0, 0] = 128  # an antialiased edge
     write_png(tmp_path / "soft_mask.png", soft)
     with pytest.raises(DataError, match="soft_mask.png is not binary"):
-        read_binary_mask(tmp_path / "soft_mask.png")
+        read_mask(tmp_path / "soft_mask.png", strict=True)
     with pytest.raises(DataError, match="mask not found"):
-        read_binary_mask(tmp_path / "missing_mask.png")
+        read_mask(tmp_path / "missing_mask.png", strict=True)
 
 
 def test_read_binary_mask_resizes_with_nearest_neighbour(tmp_path):
     mask = (np.random.default_rng(0).random((20, 30)) > 0.7).astype(np.uint8) * 255
     write_png(tmp_path / "m_mask.png", mask)
-    resized = read_binary_mask(tmp_path / "m_mask.png", size=(7, 11))
+    resized = read_mask(tmp_path / "m_mask.png", size=(11, 7), strict=True)
     expected = np.asarray(Image.fromarray(mask).resize((11, 7), Image.NEAREST)) > 0
     assert resized.shape == (7, 11)
     np.testing.assert_array_equal(resized, expected)

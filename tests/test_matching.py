@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from omnipose import matching
-from omnipose.geometry import rotation_error_deg
-
+from omnipose.core.geometry import rotation_error_deg
+from omnipose.pose import matching
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

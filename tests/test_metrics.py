@@ -7,7 +7,7 @@ import torch
 from skimage import measure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-from omnipose import metrics as M
+from omnipose.evaluation import metrics as M
 
 
 # ----------------------------------------------------------------------------- references, written from the spec

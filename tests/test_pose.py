@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from omnipose import geometry as g
-from omnipose import matching
-from omnipose import pose as P
+from omnipose.core import geometry as g
+from omnipose.pose import estimator as P
+from omnipose.pose import matching
 
 INFO_200 = SimpleNamespace(width=200, height=200, background=(1.0, 1.0, 1.0))
 
@@ -97,7 +97,7 @@ def test_roll_of_a_turned_lego_view_is_recovered(lego):
 def test_appearance_retrieval_finds_a_turned_and_shrunk_view(lego):
     """A training view turned by a known angle and shrunk about the image centre is retrieved
     from thumbnails alone, with its turn, and the similarity maps the view's pixels onto the query's."""
-    from omnipose import appearance as A
+    from omnipose.pose import appearance as A
 
     views = list(range(0, 100, 4))
     frames = [A.object_frame(P.foreground_mask(lego.images[v].numpy(), (1.0, 1.0, 1.0))) for v in views]
@@ -160,7 +160,7 @@ def test_prepare_query_rejects_other_aspect_and_empty_images(lego):
 def field(lego, tmp_path_factory):
     """A small RadianceModel trained for seconds on every third lego view at 200x200, loaded back
     from its checkpoint as the estimator would be."""
-    from omnipose.train import TrainConfig, load_checkpoint, train_model
+    from omnipose.nerf import TrainConfig, load_checkpoint, train_model
 
     folder = tmp_path_factory.mktemp("field")
     config = TrainConfig(steps=250, target_samples=8192, shrink_box_at=100, occupancy_warmup=64, seed=0,
@@ -313,7 +313,7 @@ def test_a_query_from_where_no_training_view_looked_is_posed_from_a_render_at_th
 
 
 def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
-    from omnipose.synth import SynthConfig, random_test_pose, render_defect_free
+    from omnipose.data.synth import SynthConfig, random_test_pose, render_defect_free
 
     model, info = field
     estimator = P.PoseEstimator(model, info, P.PoseConfig(cache_dir=str(tmp_path)))

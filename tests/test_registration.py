@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from omnipose.registration import register_reference
+from omnipose.compare import register_reference
 
 
 def turned(image: np.ndarray, degrees: float, shift: tuple[float, float]) -> np.ndarray:

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from omnipose.core.geometry import apply_twist, look_at, make_intrinsics, project
+from omnipose.core.image import read_image_rgba, resize_image
 from omnipose.data import load_transforms
-from omnipose.encoding import HashGridConfig
-from omnipose.field import NGPField, NGPFieldConfig
-from omnipose.geometry import apply_twist, look_at, make_intrinsics, project
-from omnipose.io import read_image_rgba, resize_image
-from omnipose.render import RadianceModel, RenderConfig, composite, ray_aabb_intersect, resolve_aabb
+from omnipose.nerf import HashGridConfig
+from omnipose.nerf import NGPField, NGPFieldConfig
+from omnipose.nerf import RadianceModel, RenderConfig, composite, ray_aabb_intersect, resolve_aabb
 
 
 class SphereField(torch.nn.Module):
@@ -197,7 +197,7 @@ def test_pose_gradient_matches_finite_differences_ngp_field():
 def test_shrinking_the_box_keeps_dense_levels():
     """Resampling a dense grid onto a smaller box reproduces any field trilinear cells can hold exactly:
     a linear function of position."""
-    from omnipose.render import resample_grid
+    from omnipose.nerf import resample_grid
 
     config = NGPFieldConfig(grid=HashGridConfig(2, 2, 16, 8, 16), encoding_backend="torch")
     old_box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

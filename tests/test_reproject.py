@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from omnipose.geometry import generate_rays, intrinsics_from_fov, look_at, pixel_centers
-from omnipose.reproject import NormalViews, neighbour_references
+from omnipose.compare import NormalViews, neighbour_references
+from omnipose.core.geometry import generate_rays, intrinsics_from_fov, look_at, pixel_centers
 
 SIZE = 96
 K = intrinsics_from_fov(math.radians(40.0), SIZE, SIZE)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from omnipose.data import DEFECT_TYPES, GOOD, list_classes, load_transforms, open_mad_class
-from omnipose.geometry import intrinsics_from_fov, project, spherical_pose
-from omnipose.io import DataError
-from omnipose.raycast import Lighting, combine, make_box, make_cylinder, render
-from omnipose.synth import (
+from omnipose.core.errors import DataError
+from omnipose.core.geometry import intrinsics_from_fov, project, spherical_pose
+from omnipose.data import load_transforms
+from omnipose.data import DEFECT_TYPES, GOOD, list_classes, open_mad_class
+from omnipose.data.synth import (
     SCENE_BOUNDS,
     SYNTH_CLASSES,
     SynthConfig,
@@ -25,13 +25,14 @@ from omnipose.synth import (
     generate_class,
     generate_dataset,
     load_ground_truth_poses,
+    random_test_pose,
     read_synth_config,
     render_defect_free,
     render_scene,
     run_synth,
     write_preview,
-    random_test_pose,
 )
+from omnipose.data.synth import Lighting, combine, make_box, make_cylinder, render
 
 CLASS = "04Turtle"
 TINY = dict(size=64, train_views=6, test_views_per_type=2, progress=False)

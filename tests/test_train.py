@@ -5,20 +5,12 @@ import json
 import pytest
 import torch
 
+from omnipose.core.errors import CheckpointError, DataError
 from omnipose.data import PosedImages, load_transforms
-from omnipose.encoding import HashGridConfig
-from omnipose.field import NGPFieldConfig
-from omnipose.io import CheckpointError, DataError
-from omnipose.render import RenderConfig
-from omnipose.train import (
-    TrainConfig,
-    add_train_arguments,
-    load_checkpoint,
-    psnr,
-    run_train,
-    split_holdout,
-    train_model,
-)
+from omnipose.nerf import HashGridConfig
+from omnipose.nerf import NGPFieldConfig
+from omnipose.nerf import RenderConfig
+from omnipose.nerf import TrainConfig, add_train_arguments, load_checkpoint, psnr, run_train, split_holdout, train_model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,61 @@
+"""The ``omnipose`` command: a thin layer over the Python API.
+
+Each subcommand's arguments and behaviour live in the module that does the work
+(``add_<cmd>_arguments`` / ``run_<cmd>``); this file only lists them, in data-flow order.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from omnipose.core.errors import OmniposeError
+
+# (command, module, one-line help), in the order data flows through the package.
+COMMANDS = (
+    ("synth", "omnipose.cli.synth", "make a built-in MAD-format benchmark (procedural LEGO-like objects)"),
+    ("download", "omnipose.cli.download", "download MAD-Sim / MAD-Real with gdown"),
+    ("train", "omnipose.cli.train", "train the radiance field of one object"),
+    ("pose", "omnipose.cli.pose", "estimate the pose of a query image"),
+    ("calibrate", "omnipose.cli.compare", "fit the normal-data calibration from training views and their renders"),
+    ("compare", "omnipose.cli.compare", "anomaly map and score of a query against its rendered reference"),
+    ("detect", "omnipose.cli.detect", "detect anomalies in the test images of a class"),
+    ("evaluate", "omnipose.cli.evaluate", "compute the benchmark metrics of saved predictions"),
+    ("demo", "omnipose.cli.demo", "make data, train, detect, evaluate and write a report, on 2 CPU cores"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omnipose", description="Pose-agnostic anomaly detection on 3D objects.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(command, help=help_text, description=help_text)
+        getattr(module, f"add_{command}_arguments")(sub)
+        sub.set_defaults(run=getattr(module, f"run_{command}"))
+    return parser
+
+
+def run_guarded(name: str, function, *args) -> int:
+    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code."""
+    try:
+        return int(function(*args) or 0)
+    except OmniposeError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; finished work is saved, rerun to resume.", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return run_guarded(f"omnipose {args.command}", args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Posed views from a Blender/NeRF ``transforms.json`` (``PosedImages``, ``load_transforms``).
+
+The MAD layout (``omnipose.data.mad``) keeps its training poses in such a file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from omnipose.core.errors import DataError
+from omnipose.core.geometry import make_intrinsics, scale_intrinsics
+from omnipose.core.image import read_image_rgb, resize_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+# ----------------------------------------------------------------------------- posed views
+@dataclass
+class PosedImages:
+    """Multi-view images of one object with their cameras.
+
+    images: (N, H, W, 3) float32 in [0, 1], composited on the background colour.
+    c2w: (N, 4, 4) float32, OpenGL/Blender convention. K: (3, 3) intrinsics at this resolution.
+    """
+
+    images: torch.Tensor
+    c2w: torch.Tensor
+    K: torch.Tensor
+    paths: list[Path]
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def height(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.images.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, indices) -> "PosedImages":
+        """The views at ``indices`` (a list of ints or a bool mask)."""
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            index = index.nonzero()[:, 0]
+        kept = [self.paths[i] for i in index.tolist()]
+        return PosedImages(self.images[index], self.c2w[index], self.K.clone(), kept, self.background)
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort key that orders '2.png' before '10.png' (MAD's names are not zero-padded)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def _resolve_frame_path(base: Path, file_path: str) -> Path:
+    """Image path of a frame: ``file_path`` may lack its extension or start with './'."""
+    relative = file_path[2:] if file_path.startswith("./") else file_path
+    candidate = base / relative
+    if candidate.suffix.lower() in IMAGE_SUFFIXES:
+        return candidate
+    for suffix in (".png", ".jpg", ".jpeg"):
+        with_suffix = candidate.with_name(candidate.name + suffix)
+        if with_suffix.is_file():
+            return with_suffix
+    return candidate.with_name(candidate.name + ".png")
+
+
+def _intrinsics_from_meta(meta: dict, width: int, height: int, path: Path) -> torch.Tensor:
+    """Intrinsics at the images' native size from explicit fl_x/fl_y/cx/cy or camera_angle_x."""
+    if "fl_x" in meta:
+        declared_w, declared_h = meta.get("w", width), meta.get("h", height)
+        fx = float(meta["fl_x"])
+        fy = float(meta.get("fl_y", fx))
+        cx = float(meta.get("cx", declared_w / 2.0))
+        cy = float(meta.get("cy", declared_h / 2.0))
+        K = make_intrinsics(fx, fy, cx, cy)
+        if (declared_w, declared_h) != (width, height):
+            K = scale_intrinsics(K, width / declared_w, height / declared_h)
+        return K
+    if "camera_angle_x" in meta:
+        fx = 0.5 * width / math.tan(0.5 * float(meta["camera_angle_x"]))
+        fy = 0.5 * height / math.tan(0.5 * float(meta["camera_angle_y"])) if "camera_angle_y" in meta else fx
+        return make_intrinsics(fx, fy, width / 2.0, height / 2.0)
+    raise DataError(
+        f"{path} gives no camera intrinsics: add 'camera_angle_x' (horizontal field of view in radians) "
+        "or 'fl_x', 'fl_y', 'cx', 'cy', 'w', 'h' (pixels)."
+    )
+
+
+def load_transforms(
+    path: str | Path,
+    size: int | tuple[int, int] | None = None,
+    background: float | tuple[float, float, float] = 1.0,
+    frame_filter: str | None = None,
+    progress: bool = True,
+) -> PosedImages:
+    """Read a Blender/NeRF ``transforms*.json`` and its images.
+
+    path: the JSON file. size: optional target resolution, an int for the width (height keeps the
+    aspect ratio) or (width, height); MAD is 800x800, PAD works at 400x400.
+    background: colour RGBA images are composited on (white by default, as in MAD).
+    frame_filter: keep only frames whose file_path contains this string (e.g. 'train/').
+    Returns PosedImages with float32 c2w (N, 4, 4) in the OpenGL/Blender convention.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json.")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not valid JSON ({error}). Re-extract or re-export the dataset.") from error
+    frames = meta.get("frames")
+    if not frames:
+        raise DataError(f"{path} has no 'frames': each frame needs 'file_path' and 'transform_matrix'.")
+    if frame_filter:
+        frames = [f for f in frames if frame_filter in f.get("file_path", "")]
+        if not frames:
+            raise DataError(f"no frame of {path} has '{frame_filter}' in its file_path.")
+
+    bg = tuple(float(c) for c in np.broadcast_to(np.asarray(background, dtype=np.float32), (3,)))
+    images, poses, paths = [], [], []
+    native_size = None
+    target_size = None
+    for index, frame in enumerate(tqdm(frames, desc=f"reading {path.parent.name}", disable=not progress, leave=False)):
+        if "file_path" not in frame or "transform_matrix" not in frame:
+            raise DataError(f"frame {index} of {path} lacks 'file_path' or 'transform_matrix'.")
+        image_path = _resolve_frame_path(path.parent, frame["file_path"])
+        if not image_path.is_file():
+            raise DataError(
+                f"frame {index} of {path} points to {image_path}, which does not exist. "
+                "Restore the image or remove the frame from the JSON."
+            )
+        image = read_image_rgb(image_path, background=bg)
+        this_size = (image.shape[1], image.shape[0])
+        if target_size is None and size is not None:
+            width, height = this_size
+            target_size = (int(size), round(int(size) * height / width)) if isinstance(size, int) else tuple(size)
+        if native_size is None:
+            native_size = this_size
+        elif this_size != native_size:
+            raise DataError(
+                f"mixed image sizes in {path}: {image_path.name} is {this_size[0]}x{this_size[1]} but the first "
+                f"frame is {native_size[0]}x{native_size[1]}. Resize all views to one size first."
+            )
+        pose = np.asarray(frame["transform_matrix"], dtype=np.float32)
+        if pose.shape == (3, 4):
+            pose = np.concatenate([pose, np.array([[0, 0, 0, 1]], dtype=np.float32)])
+        if pose.shape != (4, 4) or not np.isfinite(pose).all():
+            raise DataError(f"frame {index} of {path} has a transform_matrix that is not a finite 4x4 matrix.")
+        # Resize as we go: 100 views at 800x800 would hold 768 MB before shrinking.
+        images.append(image if target_size in (None, this_size) else resize_image(image, target_size))
+        poses.append(pose)
+        paths.append(image_path)
+
+    width, height = native_size
+    K = _intrinsics_from_meta(meta, width, height, path)
+    if target_size is not None and target_size != (width, height):
+        K = scale_intrinsics(K, target_size[0] / width, target_size[1] / height)
+    return PosedImages(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(poses)), K, paths, bg)

@@ -1,0 +1,420 @@
+"""``Detector``: the whole method behind one object — fit once on normal views, then predict.
+
+``fit`` trains (or loads) the object's radiance field, builds the pose estimator (training-view
+features computed once), renders the field's depth at every training view (``reproject.py``) and
+calibrates the comparison on normal data only (training views against the field's render at their
+own poses and the other training views re-projected there). ``predict`` then serves any number of
+queries with the model loaded once: pose from nothing, normal reference rendered at that pose
+with the nearest training views re-projected to it, anomaly map and image score in units of
+normal standard deviations.
+
+Outputs of ``detect_class`` (one folder per class, the evaluator's prediction layout)::
+
+    <out>/<class>/<Type>/<stem>.npy              anomaly map, float32 (H, W)
+    <out>/<class>/<Type>/<stem>.json             score, pose c2w, pose residual/confidence, seconds
+    <out>/<class>/<Type>/<stem>_reference.png    the normal reference rendered at the estimated pose
+    <out>/<class>/scores.json                    {"Type/stem": image score}
+
+Every file is written atomically and a query whose .npy and .json exist is skipped, so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from omnipose.compare import (
+    Calibration,
+    Comparator,
+    CompareConfig,
+    CompareError,
+    NormalViews,
+    neighbour_references,
+    register_reference,
+)
+from omnipose.core.device import pick_device
+from omnipose.core.errors import DataError, OmniposeError
+from omnipose.core.files import atomic_path, atomic_write_json
+from omnipose.core.geometry import pose_errors
+from omnipose.core.image import save_image, warp_image
+from omnipose.data import MADClass, PosedImages, open_mad_class
+from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
+from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, model_fingerprint, prepare_query
+
+
+@dataclass
+class DetectorConfig:
+    """Everything one detector needs; the defaults run on 2 CPU cores at 200x200."""
+
+    image_size: int = 200  # working width in pixels (MAD ships 800x800)
+    dataset: str = "MAD-Sim"  # checkpoints go to <ckpt_root>/<dataset>/<class>/
+    ckpt_root: str = "ckpts"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    calibration_views: int = 40  # training views rendered for calibration (spread evenly)
+    # Poses compared per query: the best by photometric residual and distinct runners-up (at least
+    # candidate_separation_deg away) within candidate_residual_ratio of it; the one whose reference
+    # explains the query best (lowest score) wins. On dark or near-symmetric objects a wrong pose
+    # can win the residual by a hair. Near twins are not tried: the lowest of several noisy scores
+    # would only pull small defects down.
+    pose_candidates: int = 3
+    candidate_residual_ratio: float = 1.25
+    candidate_separation_deg: float = 2.0
+    # 2-D warp of each reference onto the query before comparing ('euclidean', 'affine',
+    # 'translation' or None): removes what is left of a pose a degree or two off (registration.py).
+    register_reference: str | None = "euclidean"
+    device: str | None = None
+
+
+@dataclass
+class Reference:
+    """A normal reference for one query: the field rendered at c2w (4, 4) as image (H, W, 3) with
+    its opacity alpha (1, H, W), and neighbours (R, H, W, 3), the nearest training views re-projected
+    to c2w (R = 0 when the comparison uses none)."""
+
+    c2w: torch.Tensor
+    image: torch.Tensor
+    alpha: torch.Tensor
+    neighbours: torch.Tensor
+
+    def compare(self, comparator: Comparator, query: torch.Tensor):
+        """comparator.compare of query (H, W, 3) with this reference. Returns a ComparisonResult."""
+        neighbours = self.neighbours[None] if len(self.neighbours) else None
+        return comparator.compare(query, self.image, self.alpha, neighbours)
+
+
+@dataclass
+class Prediction:
+    """The result for one query.
+
+    anomaly_map: (H, W) float32 in normal standard deviations; reference: (H, W, 3) render at c2w.
+    """
+
+    anomaly_map: np.ndarray
+    score: float
+    c2w: np.ndarray
+    reference: np.ndarray
+    pose_residual: float
+    pose_confident: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "c2w": self.c2w.tolist(),
+            "pose_residual": self.pose_residual,
+            "pose_confident": self.pose_confident,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+
+class Detector:
+    """Pose-agnostic anomaly detector for one object.
+
+    >>> detector = Detector().fit("data/MAD-Sim", "01Gorilla")
+    >>> predictions = detector.predict(["query.png"])
+    >>> predictions[0].score, predictions[0].anomaly_map.shape
+    """
+
+    def __init__(self, config: DetectorConfig | None = None):
+        self.config = config or DetectorConfig()
+        self.device = pick_device(self.config.device)
+        self.model = None
+        self.info: CheckpointInfo | None = None
+        self.pose_estimator: PoseEstimator | None = None
+        self.normal_views: NormalViews | None = None  # training views with the field's depth
+        self.comparator = Comparator(self.config.compare, device=self.device)
+        self.ckpt_dir: Path | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: str | Path | MADClass, class_name: str | None = None, progress: bool = True) -> "Detector":
+        """Train or load the field of a class, then prepare pose estimation and calibration.
+
+        data: a MAD-format root (with ``class_name``), a class folder, or an opened MADClass.
+        A checkpoint already under ``<ckpt_root>/<dataset>/<class>/`` is reused as it is when its
+        training finished, and resumed when it was interrupted.
+        """
+        mad = self._open(data, class_name)
+        views = mad.load_train_views(size=self.config.image_size, progress=progress)
+        return self.fit_views(views, mad.name, progress)
+
+    def fit_views(self, views: PosedImages, class_name: str, progress: bool = True) -> "Detector":
+        """``fit`` on posed normal views already in memory (any ``transforms.json`` object, e.g.
+        ``load_transforms``); the checkpoint goes to ``<ckpt_root>/<dataset>/<class_name>/``."""
+        self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / class_name
+        model_path = self.ckpt_dir / "model.pt"
+        # A field whose training ran to its end is used as it is, whatever budget this config
+        # names; an interrupted one resumes (`omnipose train` trains a finished one further).
+        self.model, self.info = load_checkpoint(model_path, device=self.device) if model_path.is_file() else (None, None)
+        if self.info is None or "train_seconds" not in self.info.metrics:  # none yet, or interrupted
+            train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
+            train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
+            self.model, self.info = load_checkpoint(model_path, device=self.device)
+        elif progress:
+            print(f"using the trained field in {self.ckpt_dir}")
+        self.model.eval()
+        self.pose_estimator = self._pose_estimator(views)
+        self.normal_views = self._normal_views(views, progress)
+        self._calibrate(views, progress)
+        return self
+
+    @classmethod
+    def load(cls, ckpt_dir: str | Path, config: DetectorConfig | None = None) -> "Detector":
+        """A fitted detector from a checkpoint folder (model.pt and calibration.json)."""
+        detector = cls(config)
+        ckpt_dir = Path(ckpt_dir)
+        detector.ckpt_dir = ckpt_dir
+        detector.model, detector.info = load_checkpoint(ckpt_dir / "model.pt", device=detector.device)
+        detector.model.eval()
+        detector.pose_estimator = detector._pose_estimator()
+        detector.normal_views = detector._normal_views()
+        detector.comparator.calibration = Calibration.load(ckpt_dir / "calibration.json")
+        return detector
+
+    def _pose_estimator(self, views: PosedImages | None = None) -> PoseEstimator:
+        """Pose estimator whose training-view features are cached beside the checkpoint."""
+        cache = self.ckpt_dir / f"pose_features.{self.config.pose.matcher}.pt"
+        return PoseEstimator(self.model, self.info, self.config.pose, views=views, cache_path=cache)
+
+    def _open(self, data, class_name) -> MADClass:
+        if isinstance(data, MADClass):
+            return data
+        path = Path(data)
+        if class_name is None:
+            return open_mad_class(path.parent, path.name)
+        return open_mad_class(path, class_name)
+
+    @torch.no_grad()
+    def _normal_views(self, views: PosedImages | None = None, progress: bool = True) -> NormalViews | None:
+        """The training views with the field's depth at each (what re-projected references are made
+        of), cached beside the checkpoint for the field they were rendered with. None when the
+        comparison uses no neighbours; needs ``views`` unless the cache is there."""
+        if self.config.compare.neighbour_views == 0 or self.config.compare.mode == "pad":
+            return None
+        path, key = self.ckpt_dir / "normal_views.pt", model_fingerprint(self.model)
+        cached = NormalViews.load(path, key)
+        if cached is not None:
+            return cached
+        if views is None:
+            raise OmniposeError(
+                f"{path} is missing or was made for another field: fit the detector on the class's training views "
+                "(Detector.fit) to make it again."
+            )
+        depths = [self._render_image(c2w)["depth"]
+                  for c2w in tqdm(views.c2w, desc="rendering depth of the training views", disable=not progress, leave=False)]
+        normal = NormalViews(views.images.float(), torch.stack(depths), views.c2w.float(), views.K.float(), key)
+        normal.save(path)
+        return normal
+
+    def _calibrate(self, views: PosedImages, progress: bool) -> None:
+        """Fit the comparison's normal statistics on training views rendered at their own poses."""
+        if self.config.compare.mode == "pad":
+            return
+        path = self.ckpt_dir / "calibration.json"
+        if path.is_file():
+            try:
+                self.comparator.calibration = Calibration.load(path)
+                return
+            except CompareError:
+                pass  # fitted with another comparison config: fit again below
+        calibration = self.comparator.fit(*self.normal_pairs(views, progress), progress=progress)
+        calibration.save(path)
+
+    @torch.no_grad()
+    def normal_pairs(
+        self, views: PosedImages, progress: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Normal (view, reference) pairs for calibration: ``calibration_views`` training views spread
+        evenly, each with the field rendered at its own pose and the other training views nearest to
+        it re-projected there (as a query gets them).
+
+        Returns images (N, H, W, 3), renders (N, H, W, 3), render opacities (N, H, W) and
+        neighbours (N, R, H, W, 3) (None when the comparison uses none).
+        """
+        count = min(self.config.calibration_views, len(views))
+        indices = np.linspace(0, len(views) - 1, count).round().astype(int)
+        images, renders, alphas, neighbours = [], [], [], []
+        for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
+            reference = self.reference_at(views.c2w[index], exclude=int(index))  # views are normal_views' order
+            images.append(views.images[index])
+            renders.append(reference.image)
+            alphas.append(reference.alpha[0])
+            neighbours.append(reference.neighbours)
+        with_neighbours = self.normal_views is not None
+        return torch.stack(images), torch.stack(renders), torch.stack(alphas), torch.stack(neighbours) if with_neighbours else None
+
+    # ------------------------------------------------------------------ predict
+    def _require_fitted(self) -> None:
+        if self.model is None or self.pose_estimator is None:
+            raise OmniposeError("the detector is not fitted: call Detector.fit(data, class_name) or Detector.load(ckpt_dir) first.")
+
+    def predict_one(self, image: str | Path | np.ndarray) -> Prediction:
+        """Pose, reference and anomaly map of one query (a path or an (H, W, 3|4) array in [0, 1])."""
+        self._require_fitted()
+        start = time.perf_counter()
+        query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
+        pose: PoseResult = self.pose_estimator.estimate(query)
+        result, reference = self.compare_at_pose(query, pose)
+        if not torch.equal(reference.c2w, torch.as_tensor(pose.c2w).float().cpu()):
+            notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
+                         "pose_residual and pose_confident describe the best-fitting pose")
+        return Prediction(
+            anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
+            score=float(result.score[0]),
+            c2w=reference.c2w.numpy(),
+            reference=reference.image.numpy(),
+            pose_residual=float(pose.residual),
+            pose_confident=not pose.low_confidence,
+            seconds=time.perf_counter() - start,
+            notes=notes + list(pose.notes),
+        )
+
+    def render(self, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field at c2w (4, 4): reference (H, W, 3) and opacity (1, H, W) on the CPU."""
+        out = self._render_image(c2w)
+        return out["rgb"], out["opacity"][None]
+
+    @torch.no_grad()
+    def _render_image(self, c2w: torch.Tensor) -> dict[str, torch.Tensor]:
+        c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)
+        out = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
+        return {name: value.cpu() for name, value in out.items()}
+
+    def reference_at(self, c2w: torch.Tensor, exclude: int | None = None) -> Reference:
+        """The normal reference at c2w (4, 4): the render and the ``neighbour_views`` training views
+        nearest to it re-projected there (leaving out training view ``exclude``)."""
+        c2w = torch.as_tensor(c2w, dtype=torch.float32).cpu()
+        out = self._render_image(c2w)
+        neighbours = torch.zeros(0, *out["rgb"].shape)
+        if self.normal_views is not None:
+            cfg = self.config.compare
+            neighbours = neighbour_references(self.normal_views, c2w, out["depth"], out["opacity"], out["rgb"],
+                                              cfg.neighbour_views, cfg.reprojection_tolerance, exclude)  # fmt: skip
+        return Reference(c2w, out["rgb"], out["opacity"][None], neighbours)
+
+    def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
+        """The poses worth comparing at: the estimate and up to ``pose_candidates - 1`` runners-up whose
+        residual is within ``candidate_residual_ratio`` of the estimate's and whose rotation differs
+        from every pose already taken by at least ``candidate_separation_deg``. Each (4, 4) on the CPU."""
+        candidates = [torch.as_tensor(pose.c2w).float().cpu()]
+        limit = self.config.candidate_residual_ratio * max(pose.residual, 1e-6)
+        for c2w, residual in zip(pose.alternatives, pose.alternative_residuals):
+            if len(candidates) >= self.config.pose_candidates or float(residual) > limit:
+                break
+            c2w = c2w.float().cpu()
+            if all(float(pose_errors(c2w, taken)[0]) >= self.config.candidate_separation_deg for taken in candidates):
+                candidates.append(c2w)
+        return candidates
+
+    def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[Reference]:
+        """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of
+        ``pose_candidates(pose)``, as rendered and registered onto the query (``register_reference``;
+        its neighbours get the same 2-D warp).
+
+        The render as it is stays a candidate because resampling blurs it: a sub-pixel warp can
+        cost more fine texture than it gains in alignment. The estimate's reference comes first.
+        """
+        candidates = []
+        for c2w in self.pose_candidates(pose):
+            reference = self.reference_at(c2w)
+            candidates.append(reference)
+            if self.config.register_reference is not None:
+                background = self.info.background
+                warped, warped_alpha, warp = register_reference(query, reference.image.numpy(), reference.alpha[0].numpy(),
+                                                                self.config.register_reference, background=background)
+                if warp is not None:
+                    neighbours = [torch.from_numpy(warp_image(n.numpy(), warp, background)) for n in reference.neighbours]
+                    candidates.append(Reference(c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None],
+                                                torch.stack(neighbours) if neighbours else reference.neighbours))
+        return candidates
+
+    def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
+        """Compare query (H, W, 3) with every one of ``reference_candidates(query, pose)`` and keep the
+        one that explains it best (see ``best_reference``)."""
+        return self.best_reference(query, self.reference_candidates(query, pose))
+
+    def best_reference(self, query: np.ndarray, candidates: Sequence[Reference]):
+        """Of the candidates, the one whose comparison with query (H, W, 3) has the lowest
+        ``fit_score``: the reference that explains the query best (a comparison costs a few
+        hundredths of a second). The score before normalising by the map's own spread decides,
+        because a wrong pose raises the whole map, which that normalisation would excuse.
+        Returns (ComparisonResult, Reference).
+        """
+        best = None
+        query_t = torch.as_tensor(query)
+        for reference in candidates:
+            result = reference.compare(self.comparator, query_t)
+            if best is None or float(result.fit_score[0]) < float(best[0].fit_score[0]):
+                best = (result, reference)
+        return best
+
+    def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
+        """Predictions for many queries with the model loaded once."""
+        return [self.predict_one(image) for image in tqdm(images, desc="detecting", disable=not progress)]
+
+    def detect_class(self, mad: MADClass, out_dir: str | Path, progress: bool = True) -> Path:
+        """Run on every test image of a class and write the prediction folder (resumable)."""
+        self._require_fitted()
+        class_dir = Path(out_dir) / mad.name
+        if not mad.test_items:
+            raise DataError(f"class {mad.name} has no test images under {mad.folder / 'test'}: nothing to detect.")
+        scores = {}
+        for item in tqdm(mad.test_items, desc=f"detecting {mad.name}", disable=not progress):
+            map_path = class_dir / item.defect_type / f"{item.image_path.stem}.npy"
+            info_path = map_path.with_suffix(".json")
+            if map_path.is_file() and info_path.is_file():
+                scores[item.name] = json.loads(info_path.read_text())["score"]
+                continue
+            prediction = self.predict_one(item.image_path)
+            save_image(class_dir / item.defect_type / f"{item.image_path.stem}_reference.png", prediction.reference)
+            with atomic_path(map_path) as tmp:
+                np.save(tmp, prediction.anomaly_map, allow_pickle=False)
+            atomic_write_json(info_path, prediction.summary())  # written last: marks the query as done
+            scores[item.name] = prediction.score
+        atomic_write_json(class_dir / "scores.json", scores)
+        return class_dir
+
+
+# ----------------------------------------------------------------------------- command line
+def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--data", type=Path, required=True, help="MAD-format root (MAD-Sim, MAD-Real, or omnipose synth)")
+    parser.add_argument("--class", dest="class_name", required=True, help="class folder name, e.g. 01Gorilla")
+    parser.add_argument("--out", type=Path, default=Path("output"), help="predictions go to <out>/<class>/")
+    parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/")
+    parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folder (default: the data folder's name)")
+    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
+    parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
+    parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
+    parser.add_argument("--neighbour-views", type=int, default=None,
+                        help="training views re-projected to each query's pose and compared besides the render "
+                             f"(default {CompareConfig().neighbour_views}; 0: the render alone)")
+    parser.add_argument("--device", default=None)
+    return parser
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    config = DetectorConfig(
+        image_size=args.size, dataset=args.dataset or Path(args.data).resolve().name, ckpt_root=args.ckpt_root, device=args.device
+    )
+    if args.minutes is not None:
+        config.train = replace(config.train, minutes=args.minutes)
+    if args.matcher:
+        config.pose = replace(config.pose, matcher=args.matcher)
+    if args.neighbour_views is not None:
+        config.compare = replace(config.compare, neighbour_views=args.neighbour_views)
+    mad = open_mad_class(args.data, args.class_name)
+    folder = Detector(config).fit(mad).detect_class(mad, args.out)
+    scores = json.loads((folder / "scores.json").read_text())
+    print(f"{len(scores)} predictions in {folder}; evaluate with: omnipose evaluate --pred {args.out} --data {args.data} --class {args.class_name} --gaussian-sigma 0")
+    return 0
