@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import requests
 
+from omnipose.cli.download import add_download_arguments, run_download
 from omnipose.data import download
-from omnipose.data import SOURCES, ArchiveError, add_download_arguments, check_archive, extract_archive, run_download
+from omnipose.data import SOURCES, ArchiveError, check_archive, extract_archive
 from omnipose.data import list_classes, open_mad_class
 
 
@@ -138,3 +139,9 @@ def test_download_flow_checks_then_extracts_and_reuses_a_complete_zip(tmp_path, 
 def test_module_uses_gdown_at_call_time():
     # The offline test relies on monkeypatching gdown.download; make sure nothing bound it at import.
     assert not hasattr(download, "gdown")
+
+
+def test_command_line_names_stay_importable_from_the_data_package():
+    import omnipose.data as data
+
+    assert data.add_download_arguments is add_download_arguments and data.run_download is run_download

@@ -8,16 +8,8 @@ from PIL import Image
 
 from omnipose.core.errors import DataError
 from omnipose.core.image import read_mask
-from omnipose.data import (
-    M2adLayoutWarning,
-    group_object_instances,
-    group_view_instances,
-    list_m2ad_classes,
-    mask_path_for,
-    open_m2ad_class,
-    parse_view_illumination,
-    split_normal_specimens,
-)
+from omnipose.data import M2adLayoutWarning, list_m2ad_classes, open_m2ad_class, parse_view_illumination
+from omnipose.data import group_object_instances, group_view_instances, mask_path_for, split_normal_specimens
 
 VIEWS = ("001", "002")
 ILLUMINATIONS = ("01", "02", "03")
@@ -157,3 +149,10 @@ def test_open_class_does_not_touch_the_global_random_state(tmp_path):
         warnings.simplefilter("error")
         open_m2ad_class(tmp_path, "Bird")
     assert random.random() == before
+
+
+def test_m2ad_reads_the_image_suffixes_of_the_other_readers():
+    from omnipose.data import IMAGE_SUFFIXES
+    from omnipose.data import m2ad
+
+    assert m2ad.IMAGE_SUFFIXES is IMAGE_SUFFIXES

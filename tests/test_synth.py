@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from omnipose.core.errors import DataError
+from omnipose.cli.synth import add_synth_arguments, run_synth
+from omnipose.core.errors import ConfigError, DataError
 from omnipose.core.geometry import intrinsics_from_fov, project, spherical_pose
 from omnipose.data import load_transforms
 from omnipose.data import DEFECT_TYPES, GOOD, list_classes, open_mad_class
@@ -18,7 +19,6 @@ from omnipose.data.synth import (
     SYNTH_CLASSES,
     SynthConfig,
     SynthError,
-    add_synth_arguments,
     anomaly_mask,
     build_figure,
     ensure_class,
@@ -29,7 +29,6 @@ from omnipose.data.synth import (
     read_synth_config,
     render_defect_free,
     render_scene,
-    run_synth,
     write_preview,
 )
 from omnipose.data.synth import Lighting, combine, make_box, make_cylinder, render
@@ -267,3 +266,80 @@ def test_render_scene_uses_the_float32_pose_exactly():
     a = render_scene(scene, pose, config).to_uint8()
     b = render_scene(scene, pose.double(), config).to_uint8()
     assert np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("size", 8), ("size", 64.5), ("train_views", 0), ("test_views_per_type", -1), ("seed", -1),
+        ("classes", ("99Nope",)), ("num_classes", 0), ("num_classes", 13), ("camera_angle_x", 0.0),
+        ("camera_angle_x", float("nan")), ("camera_distance", 1.5), ("train_elevation_range_deg", (30.0, -30.0)),
+        ("train_elevation_range_deg", (-90.0, 10.0)), ("train_rings", 0), ("defect_area", (0.02, 0.001)),
+        ("defect_area", (0.0, 0.02)), ("defect_area", (0.1, 0.6)), ("antialias", "yes"), ("lighting", None),
+    ],
+)  # fmt: skip
+def test_synth_config_refuses_nonsense_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"SynthConfig.{field} ="):
+        SynthConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("key_direction", (0.0, 0.0, 0.0)), ("fill_direction", (1.0, float("inf"), 0.0)), ("bottom_direction", (1.0, 0.0)),
+     ("key_intensity", -0.1), ("ambient", float("nan")), ("shininess", 0.0), ("background", 1.5)],
+)  # fmt: skip
+def test_lighting_refuses_nonsense_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"Lighting.{field} ="):
+        Lighting(**{field: value})
+
+
+def test_unknown_classes_are_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="unknown synth class '99Nope'; choose from 01Robot"):
+        SynthConfig(classes=("01Robot", "99Nope"))
+
+
+def test_configs_round_trip_through_a_dict():
+    config = SynthConfig(size=48, classes=("01Robot",), camera_distance=4.0, lighting=Lighting(key_intensity=0.5))
+    assert SynthConfig.from_dict(config.to_dict()) == config
+    assert Lighting.from_dict(Lighting().to_dict()) == Lighting()
+
+
+def test_settings_in_the_marker_are_the_config_without_what_does_not_change_the_output(dataset):
+    marker = json.loads((dataset / CLASS / "synth.json").read_text())
+    config = SynthConfig(seed=3, **TINY)
+    assert marker["settings"] == config.settings()
+    assert set(config.to_dict()) - set(marker["settings"]) == {"classes", "num_classes", "overwrite", "progress", "preview"}
+    assert marker["settings"]["lighting"] == Lighting().to_dict()
+    assert read_synth_config(dataset / CLASS) == SynthConfig(seed=3, **{**TINY, "progress": False})
+
+
+def test_a_marker_with_settings_this_version_does_not_know_still_reads(dataset, tmp_path):
+    folder = tmp_path / CLASS
+    folder.mkdir()
+    marker = json.loads((dataset / CLASS / "synth.json").read_text())
+    marker["settings"]["retired_knob"] = 3
+    marker["settings"]["lighting"]["retired_light"] = [0, 0, 1]
+    (folder / "synth.json").write_text(json.dumps(marker))
+    assert read_synth_config(folder) == read_synth_config(dataset / CLASS)
+    (folder / "synth.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_synth_config(folder)
+
+
+def test_command_line_names_stay_importable_from_the_synth_package():
+    import omnipose.data.synth as synth
+
+    assert synth.add_synth_arguments is add_synth_arguments and synth.run_synth is run_synth
+
+
+def test_legs_stack_their_segments_from_the_ground_leg_by_leg():
+    from omnipose.data.synth import FigureBuilder
+
+    legs, bricks = FigureBuilder(), FigureBuilder()
+    legs.legs(((0, 0), (3, 1)), (1, 2), ((1, (1.0, 0.0, 0.0)), (4, (0.0, 1.0, 0.0))))
+    for x, y in ((0, 0), (3, 1)):
+        bricks.brick(x, y, 0, 1, 2, 1, (1.0, 0.0, 0.0))
+        bricks.brick(x, y, 1, 1, 2, 4, (0.0, 1.0, 0.0))
+    built, expected = legs.build().scene, bricks.build().scene
+    assert all(np.array_equal(getattr(built, name), getattr(expected, name)) for name in ("lo", "hi", "albedo", "part"))

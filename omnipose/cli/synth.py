@@ -1,2 +1,63 @@
-"""``omnipose synth`` (to be moved here from omnipose.data.synth.generator)."""
-from omnipose.data.synth.generator import add_synth_arguments, run_synth  # noqa: F401
+"""``omnipose synth``: a built-in benchmark in exactly the MAD-Sim layout, rendered from LEGO-like figures."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omnipose.cli.main import main as omnipose_main
+from omnipose.core.errors import OmniposeError
+from omnipose.data.synth import GROUND_TRUTH_POSES, SYNTH_CLASSES, SynthConfig, generate_dataset
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``omnipose synth``."""
+    parser.add_argument("--out", required=True, type=Path, help="dataset root to write (MAD-Sim layout)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--classes", default="", help=f"comma-separated classes, from: {','.join(SYNTH_CLASSES)}")
+    which.add_argument("--num-classes", type=int, default=None, help="the first K classes (default: all)")
+    parser.add_argument("--size", type=int, default=200, help="image width = height in pixels (MAD: 400 or 800)")
+    parser.add_argument("--train-views", type=int, default=40, help="training views per class")
+    parser.add_argument(
+        "--test-views-per-type", type=int, default=10, help="test views per type (good, Burrs, Missing, Stains)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cameras and defects")
+    parser.add_argument("--preview", action="store_true", help="also write <out>/preview_<class>.png contact sheets")
+    parser.add_argument("--overwrite", action="store_true", help="replace class folders not made by synth")
+    parser.add_argument("--no-antialias", action="store_true", help="one ray per pixel (faster, jagged edges)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SynthConfig:
+    """The SynthConfig the options ask for."""
+    classes = tuple(name.strip() for name in (args.classes or "").split(",") if name.strip())
+    return SynthConfig(
+        size=args.size, train_views=args.train_views, test_views_per_type=args.test_views_per_type, seed=args.seed,
+        classes=classes, num_classes=args.num_classes, antialias=not args.no_antialias, overwrite=args.overwrite,
+        progress=not args.quiet, preview=args.preview,
+    )
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """``omnipose synth``: returns 0 on success, 2 on a bad request (message on stderr)."""
+    try:
+        config = config_from_args(args)
+        folders = generate_dataset(args.out, config)
+    except OmniposeError as error:
+        print(f"omnipose synth: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(folders)} class(es) to {args.out}: {', '.join(f.name for f in folders)}")
+    print(f"ground-truth test poses (for evaluation only): {Path(args.out) / GROUND_TRUTH_POSES}")
+    if config.preview:
+        print("previews: " + ", ".join(str(Path(args.out) / f"preview_{f.name}.png") for f in folders))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m omnipose.cli.synth``: the same as ``omnipose synth``."""
+    return omnipose_main(["synth", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

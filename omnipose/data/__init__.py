@@ -9,12 +9,16 @@ from omnipose.data.blender import (
 from omnipose.data.download import (
     SOURCES,
     ArchiveError,
-    add_download_arguments,
+    DatasetSource,
+    DownloadError,
+    ExtractionReport,
     check_archive,
+    download_dataset,
     extract_archive,
-    run_download,
+    manual_route,
 )
 from omnipose.data.m2ad import (
+    M2adClass,
     M2adImage,
     M2adLayoutWarning,
     group_object_instances,
@@ -30,36 +34,53 @@ from omnipose.data.mad import (
     GOOD,
     MAD_CLASSES,
     MADClass,
+    QueryItem,
     list_classes,
     open_mad_class,
 )
 
-__getattr__ = legacy_getattr("omnipose.data")
+_legacy_getattr = legacy_getattr("omnipose.data")
+
+
+def __getattr__(name: str):
+    # ``omnipose download``'s entry points moved to omnipose.cli.download (cli imports data, not the
+    # reverse); they stay importable from here, resolved on first use.
+    if name in ("add_download_arguments", "run_download"):
+        import importlib
+
+        return getattr(importlib.import_module("omnipose.cli.download"), name)
+    return _legacy_getattr(name)
+
 
 __all__ = [
     "ArchiveError",
     "DEFECT_TYPES",
+    "DatasetSource",
+    "DownloadError",
+    "ExtractionReport",
     "GOOD",
     "IMAGE_SUFFIXES",
+    "M2adClass",
     "M2adImage",
     "M2adLayoutWarning",
     "MADClass",
     "MAD_CLASSES",
     "PosedImages",
+    "QueryItem",
     "SOURCES",
-    "add_download_arguments",
     "check_archive",
     "extract_archive",
     "group_object_instances",
     "group_view_instances",
+    "download_dataset",
     "list_classes",
     "list_m2ad_classes",
     "load_transforms",
+    "manual_route",
     "mask_path_for",
     "natural_key",
     "open_m2ad_class",
     "open_mad_class",
     "parse_view_illumination",
-    "run_download",
     "split_normal_specimens",
 ]

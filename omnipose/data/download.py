@@ -1,10 +1,10 @@
-"""``omnipose download``: fetch MAD-Sim / MAD-Real from Google Drive (gdown), check, and extract.
+"""Fetch MAD-Sim / MAD-Real from Google Drive (gdown), check, and extract (``omnipose download``).
 
-The Drive file ids come from the PAD README (github.com/EricLee0224/PAD, newest version, Dec 2024):
-MAD-Sim "with 20 classes (970MB)" and MAD-Real "with 10 classes (2.19GB)". The MAD-Sim id of the
-original 2023 README (972M) is kept as a fallback mirror.
+The Drive file ids are those the PAD README publishes (github.com/EricLee0224/PAD): MAD-Sim
+"with 20 classes (970MB)" and MAD-Real "with 10 classes (2.19GB)". An earlier MAD-Sim id of that
+README (972M) is kept as a fallback mirror.
 
-What the command does, in order:
+What ``download_dataset`` does, in order:
 
 1. use ``<to>/<Name>.zip`` (or ``--zip PATH``) if it is already there and passes the checks;
 2. otherwise download it with ``gdown`` (``resume=True``: an interrupted download continues from
@@ -13,15 +13,13 @@ What the command does, in order:
 4. extract it into ``<to>`` through a staging folder, dropping a wrapper folder such as
    ``MAD-Sim/``; class folders that already exist in ``<to>`` are left untouched.
 
-Without network access it prints the manual route (URL, where to put the zip, the expected layout)
-and exits non-zero.
+Without network access it raises DownloadError whose message is the manual route (URL, where to
+put the zip, the expected layout).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -283,38 +281,3 @@ def download_dataset(
     if remove_zip and not zip_path:
         archive.unlink()
     return report
-
-
-# ----------------------------------------------------------------------------- command line
-def add_download_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``omnipose download``."""
-    parser.add_argument("dataset", choices=sorted(SOURCES), help="which dataset")
-    parser.add_argument("--to", required=True, type=Path, help="folder the class folders go into")
-    parser.add_argument("--zip", type=Path, default=None, help="use this downloaded zip instead of downloading")
-    parser.add_argument("--remove-zip", action="store_true", help="delete the downloaded zip after extraction")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    return parser
-
-
-def run_download(args: argparse.Namespace) -> int:
-    """``omnipose download``: 0 on success, 1 when the download failed (manual route printed), 2 on bad input."""
-    try:
-        download_dataset(args.dataset, args.to, zip_path=args.zip, remove_zip=args.remove_zip, quiet=args.quiet)
-    except DownloadError as error:
-        print(f"omnipose download: {error}", file=sys.stderr)
-        return 1
-    except OmniposeError as error:
-        print(f"omnipose download: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m omnipose.download``: the same as ``omnipose download``."""
-    parser = argparse.ArgumentParser(prog="omnipose download", description=__doc__.split("\n")[0])
-    add_download_arguments(parser)
-    return run_download(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

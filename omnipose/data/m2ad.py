@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Sequence
 
 from omnipose.core.errors import DataError
+from omnipose.data.blender import IMAGE_SUFFIXES
 
 NORMAL_DIR = "Good"
 ANOMALOUS_DIR = "NG"
 MASK_DIR = "GT"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NORMAL_RATIO = 0.6
 SPLIT_SEED = 42
 
@@ -45,22 +45,25 @@ class M2adLayoutWarning(UserWarning):
 
 @dataclass(frozen=True)
 class M2adImage:
-    """One M2AD image: its file, specimen, view, illumination and mask file.
-
-    mask_path is None when the specimen is normal or the mask file does not exist.
-    """
+    """One M2AD image: its file, specimen, view, illumination and mask file."""
 
     image_path: Path
     specimen: str
+    """The specimen's folder name, e.g. '000' or 'damage_1_001'."""
     anomalous_specimen: bool
+    """True for a specimen under NG/ (even where this view does not show its defect)."""
     view: str
+    """Three digits, ``name[1:4]`` of the file name."""
     illumination: str
+    """Two digits, ``name[6:8]`` of the file name."""
     mask_path: Path | None
+    """GT/<specimen>/<name[:-8]>_mask.png; None when the specimen is normal or the file does not exist."""
 
     @property
     def specimen_key(self) -> str:
         """'Good/<specimen>' or 'NG/<specimen>': unique within a class."""
-        return f"{ANOMALOUS_DIR if self.anomalous_specimen else NORMAL_DIR}/{self.specimen}"
+        folder = ANOMALOUS_DIR if self.anomalous_specimen else NORMAL_DIR
+        return f"{folder}/{self.specimen}"
 
     @property
     def key(self) -> str:

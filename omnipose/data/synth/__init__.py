@@ -1,27 +1,22 @@
-"""The built-in MAD-format benchmark: LEGO-like figures ray-cast exactly, with planted defects."""
-from omnipose.data.synth.generator import (
-    SCENE_BOUNDS,
-    SYNTH_CLASSES,
-    TEST_TYPES,
-    SynthConfig,
-    SynthError,
-    add_synth_arguments,
-    anomaly_mask,
-    build_figure,
-    camera_distance,
-    ensure_class,
-    generate_class,
-    generate_dataset,
-    load_ground_truth_poses,
-    make_test_view,
-    random_test_pose,
-    read_synth_config,
-    render_defect_free,
-    render_scene,
-    run_synth,
-    training_poses,
-    write_preview,
-)
+"""The built-in MAD-format benchmark (``omnipose synth``): LEGO-like figures ray-cast exactly, with planted defects.
+
+MAD and M2AD cannot be downloaded everywhere, yet every command must run out of the box; so this
+package builds procedural LEGO-like figures (bricks with studs, slopes, round bricks, rods) and
+writes them in exactly the MAD-Sim layout. Everything is a deterministic function of
+(class name, seed, config). Modules, in the order a class is made:
+
+- ``raycast``: exact ray casting and shading of boxes and cylinders;
+- ``config``: ``SynthConfig``, the class names and test types;
+- ``figures``: the figure language (``FigureBuilder``); ``designs``: the twelve figures;
+- ``views``: the cameras and the render of one view; ``defects``: planted defects and test views;
+- ``writer``: a class on disk (``generate_class``, ``ensure_class``) and reading it back;
+- ``preview``: contact sheets.
+"""
+from omnipose.data.synth.config import SCENE_BOUNDS, SYNTH_CLASSES, TEST_TYPES, SynthConfig, SynthError
+from omnipose.data.synth.defects import RenderedTestView, make_test_view
+from omnipose.data.synth.designs import build_figure
+from omnipose.data.synth.figures import Figure, FigureBuilder
+from omnipose.data.synth.preview import write_preview
 from omnipose.data.synth.raycast import (
     Lighting,
     combine,
@@ -29,18 +24,50 @@ from omnipose.data.synth.raycast import (
     make_cylinder,
     render,
 )
+from omnipose.data.synth.views import (
+    anomaly_mask,
+    camera_distance,
+    class_intrinsics,
+    random_test_pose,
+    render_defect_free,
+    render_scene,
+    training_poses,
+)
+from omnipose.data.synth.writer import (
+    GROUND_TRUTH_POSES,
+    ensure_class,
+    generate_class,
+    generate_dataset,
+    load_ground_truth_poses,
+    read_synth_config,
+)
+
+
+def __getattr__(name: str):
+    # The command line moved to omnipose.cli.synth (cli imports data, not the reverse); its names
+    # stay importable from here, resolved on first use.
+    if name in ("add_synth_arguments", "run_synth", "config_from_args"):
+        import importlib
+
+        return getattr(importlib.import_module("omnipose.cli.synth"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "Figure",
+    "FigureBuilder",
+    "GROUND_TRUTH_POSES",
     "Lighting",
+    "RenderedTestView",
     "SCENE_BOUNDS",
     "SYNTH_CLASSES",
     "SynthConfig",
     "SynthError",
     "TEST_TYPES",
-    "add_synth_arguments",
     "anomaly_mask",
     "build_figure",
     "camera_distance",
+    "class_intrinsics",
     "combine",
     "ensure_class",
     "generate_class",
@@ -54,7 +81,6 @@ __all__ = [
     "render",
     "render_defect_free",
     "render_scene",
-    "run_synth",
     "training_poses",
     "write_preview",
 ]

@@ -6,10 +6,11 @@ A ``Scene`` is a list of convex solids in the object (world) frame, stored as fl
 - *cylinders*: along the x, y or z axis (studs, round bricks, wheels, eyes).
 
 Rendering casts one ray per pixel centre, finds the nearest solid analytically, and shades it with
-a fixed world-frame lighting rig (``Lighting``): hemispherical ambient, Lambert diffuse, Blinn-Phong
-specular, and hard shadows from the key light (shadow rays). Pixels where what is seen changes
-between neighbours (another solid, face, shadow or stain) are re-rendered with 2x2 supersampling,
-so edges are anti-aliased like a photograph without paying 4 rays everywhere.
+a fixed world-frame lighting rig (``Lighting``, in ``omnipose.data.synth.config``): hemispherical
+ambient, Lambert diffuse, Blinn-Phong specular, and hard shadows from the key light (shadow rays).
+Pixels where what is seen changes between neighbours (another solid, face, shadow or stain) are
+re-rendered with 2x2 supersampling, so edges are anti-aliased like a photograph without paying 4
+rays everywhere.
 
 Speed comes from culling: every solid is tested only against the rays whose 2D footprint (pixel
 position for camera rays, position across the light for shadow rays) falls inside the solid's
@@ -27,6 +28,7 @@ import torch
 from omnipose.core.device import one_torch_thread
 from omnipose.core.errors import OmniposeError
 from omnipose.core.geometry import generate_rays, project
+from omnipose.data.synth.config import Lighting
 
 BOX, CYLINDER = 0, 1
 # Face ids: boxes 0..5 = (-x, +x, -y, +y, -z, +z), 6 = the cutting plane; cylinders 0 = side,
@@ -134,28 +136,7 @@ def combine(scenes: list[Scene]) -> Scene:
     return out
 
 
-# ----------------------------------------------------------------------------- lighting
-@dataclass(frozen=True)
-class Lighting:
-    """A lighting rig fixed in the object frame, so that a radiance field can learn it.
-
-    Directions point from the surface towards the light. The key light casts shadows; the fill
-    and bottom lights do not (they stand for light bounced off a studio's walls and floor).
-    """
-
-    key_direction: tuple[float, float, float] = (0.35, -0.55, 0.76)
-    key_intensity: float = 0.65
-    fill_direction: tuple[float, float, float] = (-0.7, 0.45, 0.25)
-    fill_intensity: float = 0.3
-    bottom_direction: tuple[float, float, float] = (0.2, 0.3, -1.0)
-    bottom_intensity: float = 0.25
-    ambient: float = 0.36
-    ambient_sky: float = 0.1  # extra ambient on faces pointing up (+z)
-    specular: float = 0.32
-    shininess: float = 48.0
-    background: float = 1.0
-
-
+# ----------------------------------------------------------------------------- stains
 @dataclass(frozen=True)
 class Stain:
     """A discoloured patch: surface points inside a wobbly ball get their albedo blended to ``colour``.
@@ -194,12 +175,12 @@ class Render:
     edge: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
 
     def to_uint8(self) -> np.ndarray:
-        """(H, W, 3) uint8, rounded as ``io.save_image`` rounds."""
+        """(H, W, 3) uint8, rounded as ``omnipose.core.image.save_image`` rounds."""
         return quantize(self.rgb)
 
 
 def quantize(rgb: np.ndarray) -> np.ndarray:
-    """float image in [0, 1] -> uint8 with round-half-up, the rounding io.save_image uses."""
+    """float image in [0, 1] -> uint8 with round-half-up, the rounding ``omnipose.core.image.save_image`` uses."""
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -453,17 +434,6 @@ def shade(
 
 
 # ----------------------------------------------------------------------------- render
-def _one_torch_thread():
-    """Run the few small torch calls (rays, projection) on one thread: on a busy machine, waking
-    torch's thread pool for arrays this small costs 40x more than the arithmetic."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 _SUBPIXEL_OFFSETS = np.array([[-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])
 
 
