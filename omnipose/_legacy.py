@@ -35,7 +35,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "omnipose.reproject": ("omnipose.compare.reproject",),
     "omnipose.compare": ("omnipose.compare.comparator", "omnipose.cli.compare"),
     "omnipose.detector": ("omnipose.detector.detector", "omnipose.cli.detect"),
-    "omnipose.metrics": ("omnipose.evaluation.metrics",),
+    "omnipose.metrics": ("omnipose.evaluation.metrics", "omnipose.evaluation.inputs", "omnipose.evaluation.ranking"),
     "omnipose.evaluate": ("omnipose.evaluation.evaluate", "omnipose.cli.evaluate"),
     "omnipose.demo": ("omnipose.evaluation.demo", "omnipose.cli.demo"),
     "omnipose.original": ("omnipose.evaluation.original",),
