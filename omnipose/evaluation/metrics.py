@@ -30,17 +30,9 @@ from typing import Sequence, Union
 
 import numpy as np
 
-# The input checks and resizes are part of what the metrics offer.
-from omnipose.evaluation.inputs import (  # noqa: F401
-    MapResizedWarning,
-    MetricInputError,
-    as_bool_labels,
-    check_finite,
-    resize_bilinear,
-    score_dtype,
-    warn_resized,
-)
-from omnipose.evaluation.ranking import EIGHT_CONNECTED, RankedScores, rank_pixels, rank_scores  # noqa: F401
+# MapResizedWarning, MetricInputError and resize_bilinear are part of what the metrics offer.
+from omnipose.evaluation.inputs import MapResizedWarning, MetricInputError, check_finite, resize_bilinear  # noqa: F401
+from omnipose.evaluation.ranking import RankedScores, rank_pixels, rank_scores
 
 IMAGE_METRICS = ("AUROC_sp", "AP_sp", "F1max_sp")
 PIXEL_METRICS = ("AUROC_px", "AP_px", "F1max_px", "AUPRO_px")
