@@ -4,7 +4,8 @@ original ``anomaly_nerf_lego.py`` / ``auroc_test.py`` all run it.
 For each class of a MAD-format root: fit a ``Detector`` (train or load the class's field, prepare
 pose estimation and the calibration), detect every test image into ``<predictions>/<class>/``
 (the layout of ``predictions.py``; finished queries are skipped, so a rerun resumes), record the
-configs of the run in ``<predictions>/<class>/config.json``, and evaluate the folder when an
+configs of the run in ``<predictions>/<class>/config.json`` (rewritten by every run that runs the
+detector on the class, so it describes the last one), and evaluate the folder when an
 ``EvaluationConfig`` is given.
 """
 from __future__ import annotations
