@@ -39,10 +39,14 @@ MOVED: dict[str, tuple[str, ...]] = {
     "omnipose.reproject": ("omnipose.compare.reproject",),
     "omnipose.compare": ("omnipose.compare.comparator", "omnipose.cli.compare"),
     "omnipose.detector": ("omnipose.detector.detector", "omnipose.cli.detect"),
-    "omnipose.metrics": ("omnipose.evaluation.metrics",),
-    "omnipose.evaluate": ("omnipose.evaluation.evaluate", "omnipose.cli.evaluate"),
-    "omnipose.demo": ("omnipose.evaluation.demo", "omnipose.cli.demo"),
-    "omnipose.original": ("omnipose.evaluation.original",),
+    "omnipose.metrics": ("omnipose.evaluation.metrics", "omnipose.evaluation.inputs", "omnipose.evaluation.ranking"),
+    "omnipose.evaluate": (
+        "omnipose.evaluation.config", "omnipose.evaluation.results", "omnipose.evaluation.protocols",
+        "omnipose.evaluation.inputs", "omnipose.evaluation.predictions", "omnipose.evaluation.tables",
+        "omnipose.evaluation.figures", "omnipose.evaluation.report", "omnipose.cli.evaluate",
+    ),
+    "omnipose.demo": ("omnipose.evaluation.demo", "omnipose.evaluation.report", "omnipose.cli.demo"),
+    "omnipose.original": ("omnipose.evaluation.original", "omnipose.cli.original"),
     "omnipose.cli": ("omnipose.cli.main",),
 }
 

@@ -144,7 +144,7 @@ def test_unfitted_detector_says_what_to_do():
 
 
 def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
-    from omnipose.evaluation import anomaly_nerf_lego, auroc_test
+    from omnipose.cli.original import anomaly_nerf_lego, auroc_test
 
     _, mad, out = fitted
     ckpts = out.parent.parent / "ckpts"
@@ -155,6 +155,9 @@ def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
     # The finished field is used as it is and finished queries are skipped.
     assert (ckpts / "LEGO-3D" / CLASS / "model.pt").stat().st_mtime_ns == model_time
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
+    saved = json.loads((out / "config.json").read_text())  # the runner records how the folder was made
+    assert saved["detector"]["dataset"] == "LEGO-3D" and saved["detector"]["image_size"] == SIZE
+    assert saved["evaluation"] is None
     assert auroc_test(["--obj", CLASS, "--dataset_path", str(mad.root), "--output_path", str(out.parent),
                        "--ckpt_dir", str(ckpts), "--size", str(SIZE)]) == 0
     printed = capsys.readouterr().out
@@ -163,13 +166,14 @@ def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
 
 
 def test_original_command_without_data_says_how_to_get_it(tmp_path):
-    from omnipose.evaluation import anomaly_nerf_lego
+    from omnipose.cli.original import anomaly_nerf_lego
 
     with pytest.raises(OmniposeError, match="omnipose download mad-sim"):
         anomaly_nerf_lego(["--class_name", "01Gorilla", "--data_dir", str(tmp_path / "MAD-Sim")])
 
 
 def test_demo_pipeline_writes_a_report_whose_table_and_figures_match_the_run(fitted, tmp_path):
+    from omnipose.core.config import to_dict
     from omnipose.evaluation import DEMO_EVALUATION, run_pipeline, write_demo_report
 
     detector, mad, out = fitted
@@ -180,6 +184,8 @@ def test_demo_pipeline_writes_a_report_whose_table_and_figures_match_the_run(fit
     results, timings = run_pipeline(mad.root, [CLASS], demo, detector.config, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
     assert timings[CLASS]["queries"] == len(mad.test_items)
+    saved = json.loads((out / "config.json").read_text())  # written atomically beside the predictions
+    assert saved == json.loads(json.dumps({"detector": to_dict(detector.config), "evaluation": DEMO_EVALUATION.resolved().to_dict()}))
     report = write_demo_report(demo, results, timings, DEMO_EVALUATION)
     text = report.read_text()
     metrics = json.loads((demo / "report" / "metrics.json").read_text())

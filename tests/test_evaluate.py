@@ -11,8 +11,14 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from omnipose.data import M2adImage
-from omnipose.evaluation import evaluate as E
+from omnipose.cli.evaluate import add_evaluate_arguments, run_evaluate
 from omnipose.evaluation import metrics as M
+from omnipose.evaluation.config import ADER_METRICS, PAD_METRICS, SYNERGY_METRICS, EvaluationConfig
+from omnipose.evaluation.figures import save_panel
+from omnipose.evaluation.inputs import resize_nearest
+from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad, fuse_maps, fuse_scores
+from omnipose.evaluation.results import ClassResult, class_means
+from omnipose.evaluation.tables import csv_text, format_table, markdown_table, results_to_dict
 
 
 def write_png(path, array):
@@ -27,26 +33,26 @@ def torch_resize(image, size):
 
 # ----------------------------------------------------------------------------- fusion
 def test_fuse_scores_add_is_mean_and_mul_is_geometric_mean():
-    assert E.fuse_scores([1.0, 4.0], "add") == pytest.approx(2.5)
-    assert E.fuse_scores([1.0, 4.0], "mul") == pytest.approx(2.0)
-    assert E.fuse_scores([2.0, 8.0, 4.0], "mul") == pytest.approx(4.0)
+    assert fuse_scores([1.0, 4.0], "add") == pytest.approx(2.5)
+    assert fuse_scores([1.0, 4.0], "mul") == pytest.approx(2.0)
+    assert fuse_scores([2.0, 8.0, 4.0], "mul") == pytest.approx(4.0)
     with pytest.raises(M.MetricInputError, match="NG/002 view 001 has"):
-        E.fuse_scores([-1.0, 4.0], "mul", "NG/002 view 001")
+        fuse_scores([-1.0, 4.0], "mul", "NG/002 view 001")
 
 
 @pytest.mark.parametrize("source, target", [((40, 40), (16, 16)), ((7, 13), (20, 9)), ((400, 400), (224, 224))])
 def test_resize_nearest_equals_pil(source, target):
     mask = (np.random.default_rng(0).random(source) > 0.5).astype(np.uint8) * 255
     expected = np.asarray(Image.fromarray(mask).resize(target[::-1], Image.NEAREST))
-    np.testing.assert_array_equal(E.resize_nearest(mask, target), expected)
+    np.testing.assert_array_equal(resize_nearest(mask, target), expected)
 
 
 def test_fuse_maps_pixelwise_and_without_float32_underflow():
     maps = [np.array([[1.0, 2.0]], np.float32), np.array([[4.0, 8.0]], np.float32)]
-    np.testing.assert_allclose(E.fuse_maps(maps, "add"), [[2.5, 5.0]])
-    np.testing.assert_allclose(E.fuse_maps(maps, "mul"), [[2.0, 4.0]], rtol=1e-6)
+    np.testing.assert_allclose(fuse_maps(maps, "add"), [[2.5, 5.0]])
+    np.testing.assert_allclose(fuse_maps(maps, "mul"), [[2.0, 4.0]], rtol=1e-6)
     tiny = [np.full((1, 2), 1e-5, np.float32) * [1, 2] for _ in range(10)]  # float32 product: 1e-50 -> 0
-    fused = E.fuse_maps([t.astype(np.float32) for t in tiny], "mul")
+    fused = fuse_maps([t.astype(np.float32) for t in tiny], "mul")
     assert fused.dtype == np.float32 and fused[0, 1] > fused[0, 0] > 0
 
 
@@ -72,8 +78,8 @@ def synergy_case():
 
 def test_synergy_object_and_view_instances_by_hand():
     images, maps, masks, scores = synergy_case()
-    add = E.evaluate_m2ad_synergy(images, maps, masks, scores, E.EvaluationConfig(fusion="add"))
-    mul = E.evaluate_m2ad_synergy(images, maps, masks, scores, E.EvaluationConfig(fusion="mul"))
+    add = evaluate_m2ad_synergy(images, maps, masks, scores, EvaluationConfig(fusion="add"))
+    mul = evaluate_m2ad_synergy(images, maps, masks, scores, EvaluationConfig(fusion="mul"))
     # Objects: NG/002 fuses to 0.5 ('add') or sqrt(0.1 * 0.9) = 0.3 ('mul') against normals 0.45 and 0.2.
     assert add.metrics["AUROC_obj_sp"] == pytest.approx(1.0)
     assert mul.metrics["AUROC_obj_sp"] == pytest.approx(0.5)
@@ -83,13 +89,13 @@ def test_synergy_object_and_view_instances_by_hand():
     assert mul.metrics["AUROC_view_sp"] == pytest.approx(0.5)
     assert add.counts["view_instances"] == 6 and add.counts["object_instances"] == 3
     assert add.counts["view_anomalous_pixels"] == 2  # the fused mask is the union of both illuminations
-    assert set(add.metrics) == set(E.SYNERGY_METRICS)
+    assert set(add.metrics) == set(SYNERGY_METRICS)
 
 
 def test_synergy_view_pixel_metrics_use_fused_maps():
     images, maps, masks, scores = synergy_case()
     for fusion in ("add", "mul"):
-        result = E.evaluate_m2ad_synergy(images, maps, masks, scores, E.EvaluationConfig(fusion=fusion))
+        result = evaluate_m2ad_synergy(images, maps, masks, scores, EvaluationConfig(fusion=fusion))
         fused_maps, fused_masks = [], []
         for start in range(0, len(images), 2):  # images are listed view by view, two illuminations each
             pair = maps[start : start + 2]
@@ -108,15 +114,15 @@ def test_pad_protocol_filters_normalises_and_labels_by_folder():
     masks[3, 5:15, 5:15] = masks[4, 20:30, 10:25] = True  # image 5 is a defect with an empty mask
     maps = [rng.random((20, 20)).astype(np.float32) + 0.8 * np.asarray(Image.fromarray(m).resize((20, 20))) for m in masks]
     labels = np.array([0, 0, 0, 1, 1, 1])
-    config = E.EvaluationConfig(image_size=(16, 16), gaussian_sigma=1.0)
+    config = EvaluationConfig(image_size=(16, 16), gaussian_sigma=1.0)
     with pytest.warns(M.MapResizedWarning):
-        result = E.evaluate_pad(maps, masks, labels, config=config)
+        result = evaluate_pad(maps, masks, labels, config=config)
     expected_maps = np.stack([gaussian_filter(torch_resize(m, (16, 16)), sigma=1.0) for m in maps])
     expected_maps = (expected_maps - expected_maps.min()) / (expected_maps.max() - expected_maps.min())
     expected_masks = np.stack([np.asarray(Image.fromarray(m).resize((16, 16), Image.NEAREST)) for m in masks])
     assert result.metrics["AUROC_px"] == pytest.approx(roc_auc_score(expected_masks.ravel(), expected_maps.ravel()), abs=1e-6)
     assert result.metrics["AUROC_sp"] == pytest.approx(roc_auc_score(labels, expected_maps.max(axis=(1, 2))), abs=1e-6)
-    assert set(result.metrics) == set(E.PAD_METRICS)
+    assert set(result.metrics) == set(PAD_METRICS)
     assert any("empty mask" in note for note in result.notes)
 
 
@@ -125,46 +131,46 @@ def test_invariant_labels_images_by_their_masks():
     masks = np.zeros((5, 12, 12), bool)
     masks[3, 2:5, 2:6] = masks[4, 7:9, 1:3] = True
     maps = (rng.random((5, 12, 12)) + masks * 0.5).astype(np.float32)
-    result = E.evaluate_m2ad_invariant(list(maps), list(masks))
+    result = evaluate_m2ad_invariant(list(maps), list(masks))
     labels = masks.any(axis=(1, 2))
     assert result.metrics["AUROC_sp"] == pytest.approx(roc_auc_score(labels, maps.max(axis=(1, 2))))
     assert result.metrics["AP_px"] == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
-    assert set(result.metrics) == set(E.ADER_METRICS)
+    assert set(result.metrics) == set(ADER_METRICS)
 
 
 def test_config_defaults_and_unknown_metrics():
-    assert E.EvaluationConfig().resolved().image_size == (224, 224)
-    assert E.EvaluationConfig().resolved().gaussian_sigma == 4.0
-    invariant = E.EvaluationConfig(protocol="m2ad-invariant").resolved()
-    assert invariant.shape is None and invariant.gaussian_sigma == 0.0 and invariant.metrics == E.ADER_METRICS
+    assert EvaluationConfig().resolved().image_size == (224, 224)
+    assert EvaluationConfig().resolved().gaussian_sigma == 4.0
+    invariant = EvaluationConfig(protocol="m2ad-invariant").resolved()
+    assert invariant.shape is None and invariant.gaussian_sigma == 0.0 and invariant.metrics == ADER_METRICS
     assert invariant.resolved() == invariant  # resolving twice changes nothing
     with pytest.raises(ValueError, match="AUPRO_view"):
-        E.EvaluationConfig(protocol="pad", metrics=("AUPRO_view",)).resolved()
+        EvaluationConfig(protocol="pad", metrics=("AUPRO_view",)).resolved()
 
 
 # ----------------------------------------------------------------------------- means and tables
 def test_class_means_skip_and_name_undefined_classes():
     results = [
-        E.ClassResult("A", "pad", {"AUROC_sp": 0.8, "AUROC_px": 0.9}, {}),
-        E.ClassResult("B", "pad", {"AUROC_sp": M.Undefined("no anomalous images"), "AUROC_px": 0.7}, {}),
+        ClassResult("A", "pad", {"AUROC_sp": 0.8, "AUROC_px": 0.9}, {}),
+        ClassResult("B", "pad", {"AUROC_sp": M.Undefined("no anomalous images"), "AUROC_px": 0.7}, {}),
     ]
-    means = E.class_means(results)
+    means = class_means(results)
     assert means["mAUROC_sp"].value == pytest.approx(0.8) and means["mAUROC_sp"].undefined_in == ("B",)
     assert means["mAUROC_px"].value == pytest.approx(0.8) and means["mAUROC_px"].undefined_in == ()
-    table = E.format_table(results)
+    table = format_table(results)
     assert "undefined" in table and "80.00*" in table and "undefined in B" in table
-    assert "undefined" in E.csv_text(results) and "| B | undefined | 70.00 |" in E.markdown_table(results)
-    summary = E.results_to_dict(results)
+    assert "undefined" in csv_text(results) and "| B | undefined | 70.00 |" in markdown_table(results)
+    summary = results_to_dict(results)
     assert summary["classes"]["B"]["metrics"]["AUROC_sp"] is None
     assert summary["classes"]["B"]["undefined"]["AUROC_sp"] == "no anomalous images"
-    only_undefined = E.class_means(results[1:])["mAUROC_sp"].value
+    only_undefined = class_means(results[1:])["mAUROC_sp"].value
     assert isinstance(only_undefined, M.Undefined)
 
 
 def test_save_panel_writes_a_five_column_png(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.random((32, 32, 3))
-    path = E.save_panel(tmp_path / "p.png", image, None, np.eye(16, dtype=bool), rng.random((16, 16)), 0.5)
+    path = save_panel(tmp_path / "p.png", image, None, np.eye(16, dtype=bool), rng.random((16, 16)), 0.5)
     with Image.open(path) as panel:
         assert panel.width > 3 * panel.height
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporary file left behind
@@ -186,15 +192,15 @@ def make_mad_tree(root, pred, size=24, seed=0):
 
 
 def run_cli(*argv):
-    parser = E.add_evaluate_arguments(argparse.ArgumentParser())
-    return E.run_evaluate(parser.parse_args([str(a) for a in argv]))
+    parser = add_evaluate_arguments(argparse.ArgumentParser())
+    return run_evaluate(parser.parse_args([str(a) for a in argv]))
 
 
 def test_cli_pad_writes_tables_and_figures(tmp_path, capsys):
     data, pred, out = tmp_path / "data", tmp_path / "pred", tmp_path / "out"
     make_mad_tree(data, pred)
     code = run_cli("--pred", pred, "--data", data, "--class", "Toy", "--out", out, "--image-size", "native",
-                   "--metrics", ",".join(E.ADER_METRICS), "--panels", "1")
+                   "--metrics", ",".join(ADER_METRICS), "--panels", "1")
     assert code == 0
     printed = capsys.readouterr().out
     assert "AUROC_px" in printed and "Toy" in printed
@@ -206,7 +212,7 @@ def test_cli_pad_writes_tables_and_figures(tmp_path, capsys):
     maps = [np.load(pred / f"{k}.npy") for k in keys]
     masks = [np.asarray(Image.open(data / "Toy" / "ground_truth" / f"{k}_mask.png")) > 0 if k.startswith("Burrs")
              else np.zeros((24, 24), bool) for k in keys]
-    direct = E.evaluate_pad(maps, masks, [1, 1, 1, 0, 0, 0], config=E.EvaluationConfig(image_size="native", metrics=E.ADER_METRICS))
+    direct = evaluate_pad(maps, masks, [1, 1, 1, 0, 0, 0], config=EvaluationConfig(image_size="native", metrics=ADER_METRICS))
     for name, value in direct.metrics.items():
         assert summary["classes"]["Toy"]["metrics"][name] == pytest.approx(value, abs=1e-12)
 
@@ -266,7 +272,7 @@ def make_m2ad_predictions(tmp_path, size=8):
     return tmp_path / "m2ad", pred
 
 
-@pytest.mark.parametrize("protocol, expected", [("m2ad-invariant", E.ADER_METRICS), ("m2ad-synergy", E.SYNERGY_METRICS)])
+@pytest.mark.parametrize("protocol, expected", [("m2ad-invariant", ADER_METRICS), ("m2ad-synergy", SYNERGY_METRICS)])
 def test_cli_m2ad_protocols(tmp_path, capsys, protocol, expected):
     data, pred = make_m2ad_predictions(tmp_path)
     code = run_cli("--pred", pred, "--data", data, "--class", "Bird", "--protocol", protocol, "--fusion", "mul")
@@ -309,3 +315,132 @@ def test_cli_with_several_classes_needs_class_folders(tmp_path, capsys):
     make_mad_tree(data, pred)
     assert run_cli("--pred", pred, "--data", data, "--class", "Toy", "Other") == 2
     assert "predictions must be in <pred>/<class>/" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- configs, the one image-score name, the runner's record
+@pytest.mark.parametrize("field, value", [
+    ("protocol", "mad"), ("fusion", "max"), ("image_size", (0, 224)), ("image_size", "full"), ("image_size", (224,)),
+    ("gaussian_sigma", -1.0), ("gaussian_sigma", float("nan")), ("metrics", ("AUROC_sp", "IoU")), ("metrics", "AUROC_sp"),
+    ("score_method", "median"),
+])  # fmt: skip
+def test_evaluation_config_refuses_nonsense_naming_the_field(field, value):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"EvaluationConfig.{field}"):
+        EvaluationConfig(**{field: value})
+
+
+def test_evaluation_config_round_trips_and_reads_the_metrics_json_it_wrote():
+    config = EvaluationConfig(protocol="m2ad-synergy", image_size=(32, 48), fusion="mul").resolved()
+    assert EvaluationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert EvaluationConfig.from_dict(results_to_dict([], config)["config"]) == config
+
+
+@pytest.mark.parametrize("field, value", [("classes", ()), ("classes", ("01Robot", "99Unicorn")), ("size", 0),
+                                          ("steps", -5), ("minutes", 0.0), ("test_views_per_type", -1)])
+def test_demo_config_refuses_nonsense_naming_the_field(field, value):
+    from omnipose.core.errors import ConfigError
+    from omnipose.evaluation import DemoConfig
+
+    with pytest.raises(ConfigError, match=f"DemoConfig.{field}"):
+        DemoConfig(**{field: value})
+
+
+def test_topk_and_topk_mean_are_one_image_score():
+    anomaly_map = np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert M.image_score_from_map(anomaly_map, "topk", 0.05) == M.image_score_from_map(anomaly_map, "topk_mean", 0.05) == 97.0
+    assert EvaluationConfig(score_method="topk_mean").resolved().score_method == "topk"  # one spelling from here on
+    with pytest.raises(ValueError, match="use 'max' or 'topk'"):
+        M.image_score_from_map(anomaly_map, "mean")
+    maps = [anomaly_map, anomaly_map[::-1]]
+    masks = [np.zeros((10, 10), bool), np.eye(10, dtype=bool)]
+    by_alias = evaluate_m2ad_invariant(maps, masks, config=EvaluationConfig(score_method="topk_mean"))
+    assert by_alias.metrics == evaluate_m2ad_invariant(maps, masks, config=EvaluationConfig(score_method="topk")).metrics
+
+
+def test_cli_accepts_both_spellings_of_the_topk_score(tmp_path):
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    make_mad_tree(data, pred)
+    for spelling in ("topk", "topk_mean"):
+        assert run_cli("--pred", pred, "--data", data, "--class", "Toy", "--score-method", spelling, "--out", tmp_path / spelling) == 0
+    first, second = (json.loads((tmp_path / s / "metrics.json").read_text()) for s in ("topk", "topk_mean"))
+    assert first == second and first["config"]["score_method"] == "topk"
+
+
+def test_invariant_and_pad_share_one_path_to_their_metrics():
+    """PAD and M2AD-Invariant differ only in labels and normalisation: on normalised maps with
+    labels from the masks they give the same numbers."""
+    rng = np.random.default_rng(4)
+    masks = np.zeros((4, 12, 12), bool)
+    masks[2, 2:6, 3:7] = masks[3, 6:9, 1:4] = True
+    maps = rng.random((4, 12, 12)).astype(np.float32) + masks * 0.3
+    maps = (maps - maps.min()) / (maps.max() - maps.min())
+    config = EvaluationConfig(image_size="native", gaussian_sigma=0.0, metrics=ADER_METRICS)
+    pad = evaluate_pad(list(maps), list(masks), masks.any(axis=(1, 2)), config=config)
+    invariant = evaluate_m2ad_invariant(list(maps), list(masks), config=config)
+    assert pad.metrics == invariant.metrics and pad.pixel_threshold == invariant.pixel_threshold
+
+
+def test_save_run_config_writes_both_configs_atomically(tmp_path):
+    from omnipose.core.config import to_dict
+    from omnipose.detector import DetectorConfig
+    from omnipose.evaluation.runner import save_run_config
+
+    detector = DetectorConfig(image_size=96, dataset="synth")
+    path = save_run_config(tmp_path / "01Robot", detector, EvaluationConfig(gaussian_sigma=0.0))
+    assert path == tmp_path / "01Robot" / "config.json"
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temporary file left behind
+    saved = json.loads(path.read_text())
+    assert saved["detector"] == json.loads(json.dumps(to_dict(detector)))
+    assert saved["evaluation"]["image_size"] == [224, 224] and saved["evaluation"]["metrics"] == list(PAD_METRICS)
+    assert EvaluationConfig.from_dict(saved["evaluation"]) == EvaluationConfig(gaussian_sigma=0.0).resolved()
+    assert json.loads(save_run_config(tmp_path, detector).read_text())["evaluation"] is None
+
+
+def test_finished_keys_need_the_map_and_the_record_written_last(tmp_path):
+    from omnipose.evaluation.predictions import finished_keys
+
+    (tmp_path / "good").mkdir()
+    np.save(tmp_path / "good" / "0.npy", np.zeros((2, 2)))
+    (tmp_path / "good" / "0.json").write_text("{}")
+    np.save(tmp_path / "good" / "1.npy", np.zeros((2, 2)))  # interrupted before its record
+    assert finished_keys(tmp_path, ["good/0", "good/1", "good/2"]) == ["good/0"]
+
+
+OLD_NAMES = {
+    "omnipose.evaluate": (
+        "PROTOCOLS FUSION_RULES PAD_METRICS ADER_METRICS SYNERGY_METRICS PAD_IMAGE_SIZE PAD_GAUSSIAN_SIGMA NATIVE_SIZE "
+        "SCORES_FILE PredictionError EvaluationConfig PanelExample ClassResult ClassMean resize_nearest fuse_scores "
+        "fuse_maps evaluate_pad evaluate_m2ad_invariant evaluate_m2ad_synergy read_anomaly_map read_scores_file "
+        "evaluate_prediction_dir class_means format_table markdown_table csv_text results_to_dict save_curves save_panel "
+        "write_report add_evaluate_arguments run_evaluate main"
+    ),
+    "omnipose.metrics": (
+        "IMAGE_METRICS PIXEL_METRICS UNDEFINED_TEXT F1_PIXEL_THRESHOLDS F1_PIXEL_EPS EIGHT_CONNECTED MetricInputError "
+        "MapResizedWarning Undefined is_defined format_metric RankedScores score_dtype as_bool_labels check_finite "
+        "rank_scores resize_bilinear warn_resized rank_pixels auroc_ranked average_precision_ranked f1_max_ranked "
+        "best_f1_threshold pixel_f1_max_ranked aupro_curve aupro_ranked auroc average_precision f1_max pixel_auroc "
+        "pixel_average_precision pixel_f1_max aupro image_metrics image_metrics_ranked pixel_metrics "
+        "pixel_metrics_ranked curve_points image_score_from_map"
+    ),
+    "omnipose.demo": "DEMO_EVALUATION run_pipeline write_demo_report add_demo_arguments run_demo",
+    "omnipose.original": "parse_value read_pad_config DEFAULT_DATA_DIR ORIGINAL_EVALUATION detector_config_from_pad "
+                         "anomaly_nerf_lego auroc_test",
+}
+
+
+@pytest.mark.parametrize("old_module", sorted(OLD_NAMES))
+def test_every_name_of_the_old_modules_still_resolves(old_module):
+    import importlib
+
+    module = importlib.import_module(old_module)
+    missing = [name for name in OLD_NAMES[old_module].split() if not hasattr(module, name)]
+    assert not missing, f"{old_module} lost {missing}"
+
+
+def test_the_package_keeps_its_names_including_the_original_commands():
+    import omnipose.evaluation as evaluation
+    from omnipose.cli.original import anomaly_nerf_lego, auroc_test
+
+    assert evaluation.anomaly_nerf_lego is anomaly_nerf_lego and evaluation.auroc_test is auroc_test
+    assert all(hasattr(evaluation, name) for name in evaluation.__all__)

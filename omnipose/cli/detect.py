@@ -1,2 +1,49 @@
-"""``omnipose detect`` (to be moved here from omnipose.detector.detector)."""
-from omnipose.detector.detector import add_detect_arguments, run_detect  # noqa: F401
+"""``omnipose detect``: fit the detector of one class and detect every test image (resumable)."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from omnipose.compare import CompareConfig
+from omnipose.detector import DetectorConfig
+from omnipose.evaluation import run_class
+
+
+def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--data", type=Path, required=True, help="MAD-format root (MAD-Sim, MAD-Real, or omnipose synth)")
+    parser.add_argument("--class", dest="class_name", required=True, help="class folder name, e.g. 01Gorilla")
+    parser.add_argument("--out", type=Path, default=Path("output"), help="predictions go to <out>/<class>/")
+    parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/")
+    parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folder (default: the data folder's name)")
+    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
+    parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
+    parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
+    parser.add_argument("--neighbour-views", type=int, default=None,
+                        help="training views re-projected to each query's pose and compared besides the render "
+                             f"(default {CompareConfig().neighbour_views}; 0: the render alone)")
+    parser.add_argument("--device", default=None)
+    return parser
+
+
+def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
+    """The DetectorConfig the options of ``omnipose detect`` describe."""
+    config = DetectorConfig(
+        image_size=args.size, dataset=args.dataset or Path(args.data).resolve().name, ckpt_root=args.ckpt_root, device=args.device
+    )
+    if args.minutes is not None:
+        config.train = replace(config.train, minutes=args.minutes)
+    if args.matcher:
+        config.pose = replace(config.pose, matcher=args.matcher)
+    if args.neighbour_views is not None:
+        config.compare = replace(config.compare, neighbour_views=args.neighbour_views)
+    return config
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    run = run_class(args.data, args.class_name, args.out, detector_config_from_args(args))
+    scores = json.loads((run.predictions / "scores.json").read_text())
+    print(f"{len(scores)} predictions in {run.predictions}; evaluate with: omnipose evaluate --pred {args.out} "
+          f"--data {args.data} --class {args.class_name} --gaussian-sigma 0")
+    return 0

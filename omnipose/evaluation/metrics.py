@@ -12,33 +12,27 @@ The numbers equal those printed by the public evaluators (scikit-learn based, se
   (200 thresholds, 8-connected regions, PRO averaged over all regions of all images, FPR < 0.3
   rescaled by its own min/max, trapezoid rule).
 
-How they stay fast and exact at dataset scale (200 maps of 400x400 = 32M pixels): nothing is
-ever sorted together with its label. The scores of anomalous pixels and of normal pixels are
-copied into two arrays and each is sorted once (``RankedScores``); every count the metrics need,
-"how many positives / negatives score above t", is then a ``searchsorted``. Ties are handled
-exactly as scikit-learn does (AUROC counts a tied positive/negative pair as one half; AP and F1
-evaluate the curve only at distinct score values). Peak extra memory is one copy of the scores
-plus, for AUPRO, one float64 weight per anomalous pixel.
+Each metric is computed on ``RankedScores`` (``ranking.py``: the scores split by label and sorted
+once). Ties are handled exactly as scikit-learn does (AUROC counts a tied positive/negative pair
+as one half; AP and F1 evaluate the curve only at distinct score values).
 
 Undefined metrics: when only one label is present (no anomalous or no normal instances/pixels),
 scikit-learn raises and the benchmarks cannot print a number. Every metric here then returns an
 ``Undefined`` value that carries the reason; tables print it as ``undefined``. It is never a
 silent 0.5 or 1.0, and arithmetic on it fails loudly (``Undefined`` is not a number).
 
-Bad input raises ``MetricInputError`` naming the offending item: NaN/inf scores, masks with
-values other than {0, 1}, mismatched counts. A map whose size differs from its mask is resized
-bilinearly to the mask size (as the benchmarks do) with a ``MapResizedWarning`` giving counts.
+Bad input raises ``MetricInputError`` naming the offending item (``inputs.py``).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
-from scipy import ndimage
 
-from omnipose.core.errors import OmniposeError
+# MapResizedWarning, MetricInputError and resize_bilinear are part of what the metrics offer.
+from omnipose.evaluation.inputs import MapResizedWarning, MetricInputError, check_finite, resize_bilinear  # noqa: F401
+from omnipose.evaluation.ranking import RankedScores, rank_pixels, rank_scores
 
 IMAGE_METRICS = ("AUROC_sp", "AP_sp", "F1max_sp")
 PIXEL_METRICS = ("AUROC_px", "AP_px", "F1max_px", "AUPRO_px")
@@ -47,16 +41,6 @@ UNDEFINED_TEXT = "undefined"
 # The Dice-style pixel F1 of the ADer/M2AD evaluator: 21 thresholds on normalised maps.
 F1_PIXEL_THRESHOLDS = np.arange(0.0, 1.0 + 1e-3, 0.05)
 F1_PIXEL_EPS = 1e-8
-# 8-connectivity, the default of skimage.measure.label for 2-D masks.
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-class MetricInputError(OmniposeError, ValueError):
-    """Scores, maps or masks that no metric can be computed on (the message names the item)."""
-
-
-class MapResizedWarning(UserWarning):
-    """Anomaly maps were resized bilinearly to the size of their masks."""
 
 
 @dataclass(frozen=True)
@@ -85,205 +69,6 @@ def format_metric(value: MetricValue, digits: int = 4, percent: bool = False) ->
     if not is_defined(value):
         return UNDEFINED_TEXT
     return f"{value * 100 if percent else value:.{digits}f}"
-
-
-# ----------------------------------------------------------------------------- ranked scores
-@dataclass(frozen=True)
-class RankedScores:
-    """Scores of one evaluation split by label, each sorted ascending.
-
-    positive: (P,) scores of anomalous instances/pixels, ascending.
-    negative: (Q,) scores of normal instances/pixels, ascending, same dtype as ``positive``.
-    positive_region_weight: (P,) float64 or None; for pixels, 1 / area of the ground-truth region
-        (8-connected, per image) the pixel belongs to, aligned with ``positive``. Needed by AUPRO.
-    region_count: number of ground-truth regions over all images (None when not labelled).
-    """
-
-    positive: np.ndarray
-    negative: np.ndarray
-    positive_region_weight: np.ndarray | None = None
-    region_count: int | None = None
-
-    @property
-    def minimum(self):
-        """Smallest score over both labels (a scalar of the score dtype)."""
-        return min(v[0] for v in (self.positive, self.negative) if v.size)
-
-    @property
-    def maximum(self):
-        """Largest score over both labels (a scalar of the score dtype)."""
-        return max(v[-1] for v in (self.positive, self.negative) if v.size)
-
-
-def _item_name(names: Sequence[str] | None, index: int, kind: str) -> str:
-    if names is not None:
-        return f"{kind} '{names[index]}'"
-    return f"{kind} #{index}"
-
-
-def score_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype scores are compared in: float32/float64 kept (ties stay ties, thresholds are
-    compared as the benchmark compares them), float16 -> float32, integers/bool -> float64."""
-    dtype = np.dtype(dtype)
-    if dtype in (np.float32, np.float64):
-        return dtype
-    if dtype == np.float16:
-        return np.dtype(np.float32)
-    if dtype.kind in "biu":
-        return np.dtype(np.float64)
-    raise MetricInputError(f"scores must be numbers, got dtype {dtype}")
-
-
-def as_bool_labels(labels: np.ndarray, what: str) -> np.ndarray:
-    """labels: any shape, bool or values in {0, 1}. Returns bool of the same shape.
-
-    Raises MetricInputError naming ``what`` for any other value (e.g. a 0/255 mask array).
-    """
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return labels
-    if labels.dtype.kind not in "biuf":
-        raise MetricInputError(f"{what} must be bool or 0/1 numbers, got dtype {labels.dtype}")
-    binary = (labels == 0) | (labels == 1)
-    if not binary.all():
-        bad = np.unique(labels[~binary])[:5]
-        raise MetricInputError(
-            f"{what} is not binary: it holds {bad.tolist()} besides 0/1. "
-            "Pass bool masks (True = anomalous) or 0/1 labels."
-        )
-    return labels != 0
-
-
-def check_finite(values: np.ndarray, what: str) -> None:
-    """Raise MetricInputError naming ``what`` when ``values`` hold NaN or inf."""
-    finite = np.isfinite(values)
-    if not finite.all():
-        count = int(finite.size - np.count_nonzero(finite))
-        raise MetricInputError(
-            f"{what} has {count} non-finite value(s) (NaN or inf); fix whatever produced it "
-            "(a division by zero or an empty crop) before evaluating."
-        )
-
-
-def rank_scores(labels, scores, names: Sequence[str] | None = None) -> RankedScores:
-    """Split image-level scores by label and sort each part.
-
-    labels: (N,) bool or {0, 1}. scores: (N,) finite numbers.
-    names: optional (N,) item names used in error messages.
-    """
-    labels = as_bool_labels(np.ravel(labels), "labels")
-    scores = np.ravel(np.asarray(scores))
-    if labels.shape != scores.shape:
-        raise MetricInputError(f"{labels.size} labels but {scores.size} scores; give one score per label.")
-    scores = scores.astype(score_dtype(scores.dtype), copy=False)
-    finite = np.isfinite(scores)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        which = ", ".join(_item_name(names, int(i), "score of") for i in bad[:5])
-        raise MetricInputError(f"{bad.size} score(s) are NaN or inf: {which}; fix them before evaluating.")
-    return RankedScores(np.sort(scores[labels]), np.sort(scores[~labels]))
-
-
-def resize_bilinear(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize with half-pixel centres and no antialiasing.
-
-    This is ``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)`` and OpenCV's
-    ``INTER_LINEAR``, the resize the benchmarks apply to anomaly maps.
-    image: (h, w) float. shape: (H, W). Returns (H, W) in the image's float dtype.
-    """
-    image = np.asarray(image)
-    out_dtype = score_dtype(image.dtype)
-    work = image.astype(np.float64, copy=False)
-
-    def axis_weights(size_in: int, size_out: int):
-        source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
-        source = np.maximum(source, 0.0)
-        low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
-        high = np.minimum(low + 1, size_in - 1)
-        return low, high, source - low
-
-    r0, r1, wr = axis_weights(work.shape[0], int(shape[0]))
-    c0, c1, wc = axis_weights(work.shape[1], int(shape[1]))
-    rows = work[r0] * (1.0 - wr)[:, None] + work[r1] * wr[:, None]
-    return (rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc).astype(out_dtype)
-
-
-def _map_and_mask(maps, masks, index: int, names, resized: list) -> tuple[np.ndarray, np.ndarray]:
-    """Validated (H, W) map and bool mask of item ``index``; the map resized to the mask if needed."""
-    anomaly_map = np.asarray(maps[index])
-    mask = np.asarray(masks[index])
-    if anomaly_map.ndim != 2 or mask.ndim != 2:
-        raise MetricInputError(
-            f"{_item_name(names, index, 'item')}: anomaly map {anomaly_map.shape} and mask {mask.shape} "
-            "must both be 2-D (H, W)."
-        )
-    mask = as_bool_labels(mask, _item_name(names, index, "mask of"))
-    anomaly_map = anomaly_map.astype(score_dtype(anomaly_map.dtype), copy=False)
-    check_finite(anomaly_map, _item_name(names, index, "anomaly map"))
-    if anomaly_map.shape != mask.shape:
-        resized.append((anomaly_map.shape, mask.shape))
-        anomaly_map = resize_bilinear(anomaly_map, mask.shape)
-    return anomaly_map, mask
-
-
-def warn_resized(resized: list, total: int) -> None:
-    """One warning summarising the maps that were resized to their masks' size."""
-    if resized:
-        (src, dst) = resized[0]
-        warnings.warn(
-            f"resized {len(resized)} of {total} anomaly maps bilinearly to the size of their masks "
-            f"(e.g. {src[0]}x{src[1]} -> {dst[0]}x{dst[1]}); save maps at mask resolution to avoid this.",
-            MapResizedWarning,
-            stacklevel=3,
-        )
-
-
-def rank_pixels(maps, masks, names: Sequence[str] | None = None, label_regions: bool = True) -> RankedScores:
-    """Split all pixels of a class by ground truth and sort each part (one pass over the maps).
-
-    maps: (N, H, W) float, or a sequence of N (H_i, W_i) arrays. Finite values only.
-    masks: (N, H, W) bool / {0, 1}, or a sequence of N (H_i, W_i) arrays; True = anomalous.
-    names: optional (N,) image names used in error and warning messages.
-    label_regions: also compute the per-pixel region weights AUPRO needs (costs a labelling pass).
-    A map whose size differs from its mask is resized bilinearly to the mask (MapResizedWarning).
-    """
-    count = len(maps)
-    if len(masks) != count:
-        raise MetricInputError(f"{count} anomaly maps but {len(masks)} masks; give one mask per map.")
-    if count == 0:
-        raise MetricInputError("no anomaly maps given.")
-    # First pass over the masks only: sizes of the two score arrays, so they are filled in place
-    # (no list of pieces + concatenate, which would double the peak memory).
-    mask_list = [as_bool_labels(np.asarray(masks[i]), _item_name(names, i, "mask of")) for i in range(count)]
-    n_positive = sum(int(np.count_nonzero(m)) for m in mask_list)
-    n_total = sum(m.size for m in mask_list)
-    dtype = np.result_type(*[score_dtype(np.asarray(maps[i]).dtype) for i in range(count)])
-    positive = np.empty(n_positive, dtype=dtype)
-    negative = np.empty(n_total - n_positive, dtype=dtype)
-    weight = np.empty(n_positive, dtype=np.float64) if label_regions else None
-    region_count = 0
-    resized: list = []
-    p = q = 0
-    for i in range(count):
-        anomaly_map, mask = _map_and_mask(maps, mask_list, i, names, resized)
-        k = int(np.count_nonzero(mask))
-        positive[p : p + k] = anomaly_map[mask]
-        negative[q : q + mask.size - k] = anomaly_map[~mask]
-        if label_regions and k:
-            regions, found = ndimage.label(mask, structure=EIGHT_CONNECTED)
-            area = np.bincount(regions.ravel())
-            weight[p : p + k] = 1.0 / area[regions[mask]]
-            region_count += found
-        p += k
-        q += mask.size - k
-    warn_resized(resized, count)
-    # Positives carry their region weight, so they are argsorted; negatives just sorted in place.
-    order = np.argsort(positive, kind="stable")
-    positive = positive[order]
-    if weight is not None:
-        weight = weight[order]
-    negative.sort()
-    return RankedScores(positive, negative, weight, region_count if label_regions else None)
 
 
 # ----------------------------------------------------------------------------- metrics on ranked scores
@@ -587,29 +372,42 @@ def curve_points(ranked: RankedScores, max_points: int = 1000) -> dict[str, np.n
 
 
 # ----------------------------------------------------------------------------- image score
+# One idea, one name: the mean of the highest pixels is "topk" in the comparison's configs and
+# calibration files, so it is "topk" here too; "topk_mean" is still understood.
+IMAGE_SCORE_METHODS = ("max", "topk")
+IMAGE_SCORE_ALIASES = {"topk_mean": "topk"}
+
+
+def image_score_method(method: str) -> str:
+    """The name an image score method goes by ('topk_mean' -> 'topk'); ValueError for an unknown one."""
+    method = IMAGE_SCORE_ALIASES.get(method, method)
+    if method not in IMAGE_SCORE_METHODS:
+        raise ValueError(f"unknown image score method {method!r}; use {' or '.join(map(repr, IMAGE_SCORE_METHODS))}.")
+    return method
+
+
 def image_score_from_map(anomaly_map: np.ndarray, method: str = "max", top_k: int | float = 0.01) -> float:
     """One anomaly score for an image from its map.
 
     anomaly_map: (H, W) finite float.
-    method: 'max' (PAD, ADer default) or 'topk_mean' (mean of the k highest pixels, steadier
-        against single hot pixels).
-    top_k: for 'topk_mean': an int = number of pixels, a float in (0, 1] = fraction of pixels.
+    method: 'max' (PAD, ADer default) or 'topk' (also spelt 'topk_mean': the mean of the k
+        highest pixels, steadier against single hot pixels).
+    top_k: for 'topk': an int = number of pixels, a float in (0, 1] = fraction of pixels.
     """
+    method = image_score_method(method)
     values = np.asarray(anomaly_map).ravel()
     if values.size == 0:
         raise MetricInputError("cannot score an empty anomaly map.")
     check_finite(values, "anomaly map")
     if method == "max":
         return float(values.max())
-    if method == "topk_mean":
-        if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
-            k = int(top_k)
-        elif 0.0 < float(top_k) <= 1.0:
-            k = int(np.ceil(float(top_k) * values.size))
-        else:
-            raise ValueError(f"top_k={top_k!r}: give a pixel count (int >= 1) or a fraction in (0, 1].")
-        if k < 1:
-            raise ValueError(f"top_k={top_k!r}: give a pixel count (int >= 1) or a fraction in (0, 1].")
-        k = min(k, values.size)
-        return float(np.partition(values, values.size - k)[values.size - k :].astype(np.float64).mean())
-    raise ValueError(f"unknown image score method {method!r}; use 'max' or 'topk_mean'.")
+    if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
+        k = int(top_k)
+    elif 0.0 < float(top_k) <= 1.0:
+        k = int(np.ceil(float(top_k) * values.size))
+    else:
+        raise ValueError(f"top_k={top_k!r}: give a pixel count (int >= 1) or a fraction in (0, 1].")
+    if k < 1:
+        raise ValueError(f"top_k={top_k!r}: give a pixel count (int >= 1) or a fraction in (0, 1].")
+    k = min(k, values.size)
+    return float(np.partition(values, values.size - k)[values.size - k :].astype(np.float64).mean())
