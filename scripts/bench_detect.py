@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_detect.json")
     parser.add_argument("--quick", action="store_true",
                         help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, 4 test views per type, no lego")
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="at most this many queries per built-in class, the first ones (default: all; for smoke runs)")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--dump", type=Path, default=None,
@@ -341,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             fit_seconds = time.perf_counter() - start
             views = open_mad_class(data, name).load_train_views(size=args.size, progress=False)
             pad_queries = args.pad_queries if n < args.pad_classes else 0
-            record = run_class(name, detector, views, builtin_queries(data, name, args.size), args, pad_queries)
+            queries = builtin_queries(data, name, args.size)[: args.max_queries]
+            record = run_class(name, detector, views, queries, args, pad_queries)
             record["fit_seconds"] = round(fit_seconds, 1)
             classes.append(record)
             report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
