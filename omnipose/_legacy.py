@@ -36,7 +36,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "omnipose.compare": ("omnipose.compare.comparator", "omnipose.compare.config", "omnipose.compare.inputs",
                          "omnipose.compare.terms", "omnipose.compare.statistics", "omnipose.compare.scoring",
                          "omnipose.compare.calibration", "omnipose.compare.pad", "omnipose.cli.compare"),
-    "omnipose.detector": ("omnipose.detector.detector", "omnipose.cli.detect"),
+    "omnipose.detector": ("omnipose.detector.detector", "omnipose.detector.references", "omnipose.cli.detect"),
     "omnipose.metrics": ("omnipose.evaluation.metrics",),
     "omnipose.evaluate": ("omnipose.evaluation.evaluate", "omnipose.cli.evaluate"),
     "omnipose.demo": ("omnipose.evaluation.demo", "omnipose.cli.demo"),
