@@ -34,6 +34,7 @@ from omnipose.compare.pad import (
     pad_anomaly_map,
 )
 from omnipose.compare.registration import (
+    MOTIONS,
     register_reference,
 )
 from omnipose.compare.reproject import (
@@ -78,6 +79,7 @@ __all__ = [
     "EfficientNet",
     "FeatureExtractor",
     "MODES",
+    "MOTIONS",
     "NormalViews",
     "SCORE_METHODS",
     "SCORE_METHOD_ALIASES",

@@ -18,7 +18,6 @@ SCORE_METHODS = ("max", "topk_mean")
 SCORE_METHOD_ALIASES = {"topk": "topk_mean"}
 FEATURE_DISTANCES = ("cosine", "squared")
 STATISTICS = ("median_mad", "mean_std")
-REGISTRATION_MOTIONS = ("translation", "euclidean", "affine")
 
 
 class CompareError(OmniposeError):

@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from omnipose.compare import Calibration, Comparator, CompareConfig, CompareError, ComparisonResult, NormalViews
+from omnipose.compare import (
+    MOTIONS,
+    Calibration,
+    Comparator,
+    CompareConfig,
+    CompareError,
+    ComparisonResult,
+    NormalViews,
+)
 from omnipose.core.config import Config, one_of, positive, require
 from omnipose.core.device import pick_device
 from omnipose.core.errors import DataError, OmniposeError
@@ -47,8 +55,6 @@ from omnipose.detector.references import (
 )
 from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
 from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, model_fingerprint, prepare_query
-
-REGISTRATION_MOTIONS = ("euclidean", "affine", "translation")
 
 
 @dataclass
@@ -91,7 +97,7 @@ class DetectorConfig(Config):
                 and self.candidate_residual_ratio >= 1, "must be a number of 1 or more")  # fmt: skip
         require(self, "candidate_separation_deg", isinstance(self.candidate_separation_deg, (int, float))
                 and self.candidate_separation_deg >= 0, "must be a number of degrees, 0 or more")  # fmt: skip
-        one_of(self, "register_reference", REGISTRATION_MOTIONS + (None,))
+        one_of(self, "register_reference", (*MOTIONS, None))
         require(self, "dataset", isinstance(self.dataset, str) and bool(self.dataset), "must name the dataset")
         require(self, "ckpt_root", isinstance(self.ckpt_root, str) and bool(self.ckpt_root), "must be a folder")
         require(self, "device", self.device is None or isinstance(self.device, str), "must be None or a device name")
