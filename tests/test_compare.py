@@ -456,6 +456,10 @@ def test_config_refuses_a_comparison_without_terms_and_features_without_layers()
     with pytest.raises(ConfigError, match="feature_layers"):
         CompareConfig(feature_layers=())
     assert CompareConfig(feature_layers=(), feature_weight=0.0).feature_layers == ()
+    with pytest.raises(ConfigError, match="CompareConfig.feature_layers"):
+        CompareConfig(feature_layers=("four",))
+    with pytest.raises(ConfigError, match="CompareConfig.background"):
+        CompareConfig(background=None)
     with pytest.raises(ConfigError, match="unknown field"):
         CompareConfig.from_dict({"sigmas": 2.0})
 

@@ -117,10 +117,17 @@ class CompareConfig(Config):
     def validate(self) -> "CompareConfig":
         """Bring equivalent spellings to one (layers as ints, 'lite0' -> 'efficientnet-lite0',
         'topk' -> 'topk_mean'), then check the ranges; returns self."""
-        self.feature_layers = tuple(int(s) for s in self.feature_layers)
+        try:
+            self.feature_layers = tuple(int(s) for s in self.feature_layers)
+        except (TypeError, ValueError):
+            require(self, "feature_layers", False, "must be a sequence of strides such as (4, 8, 16)")
+        try:
+            self.background = tuple(float(c) for c in self.background)
+        except (TypeError, ValueError):
+            require(self, "background", False, "must be three numbers in [0, 1]")
         self.features = str(self.features)
-        self.score_method = canonical_score_method(self.score_method)
-        self.background = tuple(float(c) for c in self.background)
+        if isinstance(self.score_method, str):
+            self.score_method = canonical_score_method(self.score_method)
         super().validate()
         if not is_weights_path(self.features):  # 'lite0' and 'efficientnet-lite0' are one network
             self.features = canonical_name(self.features)
