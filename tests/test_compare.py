@@ -9,25 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omnipose.compare import (
-    Calibration,
-    Comparator,
-    CompareConfig,
-    CompareError,
-    ContrastStatistics,
-    add_calibrate_arguments,
-    add_compare_arguments,
-    fit_contrast_statistics,
-    image_score,
-    in_mask_spread,
-    location_scale,
-    normalize_by_own_spread,
-    object_mask,
-    reference_contrast,
-    run_calibrate,
-    run_compare,
-    threshold_for_fpr,
-)
+from omnipose.cli.compare import add_calibrate_arguments, add_compare_arguments, run_calibrate, run_compare
+from omnipose.compare import Calibration, Comparator, CompareConfig, CompareError, ContrastStatistics
+from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
+from omnipose.compare.statistics import fit_contrast_statistics, location_scale
+from omnipose.compare.terms import object_mask, reference_contrast
+from omnipose.core.errors import ConfigError
 from omnipose.core.image import gaussian_blur, save_image
 from omnipose.data import load_transforms
 
@@ -337,6 +324,22 @@ def test_object_mask_is_the_union_grown_by_the_margin(views):
     assert not grown[0, 0] and not grown[-1, -1]  # the empty corners stay out
 
 
+
+def test_object_mask_grows_by_a_square_of_the_margin_as_two_max_filters_did(views):
+    """The margin is a square dilation (core.image.dilate): the same pixels as the two 1-D max
+    filters the comparison used before, on a single pixel and on a real view."""
+    dot = torch.ones(1, 3, 21, 21)
+    dot[0, :, 10, 3] = 0.0  # one object pixel near the left border
+    mask = object_mask(dot, dot, margin=4)[0]
+    expected = torch.zeros(21, 21, dtype=torch.bool)
+    expected[6:15, 0:8] = True
+    assert torch.equal(mask, expected)
+    view = views[7].permute(2, 0, 1)[None]
+    bare = object_mask(view, view, margin=0)
+    grown = F.max_pool2d(bare[:, None].float(), (1, 13), stride=1, padding=(0, 6))
+    grown = F.max_pool2d(grown, (13, 1), stride=1, padding=(6, 0))[:, 0] > 0.5
+    assert torch.equal(object_mask(view, view, margin=6), grown)
+
 def test_render_opacity_replaces_the_reference_colour_test(lego_dir, views):
     from omnipose.core.image import read_image_rgba
 
@@ -427,9 +430,60 @@ def test_bad_inputs_give_clear_errors(views):
         comparator.compare(views[0] * 255, views[0] * 255)
     with pytest.raises(CompareError, match="NaN"):
         comparator.compare(torch.full((20, 20, 3), float("nan")), views[0][:20, :20])
-    with pytest.raises(CompareError, match="score_method 'mean'"):
+    with pytest.raises(ConfigError, match="score_method = 'mean'"):
         CompareConfig(score_method="mean").validate()
 
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("mode", "fast"), ("score_method", "mean"), ("feature_distance", "l1"), ("statistic", "mode"),
+     ("topk_fraction", 0.0), ("topk_fraction", float("nan")), ("sigma", -1.0), ("sigma", float("inf")),
+     ("ssim_window", 4), ("ssim_window", 1), ("color_weight", -0.5), ("image_size", 8), ("mask_margin", -1),
+     ("contrast_bins", 0), ("contrast_floor", 0.0), ("neighbour_views", -1), ("reprojection_tolerance", 0.0),
+     ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8))],
+)  # fmt: skip
+def test_a_bad_config_value_is_refused_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):
+        CompareConfig(**{field: value})
+    with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):
+        replace(CompareConfig(), **{field: value})
+
+
+def test_config_refuses_a_comparison_without_terms_and_features_without_layers():
+    with pytest.raises(ConfigError, match="all term weights are 0"):
+        CompareConfig(color_weight=0.0, structure_weight=0.0, feature_weight=0.0)
+    with pytest.raises(ConfigError, match="feature_layers"):
+        CompareConfig(feature_layers=())
+    assert CompareConfig(feature_layers=(), feature_weight=0.0).feature_layers == ()
+    with pytest.raises(ConfigError, match="CompareConfig.feature_layers"):
+        CompareConfig(feature_layers=("four",))
+    with pytest.raises(ConfigError, match="CompareConfig.background"):
+        CompareConfig(background=None)
+    with pytest.raises(ConfigError, match="unknown field"):
+        CompareConfig.from_dict({"sigmas": 2.0})
+
+
+def test_config_spellings_are_brought_to_one_and_round_trip():
+    config = CompareConfig(features="lite0", feature_layers=[4.0, 8], background=[1, 1, 1], score_method="topk")
+    assert config.features == "efficientnet-lite0" and config.feature_layers == (4, 8)
+    assert config.background == (1.0, 1.0, 1.0) and config.score_method == "topk_mean"
+    assert CompareConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert CompareConfig.pad().to_dict()["feature_layers"] == [4, 8, 16, 32]
+
+
+def test_topk_and_topk_mean_are_one_score_and_old_calibrations_still_fit(comparator, views):
+    anomaly_map = torch.arange(100, dtype=torch.float32).view(10, 10)
+    assert float(image_score(anomaly_map, "topk_mean", 0.05)) == float(image_score(anomaly_map, "topk", 0.05))
+    topk = Comparator(replace(comparator.config, score_method="topk_mean"), device="cpu", extractor=comparator.extractor)
+    calibration = topk.fit(views[:3], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:3])]), progress=False)
+    assert calibration.signature["score_method"] == "topk_mean"
+    written_before = {**calibration.to_dict(), "signature": {**calibration.signature, "score_method": "topk"}}
+    loaded = Calibration.from_dict(written_before)
+    assert loaded.signature == calibration.signature
+    again = Comparator(replace(comparator.config, score_method="topk"), loaded, device="cpu", extractor=comparator.extractor)
+    query = perturb(views[7], 5)
+    assert torch.equal(again.score(query, views[7]), topk.score(query, views[7]))
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(comparator, views):

@@ -143,6 +143,30 @@ def test_unfitted_detector_says_what_to_do():
         Detector().predict_one(np.zeros((8, 8, 3), np.float32))
 
 
+def test_a_bad_detector_config_value_is_refused_naming_the_field():
+    from omnipose.core.errors import ConfigError
+
+    bad = {"image_size": 0, "calibration_views": -1, "pose_candidates": 0, "candidate_residual_ratio": 0.9,
+           "candidate_separation_deg": -1.0, "register_reference": "rigid", "dataset": "", "ckpt_root": "", "device": 0}
+    for name, value in bad.items():
+        with pytest.raises(ConfigError, match=f"DetectorConfig.{name} = "):
+            replace(DetectorConfig(), **{name: value})
+    with pytest.raises(ConfigError, match="candidate_residual_ratio"):
+        DetectorConfig(candidate_residual_ratio=float("nan"))
+
+
+def test_detector_config_round_trips_with_its_nested_configs():
+    from omnipose.compare import CompareConfig
+    from omnipose.core.errors import ConfigError
+
+    config = DetectorConfig(image_size=96, register_reference=None, compare=CompareConfig(neighbour_views=0, sigma=2.0))
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["compare"]["neighbour_views"] == 0 and data["register_reference"] is None
+    assert DetectorConfig.from_dict(data) == config
+    with pytest.raises(ConfigError, match="CompareConfig.sigma"):
+        DetectorConfig.from_dict({**data, "compare": {**data["compare"], "sigma": -1.0}})
+
+
 def test_original_commands_reuse_the_fit_and_write_the_table(fitted, capsys):
     from omnipose.cli.original import anomaly_nerf_lego, auroc_test
 

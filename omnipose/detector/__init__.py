@@ -4,9 +4,18 @@ from omnipose.detector.detector import (
     Detector,
     DetectorConfig,
     Prediction,
+)
+from omnipose.detector.references import (
     Reference,
+    best_reference,
+    cached_normal_views,
+    candidate_poses,
+    make_reference,
+    registered_reference,
 )
 
+# The command line (add_detect_arguments, run_detect) lives in omnipose.cli.detect; omnipose._legacy
+# serves it under this package's old name.
 __getattr__ = legacy_getattr("omnipose.detector")
 
 __all__ = [
@@ -14,4 +23,9 @@ __all__ = [
     "DetectorConfig",
     "Prediction",
     "Reference",
+    "best_reference",
+    "cached_normal_views",
+    "candidate_poses",
+    "make_reference",
+    "registered_reference",
 ]

@@ -20,7 +20,6 @@ interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -32,64 +31,76 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.compare import (
+    MOTIONS,
     Calibration,
     Comparator,
     CompareConfig,
     CompareError,
+    ComparisonResult,
     NormalViews,
-    neighbour_references,
-    register_reference,
 )
+from omnipose.core.config import Config, one_of, positive, require
 from omnipose.core.device import pick_device
 from omnipose.core.errors import DataError, OmniposeError
 from omnipose.core.files import atomic_path, atomic_write_json
-from omnipose.core.geometry import pose_errors
-from omnipose.core.image import save_image, warp_image
+from omnipose.core.image import save_image
 from omnipose.data import MADClass, PosedImages, open_mad_class
+from omnipose.detector.references import (
+    Reference,
+    best_reference,
+    cached_normal_views,
+    candidate_poses,
+    make_reference,
+    registered_reference,
+)
 from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
 from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, model_fingerprint, prepare_query
 
 
 @dataclass
-class DetectorConfig:
+class DetectorConfig(Config):
     """Everything one detector needs; the defaults run on 2 CPU cores at 200x200."""
 
-    image_size: int = 200  # working width in pixels (MAD ships 800x800)
-    dataset: str = "MAD-Sim"  # checkpoints go to <ckpt_root>/<dataset>/<class>/
+    image_size: int = 200
+    """Working image width in pixels (MAD ships 800x800)."""
+    dataset: str = "MAD-Sim"
+    """Dataset name: checkpoints go to ``<ckpt_root>/<dataset>/<class>/``."""
     ckpt_root: str = "ckpts"
+    """Folder of the checkpoints (one per dataset and class)."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Training of the radiance field, when the class has no finished checkpoint."""
     pose: PoseConfig = field(default_factory=PoseConfig)
+    """Pose estimation of each query."""
     compare: CompareConfig = field(default_factory=CompareConfig)
-    calibration_views: int = 40  # training views rendered for calibration (spread evenly)
-    # Poses compared per query: the best by photometric residual and distinct runners-up (at least
-    # candidate_separation_deg away) within candidate_residual_ratio of it; the one whose reference
-    # explains the query best (lowest score) wins. On dark or near-symmetric objects a wrong pose
-    # can win the residual by a hair. Near twins are not tried: the lowest of several noisy scores
-    # would only pull small defects down.
+    """Comparison of each query with its normal reference."""
+    calibration_views: int = 40
+    """Training views rendered for calibration (spread evenly)."""
     pose_candidates: int = 3
+    """Poses compared per query: the best by photometric residual and distinct runners-up; the one
+    whose reference explains the query best (lowest score) wins, because on dark or near-symmetric
+    objects a wrong pose can win the residual by a hair."""
     candidate_residual_ratio: float = 1.25
+    """A runner-up is compared when its pose residual is within this factor of the best one's (>= 1)."""
     candidate_separation_deg: float = 2.0
-    # 2-D warp of each reference onto the query before comparing ('euclidean', 'affine',
-    # 'translation' or None): removes what is left of a pose a degree or two off (registration.py).
+    """A runner-up is compared only this many degrees away from every pose already taken: the lowest
+    of several noisy scores of near twins would only pull small defects down."""
     register_reference: str | None = "euclidean"
+    """2-D warp of each reference onto the query before comparing ('euclidean', 'affine',
+    'translation', or None for none): removes what is left of a pose a degree or two off
+    (``omnipose.compare.register_reference``)."""
     device: str | None = None
+    """Torch device ('cpu', 'cuda', 'cuda:1'); None: CUDA when present."""
 
-
-@dataclass
-class Reference:
-    """A normal reference for one query: the field rendered at c2w (4, 4) as image (H, W, 3) with
-    its opacity alpha (1, H, W), and neighbours (R, H, W, 3), the nearest training views re-projected
-    to c2w (R = 0 when the comparison uses none)."""
-
-    c2w: torch.Tensor
-    image: torch.Tensor
-    alpha: torch.Tensor
-    neighbours: torch.Tensor
-
-    def compare(self, comparator: Comparator, query: torch.Tensor):
-        """comparator.compare of query (H, W, 3) with this reference. Returns a ComparisonResult."""
-        neighbours = self.neighbours[None] if len(self.neighbours) else None
-        return comparator.compare(query, self.image, self.alpha, neighbours)
+    def check(self) -> None:
+        positive(self, "image_size", "calibration_views", "pose_candidates")
+        require(self, "candidate_residual_ratio", isinstance(self.candidate_residual_ratio, (int, float))
+                and self.candidate_residual_ratio >= 1, "must be a number of 1 or more")  # fmt: skip
+        require(self, "candidate_separation_deg", isinstance(self.candidate_separation_deg, (int, float))
+                and self.candidate_separation_deg >= 0, "must be a number of degrees, 0 or more")  # fmt: skip
+        one_of(self, "register_reference", (*MOTIONS, None))
+        require(self, "dataset", isinstance(self.dataset, str) and bool(self.dataset), "must name the dataset")
+        require(self, "ckpt_root", isinstance(self.ckpt_root, str) and bool(self.ckpt_root), "must be a folder")
+        require(self, "device", self.device is None or isinstance(self.device, str), "must be None or a device name")
 
 
 @dataclass
@@ -197,25 +208,13 @@ class Detector:
 
     @torch.no_grad()
     def _normal_views(self, views: PosedImages | None = None, progress: bool = True) -> NormalViews | None:
-        """The training views with the field's depth at each (what re-projected references are made
-        of), cached beside the checkpoint for the field they were rendered with. None when the
-        comparison uses no neighbours; needs ``views`` unless the cache is there."""
+        """The training views with the field's depth at each, cached beside the checkpoint for the
+        field they were rendered with (``cached_normal_views``). None when the comparison uses no
+        neighbours; needs ``views`` unless the cache is there."""
         if self.config.compare.neighbour_views == 0 or self.config.compare.mode == "pad":
             return None
         path, key = self.ckpt_dir / "normal_views.pt", model_fingerprint(self.model)
-        cached = NormalViews.load(path, key)
-        if cached is not None:
-            return cached
-        if views is None:
-            raise OmniposeError(
-                f"{path} is missing or was made for another field: fit the detector on the class's training views "
-                "(Detector.fit) to make it again."
-            )
-        depths = [self._render_image(c2w)["depth"]
-                  for c2w in tqdm(views.c2w, desc="rendering depth of the training views", disable=not progress, leave=False)]
-        normal = NormalViews(views.images.float(), torch.stack(depths), views.c2w.float(), views.K.float(), key)
-        normal.save(path)
-        return normal
+        return cached_normal_views(path, key, views, self._render_image, progress)
 
     def _calibrate(self, views: PosedImages, progress: bool) -> None:
         """Fit the comparison's normal statistics on training views rendered at their own poses."""
@@ -257,7 +256,9 @@ class Detector:
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:
         if self.model is None or self.pose_estimator is None:
-            raise OmniposeError("the detector is not fitted: call Detector.fit(data, class_name) or Detector.load(ckpt_dir) first.")
+            raise OmniposeError(
+                "the detector is not fitted: call Detector.fit(data, class_name) or Detector.load(ckpt_dir) first."
+            )
 
     def predict_one(self, image: str | Path | np.ndarray) -> Prediction:
         """Pose, reference and anomaly map of one query (a path or an (H, W, 3|4) array in [0, 1])."""
@@ -294,28 +295,14 @@ class Detector:
     def reference_at(self, c2w: torch.Tensor, exclude: int | None = None) -> Reference:
         """The normal reference at c2w (4, 4): the render and the ``neighbour_views`` training views
         nearest to it re-projected there (leaving out training view ``exclude``)."""
-        c2w = torch.as_tensor(c2w, dtype=torch.float32).cpu()
-        out = self._render_image(c2w)
-        neighbours = torch.zeros(0, *out["rgb"].shape)
-        if self.normal_views is not None:
-            cfg = self.config.compare
-            neighbours = neighbour_references(self.normal_views, c2w, out["depth"], out["opacity"], out["rgb"],
-                                              cfg.neighbour_views, cfg.reprojection_tolerance, exclude)  # fmt: skip
-        return Reference(c2w, out["rgb"], out["opacity"][None], neighbours)
+        cfg = self.config.compare
+        return make_reference(self._render_image, self.normal_views, c2w, cfg.neighbour_views, cfg.reprojection_tolerance,
+                              exclude)  # fmt: skip
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
-        """The poses worth comparing at: the estimate and up to ``pose_candidates - 1`` runners-up whose
-        residual is within ``candidate_residual_ratio`` of the estimate's and whose rotation differs
-        from every pose already taken by at least ``candidate_separation_deg``. Each (4, 4) on the CPU."""
-        candidates = [torch.as_tensor(pose.c2w).float().cpu()]
-        limit = self.config.candidate_residual_ratio * max(pose.residual, 1e-6)
-        for c2w, residual in zip(pose.alternatives, pose.alternative_residuals):
-            if len(candidates) >= self.config.pose_candidates or float(residual) > limit:
-                break
-            c2w = c2w.float().cpu()
-            if all(float(pose_errors(c2w, taken)[0]) >= self.config.candidate_separation_deg for taken in candidates):
-                candidates.append(c2w)
-        return candidates
+        """The poses worth comparing at (``candidate_poses`` with this config's rule). Each (4, 4) on the CPU."""
+        cfg = self.config
+        return candidate_poses(pose, cfg.pose_candidates, cfg.candidate_residual_ratio, cfg.candidate_separation_deg)
 
     def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[Reference]:
         """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of
@@ -330,34 +317,19 @@ class Detector:
             reference = self.reference_at(c2w)
             candidates.append(reference)
             if self.config.register_reference is not None:
-                background = self.info.background
-                warped, warped_alpha, warp = register_reference(query, reference.image.numpy(), reference.alpha[0].numpy(),
-                                                                self.config.register_reference, background=background)
-                if warp is not None:
-                    neighbours = [torch.from_numpy(warp_image(n.numpy(), warp, background)) for n in reference.neighbours]
-                    candidates.append(Reference(c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None],
-                                                torch.stack(neighbours) if neighbours else reference.neighbours))
+                warped = registered_reference(query, reference, self.config.register_reference, self.info.background)
+                if warped is not None:
+                    candidates.append(warped)
         return candidates
 
-    def compare_at_pose(self, query: np.ndarray, pose: PoseResult):
+    def compare_at_pose(self, query: np.ndarray, pose: PoseResult) -> tuple[ComparisonResult, Reference]:
         """Compare query (H, W, 3) with every one of ``reference_candidates(query, pose)`` and keep the
         one that explains it best (see ``best_reference``)."""
         return self.best_reference(query, self.reference_candidates(query, pose))
 
-    def best_reference(self, query: np.ndarray, candidates: Sequence[Reference]):
-        """Of the candidates, the one whose comparison with query (H, W, 3) has the lowest
-        ``fit_score``: the reference that explains the query best (a comparison costs a few
-        hundredths of a second). The score before normalising by the map's own spread decides,
-        because a wrong pose raises the whole map, which that normalisation would excuse.
-        Returns (ComparisonResult, Reference).
-        """
-        best = None
-        query_t = torch.as_tensor(query)
-        for reference in candidates:
-            result = reference.compare(self.comparator, query_t)
-            if best is None or float(result.fit_score[0]) < float(best[0].fit_score[0]):
-                best = (result, reference)
-        return best
+    def best_reference(self, query: np.ndarray, candidates: Sequence[Reference]) -> tuple[ComparisonResult, Reference]:
+        """Of the candidates, the one that explains query (H, W, 3) best (``references.best_reference``)."""
+        return best_reference(self.comparator, query, candidates)
 
     def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
         """Predictions for many queries with the model loaded once."""
@@ -384,37 +356,3 @@ class Detector:
             scores[item.name] = prediction.score
         atomic_write_json(class_dir / "scores.json", scores)
         return class_dir
-
-
-# ----------------------------------------------------------------------------- command line
-def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--data", type=Path, required=True, help="MAD-format root (MAD-Sim, MAD-Real, or omnipose synth)")
-    parser.add_argument("--class", dest="class_name", required=True, help="class folder name, e.g. 01Gorilla")
-    parser.add_argument("--out", type=Path, default=Path("output"), help="predictions go to <out>/<class>/")
-    parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/")
-    parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folder (default: the data folder's name)")
-    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
-    parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
-    parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
-    parser.add_argument("--neighbour-views", type=int, default=None,
-                        help="training views re-projected to each query's pose and compared besides the render "
-                             f"(default {CompareConfig().neighbour_views}; 0: the render alone)")
-    parser.add_argument("--device", default=None)
-    return parser
-
-
-def run_detect(args: argparse.Namespace) -> int:
-    config = DetectorConfig(
-        image_size=args.size, dataset=args.dataset or Path(args.data).resolve().name, ckpt_root=args.ckpt_root, device=args.device
-    )
-    if args.minutes is not None:
-        config.train = replace(config.train, minutes=args.minutes)
-    if args.matcher:
-        config.pose = replace(config.pose, matcher=args.matcher)
-    if args.neighbour_views is not None:
-        config.compare = replace(config.compare, neighbour_views=args.neighbour_views)
-    mad = open_mad_class(args.data, args.class_name)
-    folder = Detector(config).fit(mad).detect_class(mad, args.out)
-    scores = json.loads((folder / "scores.json").read_text())
-    print(f"{len(scores)} predictions in {folder}; evaluate with: omnipose evaluate --pred {args.out} --data {args.data} --class {args.class_name} --gaussian-sigma 0")
-    return 0

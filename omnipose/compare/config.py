@@ -1,0 +1,191 @@
+"""``CompareConfig``: how a query is compared with its normal reference, and the names of its choices."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omnipose.compare.weights import canonical_name, is_weights_path
+from omnipose.core.config import Config, fraction, non_negative, one_of, positive, require
+from omnipose.core.errors import OmniposeError
+
+TERMS = ("color", "structure", "feature")
+MODES = ("calibrated", "pad")
+# "topk_mean" is the name the evaluation metrics use for the same score; "topk" is accepted as an alias
+# so that configs, calibrations and command lines that spell it so keep working.
+SCORE_METHODS = ("max", "topk_mean")
+SCORE_METHOD_ALIASES = {"topk": "topk_mean"}
+FEATURE_DISTANCES = ("cosine", "squared")
+STATISTICS = ("median_mad", "mean_std")
+
+
+class CompareError(OmniposeError):
+    """Query and reference cannot be compared as given (shapes, values, configuration, calibration)."""
+
+
+def canonical_score_method(method: str) -> str:
+    """'topk' -> 'topk_mean'; other names as they are."""
+    return SCORE_METHOD_ALIASES.get(method, method)
+
+
+@dataclass
+class CompareConfig(Config):
+    """How a query is compared with its reference; the defaults work for MAD-style data."""
+
+    mode: str = "calibrated"
+    """Recipe: "calibrated" (ours), three residual terms standardised on normal data
+    (``Comparator.fit``); "pad", PAD's recipe (NeurIPS 2023) for ablations, uncalibrated (see
+    ``CompareConfig.pad``)."""
+    color_weight: float = 1.0
+    """Weight of the colour term: CIE76 colour difference in Lab (about 2.3 is just noticeable)."""
+    structure_weight: float = 1.0
+    """Weight of the structure term: 1 - SSIM of the luminance (edges and texture the colour misses)."""
+    feature_weight: float = 1.0
+    """Weight of the feature term: 1 - cosine similarity of pretrained features (semantic changes,
+    robust to small shifts). 0 skips loading the feature network."""
+    features: str = "efficientnet-lite0"
+    """Feature network: a shipped name ('efficientnet-lite0', 'lite2') or the path of a state dict
+    (see ``omnipose.compare.weights``)."""
+    feature_layers: tuple[int, ...] = (4, 8, 16)
+    """Total strides of the feature maps compared, each upsampled to image size and summed."""
+    feature_distance: str = "cosine"
+    """Distance of feature maps: "cosine", 1 - cosine similarity per cell; "squared", squared L2
+    summed over channels (PAD)."""
+    ssim_window: int = 7
+    """Side of the Gaussian SSIM window in pixels (odd)."""
+    sigma: float = 4.0
+    """Gaussian smoothing of the maps, in pixels of the compared image (PAD uses 4 at 224x224; 0: off)."""
+    score_method: str = "max"
+    """Image score: "max" of the smoothed map, or "topk_mean", the mean of its top ``topk_fraction``
+    (alias "topk")."""
+    topk_fraction: float = 0.01
+    """Share of the pixels whose mean is the "topk_mean" score, in (0, 1]."""
+    image_size: int | None = None
+    """Resize both images so that their shorter side has this many pixels before comparing (the maps
+    come out at that size); None compares at the input size."""
+    use_object_mask: bool = True
+    """Compare only where either image shows the object (``object_mask``): without it, background
+    pixels (compression noise, floaters of the field, exposure) dominate a map whose object covers a
+    fraction of the frame."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Background colour of query and reference, RGB in [0, 1]."""
+    object_tolerance: float = 0.05
+    """A pixel within this of the background colour in every channel is background."""
+    mask_margin: int = 8
+    """Pixels the object mask is grown by."""
+    statistic: str = "median_mad"
+    """Location and scale of normal residuals: "median_mad" (robust) or "mean_std"."""
+    samples_per_pair: int = 20000
+    """Pixels per calibration pair that enter the statistics."""
+    contrast_bins: int = 8
+    """Bins of the reference's local contrast with their own normal statistics (1: pooled): a
+    residual on an edge counts less than the same residual on a flat face."""
+    contrast_floor: float = 0.5
+    """A bin's scale is at least this fraction of the pooled scale, because flat faces of training
+    views are fitted more closely than those of a novel view."""
+    own_spread: bool = True
+    """Measure each map against its own spread (``normalize_by_own_spread``): a novel view the field
+    renders worse everywhere raises the whole map, a defect a small part of it."""
+    neighbour_views: int = 2
+    """Training views re-projected to the query's pose that the Detector compares besides the render
+    (``omnipose.compare.reproject``): per pixel the smallest residual over the references counts, so
+    that what the field renders wrongly but the photographs show right is not flagged. A Comparator
+    on its own compares with the neighbours it is given (none: the render alone); 0 turns them off."""
+    reprojection_tolerance: float = 0.02
+    """Relative depth difference up to which a training view counts as seeing a point."""
+
+    @classmethod
+    def pad(
+        cls, features: str = "efficientnet-lite0", feature_layers: tuple[int, ...] = (4, 8, 16, 32)
+    ) -> "CompareConfig":
+        """PAD's recipe: squared differences of ImageNet-normalised RGB and of features at 224x224,
+        sigma 4, image score = max, no mask, no calibration (PAD's evaluator min-max normalises the
+        maps over the test set). PAD itself uses EfficientNet-B4 (pass its lukemelas .pth path) at
+        strides 4-32."""
+        return cls(
+            mode="pad",
+            features=features,
+            feature_layers=tuple(feature_layers),
+            feature_distance="squared",
+            sigma=4.0,
+            score_method="max",
+            image_size=224,
+            use_object_mask=False,
+        )
+
+    def validate(self) -> "CompareConfig":
+        """Bring equivalent spellings to one (layers as ints, 'lite0' -> 'efficientnet-lite0',
+        'topk' -> 'topk_mean'), then check the ranges; returns self."""
+        try:
+            self.feature_layers = tuple(int(s) for s in self.feature_layers)
+        except (TypeError, ValueError):
+            require(self, "feature_layers", False, "must be a sequence of strides such as (4, 8, 16)")
+        try:
+            self.background = tuple(float(c) for c in self.background)
+        except (TypeError, ValueError):
+            require(self, "background", False, "must be three numbers in [0, 1]")
+        self.features = str(self.features)
+        if isinstance(self.score_method, str):
+            self.score_method = canonical_score_method(self.score_method)
+        super().validate()
+        if not is_weights_path(self.features):  # 'lite0' and 'efficientnet-lite0' are one network
+            self.features = canonical_name(self.features)
+        return self
+
+    def check(self) -> None:
+        one_of(self, "mode", MODES)
+        one_of(self, "score_method", SCORE_METHODS)
+        one_of(self, "feature_distance", FEATURE_DISTANCES)
+        one_of(self, "statistic", STATISTICS)
+        fraction(self, "topk_fraction", open_low=True)
+        non_negative(self, "sigma", "mask_margin", "neighbour_views", "color_weight", "structure_weight",
+                     "feature_weight", "object_tolerance")  # fmt: skip
+        require(self, "ssim_window", _is_int(self.ssim_window) and self.ssim_window >= 3 and self.ssim_window % 2 == 1,
+                "must be odd and >= 3")  # fmt: skip
+        if self.mode == "calibrated":
+            require(self, "color_weight", self.color_weight + self.structure_weight + self.feature_weight > 0,
+                    "all term weights are 0: give at least one term a positive weight")  # fmt: skip
+        require(self, "image_size", self.image_size is None or (_is_int(self.image_size) and self.image_size >= 16),
+                "must be >= 16, or None for the input size")  # fmt: skip
+        require(self, "contrast_bins", _is_int(self.contrast_bins) and self.contrast_bins >= 1,
+                "must be an integer >= 1 (1 pools all pixels)")  # fmt: skip
+        positive(self, "contrast_floor", "reprojection_tolerance", "samples_per_pair")
+        require(self, "background", len(self.background) == 3 and all(0.0 <= c <= 1.0 for c in self.background),
+                "must be three numbers in [0, 1]")  # fmt: skip
+        require(self, "feature_layers", all(s > 0 for s in self.feature_layers), "must be positive strides")
+        require(self, "feature_layers", bool(self.feature_layers) or not self.uses_features,
+                "no feature_layers: give strides such as (4, 8, 16), or set feature_weight=0")  # fmt: skip
+        require(self, "features", bool(self.features), "must name a network or a state-dict path")
+        require(self, "sigma", math.isfinite(self.sigma), "must be finite")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {"color": self.color_weight, "structure": self.structure_weight, "feature": self.feature_weight}
+
+    @property
+    def active_terms(self) -> tuple[str, ...]:
+        return tuple(term for term in TERMS if self.weights[term] > 0)
+
+    @property
+    def uses_features(self) -> bool:
+        return self.mode == "pad" or self.feature_weight > 0
+
+
+# Fields whose change invalidates a calibration (everything that shapes the residual values).
+CALIBRATION_FIELDS = (
+    "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
+    "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
+    "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
+    "neighbour_views", "reprojection_tolerance",
+)  # fmt: skip
+
+
+def calibration_signature(config: CompareConfig) -> dict[str, Any]:
+    """The fields of ``config`` a calibration depends on, as JSON-ready values."""
+    data = config.to_dict()
+    return {name: data[name] for name in CALIBRATION_FIELDS}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,185 @@
+"""Residual terms: how a query differs from one normal reference, each a (B, H, W) map.
+
+- ``color``: CIE76 colour difference ΔE in Lab (perceptual units: ~2.3 is just noticeable);
+- ``structure``: 1 - SSIM of the luminance on a small window (edges and texture colour misses);
+- ``feature``: 1 - cosine similarity of pretrained EfficientNet-Lite features at strides 4/8/16,
+  each upsampled bilinearly to image size and summed (semantic changes, robust to small shifts).
+
+Given further normal references per query (the nearest training photographs re-projected to its
+pose, ``reproject.py``), each term is the smallest over the render and them, pixel by pixel: a
+defect is in none of them, a colour the field renders wrongly only in the render.
+
+Inputs are (B, 3, H, W) in [0, 1] (``inputs.as_image_batch``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omnipose.compare.config import FEATURE_DISTANCES, CompareConfig, CompareError
+from omnipose.compare.statistics import ContrastStatistics
+from omnipose.core.image import dilate, gaussian_blur
+
+# images (B, 3, H, W) in [0, 1] -> feature maps, one (B, C, h, w) per layer (a FeatureExtractor)
+Extract = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
+
+def color_residual(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """CIE76 colour difference ΔE in CIE Lab. query, reference: (B, 3, H, W) sRGB in [0, 1] -> (B, H, W)."""
+    from kornia.color import rgb_to_lab
+
+    difference = rgb_to_lab(query) - rgb_to_lab(reference)
+    return torch.sqrt((difference**2).sum(1) + 1e-12) - 1e-6  # eps keeps the gradient finite at 0
+
+
+def structure_residual(query: torch.Tensor, reference: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """1 - SSIM of the luminance over a ``window``-pixel Gaussian window. (B, 3, H, W) -> (B, H, W) in [0, 2].
+
+    Luminance only: colour changes are the colour term's job, and one channel is a third of the cost.
+    """
+    from kornia.color import rgb_to_grayscale
+    from kornia.metrics import ssim
+
+    return (1.0 - ssim(rgb_to_grayscale(query), rgb_to_grayscale(reference), window, max_val=1.0))[:, 0].clamp_min(0.0)
+
+
+def feature_residual(
+    query_features: Sequence[torch.Tensor],
+    reference_features: Sequence[torch.Tensor],
+    size: tuple[int, int],
+    distance: str = "cosine",
+) -> torch.Tensor:
+    """Feature distance per layer, upsampled bilinearly to ``size`` = (H, W) and summed over layers.
+
+    query_features, reference_features: lists of (B, C_l, h_l, w_l). distance 'cosine': 1 - cosine
+    similarity over channels; 'squared': squared difference summed over channels (PAD).
+    Returns (B, H, W).
+    """
+    if len(query_features) != len(reference_features):
+        raise CompareError(
+            "query and reference feature lists differ in length: extract both with one FeatureExtractor."
+        )
+    total = None
+    for fq, fr in zip(query_features, reference_features):
+        if distance == "cosine":
+            layer = 1.0 - F.cosine_similarity(fq, fr, dim=1, eps=1e-6)
+        elif distance == "squared":
+            layer = ((fq - fr) ** 2).sum(1)
+        else:
+            raise CompareError(f"unknown feature distance '{distance}'; use one of {FEATURE_DISTANCES}.")
+        layer = F.interpolate(layer[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        total = layer if total is None else total + layer
+    return total
+
+
+def reference_contrast(reference: torch.Tensor) -> torch.Tensor:
+    """Local contrast of the reference: Sobel gradient magnitude of CIE L* / 100, blurred by 1 px.
+
+    reference: (B, 3, H, W) sRGB in [0, 1]. Returns (B, H, W): about 0.1 on a step of 0.4 in grey
+    level, 0.001 (kornia's epsilon) on flat regions.
+    """
+    from kornia.color import rgb_to_lab
+    from kornia.filters import sobel
+
+    lightness = rgb_to_lab(reference)[:, :1] / 100.0
+    return gaussian_blur(sobel(lightness)[:, 0], 1.0)
+
+
+def object_mask(
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    tolerance: float = 0.05,
+    margin: int = 8,
+    reference_alpha: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Where either image shows the object, grown by ``margin`` pixels, holes filled.
+
+    Both images count: an added part (burr) shows only in the query, a missing part only in the
+    reference. Without the mask, background pixels (compression noise, floaters of the field,
+    exposure) dominate a map whose object covers a fraction of the frame.
+    query, reference: (B, 3, H, W); reference_alpha: optional (B, H, W) accumulated opacity of the
+    render, used for the reference instead of its colour. Returns (B, H, W) bool.
+    """
+    colour = torch.as_tensor(background, dtype=query.dtype, device=query.device).view(1, 3, 1, 1)
+    shown = (query - colour).abs().amax(1) > tolerance
+    if reference_alpha is not None:
+        shown |= reference_alpha.to(query.device).reshape(shown.shape) > 0.5
+    else:
+        shown |= (reference - colour).abs().amax(1) > tolerance
+    # Object parts of background colour leave holes; a hole is still object.
+    from scipy.ndimage import binary_fill_holes
+
+    filled = np.stack([dilate(binary_fill_holes(m), margin, shape="square") for m in shown.cpu().numpy()])
+    return torch.from_numpy(filled).to(query.device)
+
+
+def comparison_mask(
+    config: CompareConfig, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None
+) -> torch.Tensor:
+    """The pixels compared: ``object_mask`` with the config's background, tolerance and margin, or
+    every pixel when ``use_object_mask`` is off. Returns (B, H, W) bool."""
+    if not config.use_object_mask:
+        return torch.ones(query.shape[0], *query.shape[-2:], dtype=torch.bool, device=query.device)
+    return object_mask(query, reference, config.background, config.object_tolerance, config.mask_margin, alpha)
+
+
+def residual_terms(
+    config: CompareConfig, extract: Extract, query: torch.Tensor, reference: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W)."""
+    terms: dict[str, torch.Tensor] = {}
+    if config.color_weight > 0:
+        terms["color"] = color_residual(query, reference)
+    if config.structure_weight > 0:
+        terms["structure"] = structure_residual(query, reference, config.ssim_window)
+    if config.feature_weight > 0:
+        batch = query.shape[0]
+        features = extract(torch.cat([query, reference]))
+        terms["feature"] = feature_residual(
+            [f[:batch] for f in features],
+            [f[batch:] for f in features],
+            tuple(query.shape[-2:]),
+            config.feature_distance,
+        )
+    return terms
+
+
+def raw_residuals(
+    config: CompareConfig,
+    extract: Extract,
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    alpha: torch.Tensor | None,
+    neighbours: Sequence[torch.Tensor] = (),
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Unsmoothed terms {term: (B, H, W)} and the compared pixels (B, H, W) bool (from the render).
+
+    With neighbours (each (B, 3, H, W)), each term is the smallest over the render and them, pixel by pixel."""
+    terms = residual_terms(config, extract, query, reference)
+    for neighbour in neighbours:
+        others = residual_terms(config, extract, query, neighbour).values()
+        terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
+    return terms, comparison_mask(config, query, reference, alpha)
+
+
+def finish_terms(
+    raw: Mapping[str, torch.Tensor],
+    mask: torch.Tensor,
+    sigma: float,
+    contrast: torch.Tensor | None = None,
+    statistics: Mapping[str, ContrastStatistics] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Raw terms (B, H, W) -> standardised per bin of the reference's ``contrast`` (B, H, W) (when
+    ``statistics`` are given), smoothed by ``sigma`` and zeroed outside ``mask``."""
+    terms = {}
+    for name, value in raw.items():
+        value = value.float()
+        if statistics is not None:
+            value = statistics[name].standardize(value, contrast)
+        terms[name] = gaussian_blur(value, sigma) * mask
+    return terms
