@@ -349,8 +349,8 @@ def test_demo_config_refuses_nonsense_naming_the_field(field, value):
 def test_topk_and_topk_mean_are_one_image_score():
     anomaly_map = np.arange(100, dtype=np.float32).reshape(10, 10)
     assert M.image_score_from_map(anomaly_map, "topk", 0.05) == M.image_score_from_map(anomaly_map, "topk_mean", 0.05) == 97.0
-    assert EvaluationConfig(score_method="topk_mean").resolved().score_method == "topk"  # one spelling from here on
-    with pytest.raises(ValueError, match="use 'max' or 'topk'"):
+    assert EvaluationConfig(score_method="topk").resolved().score_method == "topk_mean"  # one spelling from here on
+    with pytest.raises(ValueError, match="use 'max' or 'topk_mean'"):
         M.image_score_from_map(anomaly_map, "mean")
     maps = [anomaly_map, anomaly_map[::-1]]
     masks = [np.zeros((10, 10), bool), np.eye(10, dtype=bool)]
@@ -364,7 +364,7 @@ def test_cli_accepts_both_spellings_of_the_topk_score(tmp_path):
     for spelling in ("topk", "topk_mean"):
         assert run_cli("--pred", pred, "--data", data, "--class", "Toy", "--score-method", spelling, "--out", tmp_path / spelling) == 0
     first, second = (json.loads((tmp_path / s / "metrics.json").read_text()) for s in ("topk", "topk_mean"))
-    assert first == second and first["config"]["score_method"] == "topk"
+    assert first == second and first["config"]["score_method"] == "topk_mean"
 
 
 def test_invariant_and_pad_share_one_path_to_their_metrics():

@@ -52,7 +52,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--metrics", default=None, help="comma-separated metric names (default: the protocol's set)")
     parser.add_argument("--score-method", choices=IMAGE_SCORE_METHODS + tuple(IMAGE_SCORE_ALIASES), default="max",
                         help="image score of a map when the predictions have no scores.json: its max (default) or "
-                             "'topk', the mean of its highest 1%% of pixels ('topk_mean' is the same)")
+                             "'topk_mean', the mean of its highest 1%% of pixels ('topk' is the same)")
     parser.add_argument("--panels", type=int, default=0, help="qualitative panels for the N highest-scoring anomalous images")
     return parser
 

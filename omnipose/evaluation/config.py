@@ -63,7 +63,7 @@ class EvaluationConfig(Config):
     (PAD_METRICS, ADER_METRICS or SYNERGY_METRICS)."""
     score_method: str = "max"
     """How image scores are derived from the maps when the predictions have no scores.json:
-    'max' or 'topk' (the mean of the highest 1 % of pixels; 'topk_mean' is understood too)."""
+    'max' or 'topk_mean' (the mean of the highest 1 % of pixels; 'topk' is understood too)."""
 
     def check(self) -> None:
         one_of(self, "protocol", PROTOCOLS)

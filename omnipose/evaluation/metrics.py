@@ -31,6 +31,7 @@ from typing import Sequence, Union
 import numpy as np
 
 # MapResizedWarning, MetricInputError and resize_bilinear are part of what the metrics offer.
+from omnipose.compare import SCORE_METHOD_ALIASES, SCORE_METHODS, canonical_score_method
 from omnipose.evaluation.inputs import MapResizedWarning, MetricInputError, check_finite, resize_bilinear  # noqa: F401
 from omnipose.evaluation.ranking import RankedScores, rank_pixels, rank_scores
 
@@ -372,15 +373,14 @@ def curve_points(ranked: RankedScores, max_points: int = 1000) -> dict[str, np.n
 
 
 # ----------------------------------------------------------------------------- image score
-# One idea, one name: the mean of the highest pixels is "topk" in the comparison's configs and
-# calibration files, so it is "topk" here too; "topk_mean" is still understood.
-IMAGE_SCORE_METHODS = ("max", "topk")
-IMAGE_SCORE_ALIASES = {"topk_mean": "topk"}
+# One idea, one name, kept where the comparison defines it: "topk_mean" ("topk" understood).
+IMAGE_SCORE_METHODS = SCORE_METHODS
+IMAGE_SCORE_ALIASES = SCORE_METHOD_ALIASES
 
 
 def image_score_method(method: str) -> str:
-    """The name an image score method goes by ('topk_mean' -> 'topk'); ValueError for an unknown one."""
-    method = IMAGE_SCORE_ALIASES.get(method, method)
+    """The name an image score method goes by ('topk' -> 'topk_mean'); ValueError for an unknown one."""
+    method = canonical_score_method(method)
     if method not in IMAGE_SCORE_METHODS:
         raise ValueError(f"unknown image score method {method!r}; use {' or '.join(map(repr, IMAGE_SCORE_METHODS))}.")
     return method
@@ -390,9 +390,9 @@ def image_score_from_map(anomaly_map: np.ndarray, method: str = "max", top_k: in
     """One anomaly score for an image from its map.
 
     anomaly_map: (H, W) finite float.
-    method: 'max' (PAD, ADer default) or 'topk' (also spelt 'topk_mean': the mean of the k
+    method: 'max' (PAD, ADer default) or 'topk_mean' (also spelt 'topk': the mean of the k
         highest pixels, steadier against single hot pixels).
-    top_k: for 'topk': an int = number of pixels, a float in (0, 1] = fraction of pixels.
+    top_k: for 'topk_mean': an int = number of pixels, a float in (0, 1] = fraction of pixels.
     """
     method = image_score_method(method)
     values = np.asarray(anomaly_map).ravel()
