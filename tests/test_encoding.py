@@ -186,3 +186,34 @@ def test_tcnn_matches_torch_backend():
     again = HashGridEncoding(config).cuda()
     again.load_state_dict(fast.state_dict())
     torch.testing.assert_close(again.table, reference.table)
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    "config_class, field, value",
+    [
+        (HashGridConfig, "n_levels", 0),
+        (HashGridConfig, "features_per_level", -2),
+        (HashGridConfig, "log2_table_size", 40),
+        (HashGridConfig, "base_resolution", float("nan")),
+        (HashGridConfig, "per_level_scale", 0.0),
+        (HashGridConfig, "init_scale", -1e-4),
+        (TriPlaneConfig, "resolutions", ()),
+        (TriPlaneConfig, "resolutions", (64, 1)),
+        (TriPlaneConfig, "features", 0),
+        (TriPlaneConfig, "init_high", 0.05),
+    ],
+)
+def test_encoding_configs_refuse_nonsense(config_class, field, value):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{config_class.__name__}.{field}"):
+        config_class(**{field: value})
+
+
+def test_encoding_configs_round_trip_through_dicts():
+    grid = HashGridConfig(n_levels=3, per_level_scale=1.5)
+    assert HashGridConfig.from_dict(grid.to_dict()) == grid
+    planes = TriPlaneConfig(resolutions=(8, 16), features=4)
+    assert planes.to_dict()["resolutions"] == [8, 16]
+    assert TriPlaneConfig.from_dict(planes.to_dict()) == planes

@@ -160,3 +160,39 @@ def test_nerf_checkpoint_errors(tmp_path, nerf_tar):
     torch.save({"global_step": 1, "network_fn_state_dict": misshaped}, tmp_path / "misshaped.tar")
     with pytest.raises(CheckpointError, match="rgb_linear.weight"):
         load_checkpoint(tmp_path / "misshaped.tar")
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"encoding": "voxels"}, "encoding"),
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"density_layers": -1}, "density_layers"),
+        ({"sh_degree": 5}, "sh_degree"),
+        ({"density_bias": float("nan")}, "density_bias"),
+        ({"encoding_backend": "cuda"}, "encoding_backend"),
+        ({"grid": {"n_levels": 2}}, "grid"),
+    ],
+)
+def test_field_config_refuses_nonsense(values, field):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"NGPFieldConfig.{field}"):
+        NGPFieldConfig(**values)
+
+
+def test_nerf_mlp_config_refuses_nonsense():
+    from omnipose.core.errors import ConfigError
+    from omnipose.nerf import NeRFMLPConfig
+
+    with pytest.raises(ConfigError, match="NeRFMLPConfig.width"):
+        NeRFMLPConfig(width=0)
+    with pytest.raises(ConfigError, match="NeRFMLPConfig.skips"):
+        NeRFMLPConfig(depth=4, skips=(4,))
+
+
+def test_field_config_reads_nested_dicts():
+    config = NGPFieldConfig(encoding="triplane", grid=SMALL_GRID, sh_degree=4)
+    again = NGPFieldConfig.from_dict(config.to_dict())
+    assert again == config and isinstance(again.grid, HashGridConfig) and again.triplane.resolutions == (64, 128, 256)

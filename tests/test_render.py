@@ -220,3 +220,25 @@ def test_shrinking_the_box_keeps_dense_levels():
     after = encoding(field.normalize(points))
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(after[:, :2], points @ coefficients, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "field, value",
+    [("steps_per_diagonal", 0), ("occupancy_resolution", -8), ("alpha_threshold", 1.0), ("alpha_threshold", 0.0),
+     ("occupancy_decay", 1.5), ("early_stop", -1e-4), ("near", float("nan")), ("chunk", 0)],
+)  # fmt: skip
+def test_render_config_refuses_nonsense(field, value):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"RenderConfig.{field}"):
+        RenderConfig(**{field: value})
+
+
+def test_settings_are_plain_dicts_of_the_configs():
+    field = NGPField(NGPFieldConfig(grid=HashGridConfig(2, 2, 12, 4, 8), encoding_backend="torch"))
+    model = RadianceModel(field, config=RenderConfig(chunk=512))
+    settings = model.settings()
+    assert settings["render"] == RenderConfig(chunk=512).to_dict()
+    assert NGPFieldConfig.from_dict(settings["field"]) == field.config
+    json.dumps(settings)  # JSON-safe

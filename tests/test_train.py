@@ -1,6 +1,7 @@
 """Training: checkpoints, interruption and resume, reproducibility, bad input, the command line."""
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from omnipose.data import PosedImages, load_transforms
 from omnipose.nerf import HashGridConfig
 from omnipose.nerf import NGPFieldConfig
 from omnipose.nerf import RenderConfig
-from omnipose.nerf import TrainConfig, add_train_arguments, load_checkpoint, psnr, run_train, split_holdout, train_model
+from omnipose.cli.train import add_train_arguments, run_train
+from omnipose.nerf import TrainConfig, load_checkpoint, psnr, split_holdout, train_model
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +179,87 @@ def test_command_line(tmp_path, lego_dir):
     torch.testing.assert_close(info.aabb, torch.tensor(meta["aabb"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--size", "24"])  # neither --data nor --transforms
+
+
+# ----------------------------------------------------------------------------- configs and old files
+@pytest.mark.parametrize(
+    "field, value",
+    [("steps", 0), ("minutes", -1.0), ("target_samples", 0), ("min_rays", 0), ("lr", float("nan")), ("network_lr", 0.0),
+     ("lr_milestones", (0.5, 1.5)), ("occupancy_every", 0), ("occupancy_fraction", 0.0), ("eval_every", -1),
+     ("checkpoint_every_seconds", 0.0), ("seed", 1.5), ("class_name", ""), ("render", {"chunk": 8})],
+)  # fmt: skip
+def test_train_config_refuses_nonsense(field, value):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"TrainConfig.{field}"):
+        TrainConfig(**{field: value})
+
+
+def test_saved_configs_drop_settings_they_no_longer_have(tmp_path, lego_small):
+    """A checkpoint written by an older omnipose (tuples pickled as tuples, settings since removed)
+    still loads, and its training config reads back."""
+    train_model(lego_small, tiny_config(steps=1), tmp_path / "ckpt", progress=False)
+    payload = torch.load(tmp_path / "ckpt" / "model.pt", weights_only=False)
+    settings = payload["settings"]
+    settings["field"]["triplane"]["resolutions"] = tuple(settings["field"]["triplane"]["resolutions"])
+    settings["field"]["retired_knob"] = 3
+    settings["field"]["grid"]["retired_grid_knob"] = True
+    settings["render"]["retired_render_knob"] = 0.5
+    torch.save(payload, tmp_path / "ckpt" / "model.pt")
+    model, info = load_checkpoint(tmp_path / "ckpt", device="cpu")
+    assert model.field.config == tiny_config().field
+    assert model.config == tiny_config().render
+    assert "aabb_source" in info.config
+    config = TrainConfig.from_dict(info.config)
+    assert config == tiny_config(steps=1).resolved("cpu")
+    assert config.field == tiny_config().field and config.render == tiny_config().render
+
+
+GOLDEN = Path("/work/golden/ckpts_clean/synth/01Robot")
+
+
+@pytest.mark.skipif(not (GOLDEN / "model.pt").is_file(), reason="no checkpoint written before the refactor here")
+def test_checkpoint_written_before_the_refactor_loads(tmp_path):
+    """A checkpoint of omnipose before the nerf modules were split (copied; the original is never written)."""
+    import shutil
+
+    for name in ("model.pt", "config.json"):
+        shutil.copy(GOLDEN / name, tmp_path / name)
+    model, info = load_checkpoint(tmp_path, device="cpu", field_type="ngp", class_name="01Robot")
+    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert_same_weights(weights(model), payload["model"])
+    assert model.settings()["render"] == payload["settings"]["render"]
+    assert model.settings()["field"]["grid"] == payload["settings"]["field"]["grid"]
+    config = TrainConfig.from_dict(info.config)
+    assert (config.steps, config.class_name, config.field.grid.n_levels) == (info.step, "01Robot", 2)
+    with torch.no_grad():
+        K = info.K.clone()
+        K[:2] *= 32 / info.width
+        image = model.render_image(info.train_c2w[0], K, 32, 32)
+    assert image["rgb"].shape == (32, 32, 3) and float(image["opacity"].max()) > 0.5
+
+
+def test_old_module_paths_still_serve_their_names():
+    import importlib
+
+    import omnipose  # noqa: F401  (installs the old paths)
+    import omnipose.nerf as nerf
+
+    old_names = {
+        "omnipose.encoding": ("PositionalEncoding", "HashGridConfig", "grid_levels", "interpolate_rows", "TriPlaneEncoding",
+                              "TcnnHashGridEncoding", "make_grid_encoding", "tcnn_available", "scatter_rows", "HASH_PRIMES"),
+        "omnipose.field": ("NGPField", "NGPFieldConfig", "truncated_exp", "mlp", "NeRFMLP", "NeRFMLPConfig", "load_nerf_mlp",
+                           "nerf_config_from_state_dict"),
+        "omnipose.render": ("RadianceModel", "VanillaNeRFModel", "RenderConfig", "OccupancyGrid", "composite", "ray_aabb_intersect",
+                            "estimate_aabb", "resolve_aabb", "resample_grid", "random_uniform", "sample_pdf", "nerf_raw_to_outputs",
+                            "DEFAULT_AABB"),
+        "omnipose.train": ("TrainConfig", "CheckpointInfo", "train_model", "load_checkpoint", "save_checkpoint", "evaluate_views",
+                           "psnr", "ssim", "RayBatcher", "split_holdout", "default_field_config", "add_train_arguments", "run_train",
+                           "load_training_data", "CHECKPOINT_FORMAT", "MODEL_FILE"),
+    }  # fmt: skip
+    for module_name, names in old_names.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert getattr(module, name) is not None, f"{module_name}.{name}"
+    # The command-line part of omnipose.nerf's API lives in omnipose.cli.train now.
+    assert nerf.run_train is run_train and nerf.add_train_arguments is add_train_arguments

@@ -1,2 +1,68 @@
-"""``omnipose train`` (to be moved here from omnipose.nerf.train)."""
-from omnipose.nerf.train import add_train_arguments, run_train  # noqa: F401
+"""``omnipose train``: train the radiance field of one object (a MAD class or a transforms.json)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from omnipose.core.errors import DataError
+from omnipose.data import PosedImages, load_transforms, open_mad_class
+from omnipose.nerf import TrainConfig, split_holdout, train_model
+
+
+def add_train_arguments(parser) -> None:
+    """Options of `omnipose train`."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="root of a MAD-format dataset (use with --class)")
+    source.add_argument("--transforms", type=Path, help="a Blender/NeRF transforms.json (e.g. nerf_synthetic/lego/transforms_train.json)")
+    parser.add_argument("--class", dest="class_name", help="class folder under --data (e.g. 01Gorilla)")
+    parser.add_argument("--size", type=int, default=200, help="training image width in pixels (default 200)")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"optimisation steps (default {TrainConfig.steps})")
+    parser.add_argument("--minutes", type=float, default=None, help="time budget; stops at whichever of --steps / --minutes comes first")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default ckpts/<dataset>/<class>)")
+    parser.add_argument("--holdout", type=int, default=0, metavar="K", help="hold out every K-th view for PSNR/SSIM (0: none)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue from a checkpoint in --out (default on)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_training_data(args) -> tuple[PosedImages, str, str, list | None]:
+    """Views, dataset name, class name and scene box (or None) for `omnipose train`'s arguments."""
+    if args.data is not None:
+        if not args.class_name:
+            raise DataError("--data needs --class NAME (a class folder under the dataset root).")
+        mad = open_mad_class(args.data, args.class_name, require_masks=False)
+        views = mad.load_train_views(size=args.size, progress=not args.quiet)
+        transforms_path, dataset, class_name = mad.transforms_path, Path(args.data).resolve().name, args.class_name
+    else:
+        transforms_path = Path(args.transforms)
+        views = load_transforms(transforms_path, size=args.size, progress=not args.quiet)
+        dataset = transforms_path.resolve().parent.parent.name or "custom"
+        class_name = args.class_name or transforms_path.resolve().parent.name
+    aabb = None
+    try:
+        aabb = json.loads(Path(transforms_path).read_text()).get("aabb")
+    except (OSError, json.JSONDecodeError):
+        pass
+    return views, dataset, class_name, aabb
+
+
+def run_train(args) -> int:
+    """`omnipose train`: returns 0 on success, 130 when interrupted (checkpoint saved)."""
+    views, dataset, class_name, aabb = load_training_data(args)
+    train_views, holdout = split_holdout(views, args.holdout)
+    config = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
+                         dataset=dataset, class_name=class_name, aabb=aabb)  # fmt: skip
+    out_dir = args.out if args.out is not None else Path("ckpts") / dataset / class_name
+    try:
+        model = train_model(train_views, config, out_dir, holdout=holdout, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return 130
+    metrics = getattr(model, "metrics", {})
+    summary = f"trained {dataset}/{class_name}: {metrics.get('steps')} steps in {metrics.get('train_seconds', 0):.0f} s"
+    if "psnr" in metrics:
+        summary += f", held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+    print(f"{summary}; checkpoint: {out_dir}")
+    return 0

@@ -1,0 +1,51 @@
+"""Volume rendering: samples along rays (density, colour) become pixels (colour, depth, opacity).
+
+``composite`` is the emission-absorption model on a padded (rays, steps) layout, used by the NGP
+model; ``nerf_raw_to_outputs`` is nerf-pytorch's ``raw2outputs``, kept separate because its
+arithmetic (the 1e10 last gap, the cumulative product of 1 - alpha + 1e-10) is what the
+original checkpoints were trained with.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def composite(
+    sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, dt: torch.Tensor | float, background: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Alpha-composite samples along rays (emission-absorption model).
+
+    sigma: (R, S) density, 0 at empty steps; rgb: (R, S, 3); t: (R, S) sample distances; dt: step
+    lengths, (R, S) or a float; background: (3,). Returns 'rgb' (R, 3), 'depth' (R,),
+    'opacity' (R,), 'weights' (R, S).
+    """
+    optical = sigma * dt
+    alpha = 1.0 - torch.exp(-optical)
+    # Transmittance before each sample: exp(-sum of the optical depth of the samples in front).
+    transmittance = torch.exp(-(torch.cumsum(optical, 1) - optical))
+    weights = alpha * transmittance
+    opacity = weights.sum(1)
+    color = (weights[..., None] * rgb).sum(1) + (1.0 - opacity)[:, None] * background
+    depth = (weights * t).sum(1) / opacity.clamp(min=1e-6)
+    depth = torch.where(opacity > 1e-6, depth, torch.zeros_like(depth))
+    return {"rgb": color, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def nerf_raw_to_outputs(raw: torch.Tensor, z: torch.Tensor, direction_norm: torch.Tensor, background: torch.Tensor) -> dict:
+    """nerf-pytorch's ``raw2outputs`` (no density noise).
+
+    raw: (R, S, 4) network outputs; z: (R, S) sample parameters along the (camera z = -1) rays;
+    direction_norm: (R,) length of those ray directions; background: (3,).
+    Distances between samples are scaled to world units, the last one is 1e10;
+    alpha = 1 - exp(-relu(sigma) dist); weights use the cumulative product of (1 - alpha + 1e-10).
+    Returns 'rgb' (R, 3), 'depth_z' (R,) (sum of weights * z), 'opacity' (R,), 'weights' (R, S).
+    """
+    gaps = z[:, 1:] - z[:, :-1]
+    gaps = torch.cat([gaps, torch.full_like(gaps[:, :1], 1e10)], -1) * direction_norm[:, None]
+    rgb = torch.sigmoid(raw[..., :3])
+    alpha = 1.0 - torch.exp(-torch.relu(raw[..., 3]) * gaps)
+    survive = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], -1), -1)[:, :-1]
+    weights = alpha * survive
+    opacity = weights.sum(-1)
+    color = (weights[..., None] * rgb).sum(-2) + (1.0 - opacity)[:, None] * background
+    return {"rgb": color, "depth_z": (weights * z).sum(-1), "opacity": opacity, "weights": weights}

@@ -1,0 +1,335 @@
+"""Models: a field plus everything needed to turn rays into pixels.
+
+``RadianceModel`` bundles an NGP field with the scene box, an occupancy grid that lets marching
+skip empty space, the background colour and the marching settings. ``VanillaNeRFModel`` renders
+nerf-pytorch networks with nerf-pytorch's own sampling (64 stratified + 64 importance samples
+between near and far) behind the same interface.
+
+Both expose
+- ``render_rays(rays_o, rays_d)``: rays (N, 3), unit directions, world frame -> dict of
+  'rgb' (N, 3), 'depth' (N,), 'opacity' (N,); differentiable w.r.t. the rays and the field,
+  deterministic in eval mode (marching jitter only in training mode);
+- ``render_pixels(c2w, K, pixels)``: the same for pixels (N, 2) of a camera, differentiable
+  w.r.t. ``c2w`` (what iNeRF needs);
+- ``render_image(c2w, K, height, width)``: a full image in chunks of bounded memory.
+
+'depth' is the expected distance of the ray's termination along the unit ray, normalised by the
+opacity (0 where nothing is hit). Marching works on a padded (rays, steps) layout: every ray gets
+the same number of candidate steps, empty ones cost a few bytes and no network evaluation, and
+transmittance is a plain cumulative sum along dim 1, exact for every ray.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from omnipose.core.config import (
+    Config,
+    fraction,
+    non_negative,
+    positive,
+    require,
+    to_dict,
+)
+from omnipose.core.errors import OmniposeError
+from omnipose.core.geometry import generate_rays, pixel_centers
+from omnipose.nerf.bounds import DEFAULT_AABB, ray_aabb_intersect
+from omnipose.nerf.compositing import composite, nerf_raw_to_outputs
+from omnipose.nerf.hash_grid import HashGridEncoding, resample_grid
+from omnipose.nerf.nerf_mlp import NeRFMLP
+from omnipose.nerf.occupancy import OccupancyGrid
+from omnipose.nerf.sampling import random_uniform, sample_pdf
+
+
+@dataclass
+class RenderConfig(Config):
+    """How an NGP model marches rays."""
+
+    steps_per_diagonal: int = 256
+    """Marching step = box diagonal / this (256 gives about 0.02 for the 3-unit lego box)."""
+    occupancy_resolution: int = 64
+    """Cells per axis of the occupancy grid."""
+    alpha_threshold: float = 0.01
+    """A cell is empty when one step through it would be less opaque than this."""
+    occupancy_decay: float = 0.95
+    """Each occupancy update first multiplies the remembered densities by this (an EMA)."""
+    early_stop: float = 1e-4
+    """Samples behind transmittance below this are dropped (early ray termination)."""
+    color_threshold: float = 1e-4
+    """Steps whose weight is below this get no colour evaluation (their share of the pixel is negligible)."""
+    near: float = 0.05
+    """Marching starts at least this far along each ray."""
+    chunk: int = 8192
+    """Rays per chunk when rendering images (bounds memory)."""
+
+    def check(self) -> None:
+        positive(self, "steps_per_diagonal", "occupancy_resolution", "chunk")
+        fraction(self, "alpha_threshold", open_low=True)
+        require(self, "alpha_threshold", self.alpha_threshold < 1, "must be below 1 (a step cannot be fully opaque)")
+        fraction(self, "occupancy_decay")
+        non_negative(self, "early_stop", "color_threshold", "near")
+
+
+class RadianceModel(torch.nn.Module):
+    """A field plus what rendering it needs: scene box, occupancy grid, background, step size.
+
+    field: an ``NGPField`` (anything with ``density(x, with_features)`` and ``color(features, d)``).
+    aabb: (2, 3) scene box. background: RGB in [0, 1] behind the object (white for MAD/Blender).
+    """
+
+    # Where this model's pixel (i, j) ray passes, relative to our pixel centre (i + 0.5, j + 0.5).
+    pixel_offset = 0.0
+
+    def __init__(self, field, aabb=None, background=(1.0, 1.0, 1.0), config: RenderConfig | None = None):
+        super().__init__()
+        self.field = field
+        self.config = config or RenderConfig()
+        box = torch.as_tensor(DEFAULT_AABB if aabb is None else aabb, dtype=torch.float32)
+        self.register_buffer("aabb", box.clone())
+        self.register_buffer("background", torch.as_tensor(background, dtype=torch.float32).reshape(3).clone())
+        self.occupancy = OccupancyGrid(box, self.config.occupancy_resolution)
+
+    @property
+    def field_type(self) -> str:
+        return self.field.field_type
+
+    @property
+    def device(self) -> torch.device:
+        return self.aabb.device
+
+    @property
+    def step_size(self) -> float:
+        return float((self.aabb[1] - self.aabb[0]).norm()) / self.config.steps_per_diagonal
+
+    # ------------------------------------------------------------------ marching
+    def march(
+        self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate steps of every ray inside the box, and which fall in occupied cells.
+
+        Steps sit on a fixed lattice along each ray, t_k = (k + offset) * dt, so that moving the
+        camera slides the samples through space smoothly (no jumps when the box entry point moves):
+        the render is then differentiable in the pose the way finite differences see it.
+        offset is 0.5 in eval mode and random per ray in training mode (jitter).
+        rays_o, rays_d: (R, 3). Returns t: (R, S) step distances and mask: (R, S) bool.
+        """
+        dt = self.step_size
+        with torch.no_grad():
+            t_near, t_far = ray_aabb_intersect(rays_o, rays_d, self.aabb)
+            t_near = t_near.clamp(min=self.config.near)
+            if self.training:
+                offset = random_uniform((rays_o.shape[0],), generator, rays_o.device).to(rays_o.dtype)
+            else:
+                offset = torch.full((rays_o.shape[0],), 0.5, device=rays_o.device)
+            first = torch.ceil(t_near / dt - offset)
+            count = torch.floor(t_far / dt - offset) - first + 1
+            n_steps = int(count.max().clamp(min=0)) if count.numel() else 0
+            if n_steps == 0:
+                empty = rays_o.new_zeros(rays_o.shape[0], 0)
+                return empty, empty.bool()
+            steps = torch.arange(n_steps, device=rays_o.device, dtype=rays_o.dtype)
+            t = (first[:, None] + steps + offset[:, None]) * dt
+            mask = steps < count[:, None]
+            mask &= self.occupancy.is_occupied_along(rays_o, rays_d, t)
+        return t, mask
+
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """Render rays. rays_o, rays_d: (N, 3), unit directions, world frame.
+
+        Returns 'rgb' (N, 3), 'depth' (N,), 'opacity' (N,), and the counts 'candidates' (steps in
+        occupied cells, density evaluated without gradient) and 'samples' (steps rendered).
+        Gradients reach the field and ``rays_o`` / ``rays_d`` (sample positions are o + t d with
+        the step distances t held fixed).
+        """
+        t, mask = self.march(rays_o, rays_d, generator)
+        n_rays, n_steps = t.shape
+        dt = self.step_size
+        needs_grad = torch.is_grad_enabled() and (
+            rays_o.requires_grad or rays_d.requires_grad or any(p.requires_grad for p in self.field.parameters())
+        )
+        ray_index, step_index = mask.nonzero(as_tuple=True)
+        # Pass 1 without gradients: densities of every occupied step give transmittance and weights;
+        # steps hidden behind opaque ones (early termination) are dropped before the costly pass,
+        # and colour is only evaluated where a step can contribute to the pixel.
+        with torch.no_grad():
+            points = rays_o[ray_index] + rays_d[ray_index] * t[ray_index, step_index, None]
+            if needs_grad:
+                sigma = self.field.density(points)
+            else:
+                sigma, features = self.field.density(points, with_features=True)
+            sigma_dense = t.new_zeros(n_rays, n_steps).index_put_((ray_index, step_index), sigma)
+            optical = sigma_dense * dt
+            transmittance = torch.exp(-(torch.cumsum(optical, 1) - optical))[ray_index, step_index]
+            weight = transmittance * (1.0 - torch.exp(-sigma * dt))
+            visible = transmittance > self.config.early_stop
+            colored = weight[visible] > self.config.color_threshold
+        ray_index, step_index = ray_index[visible], step_index[visible]
+        if needs_grad:
+            # Pass 2 with gradients on the visible steps only.
+            points = rays_o[ray_index] + rays_d[ray_index] * t[ray_index, step_index, None]
+            sigma, features = self.field.density(points, with_features=True)
+        else:
+            sigma, features = sigma[visible], features[visible]
+        rgb = sigma.new_zeros(sigma.shape[0], 3)
+        rgb = rgb.index_put((colored,), self.field.color(features[colored], rays_d[ray_index[colored]]))
+        sigma_dense = t.new_zeros(n_rays, n_steps).index_put((ray_index, step_index), sigma)
+        rgb_dense = t.new_zeros(n_rays, n_steps, 3).index_put((ray_index, step_index), rgb)
+        out = composite(sigma_dense, rgb_dense, t, dt, self.background)
+        out.pop("weights")
+        out["samples"] = int(ray_index.numel())
+        out["candidates"] = int(visible.numel())
+        return out
+
+    # ------------------------------------------------------------------ cameras
+    def camera_rays(self, c2w: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit world rays of pixels (N, 2) in our convention (centre of pixel i at i + 0.5)."""
+        return generate_rays(c2w, K.to(c2w), pixels + self.pixel_offset)
+
+    def render_pixels(self, c2w: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor) -> dict:
+        """Render pixels (N, 2) as (u, v) of a camera c2w (4, 4) OpenGL, K (3, 3).
+
+        Differentiable w.r.t. c2w (and the field). Returns the ``render_rays`` dict.
+        """
+        rays_o, rays_d = self.camera_rays(c2w, K, pixels)
+        return self.render_rays(rays_o, rays_d)
+
+    def render_image(
+        self, c2w: torch.Tensor, K: torch.Tensor, height: int, width: int, chunk: int | None = None, requires_grad: bool = False
+    ) -> dict:
+        """Render a full image in chunks of ``chunk`` rays.
+
+        c2w: (4, 4) OpenGL; K: (3, 3). Returns 'rgb' (H, W, 3), 'depth' (H, W), 'opacity' (H, W).
+        Without ``requires_grad`` (or with grad disabled) no graph is kept, so memory stays bounded.
+        """
+        chunk = chunk or self.config.chunk
+        c2w = c2w.to(self.device, torch.float32)
+        K = K.to(self.device, torch.float32)
+        pixels = pixel_centers(height, width, device=self.device)
+        keep_graph = requires_grad and torch.is_grad_enabled()
+        parts: dict[str, list[torch.Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+        with torch.set_grad_enabled(keep_graph):
+            for start in range(0, pixels.shape[0], chunk):
+                out = self.render_pixels(c2w, K, pixels[start : start + chunk])
+                for key in parts:
+                    parts[key].append(out[key])
+        return {
+            "rgb": torch.cat(parts["rgb"]).reshape(height, width, 3),
+            "depth": torch.cat(parts["depth"]).reshape(height, width),
+            "opacity": torch.cat(parts["opacity"]).reshape(height, width),
+        }
+
+    # ------------------------------------------------------------------ training support
+    def update_occupancy(self, fraction: float = 1.0, generator: torch.Generator | None = None) -> None:
+        """Refresh the occupancy grid from the field's current densities."""
+        self.occupancy.update(
+            self.field.density, self.step_size, self.config.alpha_threshold, self.config.occupancy_decay, fraction, generator=generator
+        )
+
+    @torch.no_grad()
+    def shrink_box(self, margin: float = 0.05, min_gain: float = 0.7, generator: torch.Generator | None = None) -> bool:
+        """Tighten the scene box around what the occupancy grid has found (DVGO's coarse-to-fine idea).
+
+        A box from camera frustums is several times larger than the object; fitting the grid to
+        the object gives it finer cells for the same memory. Dense grid levels are resampled onto the
+        new box (their content is kept); hashed levels restart from small random values. Returns
+        True when the box changed (only if the new volume is below ``min_gain`` of the old one).
+        Only the pure-torch hash-grid encoding supports this; other fields keep their box.
+        """
+        encoding = getattr(self.field, "encoding", None)
+        box = self.occupancy.occupied_box()
+        if not isinstance(encoding, HashGridEncoding) or box is None or not bool(self.occupancy.measured):
+            return False
+        pad = margin * (box[1] - box[0])
+        box = torch.stack([torch.maximum(box[0] - pad, self.aabb[0]), torch.minimum(box[1] + pad, self.aabb[1])])
+        if float((box[1] - box[0]).prod()) > min_gain * float((self.aabb[1] - self.aabb[0]).prod()):
+            return False
+        resample_grid(encoding, self.aabb, box)
+        self.aabb.copy_(box)
+        self.field.aabb.copy_(box)
+        self.occupancy.set_box(box)
+        self.update_occupancy(1.0, generator=generator)
+        return True
+
+    def settings(self) -> dict:
+        """What is needed to rebuild this model (JSON-safe)."""
+        return {
+            "aabb": self.aabb.tolist(),
+            "background": self.background.tolist(),
+            "render": to_dict(self.config),
+            "field": to_dict(self.field.config),
+        }
+
+
+class VanillaNeRFModel(RadianceModel):
+    """nerf-pytorch coarse + fine networks rendered exactly as nerf-pytorch renders them.
+
+    nerf-pytorch samples z in [near, far] along directions scaled to camera z = -1; for camera
+    pixels (``render_pixels`` / ``render_image``) we rebuild exactly those rays. Its pixel (i, j)
+    ray passes through (i, j) in our coordinates, not the centre (i + 0.5, j + 0.5), because
+    nerf-pytorch has no half-pixel offset: ``pixel_offset = -0.5`` makes our image (i, j) the same
+    ray as nerf-pytorch's (i, j), so renders line up with the images the network was trained on.
+    ``render_rays`` with plain unit rays (no ``ray_scale``) samples [near, far] in world distance.
+    """
+
+    pixel_offset = -0.5
+
+    def __init__(
+        self, coarse: NeRFMLP, fine: NeRFMLP | None = None, near: float = 2.0, far: float = 6.0,
+        n_samples: int = 64, n_importance: int = 64, background=(1.0, 1.0, 1.0), chunk: int = 1024,
+    ):  # fmt: skip
+        super().__init__(coarse, aabb=None, background=background, config=RenderConfig(chunk=chunk))
+        self.fine = fine
+        self.near, self.far = float(near), float(far)
+        self.n_samples, self.n_importance = int(n_samples), int(n_importance)
+
+    @property
+    def field_type(self) -> str:
+        return "nerf"
+
+    def render_rays(
+        self, rays_o: torch.Tensor, rays_d: torch.Tensor, ray_scale: torch.Tensor | None = None, generator=None
+    ) -> dict:
+        """rays_o, rays_d: (N, 3), unit directions. ray_scale: (N,) optional length of
+        nerf-pytorch's camera-z = -1 direction of each ray (then z is depth along the optical axis).
+        Returns 'rgb' (N, 3), 'depth' (N,), 'opacity' (N,) of the fine network (coarse if none).
+        """
+        scale = torch.ones_like(rays_d[:, 0]) if ray_scale is None else ray_scale
+        directions = rays_d * scale[:, None]  # nerf-pytorch's rays_d
+        n_rays = rays_o.shape[0]
+        steps = torch.linspace(0.0, 1.0, self.n_samples, device=rays_o.device)
+        z = (self.near * (1.0 - steps) + self.far * steps).expand(n_rays, self.n_samples)
+        if self.training:  # stratified jitter, as nerf-pytorch with perturb=1
+            mids = 0.5 * (z[:, 1:] + z[:, :-1])
+            upper, lower = torch.cat([mids, z[:, -1:]], -1), torch.cat([z[:, :1], mids], -1)
+            z = lower + (upper - lower) * random_uniform(tuple(z.shape), generator, z.device).to(z.dtype)
+        out = self._evaluate(self.field, rays_o, directions, rays_d, scale, z)
+        if self.n_importance > 0:
+            mids = 0.5 * (z[:, 1:] + z[:, :-1])
+            extra = sample_pdf(mids, out["weights"][:, 1:-1], self.n_importance, not self.training, generator).detach()
+            z, _ = torch.sort(torch.cat([z, extra], -1), -1)
+            out = self._evaluate(self.fine if self.fine is not None else self.field, rays_o, directions, rays_d, scale, z)
+        depth = out["depth_z"] * scale / out["opacity"].clamp(min=1e-6)
+        depth = torch.where(out["opacity"] > 1e-6, depth, torch.zeros_like(depth))
+        return {"rgb": out["rgb"], "depth": depth, "opacity": out["opacity"], "samples": int(z.numel())}
+
+    def _evaluate(self, network, rays_o, directions, unit_directions, scale, z) -> dict:
+        points = rays_o[:, None, :] + directions[:, None, :] * z[..., None]
+        views = unit_directions[:, None, :].expand_as(points)
+        raw = network(points.reshape(-1, 3), views.reshape(-1, 3)).reshape(z.shape + (-1,))
+        return nerf_raw_to_outputs(raw, z, scale, self.background)
+
+    def render_pixels(self, c2w: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor) -> dict:
+        rays_o, rays_d = generate_rays(c2w, K.to(c2w), pixels + self.pixel_offset, normalize=False)
+        scale = rays_d.norm(dim=-1)
+        return self.render_rays(rays_o, rays_d / scale[:, None], ray_scale=scale)
+
+    def update_occupancy(self, *args, **kwargs) -> None:
+        raise OmniposeError("a vanilla NeRF model has no occupancy grid; it samples [near, far] on every ray.")
+
+    def settings(self) -> dict:
+        return {
+            "near": self.near, "far": self.far, "n_samples": self.n_samples, "n_importance": self.n_importance,
+            "background": self.background.tolist(), "coarse": to_dict(self.field.config),
+            "fine": to_dict(self.fine.config) if self.fine is not None else None,
+        }  # fmt: skip
