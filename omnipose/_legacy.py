@@ -97,7 +97,15 @@ def _one_torch_thread():
     return one_torch_thread()
 
 
+def _config_dict(config):
+    """0.1's dataclass-to-dict of encoding configs (``dataclasses.asdict``)."""
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
 SHIMS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("omnipose.encoding", "config_dict"): _config_dict,
     ("omnipose.m2ad", "read_binary_mask"): _read_binary_mask,
     ("omnipose.pose", "gaussian_blur"): _gaussian_blur_hwc,
     ("omnipose.compare", "gaussian_smooth"): _gaussian_smooth,
