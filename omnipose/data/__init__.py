@@ -39,18 +39,7 @@ from omnipose.data.mad import (
     open_mad_class,
 )
 
-_legacy_getattr = legacy_getattr("omnipose.data")
-
-
-def __getattr__(name: str):
-    # ``omnipose download``'s entry points moved to omnipose.cli.download (cli imports data, not the
-    # reverse); they stay importable from here, resolved on first use.
-    if name in ("add_download_arguments", "run_download"):
-        import importlib
-
-        return getattr(importlib.import_module("omnipose.cli.download"), name)
-    return _legacy_getattr(name)
-
+__getattr__ = legacy_getattr("omnipose.data")
 
 __all__ = [
     "ArchiveError",

@@ -7,7 +7,6 @@ class means), ``protocols`` (PAD, M2AD-Invariant, M2AD-Synergy on arrays), ``pre
 prediction folder layout, evaluating a folder), ``tables``, ``figures``, ``report``, ``runner``
 (fit -> detect -> evaluate), ``demo`` and ``original`` (what the demo and OmniposeAD's commands need).
 """
-import importlib
 
 from omnipose.evaluation.config import (
     ADER_METRICS,
@@ -56,17 +55,6 @@ from omnipose.evaluation.results import ClassMean, ClassResult, class_means
 from omnipose.evaluation.runner import ClassRun, run_class, run_classes, save_run_config
 from omnipose.evaluation.tables import csv_text, format_table, markdown_table, results_to_dict
 
-# The original commands parse their own command line, so they live in omnipose.cli.original; code
-# that imported them from here keeps working (looked up on use: evaluation does not import cli).
-_COMMANDS = {"anomaly_nerf_lego": "omnipose.cli.original", "auroc_test": "omnipose.cli.original"}
-
-
-def __getattr__(name: str):
-    if name in _COMMANDS:
-        return getattr(importlib.import_module(_COMMANDS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ADER_METRICS",
     "ClassMean",
@@ -88,10 +76,8 @@ __all__ = [
     "PredictionError",
     "SYNERGY_METRICS",
     "Undefined",
-    "anomaly_nerf_lego",
     "aupro",
     "auroc",
-    "auroc_test",
     "average_precision",
     "class_means",
     "csv_text",

@@ -45,17 +45,6 @@ from omnipose.nerf.train import (
 )
 from omnipose.nerf.triplane import TriPlaneConfig, TriPlaneEncoding
 
-
-def __getattr__(name: str):
-    # The command-line functions moved to omnipose.cli.train; importing it here eagerly would
-    # run the layers backwards (cli imports nerf), so it is only reached for on demand.
-    if name in ("add_train_arguments", "run_train", "load_training_data"):
-        import importlib
-
-        return getattr(importlib.import_module("omnipose.cli.train"), name)
-    raise AttributeError(f"module 'omnipose.nerf' has no attribute {name!r}")
-
-
 __all__ = [
     "CheckpointInfo",
     "DEFAULT_AABB",

@@ -42,17 +42,6 @@ from omnipose.data.synth.writer import (
     read_synth_config,
 )
 
-
-def __getattr__(name: str):
-    # The command line moved to omnipose.cli.synth (cli imports data, not the reverse); its names
-    # stay importable from here, resolved on first use.
-    if name in ("add_synth_arguments", "run_synth", "config_from_args"):
-        import importlib
-
-        return getattr(importlib.import_module("omnipose.cli.synth"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "Figure",
     "FigureBuilder",
