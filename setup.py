@@ -24,7 +24,7 @@ REQUIRES = [
 
 setup(
     name="omnipose",
-    version="0.1.0",
+    version="0.2.0",
     description="Pose-agnostic visual anomaly detection on 3D objects with radiance fields",
     long_description=Path(__file__).with_name("README.md").read_text() if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",

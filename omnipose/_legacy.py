@@ -55,7 +55,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     ),
     "omnipose.demo": ("omnipose.evaluation.demo", "omnipose.evaluation.report", "omnipose.cli.demo"),
     "omnipose.original": ("omnipose.evaluation.original", "omnipose.cli.original"),
-    "omnipose.cli": ("omnipose.cli.main",),
+    "omnipose.cli": ("omnipose.cli.app",),
 }
 
 

@@ -59,14 +59,22 @@ from omnipose.core.image import (  # noqa: E402
     read_mask,
     warp_image,  # noqa: E402
 )
-from omnipose.data import PosedImages, load_transforms  # noqa: E402
-from omnipose.data import open_mad_class  # noqa: E402
+from omnipose.data import (  # noqa: E402
+    PosedImages,
+    load_transforms,
+    open_mad_class,  # noqa: E402
+)
 from omnipose.detector import Detector, DetectorConfig  # noqa: E402
-from omnipose.evaluation import EvaluationConfig, evaluate_pad  # noqa: E402
-from omnipose.evaluation import is_defined  # noqa: E402
+from omnipose.evaluation import (  # noqa: E402
+    EvaluationConfig,
+    evaluate_pad,
+    is_defined,  # noqa: E402
+)
 from omnipose.nerf import split_holdout  # noqa: E402
-from omnipose.pose import prepare_query  # noqa: E402
-from omnipose.pose import rotation_affine  # noqa: E402
+from omnipose.pose import (
+    prepare_query,  # noqa: E402
+    rotation_affine,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"

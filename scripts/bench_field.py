@@ -39,8 +39,7 @@ LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nerf_sy
 
 def load_case_views(case: dict):
     """(train, held-out) PosedImages of a case."""
-    from omnipose.data import load_transforms
-    from omnipose.data import open_mad_class
+    from omnipose.data import load_transforms, open_mad_class
     from omnipose.nerf import split_holdout
 
     if case["kind"] == "transforms":
@@ -55,9 +54,7 @@ def run_case(case: dict) -> dict:
     import torch
 
     from omnipose.core.image import save_image
-    from omnipose.nerf import HashGridConfig, TriPlaneConfig
-    from omnipose.nerf import NGPFieldConfig
-    from omnipose.nerf import TrainConfig, evaluate_views, train_model
+    from omnipose.nerf import HashGridConfig, NGPFieldConfig, TrainConfig, TriPlaneConfig, evaluate_views, train_model
 
     torch.set_num_threads(case["threads"])
     train, held = load_case_views(case)

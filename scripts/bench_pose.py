@@ -42,11 +42,9 @@ from omnipose.core.device import one_torch_thread, pick_device
 from omnipose.core.files import atomic_write_json
 from omnipose.core.geometry import pose_errors
 from omnipose.core.image import warp_image
-from omnipose.data import load_transforms
-from omnipose.data import open_mad_class
+from omnipose.data import load_transforms, open_mad_class
 from omnipose.nerf import TrainConfig, load_checkpoint, split_holdout, train_model
-from omnipose.pose import PoseConfig, PoseEstimator, prepare_query
-from omnipose.pose import matcher_availability, rotation_affine
+from omnipose.pose import PoseConfig, PoseEstimator, matcher_availability, prepare_query, rotation_affine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"

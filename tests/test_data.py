@@ -9,8 +9,7 @@ from PIL import Image
 
 from omnipose.core.errors import DataError
 from omnipose.core.image import read_image_rgb, read_mask
-from omnipose.data import load_transforms, natural_key
-from omnipose.data import MAD_CLASSES, list_classes, open_mad_class
+from omnipose.data import MAD_CLASSES, list_classes, load_transforms, natural_key, open_mad_class
 
 
 def test_lego_transforms_read_as_blender_ships_them(lego_dir):

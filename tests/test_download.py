@@ -10,9 +10,7 @@ import pytest
 import requests
 
 from omnipose.cli.download import add_download_arguments, run_download
-from omnipose.data import download
-from omnipose.data import SOURCES, ArchiveError, check_archive, extract_archive
-from omnipose.data import list_classes, open_mad_class
+from omnipose.data import SOURCES, ArchiveError, check_archive, download, extract_archive, list_classes, open_mad_class
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -141,7 +139,7 @@ def test_module_uses_gdown_at_call_time():
     assert not hasattr(download, "gdown")
 
 
-def test_command_line_names_stay_importable_from_the_data_package():
-    import omnipose.data as data
+def test_the_old_module_path_serves_the_command_line_names():
+    import omnipose.download as old
 
-    assert data.add_download_arguments is add_download_arguments and data.run_download is run_download
+    assert old.add_download_arguments is add_download_arguments and old.run_download is run_download

@@ -6,10 +6,7 @@ import torch
 
 from omnipose.core.errors import CheckpointError
 from omnipose.core.geometry import look_at, make_intrinsics
-from omnipose.nerf import HashGridConfig
-from omnipose.nerf import NGPField, NGPFieldConfig, truncated_exp
-from omnipose.nerf import VanillaNeRFModel
-from omnipose.nerf import load_checkpoint
+from omnipose.nerf import HashGridConfig, NGPField, NGPFieldConfig, VanillaNeRFModel, load_checkpoint, truncated_exp
 
 SMALL_GRID = HashGridConfig(n_levels=4, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=32)
 

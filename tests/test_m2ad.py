@@ -8,8 +8,16 @@ from PIL import Image
 
 from omnipose.core.errors import DataError
 from omnipose.core.image import read_mask
-from omnipose.data import M2adLayoutWarning, list_m2ad_classes, open_m2ad_class, parse_view_illumination
-from omnipose.data import group_object_instances, group_view_instances, mask_path_for, split_normal_specimens
+from omnipose.data import (
+    M2adLayoutWarning,
+    group_object_instances,
+    group_view_instances,
+    list_m2ad_classes,
+    mask_path_for,
+    open_m2ad_class,
+    parse_view_illumination,
+    split_normal_specimens,
+)
 
 VIEWS = ("001", "002")
 ILLUMINATIONS = ("01", "02", "03")
@@ -152,7 +160,6 @@ def test_open_class_does_not_touch_the_global_random_state(tmp_path):
 
 
 def test_m2ad_reads_the_image_suffixes_of_the_other_readers():
-    from omnipose.data import IMAGE_SUFFIXES
-    from omnipose.data import m2ad
+    from omnipose.data import IMAGE_SUFFIXES, m2ad
 
     assert m2ad.IMAGE_SUFFIXES is IMAGE_SUFFIXES

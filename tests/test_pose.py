@@ -459,7 +459,7 @@ def test_the_old_module_paths_still_serve_every_public_name():
 
 
 def test_the_pose_command_builds_its_config_from_the_options():
-    from omnipose.cli.main import build_parser
+    from omnipose.cli.app import build_parser
     from omnipose.cli.pose import config_from_args
 
     args = build_parser().parse_args(["pose", "--ckpt", "ckpt", "--image", "a.png", "b.png", "--matcher", "sift",

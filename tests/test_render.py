@@ -8,9 +8,16 @@ import torch
 from omnipose.core.geometry import apply_twist, look_at, make_intrinsics, project
 from omnipose.core.image import read_image_rgba, resize_image
 from omnipose.data import load_transforms
-from omnipose.nerf import HashGridConfig
-from omnipose.nerf import NGPField, NGPFieldConfig
-from omnipose.nerf import RadianceModel, RenderConfig, composite, ray_aabb_intersect, resolve_aabb
+from omnipose.nerf import (
+    HashGridConfig,
+    NGPField,
+    NGPFieldConfig,
+    RadianceModel,
+    RenderConfig,
+    composite,
+    ray_aabb_intersect,
+    resolve_aabb,
+)
 
 
 class SphereField(torch.nn.Module):

@@ -12,26 +12,29 @@ from PIL import Image
 from omnipose.cli.synth import add_synth_arguments, run_synth
 from omnipose.core.errors import ConfigError, DataError
 from omnipose.core.geometry import intrinsics_from_fov, project, spherical_pose
-from omnipose.data import load_transforms
-from omnipose.data import DEFECT_TYPES, GOOD, list_classes, open_mad_class
+from omnipose.data import DEFECT_TYPES, GOOD, list_classes, load_transforms, open_mad_class
 from omnipose.data.synth import (
     SCENE_BOUNDS,
     SYNTH_CLASSES,
+    Lighting,
     SynthConfig,
     SynthError,
     anomaly_mask,
     build_figure,
+    combine,
     ensure_class,
     generate_class,
     generate_dataset,
     load_ground_truth_poses,
+    make_box,
+    make_cylinder,
     random_test_pose,
     read_synth_config,
+    render,
     render_defect_free,
     render_scene,
     write_preview,
 )
-from omnipose.data.synth import Lighting, combine, make_box, make_cylinder, render
 
 CLASS = "04Turtle"
 TINY = dict(size=64, train_views=6, test_views_per_type=2, progress=False)
@@ -327,10 +330,10 @@ def test_a_marker_with_settings_this_version_does_not_know_still_reads(dataset, 
         read_synth_config(folder)
 
 
-def test_command_line_names_stay_importable_from_the_synth_package():
-    import omnipose.data.synth as synth
+def test_the_old_module_path_serves_the_command_line_names():
+    import omnipose.synth as old
 
-    assert synth.add_synth_arguments is add_synth_arguments and synth.run_synth is run_synth
+    assert old.add_synth_arguments is add_synth_arguments and old.run_synth is run_synth
 
 
 def test_legs_stack_their_segments_from_the_ground_leg_by_leg():

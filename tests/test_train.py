@@ -6,13 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from omnipose.cli.train import add_train_arguments, run_train
 from omnipose.core.errors import CheckpointError, DataError
 from omnipose.data import PosedImages, load_transforms
-from omnipose.nerf import HashGridConfig
-from omnipose.nerf import NGPFieldConfig
-from omnipose.nerf import RenderConfig
-from omnipose.cli.train import add_train_arguments, run_train
-from omnipose.nerf import TrainConfig, load_checkpoint, psnr, split_holdout, train_model
+from omnipose.nerf import (
+    HashGridConfig,
+    NGPFieldConfig,
+    RenderConfig,
+    TrainConfig,
+    load_checkpoint,
+    psnr,
+    split_holdout,
+    train_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +249,6 @@ def test_old_module_paths_still_serve_their_names():
     import importlib
 
     import omnipose  # noqa: F401  (installs the old paths)
-    import omnipose.nerf as nerf
 
     old_names = {
         "omnipose.encoding": ("PositionalEncoding", "HashGridConfig", "grid_levels", "interpolate_rows", "TriPlaneEncoding",
@@ -261,5 +266,6 @@ def test_old_module_paths_still_serve_their_names():
         module = importlib.import_module(module_name)
         for name in names:
             assert getattr(module, name) is not None, f"{module_name}.{name}"
-    # The command-line part of omnipose.nerf's API lives in omnipose.cli.train now.
-    assert nerf.run_train is run_train and nerf.add_train_arguments is add_train_arguments
+    # The command-line part of 0.1's omnipose.train lives in omnipose.cli.train now.
+    old_train = importlib.import_module("omnipose.train")
+    assert old_train.run_train is run_train and old_train.add_train_arguments is add_train_arguments

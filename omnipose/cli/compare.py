@@ -9,7 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from omnipose.compare import MODES, SCORE_METHOD_ALIASES, SCORE_METHODS, Calibration, Comparator, CompareConfig, CompareError
+from omnipose.compare import (
+    MODES,
+    SCORE_METHOD_ALIASES,
+    SCORE_METHODS,
+    Calibration,
+    Comparator,
+    CompareConfig,
+    CompareError,
+)
 from omnipose.core.files import atomic_path, atomic_write_json
 from omnipose.core.image import read_image_rgb, save_image
 from omnipose.data import IMAGE_SUFFIXES, natural_key

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omnipose.cli.main import main as omnipose_main
+from omnipose.cli.app import main as omnipose_main
 from omnipose.core.errors import OmniposeError
 from omnipose.data import SOURCES, DownloadError, download_dataset
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omnipose.cli.main import main as omnipose_main
+from omnipose.cli.app import main as omnipose_main
 from omnipose.core.errors import OmniposeError
 from omnipose.data.synth import GROUND_TRUTH_POSES, SYNTH_CLASSES, SynthConfig, generate_dataset
 

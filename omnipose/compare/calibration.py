@@ -13,10 +13,8 @@ fitted with; a config whose residuals differ from it is refused (``check_signatu
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -28,7 +26,7 @@ from omnipose.compare.inputs import as_image_batch, prepare_neighbours, prepare_
 from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
 from omnipose.compare.statistics import ContrastStatistics, TermStatistics, fit_contrast_statistics, location_scale
 from omnipose.compare.terms import Extract, finish_terms, raw_residuals, reference_contrast
-from omnipose.core.files import atomic_write_json
+from omnipose.core.files import atomic_write_json, read_json
 
 CALIBRATION_FORMAT = "omnipose-calibration/4"
 OLDER_FORMATS = ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3")
@@ -113,14 +111,8 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":
-        path = Path(path)
-        if not path.is_file():
-            raise CompareError(f"calibration file not found: {path}. Fit one with `omnipose calibrate` first.")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CompareError(f"{path} is not valid JSON ({error}); refit the calibration.") from error
-        return cls.from_dict(data)
+        missing = f"calibration file not found: {path}. Fit one with `omnipose calibrate` first."
+        return cls.from_dict(read_json(path, CompareError, "Refit the calibration.", missing))
 
 
 def _read_signature(signature: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,10 @@ class Config:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-        """The config written by ``to_dict`` (missing keys take their defaults; unknown keys are refused)."""
-        return from_dict(cls, data)
+    def from_dict(cls: type[C], data: Mapping[str, Any], drop_unknown: bool = False) -> C:
+        """The config written by ``to_dict``: missing keys take their defaults; unknown keys are
+        refused, or dropped with ``drop_unknown`` (a file saved by a version that had them)."""
+        return from_dict(cls, data, drop_unknown)
 
 
 def to_dict(value: Any) -> Any:
@@ -59,24 +60,25 @@ def to_dict(value: Any) -> Any:
     return value
 
 
-def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """An instance of the dataclass ``cls`` from ``data`` (as ``to_dict`` writes it)."""
+def from_dict(cls: type[C], data: Mapping[str, Any], drop_unknown: bool = False) -> C:
+    """An instance of the dataclass ``cls`` from ``data`` (as ``to_dict`` writes it); nested configs
+    alike. Keys ``cls`` does not have are refused, or dropped with ``drop_unknown``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{cls.__name__} must be given as a mapping of field names to values, not {type(data).__name__}.")
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
-    if unknown:
+    if unknown and not drop_unknown:
         raise ConfigError(f"unknown field(s) {', '.join(unknown)} for {cls.__name__}; known fields: {', '.join(sorted(names))}.")
     hints = typing.get_type_hints(cls)
-    return cls(**{name: _from_value(hints.get(name, Any), value) for name, value in data.items()})
+    return cls(**{name: _from_value(hints.get(name, Any), value, drop_unknown) for name, value in data.items() if name in names})
 
 
-def _from_value(annotation: Any, value: Any) -> Any:
+def _from_value(annotation: Any, value: Any, drop_unknown: bool) -> Any:
     for option in _options(annotation):
         if dataclasses.is_dataclass(option) and isinstance(value, Mapping):
-            return from_dict(option, value)
+            return from_dict(option, value, drop_unknown)
     if isinstance(value, list) and any(typing.get_origin(o) is tuple or o is tuple for o in _options(annotation)):
-        return tuple(_from_value(Any, v) for v in value)
+        return tuple(_from_value(Any, v, drop_unknown) for v in value)
     return value
 
 

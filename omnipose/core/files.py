@@ -62,6 +62,19 @@ def load_cache(path: str | os.PathLike, version: int, key: str) -> dict[str, Any
     return payload
 
 
+def read_json(path: str | os.PathLike, error: type[Exception], fix: str, missing: str | None = None) -> Any:
+    """The JSON value in ``path``. A missing file raises ``error`` with ``missing`` (default: the
+    path and ``fix``); a file that is not JSON raises it naming the path, the parser's complaint
+    and ``fix``."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(missing or f"{path} not found. {fix}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as failure:
+        raise error(f"{path} is not valid JSON ({failure}). {fix}") from failure
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -39,27 +39,29 @@ def read_image_rgba(path: str | os.PathLike) -> np.ndarray:
     Returns: (H, W, 4). Grayscale images are expanded to RGB, images without alpha get alpha 1.
     Raises DataError naming the file when it is missing or cannot be decoded.
     """
+    img = _open_image(path, "image", "Check the path, or the dataset's file list.",
+                      "The file is corrupt or not an image; replace it (re-extract the dataset) or remove it from the dataset.")
+    if img.mode in ("I;16", "I", "F"):
+        array = np.asarray(img, dtype=np.float32)
+        array = array / (65535.0 if array.max() > 255 else 255.0)
+        return np.concatenate([np.repeat(array[..., None], 3, -1), np.ones_like(array)[..., None]], -1).astype(np.float32)
+    return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def _open_image(path: str | os.PathLike, what: str, missing: str, damaged: str):
+    """The decoded PIL image at ``path``; DataError naming the file, and ``missing`` or ``damaged``
+    as the fix, when it is absent or cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image not found: {path}. Check the path, or the dataset's file list.")
+        raise DataError(f"{what} not found: {path}. {missing}")
     try:
         with Image.open(path) as img:
             img.load()
-            mode = img.mode
-            if mode in ("I;16", "I", "F"):
-                array = np.asarray(img, dtype=np.float32)
-                array = array / (65535.0 if array.max() > 255 else 255.0)
-                rgba = np.concatenate([np.repeat(array[..., None], 3, -1), np.ones_like(array)[..., None]], -1)
-                return rgba.astype(np.float32)
-            rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+            return img.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(
-            f"cannot read image {path}: {error}. The file is corrupt or not an image; "
-            "replace it (re-extract the dataset) or remove it from the dataset."
-        ) from error
-    return rgba
+        raise DataError(f"cannot read {what} {path}: {error}. {damaged}") from error
 
 
 def composite_on_background(rgba: np.ndarray, background: float | tuple[float, float, float] = 1.0) -> np.ndarray:
@@ -110,19 +112,11 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, stri
     (a mask saved with antialiasing or as JPEG), as M2AD's protocol requires.
     Returns: (H, W) bool. Raises DataError naming the file when it is missing or unreadable.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"mask not found: {path}. Every defect image needs a mask in ground_truth/<Type>/<n>_mask.png.")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode == "P":  # palette indices are not intensities
-                img = img.convert("RGB")
-            array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read mask {path}: {error}. Replace the corrupt file.") from error
+    img = _open_image(path, "mask", "Every defect image needs a mask in ground_truth/<Type>/<n>_mask.png.",
+                      "Replace the corrupt file.")
+    array = np.asarray(img.convert("RGB") if img.mode == "P" else img)  # palette indices are not intensities
     if array.ndim == 3:
         colour = array[..., : min(3, array.shape[-1])]
         if strict and not (colour == colour[..., :1]).all():

@@ -4,7 +4,6 @@ The MAD layout (``omnipose.data.mad``) keeps its training poses in such a file.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.core.errors import DataError
+from omnipose.core.files import read_json
 from omnipose.core.geometry import make_intrinsics, scale_intrinsics
 from omnipose.core.image import read_image_rgb, resize_image
 
@@ -112,12 +112,8 @@ def load_transforms(
     Returns PosedImages with float32 c2w (N, 4, 4) in the OpenGL/Blender convention.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json.")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not valid JSON ({error}). Re-extract or re-export the dataset.") from error
+    missing = f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json."
+    meta = read_json(path, DataError, "Re-extract or re-export the dataset.", missing)
     frames = meta.get("frames")
     if not frames:
         raise DataError(f"{path} has no 'frames': each frame needs 'file_path' and 'transform_matrix'.")

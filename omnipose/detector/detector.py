@@ -54,7 +54,7 @@ from omnipose.detector.references import (
     registered_reference,
 )
 from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
-from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, model_fingerprint, prepare_query
+from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, feature_cache_path, model_fingerprint, prepare_query
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Detector:
 
     def _pose_estimator(self, views: PosedImages | None = None) -> PoseEstimator:
         """Pose estimator whose training-view features are cached beside the checkpoint."""
-        cache = self.ckpt_dir / f"pose_features.{self.config.pose.matcher}.pt"
+        cache = feature_cache_path(self.ckpt_dir, self.config.pose.matcher)
         return PoseEstimator(self.model, self.info, self.config.pose, views=views, cache_path=cache)
 
     def _open(self, data, class_name) -> MADClass:

@@ -16,7 +16,6 @@ from omnipose.nerf.bounds import (
 from omnipose.nerf.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
-    read_saved_config,
     save_checkpoint,
 )
 from omnipose.nerf.compositing import composite, nerf_raw_to_outputs
@@ -77,7 +76,6 @@ __all__ = [
     "psnr",
     "random_uniform",
     "ray_aabb_intersect",
-    "read_saved_config",
     "resample_grid",
     "resolve_aabb",
     "sample_pdf",

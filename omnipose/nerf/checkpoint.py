@@ -9,14 +9,13 @@ no longer has are dropped when reading.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import TypeVar
 
 import torch
 
-from omnipose.core.config import Config, from_dict
+from omnipose.core.config import Config
 from omnipose.core.device import pick_device
 from omnipose.core.errors import CheckpointError
 from omnipose.core.files import atomic_path, atomic_write_json
@@ -84,23 +83,6 @@ class CheckpointInfo:
             train_image_paths=list(state["train_image_paths"]), aabb=torch.as_tensor(state["aabb"], dtype=torch.float32),
             config=state["config"], step=int(state["step"]), metrics=dict(state.get("metrics", {})),
         )  # fmt: skip
-
-
-def read_saved_config(cls: type[C], data: Mapping[str, Any]) -> C:
-    """The config ``cls`` from a dict saved in a checkpoint, without the keys ``cls`` no longer has
-    (nested configs alike), so that checkpoints of older versions still load."""
-    hints = typing.get_type_hints(cls)
-    known = {}
-    for field_ in dataclasses.fields(cls):
-        if field_.name not in data:
-            continue
-        value = data[field_.name]
-        for option in typing.get_args(hints[field_.name]) or (hints[field_.name],):
-            if dataclasses.is_dataclass(option) and isinstance(value, Mapping):
-                value = read_saved_config(option, value)
-                break
-        known[field_.name] = value
-    return from_dict(cls, known)
 
 
 def save_checkpoint(
@@ -199,9 +181,9 @@ def _load_omnipose(payload: dict, file: Path, device) -> tuple[RadianceModel, Ch
             raise CheckpointError(f"{file} was written by a newer omnipose (version {payload['version']}); upgrade omnipose.")
         if payload["field_type"] != "ngp":
             raise CheckpointError(f"{file} holds a '{payload['field_type']}' field, which this version cannot rebuild.")
-        field_config = read_saved_config(NGPFieldConfig, settings["field"])
+        field_config = NGPFieldConfig.from_dict(settings["field"], drop_unknown=True)
         field_config.encoding_backend = "torch" if pick_device(device).type == "cpu" else field_config.encoding_backend
-        render_config = read_saved_config(RenderConfig, settings["render"])
+        render_config = RenderConfig.from_dict(settings["render"], drop_unknown=True)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError) as error:

@@ -43,7 +43,6 @@ from omnipose.nerf.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
     load_torch_file,
-    read_saved_config,
     save_checkpoint,
 )
 from omnipose.nerf.field import NGPField, NGPFieldConfig
@@ -151,10 +150,10 @@ class TrainConfig(Config):
             require(self, name, isinstance(getattr(self, name), str) and getattr(self, name) != "", "must be a non-empty name")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any], drop_unknown: bool = True) -> "TrainConfig":
         """The config from a dict; keys it does not know (such as the ``aabb_source`` a checkpoint's
         ``info.config`` records, or settings an older version had) are dropped."""
-        return read_saved_config(cls, data)
+        return super().from_dict(data, drop_unknown)
 
     def resolved(self, device: torch.device | str | None = None) -> "TrainConfig":
         """A copy with every automatic (None) setting filled in for ``device``."""

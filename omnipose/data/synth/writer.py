@@ -11,9 +11,7 @@ Per class::
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -22,14 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.core.errors import DataError
-from omnipose.core.files import atomic_write_json
+from omnipose.core.files import atomic_write_json, read_json
 from omnipose.core.image import save_image
 from omnipose.data import GOOD
 from omnipose.data.synth.config import TEST_TYPES, SynthConfig, SynthError
 from omnipose.data.synth.defects import RenderedTestView, make_test_view
 from omnipose.data.synth.designs import build_figure
 from omnipose.data.synth.preview import write_preview
-from omnipose.data.synth.raycast import Lighting
 from omnipose.data.synth.views import MASK_TOLERANCE, camera_distance, render_scene, training_poses
 
 GROUND_TRUTH_POSES = "ground_truth_poses"
@@ -171,22 +168,8 @@ def read_synth_config(class_folder: str | Path) -> SynthConfig:
     path = Path(class_folder) / MARKER
     if not path.is_file():
         raise DataError(f"{path} not found: {class_folder} was not made by `omnipose synth`.")
-    settings = _known_fields(SynthConfig, _read_json(path)["settings"])
-    if isinstance(settings.get("lighting"), dict):
-        settings["lighting"] = _known_fields(Lighting, settings["lighting"])
-    return SynthConfig.from_dict({**settings, "progress": False})
-
-
-def _known_fields(config_class: type, values: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return {name: value for name, value in values.items() if name in names}
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path} is not valid JSON ({error}); regenerate the class with `omnipose synth`.") from error
+    settings = read_json(path, DataError, "Regenerate the class with `omnipose synth`.")["settings"]
+    return SynthConfig.from_dict({**settings, "progress": False}, drop_unknown=True)
 
 
 def load_ground_truth_poses(root: str | Path, class_name: str) -> dict[str, torch.Tensor]:
@@ -201,7 +184,7 @@ def load_ground_truth_poses(root: str | Path, class_name: str) -> dict[str, torc
             f"(MAD ships none); regenerate with `omnipose synth --out {root} --classes {class_name}`."
         )
     poses = {}
-    for key, matrix in _read_json(path).items():
+    for key, matrix in read_json(path, DataError, "Regenerate the class with `omnipose synth`.").items():
         pose = torch.tensor(matrix, dtype=torch.float32)
         if pose.shape != (4, 4) or not torch.isfinite(pose).all():
             raise DataError(f"pose '{key}' in {path} is not a finite 4x4 matrix; regenerate the class.")

@@ -1,7 +1,8 @@
-"""The ``omnipose`` command: a thin layer over the Python API.
+"""The ``omnipose`` command: the table of subcommands, and one way to run them.
 
-Each subcommand's arguments and behaviour live in the module that does the work
-(``add_<cmd>_arguments`` / ``run_<cmd>``); this file only lists them, in data-flow order.
+Each subcommand lives in ``omnipose/cli/<command>.py`` (``add_<cmd>_arguments`` / ``run_<cmd>``),
+a thin layer over the Python API; this file only lists them, in data-flow order, and is the
+only place that turns errors on the user's input into one clear line and an exit code.
 """
 from __future__ import annotations
 
