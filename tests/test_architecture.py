@@ -133,3 +133,4 @@ def test_every_config_round_trips_through_a_dict():
         config = config_class()
         again = config_class.from_dict(config.to_dict())
         assert again == config, config_class.__name__
+

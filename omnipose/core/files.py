@@ -31,10 +31,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); a finished file gets the mode any new file gets
+        # under the user's umask, so that checkpoints and predictions stay readable to a team.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_cache(path: str | os.PathLike, payload: dict[str, Any], version: int, key: str) -> None:
