@@ -39,8 +39,13 @@ def read_image_rgba(path: str | os.PathLike) -> np.ndarray:
     Returns: (H, W, 4). Grayscale images are expanded to RGB, images without alpha get alpha 1.
     Raises DataError naming the file when it is missing or cannot be decoded.
     """
-    img = _open_image(path, "image", "Check the path, or the dataset's file list.",
-                      "The file is corrupt or not an image; replace it (re-extract the dataset) or remove it from the dataset.")
+    return _decode_image(path, "image", "Check the path, or the dataset's file list.",
+                         "The file is corrupt or not an image; replace it (re-extract the dataset) or remove it from the dataset.",
+                         _rgba_array)
+
+
+def _rgba_array(img) -> np.ndarray:
+    """(H, W, 4) float32 in [0, 1] of a PIL image; 16-bit and float greys scaled to [0, 1]."""
     if img.mode in ("I;16", "I", "F"):
         array = np.asarray(img, dtype=np.float32)
         array = array / (65535.0 if array.max() > 255 else 255.0)
@@ -48,9 +53,9 @@ def read_image_rgba(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
 
 
-def _open_image(path: str | os.PathLike, what: str, missing: str, damaged: str):
-    """The decoded PIL image at ``path``; DataError naming the file, and ``missing`` or ``damaged``
-    as the fix, when it is absent or cannot be decoded."""
+def _decode_image(path: str | os.PathLike, what: str, missing: str, damaged: str, decode):
+    """``decode(image)`` of the PIL image at ``path``, while the file is open; DataError naming the
+    file, and ``missing`` or ``damaged`` as the fix, when it is absent or cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -59,7 +64,7 @@ def _open_image(path: str | os.PathLike, what: str, missing: str, damaged: str):
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy()
+            return decode(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {what} {path}: {error}. {damaged}") from error
 
@@ -114,9 +119,9 @@ def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, stri
     """
     from PIL import Image
 
-    img = _open_image(path, "mask", "Every defect image needs a mask in ground_truth/<Type>/<n>_mask.png.",
-                      "Replace the corrupt file.")
-    array = np.asarray(img.convert("RGB") if img.mode == "P" else img)  # palette indices are not intensities
+    # Palette indices are not intensities: a palette mask is read through its colours.
+    array = _decode_image(path, "mask", "Every defect image needs a mask in ground_truth/<Type>/<n>_mask.png.",
+                          "Replace the corrupt file.", lambda img: np.asarray(img.convert("RGB") if img.mode == "P" else img))
     if array.ndim == 3:
         colour = array[..., : min(3, array.shape[-1])]
         if strict and not (colour == colour[..., :1]).all():
