@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,24 +26,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary_file(path)
     try:
         yield tmp
-        # mkstemp makes the file private (0600); a finished file gets the mode any new file gets
-        # under the user's umask, so that checkpoints and predictions stay readable to a team.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temporary_file(path: Path) -> Path:
+    """A new empty file beside ``path``, created with mode 0666 so that the operating system applies
+    the user's umask, as to any new file (mkstemp's private 0600 would follow the file through the
+    rename and leave checkpoints and predictions unreadable to the rest of a team)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def save_cache(path: str | os.PathLike, payload: dict[str, Any], version: int, key: str) -> None:
