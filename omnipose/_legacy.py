@@ -139,10 +139,12 @@ def legacy_getattr(old_module: str) -> Callable[[str], Any]:
 
 
 class _LegacyModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves the old paths that are no package now with a module that resolves names lazily."""
+    """Serves the old paths that are no package now with a module that resolves names lazily.
+    It is asked last (``install`` appends it), so an old path that is a package now
+    (``omnipose.pose``) is found as that package before this finder is consulted."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname in MOVED and not _is_package_path(fullname):
+        if fullname in MOVED:
             return importlib.util.spec_from_loader(fullname, self)
         return None
 
@@ -152,10 +154,6 @@ class _LegacyModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module) -> None:
         module.__getattr__ = legacy_getattr(module.__name__)
         module.__doc__ = f"Old path of {', '.join(MOVED[module.__name__])} (kept so that old imports work)."
-
-
-def _is_package_path(fullname: str) -> bool:
-    return fullname in {"omnipose.data", "omnipose.pose", "omnipose.compare", "omnipose.detector", "omnipose.cli"}
 
 
 def install() -> None:
