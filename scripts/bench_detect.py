@@ -206,7 +206,8 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         score = float(ours.score[0])
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
                   "score": score, "low_confidence": pose.low_confidence, "anomalous": query.anomalous,
-                  "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence)}  # fmt: skip
+                  "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence),
+                  "above_threshold": decide(score, detector.decision_threshold(), True)}  # fmt: skip
         outputs = {"ours": ours}
         for method in ("pixel only", "features only"):
             outputs[method] = reference.compare(variants[method], image_t)
@@ -251,8 +252,11 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         if min(anomalous, len(chosen) - anomalous) < 3:  # ranking 1 good against 1 defective is no AUROC
             metrics[method]["AUROC_sp"] = None
     # The decisions a user acts on: false alarms and recall at the threshold set from normal data alone.
-    decided = decision_metrics([r["anomalous"] for r in records], [r["decided_anomalous"] for r in records])
+    labels = [r["anomalous"] for r in records]
+    decided = decision_metrics(labels, [r["decided_anomalous"] for r in records])
     metrics["ours"].update({k: (100 * float(v) if is_defined(v) else None) for k, v in decided.items()})
+    by_score = decision_metrics(labels, [r["above_threshold"] for r in records])  # review_uncertain_poses off
+    metrics["ours"].update({f"{k}_score_only": (100 * float(v) if is_defined(v) else None) for k, v in by_score.items()})
     metrics["ours"]["low_confidence"] = sum(r["low_confidence"] for r in records)
     seconds = [r["seconds"] for r in records]
     return {"class": name, "metrics": metrics, "threshold": detector.decision_threshold(),
@@ -286,14 +290,16 @@ def print_table(title: str, classes: list[dict]) -> None:
         )
         print(f"{method:<20} {cells[0]:>10} {cells[1]:>9} {cells[2]:>7}   {per_class}")
     records = [r for c in classes for r in c["records"]]
-    normal = [r["decided_anomalous"] for r in records if not r["anomalous"]]
-    defective = [r["decided_anomalous"] for r in records if r["anomalous"]]
-    print(f"decisions (ours, threshold from normal data at {100 * classes[0]['false_alarm_target']:g} % false alarms): "
-          f"false alarms {100 * np.mean(normal):.1f} % of {len(normal)} normal queries, recall {100 * np.mean(defective):.1f} % "
-          f"of {len(defective)} defective; {sum(r['low_confidence'] for r in records)} low-confidence poses "
-          f"(per class FAR/recall: " + ", ".join(
-              f"{c['class']} {_fmt(c['metrics']['ours'].get('FAR_sp'))}/{_fmt(c['metrics']['ours'].get('Recall_sp'))}"
-              for c in classes) + ")")
+    print(f"decisions (ours; threshold from normal data alone, target {100 * classes[0]['false_alarm_target']:g} % "
+          f"false alarms; {sum(r['low_confidence'] for r in records)} of {len(records)} poses low-confidence):")
+    for key, rule in (("decided_anomalous", "score or uncertain pose (default)"), ("above_threshold", "score alone")):
+        normal = [r[key] for r in records if not r["anomalous"]]
+        defective = [r[key] for r in records if r["anomalous"]]
+        suffix = "" if key == "decided_anomalous" else "_score_only"
+        per_class = ", ".join(f"{c['class']} {_fmt(c['metrics']['ours'].get('FAR_sp' + suffix))}/"
+                              f"{_fmt(c['metrics']['ours'].get('Recall_sp' + suffix))}" for c in classes)
+        print(f"  {rule:<36} false alarms {100 * np.mean(normal):5.1f} % of {len(normal)} normal, recall "
+              f"{100 * np.mean(defective):5.1f} % of {len(defective)} defective   per class FAR/recall: {per_class}")
     seconds = [r["seconds"] for c in classes for r in c["records"]]
     pad = [r["pad_seconds"] for c in classes for r in c["records"] if "pad_seconds" in r]
     rotation = [r["rotation_deg"] for c in classes for r in c["records"] if "rotation_deg" in r]

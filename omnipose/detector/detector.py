@@ -85,6 +85,11 @@ class DetectorConfig(Config):
     false_alarm_rate: float = 0.01
     """Target share of normal objects decided anomalous: the decision threshold is the image score
     that at most this fraction of the calibration's normal views exceed (normal data only)."""
+    review_uncertain_poses: bool = True
+    """Decide a query anomalous, for a person to look at, when its pose cannot be trusted, whatever its
+    score: an image of another object, or a view the field cannot explain, must not pass as normal.
+    False decides on the score alone (fewer false alarms where poses are often flagged, at the price
+    of that guarantee); the flag stays in every output either way."""
     min_field_psnr: float = 16.0
     """The field must render its own training views at least this well (PSNR, dB) to be used: a
     field trained for a few steps would pose and score every query, and every score would be
@@ -97,6 +102,7 @@ class DetectorConfig(Config):
         require(self, "image_size", isinstance(self.image_size, int) and not isinstance(self.image_size, bool),
                 "must be a whole number of pixels")  # fmt: skip
         fraction(self, "false_alarm_rate")
+        require(self, "review_uncertain_poses", isinstance(self.review_uncertain_poses, bool), "must be True or False")
         non_negative(self, "min_field_psnr")
         require(self, "candidate_residual_ratio", isinstance(self.candidate_residual_ratio, (int, float))
                 and self.candidate_residual_ratio >= 1, "must be a number of 1 or more")  # fmt: skip
@@ -114,7 +120,8 @@ class Prediction:
 
     anomaly_map: (H, W) float32 in normal standard deviations; reference: (H, W, 3) render at c2w.
     anomalous: the decision at ``threshold`` (None when the comparison has no calibration, as in
-    PAD's mode); a query whose pose is not confident is decided anomalous (``notes`` say so).
+    PAD's mode); a query whose pose is not confident is decided anomalous (``notes`` say so) unless
+    ``review_uncertain_poses`` is off.
     """
 
     anomaly_map: np.ndarray
@@ -309,8 +316,8 @@ class Detector:
             notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
                          "pose_residual and pose_confident describe the best-fitting pose")
         score, threshold = float(result.score[0]), self.decision_threshold()
-        anomalous = decide(score, threshold, not pose.low_confidence)
-        if pose.low_confidence:
+        anomalous = decide(score, threshold, not pose.low_confidence, self.config.review_uncertain_poses)
+        if pose.low_confidence and self.config.review_uncertain_poses:
             notes.append("decided anomalous for review: the pose cannot be trusted (another object, a part the field "
                          "cannot explain, or an unusable photo), so the score does not say the object is normal")
         return Prediction(
@@ -386,10 +393,13 @@ class Detector:
         return detect_class(self, mad, out_dir, progress)
 
 
-def decide(score: float, threshold: float | None, pose_confident: bool) -> bool | None:
-    """Whether a query is anomalous: its score is above the normal-data threshold, or its pose cannot
-    be trusted, so that nothing the detector cannot vouch for passes as normal. None without a threshold."""
-    return None if threshold is None else bool(score > threshold or not pose_confident)
+def decide(score: float, threshold: float | None, pose_confident: bool, review_uncertain_poses: bool = True) -> bool | None:
+    """Whether a query is anomalous: its score is above the normal-data threshold, or (with
+    ``review_uncertain_poses``) its pose cannot be trusted, so that nothing the detector cannot vouch
+    for passes as normal. None without a threshold."""
+    if threshold is None:
+        return None
+    return bool(score > threshold or (review_uncertain_poses and not pose_confident))
 
 
 def check_size(detector: "Detector") -> None:
