@@ -36,6 +36,7 @@ from omnipose.core.config import (
 from omnipose.core.device import pick_device
 from omnipose.core.errors import CheckpointError, DataError
 from omnipose.core.files import remove_stale_temporaries
+from omnipose.core.geometry import rigid_pose_problem
 from omnipose.data import PosedImages
 from omnipose.nerf.bounds import resolve_aabb
 from omnipose.nerf.checkpoint import (
@@ -210,6 +211,11 @@ def check_views(views: PosedImages, name: str = "training views") -> None:
         raise DataError(f"{name} have no poses (expected c2w of shape ({len(views)}, 4, 4)); export camera poses in transforms.json.")
     if not torch.isfinite(views.c2w).all() or not torch.isfinite(views.images).all():
         raise DataError(f"{name} contain non-finite poses or pixels; re-export the dataset.")
+    for index, c2w in enumerate(views.c2w):
+        problem = rigid_pose_problem(c2w)
+        if problem is not None:
+            where = views.paths[index] if index < len(views.paths) else f"view {index}"
+            raise DataError(f"the pose of {name} {where} {problem}; each view needs a camera-to-world pose.")
 
 
 def split_holdout(views: PosedImages, every: int) -> tuple[PosedImages, PosedImages | None]:
