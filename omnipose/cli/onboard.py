@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omnipose.data.onboard import CAMERA_MODELS, OnboardConfig, onboard
+from omnipose.data import OnboardConfig, onboard
 
 
 def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--masks", type=Path, default=None,
                         help="folder of object masks, same names as the photos (default: the photos' alpha channel)")
     parser.add_argument("--focal", type=float, default=None, help="known focal length in pixels (default: estimated)")
-    parser.add_argument("--camera-model", default=OnboardConfig.camera_model, choices=CAMERA_MODELS,
+    parser.add_argument("--camera-model", default=OnboardConfig.camera_model, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"),
                         help=f"COLMAP camera model (default {OnboardConfig.camera_model}; SIMPLE_RADIAL or OPENCV for real lenses)")
     parser.add_argument("--max-features", type=int, default=OnboardConfig.max_features, help="most SIFT features per photo")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
