@@ -465,6 +465,9 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         images_dir = work / "images"
         if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
             pycolmap = import_pycolmap()
+            camera = next(iter(reconstruction.cameras.values()))
+            stats["camera_before_undistortion"] = {"model": camera.model.name, "params": camera.params.tolist()}
+            stats["focal_before_undistortion"] = float(camera.params[0])
             undistorted = undistort(pycolmap, reconstruction, work)
             reconstruction = pycolmap.Reconstruction(undistorted / "sparse")
             images_dir = undistorted / "images"
