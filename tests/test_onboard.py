@@ -184,6 +184,21 @@ def test_a_colmap_project_loads_as_posed_views(tmp_path):
     assert torch.allclose(views.c2w.double(), torch.from_numpy(apply_similarity(T, c2w)), atol=1e-5)
 
 
+def test_retrieval_pairs_each_photo_with_its_most_similar_ones(tmp_path):
+    from omnipose.data.sfm import retrieval_pairs
+
+    # Two families of pictures: a pattern and its slight variations, and noise; neighbours stay in the family.
+    rng = np.random.default_rng(6)
+    base = rng.uniform(size=(64, 64, 3))
+    for index in range(4):
+        save_image(tmp_path / f"pattern_{index}.png", np.clip(base + 0.05 * rng.normal(size=base.shape), 0, 1))
+        save_image(tmp_path / f"noise_{index}.png", rng.uniform(size=(64, 64, 3)))
+    pairs = retrieval_pairs(tmp_path, neighbours=3)
+    assert all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
+    assert {pair for pair in pairs if pair[0].startswith("pattern")} == {
+        (f"pattern_{i}.png", f"pattern_{j}.png") for i in range(4) for j in range(i + 1, 4)}
+
+
 # ----------------------------------------------------------------------------- onboard: bad input
 def test_too_few_or_duplicate_photos_are_refused_and_nothing_is_written(tmp_path):
     photos = tmp_path / "photos"

@@ -28,7 +28,7 @@ import numpy as np
 from omnipose.core.config import Config
 from omnipose.core.errors import ConfigError, DataError
 from omnipose.core.files import atomic_path, atomic_write_json
-from omnipose.core.image import read_image_rgba, read_mask, resize_image, save_image
+from omnipose.core.image import dilate, read_image_rgba, read_mask, resize_image, save_image
 from omnipose.data.blender import IMAGE_SUFFIXES, natural_key
 from omnipose.data.colmap import (
     colmap_to_c2w,
@@ -78,6 +78,9 @@ class OnboardConfig(Config):
     """Largest reprojection error in pixels of an inlier when registering a photo."""
     use_masks: bool = True
     """Extract features on the object only: from the alpha channel, or from the masks given."""
+    mask_erosion: float = 0.0
+    """Shrink the object's mask by this fraction of the photo's width before extracting features, so that
+    keypoints on the silhouette (where the outline meets the background: no fixed 3-D point) are left out."""
     final_ba_iterations: int = 200
     """Iterations of the final, tightly converged global bundle adjustment (0: none)."""
     seed: int = 0
@@ -100,6 +103,8 @@ class OnboardConfig(Config):
             raise ConfigError(f"first_octave must be -2, -1, 0, 1 or None, not {self.first_octave}.")
         if self.init_min_inliers < 8:
             raise ConfigError(f"init_min_inliers must be at least 8, not {self.init_min_inliers}.")
+        if not 0 <= self.mask_erosion < 0.25:
+            raise ConfigError(f"mask_erosion is a fraction of the width in [0, 0.25), not {self.mask_erosion}.")
         if self.pose_max_error <= 0 or self.final_ba_iterations < 0:
             raise ConfigError("pose_max_error must be positive and final_ba_iterations not negative.")
 
@@ -170,6 +175,9 @@ def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: O
             mask = alpha >= 0.5
         if mask is not None and config.use_masks:
             masked = True
+            erosion = round(config.mask_erosion * size[0])
+            if erosion > 0:
+                mask = ~dilate(~mask, erosion)
             (work / "masks").mkdir(exist_ok=True)
             save_image(work / "masks" / f"{name}.png", np.repeat(mask[..., None].astype(np.float32), 3, -1))
     return {"size": size, "masked": masked}
