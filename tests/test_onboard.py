@@ -31,8 +31,8 @@ from omnipose.data.colmap import apply_similarity, qvec_to_rotmat, rotmat_to_qve
 
 def _cameras(count=12, radius=4.0):
     """OpenGL c2w (N, 4, 4) float64 around a target off the origin, at several heights."""
-    poses = [spherical_pose(360.0 * i / count, 15.0 + 40.0 * (i % 3) / 2, radius, target=(0.3, -0.2, 0.1))
-             for i in range(count)]  # fmt: skip
+    poses = [spherical_pose(np.radians(360.0 * i / count), np.radians(15.0 + 20.0 * (i % 3)), radius,
+                            target=(0.3, -0.2, 0.1)) for i in range(count)]  # fmt: skip
     c2w = np.stack([p.double().numpy() for p in poses])
     # float32 poses are orthonormal to 1e-7 only; make them exact so round trips can be checked to 1e-12.
     u, _, vt = np.linalg.svd(c2w[:, :3, :3])
@@ -197,6 +197,21 @@ def test_retrieval_pairs_each_photo_with_its_most_similar_ones(tmp_path):
     assert all(a < b for a, b in pairs) and len(set(pairs)) == len(pairs)
     assert {pair for pair in pairs if pair[0].startswith("pattern")} == {
         (f"pattern_{i}.png", f"pattern_{j}.png") for i in range(4) for j in range(i + 1, 4)}
+
+
+def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
+    from omnipose.data.sfm import mirrored_views
+
+    c2w = _cameras(12)
+    names = [f"v{i}" for i in range(12)]
+    centres = {name: pose[:3, 3] for name, pose in zip(names, c2w)}
+    # Neighbours around the ring match best.
+    pairs = {(names[i], names[(i + k) % 12]): 300 - 100 * k for i in range(12) for k in (1, 2)}
+    target = np.array([0.3, -0.2, 0.1])
+    assert mirrored_views(centres, target, pairs) == {}
+    centres["v3"] = 2 * target - centres["v3"]  # mirrored through the object
+    flagged = mirrored_views(centres, target, pairs)
+    assert list(flagged) == ["v3"] and flagged["v3"][0] > 120 and set(flagged["v3"][1]) <= {"v1", "v2", "v4", "v5"}
 
 
 # ----------------------------------------------------------------------------- onboard: bad input

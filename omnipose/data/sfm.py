@@ -299,6 +299,54 @@ def unregistered_reasons(pycolmap, database: Path, names: list[str], registered:
         db.close()
 
 
+def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inliers: dict[tuple[str, str], int],
+                   partners: int = 3, max_angle_deg: float = 90.0) -> dict[str, tuple[float, list[str]]]:
+    """Photos registered on the wrong side of the object: the photos they match best sit far around it.
+
+    Around an object, a photo shares features with its neighbours; a photo registered mirrored (180 degrees
+    off, on repetitive structure) lands across the object from them. centres: camera centre (3,) by name;
+    target: the object's centre (3,); pair_inliers: verified matches by (name, name).
+    Returns {name: (median angle in degrees to its ``partners`` best-matched photos, their names)} for the
+    photos beyond ``max_angle_deg``.
+    """
+    directions = {name: (c - target) / max(np.linalg.norm(c - target), 1e-12) for name, c in centres.items()}
+    matches: dict[str, list[tuple[int, str]]] = {name: [] for name in centres}
+    for (first, second), inliers in pair_inliers.items():
+        if first in centres and second in centres:
+            matches[first].append((inliers, second))
+            matches[second].append((inliers, first))
+    flagged = {}
+    for name, found in matches.items():
+        best = [other for _, other in sorted(found, reverse=True)[:partners]]
+        if not best:
+            continue
+        angles = [np.degrees(np.arccos(np.clip(directions[name] @ directions[o], -1.0, 1.0))) for o in best]
+        if np.median(angles) > max_angle_deg:
+            flagged[name] = (float(np.median(angles)), best)
+    return flagged
+
+
+def check_not_mirrored(pycolmap, database: Path, reconstruction) -> None:
+    """Refuse a reconstruction in which some photos sit across the object from the photos they match."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        by_id = {image.image_id: image.name for image in db.read_all_images()}
+        pair_ids, counts = db.read_two_view_geometry_num_inliers()
+        pairs = {tuple(by_id[i] for i in pycolmap.pair_id_to_image_pair(p)): int(n) for p, n in zip(pair_ids, counts)}
+    finally:
+        db.close()
+    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
+    points = np.array([point.xyz for point in reconstruction.points3D.values()])
+    target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
+    flagged = mirrored_views(centres, target, pairs)
+    if flagged:
+        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
+        raise DataError(
+            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
+            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
+        )
+
+
 def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, dict]:
     """Features, matches, mapping and final bundle adjustment in ``work``. Returns (reconstruction, stats)."""
     pycolmap = import_pycolmap()
@@ -357,6 +405,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
     start = time.perf_counter()
     final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal)
     timings["bundle_adjustment_s"] = time.perf_counter() - start
+    check_not_mirrored(pycolmap, database, reconstruction)
     stats = {"matching": strategy, "registered_first_pass": first_pass, "timings": timings}
     return reconstruction, stats
 
