@@ -214,6 +214,17 @@ def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
     assert list(flagged) == ["v3"] and flagged["v3"][0] > 120 and set(flagged["v3"][1]) <= {"v1", "v2", "v4", "v5"}
 
 
+def test_a_mad_class_without_transforms_json_uses_its_colmap_model(tmp_path):
+    from omnipose.data import open_mad_class
+
+    c2w = _cameras(6)
+    model = _model(c2w)
+    write_colmap_model(model, tmp_path / "thing" / "sparse" / "0")
+    _write_images(tmp_path / "thing" / "train" / "good", [image.name for image in model.images.values()])
+    views = open_mad_class(tmp_path, "thing", require_masks=False).load_train_views(progress=False)
+    assert len(views) == 6 and torch.allclose(views.K, make_intrinsics(300.0, 300.0, 64.0, 48.0))
+
+
 # ----------------------------------------------------------------------------- onboard: bad input
 def test_too_few_or_duplicate_photos_are_refused_and_nothing_is_written(tmp_path):
     photos = tmp_path / "photos"

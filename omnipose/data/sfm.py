@@ -60,6 +60,8 @@ class OnboardConfig(Config):
     """Fewest verified matches of the pair the reconstruction starts from (lower it for small images)."""
     max_image_size: int = 1600
     """Photos wider or taller than this are shrunk before feature extraction (COLMAP rescales the keypoints)."""
+    guided_matching: bool = False
+    """Match again along each pair's verified epipolar geometry, for more matches and longer tracks."""
     exhaustive_limit: int = 150
     """Up to this many photos every pair is matched; above it each photo is matched with its
     ``retrieval_neighbours`` most similar thumbnails."""
@@ -220,6 +222,7 @@ def match_features(pycolmap, database: Path, work: Path, count: int, config: Onb
     """Match every pair up to ``exhaustive_limit`` photos, else pairs by retrieval. Returns the strategy."""
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = config.num_threads
+    matching.guided_matching = config.guided_matching
     if count <= config.exhaustive_limit:
         pycolmap.match_exhaustive(database, matching_options=matching)
         return "exhaustive"
