@@ -1,9 +1,11 @@
 """``Detector``: fit once on normal views of an object, then pose, render and compare any query."""
 from omnipose._legacy import legacy_getattr
+from omnipose.detector.batch import SCORES_FILE, SUMMARY_FILE, QueryFailure
 from omnipose.detector.detector import (
     Detector,
     DetectorConfig,
     Prediction,
+    decide,
 )
 from omnipose.detector.references import (
     Reference,
@@ -22,10 +24,14 @@ __all__ = [
     "Detector",
     "DetectorConfig",
     "Prediction",
+    "QueryFailure",
+    "SCORES_FILE",
+    "SUMMARY_FILE",
     "Reference",
     "best_reference",
     "cached_normal_views",
     "candidate_poses",
+    "decide",
     "make_reference",
     "registered_reference",
 ]

@@ -33,6 +33,7 @@ from omnipose.evaluation.metrics import (
     aupro,
     auroc,
     average_precision,
+    decision_metrics,
     f1_max,
     image_score_from_map,
     is_defined,
@@ -48,7 +49,13 @@ from omnipose.evaluation.original import (
     read_pad_config,
     require_dataset,
 )
-from omnipose.evaluation.predictions import PredictionError, evaluate_prediction_dir, read_anomaly_map, read_scores_file
+from omnipose.evaluation.predictions import (
+    PredictionError,
+    evaluate_prediction_dir,
+    read_anomaly_map,
+    read_decisions,
+    read_scores_file,
+)
 from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad
 from omnipose.evaluation.report import write_demo_report, write_report
 from omnipose.evaluation.results import ClassMean, ClassResult, class_means
@@ -79,6 +86,7 @@ __all__ = [
     "aupro",
     "auroc",
     "average_precision",
+    "decision_metrics",
     "class_means",
     "csv_text",
     "detector_config_from_pad",
@@ -97,6 +105,7 @@ __all__ = [
     "pixel_f1_max",
     "prepare_demo_data",
     "read_anomaly_map",
+    "read_decisions",
     "read_pad_config",
     "read_scores_file",
     "require_dataset",
