@@ -17,6 +17,7 @@ from omnipose.core.errors import OmniposeError
 COMMANDS = (
     ("synth", "omnipose.cli.synth", "make a built-in MAD-format benchmark (procedural LEGO-like objects)"),
     ("download", "omnipose.cli.download", "download MAD-Sim / MAD-Real with gdown"),
+    ("onboard", "omnipose.cli.onboard", "poses of photographs of your own object (structure from motion), as a class folder"),
     ("train", "omnipose.cli.train", "train the radiance field of one object"),
     ("pose", "omnipose.cli.pose", "estimate the pose of a query image"),
     ("calibrate", "omnipose.cli.compare", "fit the normal-data calibration from training views and their renders"),

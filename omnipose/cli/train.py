@@ -1,4 +1,4 @@
-"""``omnipose train``: train the radiance field of one object (a MAD class or a transforms.json)."""
+"""``omnipose train``: train the radiance field of one object (a MAD class, a transforms.json or a COLMAP model)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from omnipose.core.errors import DataError
-from omnipose.data import PosedImages, load_transforms, open_mad_class
+from omnipose.data import PosedImages, load_colmap, load_transforms, open_mad_class
 from omnipose.nerf import TrainConfig, split_holdout, train_model
 
 
@@ -14,7 +14,11 @@ def add_train_arguments(parser) -> None:
     """Options of `omnipose train`."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="root of a MAD-format dataset (use with --class)")
-    source.add_argument("--transforms", type=Path, help="a Blender/NeRF transforms.json (e.g. nerf_synthetic/lego/transforms_train.json)")
+    source.add_argument("--transforms", type=Path,
+                        help="a Blender/NeRF or nerfstudio transforms.json (e.g. nerf_synthetic/lego/transforms_train.json)")
+    source.add_argument("--colmap", type=Path, help="a COLMAP sparse model folder (cameras.bin, images.bin), e.g. project/sparse/0")
+    parser.add_argument("--colmap-images", type=Path, default=None,
+                        help="the images of --colmap (default: images/ beside sparse/)")
     parser.add_argument("--class", dest="class_name", help="class folder under --data (e.g. 01Gorilla)")
     parser.add_argument("--size", type=int, default=200, help="training image width in pixels (default 200)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"optimisation steps (default {TrainConfig.steps})")
@@ -36,6 +40,11 @@ def load_training_data(args) -> tuple[PosedImages, str, str, list | None]:
         mad = open_mad_class(args.data, args.class_name, require_masks=False)
         views = mad.load_train_views(size=args.size, progress=not args.quiet)
         transforms_path, dataset, class_name = mad.transforms_path, Path(args.data).resolve().name, args.class_name
+    elif getattr(args, "colmap", None) is not None:
+        views = load_colmap(args.colmap, args.colmap_images, size=args.size, progress=not args.quiet)
+        project = Path(args.colmap).resolve()
+        project = project.parent.parent if project.parent.name == "sparse" else project.parent
+        return views, "colmap", args.class_name or project.name, None
     else:
         transforms_path = Path(args.transforms)
         views = load_transforms(transforms_path, size=args.size, progress=not args.quiet)

@@ -1,10 +1,23 @@
-"""Datasets in: Blender/NeRF ``transforms.json``, the MAD-Sim / MAD-Real and M2AD layouts, downloads."""
+"""Datasets in: Blender/NeRF and nerfstudio ``transforms.json``, COLMAP models, the MAD-Sim / MAD-Real and M2AD
+layouts, downloads, and poses for your own photographs (``onboard``)."""
 from omnipose._legacy import legacy_getattr
 from omnipose.data.blender import (
     IMAGE_SUFFIXES,
     PosedImages,
     load_transforms,
     natural_key,
+)
+from omnipose.data.colmap import (
+    ColmapCamera,
+    ColmapImage,
+    ColmapModel,
+    c2w_to_colmap,
+    colmap_to_c2w,
+    load_colmap,
+    object_frame,
+    read_colmap_model,
+    transforms_from_model,
+    write_colmap_model,
 )
 from omnipose.data.download import (
     SOURCES,
@@ -38,11 +51,24 @@ from omnipose.data.mad import (
     list_classes,
     open_mad_class,
 )
+from omnipose.data.sfm import OnboardConfig, onboard
 
 __getattr__ = legacy_getattr("omnipose.data")
 
 __all__ = [
     "ArchiveError",
+    "ColmapCamera",
+    "ColmapImage",
+    "ColmapModel",
+    "OnboardConfig",
+    "c2w_to_colmap",
+    "colmap_to_c2w",
+    "load_colmap",
+    "object_frame",
+    "onboard",
+    "read_colmap_model",
+    "transforms_from_model",
+    "write_colmap_model",
     "DEFECT_TYPES",
     "DatasetSource",
     "DownloadError",

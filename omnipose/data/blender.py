@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from omnipose.core.geometry import make_intrinsics, rigid_pose_problem, scale_in
 from omnipose.core.image import read_image_rgb, resize_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 
 # ----------------------------------------------------------------------------- posed views
@@ -75,7 +78,22 @@ def _resolve_frame_path(base: Path, file_path: str) -> Path:
 
 
 def _intrinsics_from_meta(meta: dict, width: int, height: int, path: Path) -> torch.Tensor:
-    """Intrinsics at the images' native size from explicit fl_x/fl_y/cx/cy or camera_angle_x."""
+    """Intrinsics at the images' native size from explicit fl_x/fl_y/cx/cy or camera_angle_x.
+
+    nerfstudio writes ``fl_x, fl_y, cx, cy, w, h`` per frame; they are read from the frames when the
+    top level lacks them, and must then describe one camera (omnipose trains on one).
+    """
+    if "fl_x" not in meta and "camera_angle_x" not in meta and all("fl_x" in f for f in meta.get("frames", [])):
+        per_frame = [_intrinsics_from_meta({k: f[k] for k in _INTRINSIC_KEYS if k in f}, width, height, path)
+                     for f in meta["frames"]]  # fmt: skip
+        first = per_frame[0]
+        for index, K in enumerate(per_frame):
+            if not torch.allclose(K, first, rtol=1e-5, atol=1e-4):
+                raise DataError(
+                    f"frame {index} of {path} has intrinsics {K.tolist()} unlike frame 0's {first.tolist()}: omnipose "
+                    "trains on one camera. Resample the views to one camera, or keep the frames of one camera."
+                )
+        return first
     if "fl_x" in meta:
         declared_w = _number(meta, "w", path, default=width, low=0.0)
         declared_h = _number(meta, "h", path, default=height, low=0.0)
@@ -97,6 +115,19 @@ def _intrinsics_from_meta(meta: dict, width: int, height: int, path: Path) -> to
         f"{path} gives no camera intrinsics: add 'camera_angle_x' (horizontal field of view in radians) "
         "or 'fl_x', 'fl_y', 'cx', 'cy', 'w', 'h' (pixels)."
     )
+
+
+def _warn_distortion(meta: dict, path: Path) -> None:
+    """nerfstudio may list lens distortion; omnipose renders pinhole cameras, so say so once."""
+    for where in [meta, *meta.get("frames", [])]:
+        terms = {k: where[k] for k in _DISTORTION_KEYS if isinstance(where.get(k), (int, float)) and where[k] != 0}
+        if terms:
+            warnings.warn(
+                f"{path} lists lens distortion {terms}; omnipose treats the views as pinhole images, so poses "
+                "near the borders will be off. Undistort the images first (ns-process-data or colmap image_undistorter).",
+                stacklevel=3,
+            )
+            return
 
 
 def _number(meta: dict, key: str, path: Path, default: float | None = None, low: float | None = None,
@@ -145,6 +176,24 @@ def load_transforms(
     path = Path(path)
     missing = f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json."
     meta = read_json(path, DataError, "Re-extract or re-export the dataset.", missing)
+    return posed_images_from_meta(meta, path.parent, path, size, background, frame_filter, progress)
+
+
+def posed_images_from_meta(
+    meta: dict,
+    base: Path,
+    path: Path,
+    size: int | tuple[int, int] | None = None,
+    background: float | tuple[float, float, float] = 1.0,
+    frame_filter: str | None = None,
+    progress: bool = True,
+) -> PosedImages:
+    """``load_transforms`` on an already parsed transforms dictionary whose ``file_path`` are relative to ``base``.
+
+    path names the source in errors. nerfstudio's ``applied_transform`` (the transform that took the
+    original, e.g. COLMAP, world to this file's world) is already part of each ``transform_matrix``,
+    so it only has to be well formed.
+    """
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not frames or not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
         raise DataError(f"{path} has no list of 'frames': each frame needs 'file_path' and 'transform_matrix'.")
@@ -152,6 +201,12 @@ def load_transforms(
         frames = [f for f in frames if frame_filter in str(f.get("file_path", ""))]
         if not frames:
             raise DataError(f"no frame of {path} has '{frame_filter}' in its file_path.")
+        meta = {**meta, "frames": frames}
+    if "applied_transform" in meta:
+        applied = np.asarray(meta["applied_transform"], dtype=np.float64)
+        if applied.shape not in ((3, 4), (4, 4)) or not np.isfinite(applied).all():
+            raise DataError(f"'applied_transform' of {path} is not a finite 3x4 or 4x4 matrix; fix or remove it.")
+    _warn_distortion(meta, path)
 
     bg = tuple(float(c) for c in np.broadcast_to(np.asarray(background, dtype=np.float32), (3,)))
     images, poses, paths = [], [], []
@@ -164,7 +219,7 @@ def load_transforms(
         if problem is not None:
             raise DataError(f"frame {index} of {path} ({frame['file_path']}): its transform_matrix {problem}. "
                             "Each frame needs the camera-to-world pose of its view; fix or remove that frame.")
-        image_path = _resolve_frame_path(path.parent, frame["file_path"])
+        image_path = _resolve_frame_path(base, frame["file_path"])
         if not image_path.is_file():
             raise DataError(
                 f"frame {index} of {path} points to {image_path}, which does not exist. "

@@ -2,7 +2,7 @@
 
 MAD-Sim layout (as shipped; we never rename or modify a user's dataset)::
 
-    <root>/<class>/transforms.json            training poses (Blender/NeRF format)
+    <root>/<class>/transforms.json            training poses (Blender/NeRF format; or a COLMAP model in sparse/0)
     <root>/<class>/train/good/<n>.png         defect-free training views (n not zero-padded)
     <root>/<class>/test/{good,Burrs,Missing,Stains}/<n>.png   query images, no poses
     <root>/<class>/ground_truth/<Type>/<n>_mask.png           single channel, > 0 is anomalous
@@ -58,13 +58,23 @@ class MADClass:
     def folder(self) -> Path:
         return self.root / self.name
 
+    @property
+    def colmap_path(self) -> Path:
+        """Where a COLMAP sparse model of the training views may stand in for transforms.json."""
+        return self.folder / "sparse" / "0"
+
     def load_train_views(self, size=None, background=1.0, progress=True) -> PosedImages:
-        """Posed training views from transforms.json (frames under train/ when it lists more)."""
+        """Posed training views from transforms.json (frames under train/ when it lists more), or
+        else from a COLMAP model in sparse/0 whose image names are those of train/good/."""
+        if not self.transforms_path.is_file() and (self.colmap_path / "images.bin").is_file():
+            from omnipose.data.colmap import load_colmap
+
+            return load_colmap(self.colmap_path, self.folder / "train" / GOOD, size, background, progress)
         if not self.transforms_path.is_file():
             raise DataError(
                 f"class {self.name} has no transforms.json at {self.transforms_path}: training the radiance "
-                "field needs posed training views. MAD-Sim ships one per class; for your own data, export "
-                "poses from Blender or COLMAP in the NeRF transforms.json format."
+                "field needs posed training views. MAD-Sim ships one per class; for your own photos, run "
+                "omnipose onboard, or put a COLMAP sparse model in sparse/0."
             )
         meta = read_json(self.transforms_path, DataError, "Re-export the class's poses (Blender/NeRF transforms.json format).")
         frames = meta.get("frames") if isinstance(meta, dict) else None

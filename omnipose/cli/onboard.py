@@ -1,0 +1,33 @@
+"""``omnipose onboard``: poses for photographs of your own object (structure from motion), as a class folder."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omnipose.data import OnboardConfig, onboard
+
+
+def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--images", type=Path, required=True, help="folder of photos of the object, all around it")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the class folder to create, ROOT/CLASS (then: omnipose train --data ROOT --class CLASS)")
+    parser.add_argument("--masks", type=Path, default=None,
+                        help="folder of object masks, same names as the photos (default: the photos' alpha channel)")
+    parser.add_argument("--focal", type=float, default=None, help="known focal length in pixels (default: estimated)")
+    parser.add_argument("--camera-model", default=OnboardConfig.camera_model, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"),
+                        help=f"COLMAP camera model (default {OnboardConfig.camera_model}; SIMPLE_RADIAL or OPENCV for real lenses)")
+    parser.add_argument("--max-features", type=int, default=OnboardConfig.max_features, help="most SIFT features per photo")
+    parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
+    return parser
+
+
+def run_onboard(args: argparse.Namespace) -> int:
+    config = OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
+                           num_threads=args.threads)  # fmt: skip
+    report = onboard(args.images, args.out, config, masks=args.masks)
+    camera = report["camera"]
+    print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
+          f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "
+          f"{report['timings']['total_s']:.0f} s; class folder: {args.out}")
+    print(f"next: omnipose train --data {args.out.parent} --class {args.out.name}")
+    return 0

@@ -1,0 +1,544 @@
+"""Poses from photographs: structure from motion with pycolmap, written as a MAD-style class folder.
+
+``onboard(images, out, config)`` runs SIFT features (on the object only, when masks or an alpha
+channel say where it is), exhaustive matching for small sets and thumbnail retrieval for large
+ones, incremental mapping and a final bundle adjustment, then writes::
+
+    <out>/train/good/<name>.png     the registered photos (composited on white when they have alpha)
+    <out>/transforms.json           Blender convention, in the object frame (colmap.object_frame)
+    <out>/sparse/0/*.bin            the COLMAP model, in COLMAP's own frame
+    <out>/onboard_report.json       what registered, reprojection error, the camera, timings
+    <out>/onboard_cameras.png       the cameras around the object's points
+
+Everything is built in a temporary folder beside ``out`` and renamed at the end, so a failed run
+leaves nothing half-written. pycolmap is imported only here (``pip install -e ".[sfm]"``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from omnipose.core.config import Config
+from omnipose.core.errors import ConfigError, DataError
+from omnipose.core.files import atomic_path, atomic_write_json
+from omnipose.core.image import dilate, read_image_rgba, read_mask, resize_image, save_image
+from omnipose.data.blender import IMAGE_SUFFIXES, natural_key
+from omnipose.data.colmap import (
+    colmap_to_c2w,
+    object_frame,
+    read_colmap_model,
+    transforms_from_model,
+)
+
+CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
+
+
+@dataclasses.dataclass
+class OnboardConfig(Config):
+    """Structure-from-motion settings; the defaults suit an object photographed all around on a plain background."""
+
+    camera_model: str = "SIMPLE_PINHOLE"
+    """COLMAP camera model shared by all photos. SIMPLE_PINHOLE (one focal length, principal point at the
+    centre) is the simplest model and the right one for undistorted or rendered images; a radial term
+    the data do not need only trades focal length for distortion. SIMPLE_RADIAL / OPENCV for real lenses
+    (the images are then undistorted)."""
+    focal: float | None = None
+    """Known focal length in pixels of the photos as given (None: estimated by bundle adjustment)."""
+    max_features: int = 8192
+    """Most SIFT features per image."""
+    first_octave: int | None = None
+    """SIFT's first octave: -1 doubles the image before detection, -2 quadruples it. None: -1, or -2 for
+    photos under 500 pixels wide, where -1 finds about a third as many features (lego at 200 px)."""
+    init_min_inliers: int = 100
+    """Fewest verified matches of the pair the reconstruction starts from (lower it for small images)."""
+    max_image_size: int = 1600
+    """Photos wider or taller than this are shrunk before feature extraction (COLMAP rescales the keypoints)."""
+    guided_matching: bool = False
+    """Match again along each pair's verified epipolar geometry, for more matches and longer tracks."""
+    exhaustive_limit: int = 150
+    """Up to this many photos every pair is matched; above it each photo is matched with its
+    ``retrieval_neighbours`` most similar thumbnails."""
+    retrieval_neighbours: int = 30
+    """Pairs per photo when matching by retrieval."""
+    min_images: int = 3
+    """Fewest photos structure from motion can start from."""
+    min_pose_inliers: int = 60
+    """Fewest 2-D/3-D inliers for a photo to register in the first pass. COLMAP's 30 lets a few photos of
+    repetitive objects register mirrored (180 degrees off) on wrong matches while the model is still
+    small; 60 keeps them out on the lego views."""
+    late_pose_inliers: int = 30
+    """The same threshold in the second pass, which continues the first pass's model with the photos it
+    left out: with most of the object's points known they now register correctly."""
+    pose_max_error: float = 4.0
+    """Largest reprojection error in pixels of an inlier when registering a photo."""
+    use_masks: bool = True
+    """Extract features on the object only: from the alpha channel, or from the masks given."""
+    mask_erosion: float = 0.0
+    """Shrink the object's mask by this fraction of the photo's width before extracting features, so that
+    keypoints on the silhouette (where the outline meets the background: no fixed 3-D point) are left out."""
+    final_ba_iterations: int = 200
+    """Iterations of the final, tightly converged global bundle adjustment (0: none)."""
+    seed: int = 0
+    """Seed of COLMAP's random sampling, so that a run repeats."""
+    num_threads: int = -1
+    """CPU threads for pycolmap (-1: all)."""
+
+    def check(self) -> None:
+        if self.camera_model not in CAMERA_MODELS:
+            raise ConfigError(f"camera_model must be one of {', '.join(CAMERA_MODELS)}, not {self.camera_model!r}.")
+        if self.focal is not None and not self.focal > 0:
+            raise ConfigError(f"focal must be a positive number of pixels, not {self.focal}.")
+        if self.min_images < 2:
+            raise ConfigError("min_images must be at least 2: structure from motion starts from a pair.")
+        for name in ("max_features", "max_image_size", "exhaustive_limit", "retrieval_neighbours", "min_pose_inliers",
+                     "late_pose_inliers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.first_octave is not None and self.first_octave not in (-2, -1, 0, 1):
+            raise ConfigError(f"first_octave must be -2, -1, 0, 1 or None, not {self.first_octave}.")
+        if self.init_min_inliers < 8:
+            raise ConfigError(f"init_min_inliers must be at least 8, not {self.init_min_inliers}.")
+        if not 0 <= self.mask_erosion < 0.25:
+            raise ConfigError(f"mask_erosion is a fraction of the width in [0, 0.25), not {self.mask_erosion}.")
+        if self.pose_max_error <= 0 or self.final_ba_iterations < 0:
+            raise ConfigError("pose_max_error must be positive and final_ba_iterations not negative.")
+
+
+def import_pycolmap():
+    """pycolmap, or an error that says how to install it."""
+    try:
+        import pycolmap
+    except ImportError as error:
+        raise DataError(
+            f"omnipose onboard needs pycolmap ({error}). Install the extra: pip install -e \".[sfm]\" "
+            "(or pip install pycolmap==4.2.1)."
+        ) from None
+    return pycolmap
+
+
+# ----------------------------------------------------------------------------- input photos
+def list_photos(folder: str | Path) -> list[Path]:
+    """The image files of a folder, in natural order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--images {folder} is not a folder: give the folder that holds the photos.")
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+
+
+def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: OnboardConfig) -> dict:
+    """Copy the photos to ``work/images`` as RGB PNGs (alpha composited on white) and their masks to
+    ``work/masks`` in COLMAP's naming (``<name>.png``, 0 where features are ignored).
+
+    Refuses too few photos, mixed sizes and duplicates, naming them. Returns {'size': (w, h), 'masked': bool}.
+    """
+    if len(photos) < config.min_images:
+        raise DataError(
+            f"{len(photos)} photo(s) found, structure from motion needs at least {config.min_images}: photograph "
+            "the object all around (30 or more views, each overlapping its neighbours)."
+        )
+    (work / "images").mkdir(parents=True)
+    seen: dict[str, str] = {}
+    size, masked = None, False
+    for photo in photos:
+        rgba = read_image_rgba(photo)
+        this_size = (rgba.shape[1], rgba.shape[0])
+        if size is None:
+            size = this_size
+        elif this_size != size:
+            raise DataError(
+                f"{photo.name} is {this_size[0]}x{this_size[1]} but {photos[0].name} is {size[0]}x{size[1]}: "
+                "onboard assumes one camera. Give photos of one size (and one zoom)."
+            )
+        digest = hashlib.sha1(np.ascontiguousarray((rgba * 255).round().astype(np.uint8)).tobytes()).hexdigest()
+        if digest in seen:
+            raise DataError(
+                f"{photo.name} is a duplicate of {seen[digest]}: two identical photos give no parallax and break "
+                "the reconstruction. Remove one of them."
+            )
+        seen[digest] = photo.name
+        alpha = rgba[..., 3]
+        rgb = rgba[..., :3] * alpha[..., None] + (1.0 - alpha[..., None])
+        name = photo.with_suffix(".png").name
+        save_image(work / "images" / name, rgb)
+        mask = None
+        if masks is not None:
+            mask_file = next((m for m in (masks / photo.name, masks / name, masks / f"{photo.stem}_mask.png") if m.is_file()), None)
+            if mask_file is None:
+                raise DataError(f"no mask for {photo.name} in {masks}: give one mask per photo (same name), or leave out --masks.")
+            mask = read_mask(mask_file, size=size)
+        elif (alpha < 0.5).any():
+            mask = alpha >= 0.5
+        if mask is not None and config.use_masks:
+            masked = True
+            erosion = round(config.mask_erosion * size[0])
+            if erosion > 0:
+                mask = ~dilate(~mask, erosion)
+            (work / "masks").mkdir(exist_ok=True)
+            save_image(work / "masks" / f"{name}.png", np.repeat(mask[..., None].astype(np.float32), 3, -1))
+    return {"size": size, "masked": masked}
+
+
+def retrieval_pairs(image_dir: Path, neighbours: int) -> list[tuple[str, str]]:
+    """Pairs of each photo with its most similar ones by a 32x32 grey thumbnail (normalised correlation),
+    the cheap retrieval that needs no vocabulary file. Returns sorted, unique name pairs."""
+    names = sorted(p.name for p in image_dir.iterdir())
+    thumbs = []
+    for name in names:
+        grey = resize_image(read_image_rgba(image_dir / name)[..., :3], (32, 32)).mean(-1).ravel()
+        grey = grey - grey.mean()
+        thumbs.append(grey / (np.linalg.norm(grey) + 1e-8))
+    similarity = np.stack(thumbs) @ np.stack(thumbs).T
+    np.fill_diagonal(similarity, -np.inf)
+    pairs = set()
+    for i, row in enumerate(similarity):
+        for j in np.argsort(-row)[:neighbours]:
+            pairs.add(tuple(sorted((names[i], names[int(j)]))))
+    return sorted(pairs)
+
+
+# ----------------------------------------------------------------------------- structure from motion
+def _reader_options(pycolmap, work: Path, prepared: dict, config: OnboardConfig):
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    if prepared["masked"]:
+        reader.mask_path = work / "masks"
+    if config.focal is not None:
+        width, height = prepared["size"]
+        base = [config.focal, width / 2, height / 2]
+        params = {"SIMPLE_PINHOLE": base, "PINHOLE": [config.focal, *base], "SIMPLE_RADIAL": [*base, 0.0],
+                  "OPENCV": [config.focal, *base, 0.0, 0.0, 0.0, 0.0]}[config.camera_model]  # fmt: skip
+        reader.camera_params = ",".join(f"{v:.6f}" for v in params)
+    return reader
+
+
+def match_features(pycolmap, database: Path, work: Path, count: int, config: OnboardConfig) -> str:
+    """Match every pair up to ``exhaustive_limit`` photos, else pairs by retrieval. Returns the strategy."""
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = config.num_threads
+    matching.guided_matching = config.guided_matching
+    if count <= config.exhaustive_limit:
+        pycolmap.match_exhaustive(database, matching_options=matching)
+        return "exhaustive"
+    pairs = retrieval_pairs(work / "images", config.retrieval_neighbours)
+    pair_file = work / "pairs.txt"
+    pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = pair_file
+    pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing)
+    return f"retrieval ({config.retrieval_neighbours} neighbours, {len(pairs)} pairs)"
+
+
+def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inliers: int):
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = config.num_threads
+    options.random_seed = config.seed
+    options.mapper.random_seed = config.seed
+    options.mapper.abs_pose_min_num_inliers = min_inliers
+    options.mapper.init_min_num_inliers = config.init_min_inliers
+    options.mapper.abs_pose_max_error = config.pose_max_error
+    options.ba_refine_focal_length = not fixed_focal
+    options.mapper.abs_pose_refine_focal_length = not fixed_focal
+    options.ba_refine_principal_point = False
+    return options
+
+
+def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fixed_focal: bool) -> None:
+    """A global bundle adjustment run to convergence (the mapper's stops early to save time)."""
+    if config.final_ba_iterations == 0:
+        return
+    options = pycolmap.BundleAdjustmentOptions()
+    options.print_summary = False
+    options.refine_focal_length = not fixed_focal
+    options.refine_principal_point = False
+    solver = options.ceres.solver_options
+    solver.max_num_iterations = config.final_ba_iterations
+    solver.function_tolerance = solver.gradient_tolerance = solver.parameter_tolerance = 1e-12
+    solver.num_threads = config.num_threads
+    pycolmap.bundle_adjustment(reconstruction, options)
+
+
+def unregistered_reasons(pycolmap, database: Path, names: list[str], registered: set[str]) -> dict[str, str]:
+    """Why each photo not in ``registered`` failed: its features, and its best geometrically verified
+    match with a registered photo and with any photo."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        by_id = {image.image_id: image.name for image in db.read_all_images()}
+        best: dict[str, tuple[int, str]] = {}
+        best_registered: dict[str, int] = {}
+        pair_ids, counts = db.read_two_view_geometry_num_inliers()
+        for pair_id, inliers in zip(pair_ids, counts):
+            first, second = (by_id[i] for i in pycolmap.pair_id_to_image_pair(pair_id))
+            for name, other in ((first, second), (second, first)):
+                if int(inliers) > best.get(name, (0, ""))[0]:
+                    best[name] = (int(inliers), other)
+                if other in registered:
+                    best_registered[name] = max(best_registered.get(name, 0), int(inliers))
+        ids = {name: image_id for image_id, name in by_id.items()}
+        reasons = {}
+        for name in names:
+            if name in registered:
+                continue
+            features = db.num_keypoints_for_image(ids[name]) if name in ids else 0
+            inliers, partner = best.get(name, (0, ""))
+            if features < 100:
+                reasons[name] = f"{features} features (too little texture on the object)"
+            elif inliers == 0:
+                reasons[name] = f"{features} features but no verified match with any other photo (no overlap)"
+            elif best_registered.get(name, 0) < 30:
+                reasons[name] = (f"at most {best_registered.get(name, 0)} verified matches with a registered photo, "
+                                 f"{inliers} with {partner} (it overlaps only photos that did not register either)")
+            else:
+                reasons[name] = (f"{best_registered[name]} verified matches with a registered photo, but its pose did "
+                                 "not fit the model's points (repetitive or mismatched structure)")
+        return reasons
+    finally:
+        db.close()
+
+
+def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inliers: dict[tuple[str, str], int],
+                   partners: int = 3, max_angle_deg: float = 90.0) -> dict[str, tuple[float, list[str]]]:
+    """Photos registered on the wrong side of the object: the photos they match best sit far around it.
+
+    Around an object, a photo shares features with its neighbours; a photo registered mirrored (180 degrees
+    off, on repetitive structure) lands across the object from them. centres: camera centre (3,) by name;
+    target: the object's centre (3,); pair_inliers: verified matches by (name, name).
+    Returns {name: (median angle in degrees to its ``partners`` best-matched photos, their names)} for the
+    photos beyond ``max_angle_deg``.
+    """
+    directions = {name: (c - target) / max(np.linalg.norm(c - target), 1e-12) for name, c in centres.items()}
+    matches: dict[str, list[tuple[int, str]]] = {name: [] for name in centres}
+    for (first, second), inliers in pair_inliers.items():
+        if first in centres and second in centres:
+            matches[first].append((inliers, second))
+            matches[second].append((inliers, first))
+    flagged = {}
+    for name, found in matches.items():
+        best = [other for _, other in sorted(found, reverse=True)[:partners]]
+        if not best:
+            continue
+        angles = [np.degrees(np.arccos(np.clip(directions[name] @ directions[o], -1.0, 1.0))) for o in best]
+        if np.median(angles) > max_angle_deg:
+            flagged[name] = (float(np.median(angles)), best)
+    return flagged
+
+
+def check_not_mirrored(pycolmap, database: Path, reconstruction) -> None:
+    """Refuse a reconstruction in which some photos sit across the object from the photos they match."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        by_id = {image.image_id: image.name for image in db.read_all_images()}
+        pair_ids, counts = db.read_two_view_geometry_num_inliers()
+        pairs = {tuple(by_id[i] for i in pycolmap.pair_id_to_image_pair(p)): int(n) for p, n in zip(pair_ids, counts)}
+    finally:
+        db.close()
+    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
+    points = np.array([point.xyz for point in reconstruction.points3D.values()])
+    target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
+    flagged = mirrored_views(centres, target, pairs)
+    if flagged:
+        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
+        raise DataError(
+            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
+            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
+        )
+
+
+def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, dict]:
+    """Features, matches, mapping and final bundle adjustment in ``work``. Returns (reconstruction, stats)."""
+    pycolmap = import_pycolmap()
+    pycolmap.set_random_seed(config.seed)
+    database = work / "database.db"
+    names = sorted(p.name for p in (work / "images").iterdir())
+    timings = {}
+    start = time.perf_counter()
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.num_threads = config.num_threads
+    extraction.max_image_size = config.max_image_size
+    extraction.sift.max_num_features = config.max_features
+    extraction.sift.first_octave = config.first_octave if config.first_octave is not None else (
+        -2 if prepared["size"][0] < 500 else -1)
+    pycolmap.extract_features(database, work / "images", camera_mode=pycolmap.CameraMode.SINGLE,
+                              reader_options=_reader_options(pycolmap, work, prepared, config),
+                              extraction_options=extraction)  # fmt: skip
+    timings["features_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    strategy = match_features(pycolmap, database, work, len(names), config)
+    timings["matching_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fixed_focal = config.focal is not None
+    (work / "mapping").mkdir()
+    options = _mapper_options(pycolmap, config, fixed_focal, config.min_pose_inliers)
+    models = pycolmap.incremental_mapping(database, work / "images", work / "mapping", options)
+    if not models:
+        reasons = unregistered_reasons(pycolmap, database, names, set())
+        worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
+        raise DataError(
+            f"structure from motion found no initial pair among the {len(names)} photos ({worst}). Photograph the "
+            "object with more overlap between neighbouring views (every 10-15 degrees), on a textured turntable or "
+            "with the object filling more of the frame."
+        )
+    reconstruction = max(models.values(), key=lambda r: r.num_reg_images())
+    first_pass = reconstruction.num_reg_images()
+    if first_pass < len(names) and config.late_pose_inliers < config.min_pose_inliers:
+        (work / "first_pass").mkdir()
+        (work / "second_pass").mkdir()
+        reconstruction.write(work / "first_pass")
+        options = _mapper_options(pycolmap, config, fixed_focal, config.late_pose_inliers)
+        options.multiple_models = False
+        second = pycolmap.incremental_mapping(database, work / "images", work / "second_pass", options,
+                                              input_path=work / "first_pass")  # fmt: skip
+        if second:
+            reconstruction = max(second.values(), key=lambda r: r.num_reg_images())
+    timings["mapping_s"] = time.perf_counter() - start
+    registered = {image.name for image in reconstruction.images.values() if image.has_pose}
+    if len(registered) < len(names):
+        reasons = unregistered_reasons(pycolmap, database, names, registered)
+        listed = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+        raise DataError(
+            f"{len(reasons)} of {len(names)} photos did not register ({listed}). Remove them, or add photos "
+            "between them and their neighbours so that each overlaps others."
+        )
+    start = time.perf_counter()
+    final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal)
+    timings["bundle_adjustment_s"] = time.perf_counter() - start
+    check_not_mirrored(pycolmap, database, reconstruction)
+    stats = {"matching": strategy, "registered_first_pass": first_pass, "timings": timings}
+    return reconstruction, stats
+
+
+def undistort(pycolmap, reconstruction, work: Path) -> Path:
+    """Undistort the images of a model with lens distortion into ``work/undistorted``; returns the
+    folder holding images/ and sparse/ of the pinhole model."""
+    (work / "distorted").mkdir()
+    reconstruction.write(work / "distorted")
+    out = work / "undistorted"
+    pycolmap.undistort_images(out, work / "distorted", work / "images")
+    return out
+
+
+# ----------------------------------------------------------------------------- the class folder
+def scene_box(points: np.ndarray, margin: float = 0.1) -> list[list[float]] | None:
+    """The box (2, 3) around the object's points (1st-99th percentile, widened by ``margin`` of its size)."""
+    if len(points) < 10:
+        return None
+    low, high = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
+    pad = margin * (high - low).max()
+    return [(low - pad).tolist(), (high + pad).tolist()]
+
+
+def plot_cameras(path: Path, c2w: np.ndarray, points: np.ndarray, title: str) -> None:
+    """A picture of the cameras (N, 4, 4) around the object's points (M, 3), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(6, 6))
+    axes = figure.add_subplot(projection="3d")
+    if len(points):
+        shown = points[np.random.default_rng(0).permutation(len(points))[:5000]]
+        axes.scatter(*shown.T, s=0.5, c="0.3")
+    centres = c2w[:, :3, 3]
+    reach = 0.15 * np.linalg.norm(centres, axis=1).mean()
+    axes.quiver(*centres.T, *(-c2w[:, :3, 2] * reach).T, color="tab:red", linewidth=0.8)
+    axes.quiver(*centres.T, *(c2w[:, :3, 1] * reach * 0.5).T, color="tab:blue", linewidth=0.6)
+    axes.scatter(*centres.T, s=6, c="tab:red")
+    extent = np.abs(np.concatenate([centres, points[:0]])).max()
+    axes.set_xlim(-extent, extent), axes.set_ylim(-extent, extent), axes.set_zlim(-extent, extent)
+    axes.set_xlabel("x"), axes.set_ylabel("y"), axes.set_zlabel("z (up)")
+    axes.set_title(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+
+
+def write_class(stage: Path, reconstruction, images_dir: Path, prepared: dict, stats: dict, config: OnboardConfig) -> dict:
+    """Fill ``stage`` with the class folder of a pinhole reconstruction; returns the report."""
+    (stage / "sparse" / "0").mkdir(parents=True)
+    reconstruction.write(stage / "sparse" / "0")
+    model = read_colmap_model(stage / "sparse" / "0")
+    images = sorted(model.images.values(), key=lambda image: image.name)
+    c2w = np.stack([colmap_to_c2w(image.qvec, image.tvec) for image in images])
+    track_lengths = np.array([len(track) for track in model.tracks])
+    solid = model.xyz[(model.error < 2.0) & (track_lengths >= 3)] if len(model.xyz) else model.xyz
+    transform = object_frame(c2w, solid)
+    meta = transforms_from_model(model, transform, prefix="train/good/")
+    points = solid @ transform[:3, :3].T + transform[:3, 3]
+    box = scene_box(points)
+    if box is not None:
+        meta["aabb"] = box
+    (stage / "train" / "good").mkdir(parents=True)
+    for image in images:
+        shutil.copy2(images_dir / image.name, stage / "train" / "good" / image.name)
+    atomic_write_json(stage / "transforms.json", meta)
+    camera = next(iter(model.cameras.values()))
+    fx, fy, cx, cy = camera.pinhole()
+    report = {
+        "images_registered": len(images),
+        "images_given": len(images),
+        "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error()),
+        "points": int(len(model.xyz)),
+        "mean_track_length": float(track_lengths.mean()) if len(track_lengths) else 0.0,
+        "camera": {"model": camera.model, "width": camera.width, "height": camera.height,
+                   "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "distortion": camera.distortion()},  # fmt: skip
+        "features_on_object_only": bool(prepared["masked"]),
+        **stats,
+        "config": config.to_dict(),
+    }
+    atomic_write_json(stage / "onboard_report.json", report)
+    frames = np.array([frame["transform_matrix"] for frame in meta["frames"]])
+    plot_cameras(stage / "onboard_cameras.png", frames, points,
+                 f"{len(images)} cameras, {len(points)} points, reprojection error "
+                 f"{report['mean_reprojection_error_px']:.2f} px")  # fmt: skip
+    return report
+
+
+def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = None, masks: str | Path | None = None) -> dict:
+    """Poses of the photos in ``images`` by structure from motion, written as a class folder at ``out``.
+
+    masks: optional folder of object masks (same names as the photos; white = object); without it the
+    photos' alpha channel, when they have one, says where the object is.
+    Returns the report (also in ``out/onboard_report.json``). Nothing is left at ``out`` on failure.
+    """
+    config = config or OnboardConfig()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"--out {out} already exists and is not empty: give a new folder, or remove it first.")
+    photos = list_photos(images)
+    masks = Path(masks) if masks is not None else None
+    if masks is not None and not masks.is_dir():
+        raise DataError(f"--masks {masks} is not a folder: give the folder of the object masks, or leave it out.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.onboard-", dir=out.parent))
+    try:
+        start = time.perf_counter()
+        work, stage = temp / "work", temp / "class"
+        prepared = prepare_photos(photos, work, masks, config)
+        reconstruction, stats = run_sfm(work, prepared, config)
+        images_dir = work / "images"
+        if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
+            pycolmap = import_pycolmap()
+            camera = next(iter(reconstruction.cameras.values()))
+            stats["camera_before_undistortion"] = {"model": camera.model.name, "params": camera.params.tolist()}
+            stats["focal_before_undistortion"] = float(camera.params[0])
+            undistorted = undistort(pycolmap, reconstruction, work)
+            reconstruction = pycolmap.Reconstruction(undistorted / "sparse")
+            images_dir = undistorted / "images"
+            stats["undistorted"] = True
+        report = write_class(stage, reconstruction, images_dir, prepared, stats, config)
+        report["images_given"] = len(photos)
+        report["timings"]["total_s"] = time.perf_counter() - start
+        atomic_write_json(stage / "onboard_report.json", report)
+        if out.exists():
+            out.rmdir()
+        os.replace(stage, out)
+        return report
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""Benchmark ``omnipose onboard``: poses of the 100 lego training views recovered without poses or intrinsics.
+
+The views (nerf_synthetic/lego/train, RGBA) are resized to --size and given to ``onboard`` as photos.
+Each variant's cameras are aligned to the true ones by a similarity (Umeyama on the camera centres,
+then the rotation's error per camera), and reported against the issue's targets:
+
+    registered all | median rotation error <= 0.05 deg | worst <= 0.2 deg
+    camera centres within 0.1 % of the camera-object distance | focal length within 0.3 % | <= 120 s
+
+Variants (an ablation on the same images, each one change from the one before):
+    baseline   plain pycolmap: SIMPLE_RADIAL, all features, one registration pass, no final bundle adjustment
+    pinhole    + SIMPLE_PINHOLE (one focal length, principal point fixed at the centre)
+    masked     + features on the object only (the alpha channel)
+    two_pass   + register with 60 inliers first, then the rest with 30 (omnipose's default)
+    final_ba   + a final global bundle adjustment run to convergence (= omnipose onboard's defaults)
+    octave2    + SIFT's first octave at -2 (4x upsampling)
+
+    python scripts/bench_onboard.py --out bench/onboard.json
+    python scripts/bench_onboard.py --variants final_ba --size 400
+
+Prints a table and writes JSON (--out). Timings depend on what else runs on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from omnipose.core.files import atomic_write_json  # noqa: E402
+from omnipose.data import OnboardConfig, colmap_to_c2w, onboard, read_colmap_model  # noqa: E402
+
+LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
+TARGETS = {"median_rotation_deg": 0.05, "max_rotation_deg": 0.2, "max_centre_pct": 0.1, "focal_pct": 0.3, "seconds": 120}
+
+VARIANTS = {
+    "baseline": dict(camera_model="SIMPLE_RADIAL", use_masks=False, min_pose_inliers=30, late_pose_inliers=30,
+                     final_ba_iterations=0, first_octave=-1),
+    "pinhole": dict(camera_model="SIMPLE_PINHOLE", use_masks=False, min_pose_inliers=30, late_pose_inliers=30,
+                    final_ba_iterations=0, first_octave=-1),
+    "masked": dict(camera_model="SIMPLE_PINHOLE", use_masks=True, min_pose_inliers=30, late_pose_inliers=30,
+                   final_ba_iterations=0, first_octave=-1),
+    "two_pass": dict(camera_model="SIMPLE_PINHOLE", use_masks=True, final_ba_iterations=0, first_octave=-1),
+    "final_ba": dict(first_octave=-1),
+    "octave2": dict(first_octave=-2),
+}  # fmt: skip
+
+
+def prepare(lego: Path, size: int, folder: Path) -> dict[str, np.ndarray]:
+    """The RGBA training views at size x size in ``folder``; returns the true c2w by file name."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    meta = json.loads((lego / "transforms_train.json").read_text())
+    truth = {}
+    for frame in meta["frames"]:
+        name = Path(frame["file_path"]).name + ".png"
+        Image.open(lego / "train" / name).resize((size, size), Image.LANCZOS).save(folder / name)
+        truth[name] = np.array(frame["transform_matrix"], dtype=np.float64)
+    truth["_focal"] = 0.5 * size / np.tan(0.5 * meta["camera_angle_x"])
+    return truth
+
+
+def similarity_errors(estimated: np.ndarray, actual: np.ndarray) -> dict:
+    """Align estimated to actual cameras (N, 4, 4) by a similarity on the centres (Umeyama); errors per camera."""
+    a, b = estimated[:, :3, 3], actual[:, :3, 3]
+    ma, mb = a.mean(0), b.mean(0)
+    u, s, vt = np.linalg.svd((b - mb).T @ (a - ma) / len(a))
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ d @ vt
+    scale = float((s * np.diag(d)).sum() / ((a - ma) ** 2).sum(1).mean())
+    centres = scale * (a - ma) @ rotation.T + mb
+    # The distance of each camera to the object, which sits at the origin of the lego frame.
+    centre_pct = 100 * np.linalg.norm(centres - b, axis=1) / np.linalg.norm(b, axis=1)
+    cosines = [(np.trace((rotation @ e[:3, :3]).T @ t[:3, :3]) - 1) / 2 for e, t in zip(estimated, actual)]
+    rotation_deg = np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
+    return {"median_rotation_deg": float(np.median(rotation_deg)), "max_rotation_deg": float(rotation_deg.max()),
+            "median_centre_pct": float(np.median(centre_pct)), "max_centre_pct": float(centre_pct.max())}  # fmt: skip
+
+
+def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path) -> dict:
+    config = OnboardConfig(num_threads=threads, **VARIANTS[name])
+    out = work / name / "lego"
+    start = time.perf_counter()
+    try:
+        report = onboard(photos, out, config)
+    except Exception as error:  # a variant that fails is a result too
+        return {"variant": name, "error": str(error)[:500], "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    model = read_colmap_model(out / "sparse" / "0")
+    images = sorted(model.images.values(), key=lambda image: image.name)
+    estimated = np.stack([colmap_to_c2w(image.qvec, image.tvec) for image in images])
+    actual = np.stack([truth[image.name] for image in images])
+    # An undistorted model's focal is the undistorter's choice; the estimate is in the report.
+    focal = report["camera"]["fl_x"] if not report.get("undistorted") else report.get("focal_before_undistortion", np.nan)
+    return {"variant": name, "registered": len(images), "seconds": seconds,
+            "reprojection_px": report["mean_reprojection_error_px"], "camera": report["camera"]["model"],
+            "focal_px": focal, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
+            **similarity_errors(estimated, actual), "timings": report["timings"], "config": config.to_dict()}  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    header = ("variant", "reg", "rot med (deg)", "rot max (deg)", "centre med %", "centre max %", "focal %", "reproj px", "s")
+    lines = [" | ".join(header), " | ".join("---" for _ in header)]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['variant']} | failed: {row['error'][:80]} | | | | | | | {row['seconds']:.0f}")
+            continue
+        lines.append(" | ".join([row["variant"], str(row["registered"]), f"{row['median_rotation_deg']:.3f}",
+                                 f"{row['max_rotation_deg']:.3f}", f"{row['median_centre_pct']:.3f}",
+                                 f"{row['max_centre_pct']:.3f}", f"{row['focal_pct']:+.2f}",
+                                 f"{row['reprojection_px']:.3f}", f"{row['seconds']:.0f}"]))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lego", type=Path, default=LEGO, help="nerf_synthetic/lego folder")
+    parser.add_argument("--size", type=int, default=400, help="photo width and height in pixels (default 400)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench") / "onboard.json", help="JSON results")
+    args = parser.parse_args()
+    if not (args.lego / "transforms_train.json").is_file():
+        print(f"lego not found at {args.lego}: give --lego", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="bench_onboard_"))
+    rows = []
+    try:
+        truth = prepare(args.lego, args.size, work / "photos")
+        for name in args.variants.split(","):
+            rows.append(run_variant(name, work / "photos", truth, args.threads, work))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nlego, 100 views at {args.size}x{args.size}, no poses or intrinsics given; targets: {TARGETS}\n")
+    print(table(rows))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    atomic_write_json(args.out, {"size": args.size, "targets": TARGETS, "rows": rows, "commit": commit,
+                                 "machine": platform.platform(), "cpus": os.cpu_count(),
+                                 "load_average": os.getloadavg()})  # fmt: skip
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
