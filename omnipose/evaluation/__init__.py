@@ -55,6 +55,7 @@ from omnipose.evaluation.original import (
 from omnipose.evaluation.predictions import PredictionError, evaluate_prediction_dir, read_anomaly_map, read_scores_file
 from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad
 from omnipose.evaluation.queries import collect_scores, detect_items, pending_keys, read_score
+from omnipose.evaluation.ray_executor import BatchDone, RayConfig, RayExecutor
 from omnipose.evaluation.report import write_demo_report, write_report
 from omnipose.evaluation.results import ClassMean, ClassResult, class_means
 from omnipose.evaluation.runner import ClassRun, run_class, run_classes, save_run_config
@@ -62,6 +63,9 @@ from omnipose.evaluation.tables import csv_text, format_table, markdown_table, r
 
 __all__ = [
     "BENCHMARK_EVALUATION",
+    "BatchDone",
+    "RayConfig",
+    "RayExecutor",
     "BenchmarkRun",
     "EXECUTORS",
     "Executor",

@@ -41,22 +41,23 @@ class LocalExecutor:
                 for name in class_names]  # fmt: skip
 
 
-def make_executor(name: str = "local", address: str | None = None, **ray_options) -> Executor:
+def make_executor(name: str = "local", address: str | None = None, on_batch=None, **ray_options) -> Executor:
     """The executor called ``name`` ('local' or 'ray').
 
     address: for 'ray', the cluster to join ('auto': the one started on this machine with
         ``ray start``; 'HOST:PORT': a remote head); None starts a local cluster for the run.
+    on_batch: for 'ray', called on the driver after every batch of queries (``BatchDone``).
     ray_options: other ``RayConfig`` fields (``batch_size``, ``cpus_per_worker``, ...).
     Raises ConfigError for another name, and for 'ray' without Ray installed, one that says how to install it.
     """
     from omnipose.core.errors import ConfigError
 
     if name == "local":
-        if address is not None or ray_options:
+        if address is not None or on_batch is not None or ray_options:
             raise ConfigError("--address and the Ray options only apply to --executor ray; drop them or add --executor ray.")
         return LocalExecutor()
     if name == "ray":
         from omnipose.evaluation.ray_executor import RayConfig, RayExecutor
 
-        return RayExecutor(RayConfig(address=address, **ray_options))
+        return RayExecutor(RayConfig(address=address, **ray_options), on_batch=on_batch)
     raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}.")
