@@ -75,6 +75,17 @@ def compare_folders(a: Path, b: Path) -> dict:
     return {"queries": count, "max_map_difference": map_diff, "max_score_difference": score_diff}
 
 
+def query_seconds(out: Path) -> dict[str, float]:
+    """Per class, the seconds its queries took inside the detector (from the per-query records):
+    a class's detect wall time less this is what serving cost besides detecting (worker start,
+    loading the detector, round trips)."""
+    totals: dict[str, float] = {}
+    for record in (out / "predictions").glob("*/*/*.json"):
+        class_name = record.parent.parent.name
+        totals[class_name] = totals.get(class_name, 0.0) + json.loads(record.read_text())["seconds"]
+    return totals
+
+
 def metrics(out: Path) -> dict:
     return json.loads((out / "benchmark.json").read_text())["metrics"]
 
@@ -96,12 +107,15 @@ def ray_start_cost() -> dict:
 def run(name: str, args, out: Path, ckpts: Path, executor, results: dict, fresh: bool = True) -> dict:
     if fresh:
         shutil.rmtree(out, ignore_errors=True)
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     bench = run_benchmark(args.data, args.classes, out, detector_config(args, ckpts), executor, progress=False)
     wall = time.perf_counter() - start
-    entry = {"wall_seconds": wall, "timings": bench.timings}
+    seconds = query_seconds(out)
+    entry = {"wall_seconds": wall, "load_before": load, "load_after": os.getloadavg()[0], "timings": bench.timings, "query_seconds": seconds,
+             "serving_overhead_seconds": {k: t["detect_seconds"] - seconds.get(k, 0.0) for k, t in bench.timings.items()}}
     results[name] = entry
-    print(f"{name}: {wall:.1f} s {bench.timings}", flush=True)
+    print(f"{name}: {wall:.1f} s (load {load:.1f} -> {entry['load_after']:.1f}) {bench.timings}", flush=True)
     return entry
 
 
@@ -117,7 +131,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the local run = CPUs per Ray worker")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--interrupt-after", type=int, default=2, help="batches before the driver is interrupted")
-    parser.add_argument("--default-threads", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--repeats", type=int, default=2, help="local / ray pairs timed (alternating which goes first)")
+    parser.add_argument("--default-threads", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args()
     args.data = args.out / "data"
     classes = [c.strip() for c in args.classes.split(",")]
@@ -128,24 +143,31 @@ def main() -> int:
     print(f"ray start: {results['start_cost']}", flush=True)
     default_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    for folder in ("ckpts_local", "ckpts_ray", "ckpts_default"):
-        shutil.rmtree(args.out / folder, ignore_errors=True)
-    local = run("local", args, args.out / "local", args.out / "ckpts_local", LocalExecutor(), results)
-
-    memory: dict[str, list] = {}
-
-    def watch(batch):
-        memory.setdefault(batch.class_name, []).append(rss_mib(batch.pid))
-
     ray_options = {"batch_size": args.batch_size, "cpus_per_worker": float(args.threads)}
-    executor = make_executor("ray", on_batch=watch, **ray_options)
-    ray_run = run("ray", args, args.out / "ray", args.out / "ckpts_ray", executor, results)
-    ray_run["worker_modules"] = sorted(executor.worker_modules)
-    ray_run["actor_rss_mib"] = {k: max(r for r, _ in v) for k, v in memory.items()}
-    ray_run["actor_peak_rss_mib"] = {k: max(p for _, p in v) for k, v in memory.items()}
-    ray_run["same_metrics"] = metrics(args.out / "ray") == metrics(args.out / "local")
-    ray_run.update(compare_folders(args.out / "local" / "predictions", args.out / "ray" / "predictions"))
-    ray_run["wall_vs_local"] = ray_run["wall_seconds"] / local["wall_seconds"]
+    # Other work on shared cores comes and goes: pairs alternate which run goes first, and the
+    # ratio is taken within each pair, each run training its own fields from nothing.
+    for pair in range(args.repeats):
+        order = ("local", "ray") if pair % 2 == 0 else ("ray", "local")
+        for kind in order:
+            suffix = f" #{pair + 1}" if args.repeats > 1 else ""
+            ckpts = args.out / f"ckpts_{kind}_{pair}"
+            shutil.rmtree(ckpts, ignore_errors=True)
+            if kind == "local":
+                run(f"local{suffix}", args, args.out / f"local_{pair}", ckpts, LocalExecutor(), results)
+                continue
+            memory: dict[str, list] = {}
+            executor = make_executor("ray", on_batch=lambda b: memory.setdefault(b.class_name, []).append(rss_mib(b.pid)),
+                                     **ray_options)  # fmt: skip
+            entry = run(f"ray{suffix}", args, args.out / f"ray_{pair}", ckpts, executor, results)
+            entry["worker_modules"] = sorted(executor.worker_modules)
+            entry["actor_rss_mib"] = {k: max(r for r, _ in v) for k, v in memory.items()}
+            entry["actor_peak_rss_mib"] = {k: max(p for _, p in v) for k, v in memory.items()}
+        local, ray_run = results[f"local{suffix}"], results[f"ray{suffix}"]
+        ray_run["same_metrics"] = metrics(args.out / f"ray_{pair}") == metrics(args.out / f"local_{pair}")
+        ray_run.update(compare_folders(args.out / f"local_{pair}" / "predictions", args.out / f"ray_{pair}" / "predictions"))
+        ray_run["wall_vs_local"] = ray_run["wall_seconds"] / local["wall_seconds"]
+    reference = args.out / "local_0"  # the table every other run must reproduce
+    ray_ckpts = args.out / "ckpts_ray_0"
 
     killed: list[int] = []
 
@@ -154,11 +176,11 @@ def main() -> int:
             os.kill(batch.pid, signal.SIGKILL)
             killed.append(batch.pid)
 
-    fault = run("ray, worker killed", args, args.out / "ray_fault", args.out / "ckpts_ray",
+    fault = run("ray, worker killed", args, args.out / "ray_fault", ray_ckpts,
                 make_executor("ray", on_batch=kill_once, **ray_options), results)  # fmt: skip
     files = [p.name for p in (args.out / "ray_fault" / "predictions").rglob("*") if p.is_file()]
     fault.update(killed=len(killed), npy=sum(f.endswith(".npy") for f in files), json=sum(f.endswith(".json") and f[0].isdigit() for f in files),
-                 temporaries=sum(f.startswith(".") for f in files), same_metrics=metrics(args.out / "ray_fault") == metrics(args.out / "local"))  # fmt: skip
+                 temporaries=sum(f.startswith(".") for f in files), same_metrics=metrics(args.out / "ray_fault") == metrics(reference))  # fmt: skip
 
     batches = []
 
@@ -170,17 +192,17 @@ def main() -> int:
     out = args.out / "ray_resume"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        run_benchmark(args.data, args.classes, out, detector_config(args, args.out / "ckpts_ray"),
+        run_benchmark(args.data, args.classes, out, detector_config(args, ray_ckpts),
                       make_executor("ray", on_batch=interrupt, **ray_options), progress=False)  # fmt: skip
     except KeyboardInterrupt:
         pass
     finished = len(list(out.rglob("*.npy")))
     redone: list[str] = []
-    resume = run("ray, resumed", args, out, args.out / "ckpts_ray",
+    resume = run("ray, resumed", args, out, ray_ckpts,
                  make_executor("ray", on_batch=lambda b: redone.extend(b.keys), **ray_options), results, fresh=False)  # fmt: skip
-    total = sum(t["queries"] for t in local["timings"].values())
+    total = sum(t["queries"] for t in results["local" + (" #1" if args.repeats > 1 else "")]["timings"].values())
     resume.update(finished_before=finished, detected_on_rerun=len(redone), queries=total,
-                  same_metrics=metrics(out) == metrics(args.out / "local"))  # fmt: skip
+                  same_metrics=metrics(out) == metrics(reference))  # fmt: skip
     if args.default_threads:
         torch.set_num_threads(default_threads)
         run(f"local, {default_threads} threads", args, args.out / "local_default", args.out / "ckpts_default", LocalExecutor(), results)
@@ -194,8 +216,8 @@ def report(results: dict, args) -> None:
                "note": "cores shared with other work while measuring"}  # fmt: skip
     payload = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}
     atomic_write_json(args.out / "bench_scaleout.json", payload)
-    rows = [("run", "wall (s)", "vs local", "fit s/class", "s/query", "notes")]
-    local_wall = results["local"]["wall_seconds"]
+    rows = [("run", "wall (s)", "vs local", "load", "fit s/class", "s/query", "notes")]
+    first_local = next(k for k in results if k.startswith("local"))
     for name, entry in results.items():
         if name == "start_cost":
             continue
@@ -213,11 +235,15 @@ def report(results: dict, args) -> None:
             notes.append(f"{entry['finished_before']} finished before, {entry['detected_on_rerun']} detected on rerun")
         if "actor_rss_mib" in entry:
             notes.append(f"actor RSS {max(entry['actor_rss_mib'].values()):.0f} MiB (peak {max(entry['actor_peak_rss_mib'].values()):.0f})")
-        rows.append((name, f"{entry['wall_seconds']:.1f}", f"{entry['wall_seconds'] / local_wall:.2f}",
+        pair = name.replace("ray", "local") if name.startswith("ray #") or name == "ray" else first_local
+        ratio = entry["wall_seconds"] / results[pair]["wall_seconds"]
+        rows.append((name, f"{entry['wall_seconds']:.1f}", f"{ratio:.2f}", f"{entry['load_before']:.1f}-{entry['load_after']:.1f}",
                      f"{np.mean(fits):.1f}", f"{per_query:.2f}", "; ".join(notes)))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    ratios = [e["wall_vs_local"] for e in results.values() if isinstance(e, dict) and "wall_vs_local" in e]
+    print(f"ray / local wall time, per pair: {', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f} (target <= 1.15)")
     cost = results["start_cost"]
     print(f"local Ray cluster: start {cost['start_seconds']:.1f} s, first task {cost['first_task_seconds']:.1f} s, "
           f"stop {cost['stop_seconds']:.1f} s; JSON: {args.out / 'bench_scaleout.json'}")

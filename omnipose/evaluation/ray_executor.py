@@ -220,6 +220,8 @@ class RayExecutor:
                 if keys is None:  # a fit finished: its actor takes the class's queries
                     state.fit_seconds, state.started = value["seconds"], time.perf_counter()
                     self.worker_modules.add(value["module"])
+                    if progress:
+                        bar.write(f"{state.name}: fitted in {state.fit_seconds:.0f} s; detecting {len(state.pending)} queries")
                     state.actor = worker_kind.remote(data_root, state.name, str(predictions), config, cfg.cpus_per_worker)
                     batches = [state.pending[i: i + cfg.batch_size] for i in range(0, len(state.pending), cfg.batch_size)]
                     for batch in batches:
@@ -247,6 +249,10 @@ class RayExecutor:
         exceptions = self.ray.exceptions
         try:
             return self.ray.get(ref)
+        except exceptions.RayTaskError as error:
+            if isinstance(error.cause, OmniposeError):  # bad input: its own one-line message, not Ray's trace
+                raise error.cause from None
+            raise
         except (exceptions.RayActorError, exceptions.WorkerCrashedError, exceptions.ObjectLostError) as error:
             raise OmniposeError(f"the Ray worker of class {state.name} died more than {self.config.retries} time(s) "
                                 f"({type(error).__name__}); finished queries are kept: rerun to resume, with more "
