@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -164,6 +164,8 @@ class RayExecutor:
     def detect_classes(self, data_root: str | Path, class_names: Sequence[str], predictions: str | Path,
                        config: DetectorConfig, progress: bool = True) -> list[ClassRun]:
         """Fit each class and complete ``<predictions>/<class>/`` on the cluster; one ClassRun per class."""
+        # Workers do not share the driver's working directory: they get absolute paths.
+        config = replace(config, ckpt_root=str(Path(config.ckpt_root).resolve()))
         started_here = self._connect()
         try:
             return self._run(str(Path(data_root).resolve()), list(class_names), Path(predictions).resolve(), config, progress)
