@@ -21,7 +21,8 @@ Also measured: starting and stopping a local Ray cluster, the first task on it (
 starting), the memory of each actor (resident set, read from /proc on this machine), fit seconds
 per class and seconds per query.
 
-    python scripts/bench_scaleout.py --out bench/scaleout           # ~10 min on 2 busy cores
+    python scripts/bench_scaleout.py --out bench/scaleout            # about 20 min on 2 busy cores
+    python scripts/bench_scaleout.py --out bench/scaleout --repeats 1  # one pair, about 12 min
 """
 from __future__ import annotations
 
