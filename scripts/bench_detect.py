@@ -64,9 +64,10 @@ from omnipose.data import (  # noqa: E402
     load_transforms,
     open_mad_class,  # noqa: E402
 )
-from omnipose.detector import Detector, DetectorConfig  # noqa: E402
+from omnipose.detector import Detector, DetectorConfig, decide  # noqa: E402
 from omnipose.evaluation import (  # noqa: E402
     EvaluationConfig,
+    decision_metrics,
     evaluate_pad,
     is_defined,  # noqa: E402
 )
@@ -202,8 +203,10 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         ours, reference = detector.best_reference(image, candidates)
         image_t = torch.from_numpy(image)
         seconds = time.perf_counter() - start
+        score = float(ours.score[0])
         record = {"query": query.name, "seconds": round(seconds, 2), "pose_seconds": round(pose.seconds, 2),
-                  "score": float(ours.score[0]), "low_confidence": pose.low_confidence}  # fmt: skip
+                  "score": score, "low_confidence": pose.low_confidence, "anomalous": query.anomalous,
+                  "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence)}  # fmt: skip
         outputs = {"ours": ours}
         for method in ("pixel only", "features only"):
             outputs[method] = reference.compare(variants[method], image_t)
@@ -247,8 +250,13 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         anomalous = sum(q.anomalous for q in chosen)
         if min(anomalous, len(chosen) - anomalous) < 3:  # ranking 1 good against 1 defective is no AUROC
             metrics[method]["AUROC_sp"] = None
+    # The decisions a user acts on: false alarms and recall at the threshold set from normal data alone.
+    decided = decision_metrics([r["anomalous"] for r in records], [r["decided_anomalous"] for r in records])
+    metrics["ours"].update({k: (100 * float(v) if is_defined(v) else None) for k, v in decided.items()})
+    metrics["ours"]["low_confidence"] = sum(r["low_confidence"] for r in records)
     seconds = [r["seconds"] for r in records]
-    return {"class": name, "metrics": metrics, "records": records, "mean_seconds": float(np.mean(seconds)),
+    return {"class": name, "metrics": metrics, "threshold": detector.decision_threshold(),
+            "false_alarm_target": detector.config.false_alarm_rate, "records": records, "mean_seconds": float(np.mean(seconds)),
             "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
 
 
@@ -277,6 +285,15 @@ def print_table(title: str, classes: list[dict]) -> None:
             for c in classes if method in c["metrics"]
         )
         print(f"{method:<20} {cells[0]:>10} {cells[1]:>9} {cells[2]:>7}   {per_class}")
+    records = [r for c in classes for r in c["records"]]
+    normal = [r["decided_anomalous"] for r in records if not r["anomalous"]]
+    defective = [r["decided_anomalous"] for r in records if r["anomalous"]]
+    print(f"decisions (ours, threshold from normal data at {100 * classes[0]['false_alarm_target']:g} % false alarms): "
+          f"false alarms {100 * np.mean(normal):.1f} % of {len(normal)} normal queries, recall {100 * np.mean(defective):.1f} % "
+          f"of {len(defective)} defective; {sum(r['low_confidence'] for r in records)} low-confidence poses "
+          f"(per class FAR/recall: " + ", ".join(
+              f"{c['class']} {_fmt(c['metrics']['ours'].get('FAR_sp'))}/{_fmt(c['metrics']['ours'].get('Recall_sp'))}"
+              for c in classes) + ")")
     seconds = [r["seconds"] for c in classes for r in c["records"]]
     pad = [r["pad_seconds"] for c in classes for r in c["records"] if "pad_seconds" in r]
     rotation = [r["rotation_deg"] for c in classes for r in c["records"] if "rotation_deg" in r]
@@ -317,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="01Robot and 03Duck (unless --classes) at 100 px, 600 steps, 4 test views per type, no lego")
     parser.add_argument("--max-queries", type=int, default=None,
                         help="at most this many queries per built-in class, the first ones (default: all; for smoke runs)")
+    parser.add_argument("--false-alarm-rate", type=float, default=DetectorConfig.false_alarm_rate,
+                        help="target false-alarm rate the decision threshold is set at, from normal data alone")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--dump", type=Path, default=None,
@@ -342,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
             config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
-                                    ckpt_root=str(args.work / "ckpts"))
+                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
                 shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
             config.train = replace(config.train, steps=args.train_steps, minutes=None)
@@ -370,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             views = load_transforms(args.lego / "transforms_train.json", size=200, progress=False)
             train, _ = split_holdout(views, 5)
             held = [i for i in range(len(views)) if i % 5 == 0]
-            config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"))
+            config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"),
+                                    false_alarm_rate=args.false_alarm_rate)
             config.train = replace(config.train, steps=args.lego_steps, minutes=None)
             detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps", progress=False)
             record = run_class("lego", detector, train, lego_queries(views, held, seed=0), args, args.pad_queries)

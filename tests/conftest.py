@@ -33,3 +33,32 @@ def one_thread():
 
     with one_torch_thread():
         yield
+
+
+FITTED_CLASS = "01Robot"
+FITTED_SIZE = 160
+
+
+@pytest.fixture(scope="session")
+def fitted_class(tmp_path_factory):
+    """One small generated class, fitted and detected once per session (about two minutes on 2 cores):
+    (detector, MADClass, prediction folder ``<root>/output/<class>``). Tests must not change its data."""
+    from dataclasses import replace
+
+    from omnipose.data import open_mad_class
+    from omnipose.data.synth import SynthConfig, generate_class
+    from omnipose.detector import Detector, DetectorConfig
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    # Defects of 0.5-2 % of the image: what a 600-step field at 160 px can be asked to find (the
+    # benchmark, scripts/bench_detect.py, measures the smaller ones too).
+    generate_class(data, FITTED_CLASS, SynthConfig(size=FITTED_SIZE, train_views=60, test_views_per_type=3, seed=3,
+                                                   progress=False, defect_area=(0.005, 0.02)))
+    # Where the original commands look (dataset LEGO-3D), so that they can reuse this fit.
+    config = DetectorConfig(image_size=FITTED_SIZE, dataset="LEGO-3D", ckpt_root=str(root / "ckpts"), calibration_views=12)
+    config.train = replace(config.train, steps=600, minutes=None)  # a step budget: the same field on a busy machine
+    mad = open_mad_class(data, FITTED_CLASS)
+    detector = Detector(config).fit(mad, progress=False)
+    out = detector.detect_class(mad, root / "output", progress=False)
+    return detector, mad, out

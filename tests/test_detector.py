@@ -10,33 +10,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import FITTED_CLASS as CLASS
+from conftest import FITTED_SIZE as SIZE
 
 from omnipose.core.errors import OmniposeError
 from omnipose.core.image import read_mask
-from omnipose.data import open_mad_class
-from omnipose.data.synth import SynthConfig, generate_class
 from omnipose.detector import Detector, DetectorConfig
 from omnipose.evaluation import auroc, pixel_auroc
 
-CLASS = "01Robot"
-SIZE = 160
 
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    # Defects of 0.5-2 % of the image: what a 600-step field at 160 px can be asked to find (the
-    # benchmark, scripts/bench_detect.py, measures the smaller ones too).
-    generate_class(data, CLASS, SynthConfig(size=SIZE, train_views=60, test_views_per_type=3, seed=3, progress=False,
-                                            defect_area=(0.005, 0.02)))
-    # Where the original commands look (dataset LEGO-3D), so that they can reuse this fit.
-    config = DetectorConfig(image_size=SIZE, dataset="LEGO-3D", ckpt_root=str(root / "ckpts"), calibration_views=12)
-    config.train = replace(config.train, steps=600, minutes=None)  # a step budget: the same field on a busy machine
-    mad = open_mad_class(data, CLASS)
-    detector = Detector(config).fit(mad, progress=False)
-    out = detector.detect_class(mad, root / "output", progress=False)
-    return detector, mad, out
+@pytest.fixture
+def fitted(fitted_class):
+    return fitted_class
 
 
 def test_defects_are_found_where_they_are(fitted):

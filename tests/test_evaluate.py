@@ -445,8 +445,9 @@ def test_every_name_of_the_old_modules_still_resolves(old_module):
 
 
 def test_the_package_keeps_its_names_including_the_original_commands():
-    import omnipose.evaluation as evaluation
     import omnipose.original as old
+
+    import omnipose.evaluation as evaluation
     from omnipose.cli.original import anomaly_nerf_lego, auroc_test
 
     assert old.anomaly_nerf_lego is anomaly_nerf_lego and old.auroc_test is auroc_test  # 0.1's path

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from omnipose.core.errors import OmniposeError
 
@@ -39,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_guarded(name: str, function, *args) -> int:
-    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code."""
+    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code.
+
+    Anything else is a bug of the package: its traceback is shown, with a line asking for a report.
+    """
     try:
         return int(function(*args) or 0)
     except OmniposeError as error:
@@ -48,6 +52,11 @@ def run_guarded(name: str, function, *args) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; finished work is saved, rerun to resume.", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 (shown in full: the traceback is what a bug report needs)
+        traceback.print_exc()
+        print(f"{name}: internal error: this is a bug in omnipose, not a problem with your input. Please report it "
+              "to the omnipose maintainers with the traceback above and the command you ran.", file=sys.stderr)
+        return 3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     executor = make_executor(args.executor, args.address, **options)
     run = benchmark_classes(args.data, args.classes, args.out, config, executor)
     print(format_table(run.results, class_means(run.results)))
+    print("\n".join(line for class_run in run.runs for line in class_run.describe()))
     print(f"{run.executor}: {run.wall_seconds:.0f} s; report: {run.report}")
     return 0
 

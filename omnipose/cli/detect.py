@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,8 +41,9 @@ def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    """``omnipose detect``: 0 when every test image was scored, 1 when some failed (listed; the
+    others are saved, and a rerun redoes only the failed ones)."""
     run = run_class(args.data, args.class_name, args.out, detector_config_from_args(args))
-    scores = json.loads((run.predictions / "scores.json").read_text())
-    print(f"{len(scores)} predictions in {run.predictions}; evaluate with: omnipose evaluate --pred {args.out} "
-          f"--data {args.data} --class {args.class_name} --gaussian-sigma 0")
-    return 0
+    print("\n".join(run.describe()))
+    print(f"evaluate with: omnipose evaluate --pred {args.out} --data {args.data} --class {args.class_name} --gaussian-sigma 0")
+    return 1 if run.failed else 0

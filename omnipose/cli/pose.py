@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnipose.core.errors import OmniposeError
 from omnipose.core.files import atomic_write_json
 from omnipose.pose import MATCHER_NAMES, PoseConfig, PoseEstimator
 
@@ -37,7 +38,8 @@ def config_from_args(args: argparse.Namespace) -> PoseConfig:
 
 def run_pose(args: argparse.Namespace) -> int:
     """``omnipose pose``: print each query's c2w, residual, confidence and time; 0 when every pose is
-    confident, 1 when some are flagged low-confidence."""
+    confident, 1 when some are flagged low-confidence or failed (an image that cannot be read or
+    used is recorded with its reason, in the output and the JSON, and the others go on)."""
     config = config_from_args(args)
     start = time.perf_counter()
     estimator = PoseEstimator.from_checkpoint(args.ckpt, config)
@@ -47,7 +49,12 @@ def run_pose(args: argparse.Namespace) -> int:
               f"({estimator.matcher.name})", file=sys.stderr)
     results = {}
     for path in args.image:
-        result = estimator.estimate(path)
+        try:
+            result = estimator.estimate(path)
+        except OmniposeError as error:  # one bad image must not cost the others their poses
+            results[str(path)] = {"failed": True, "error": str(error)}
+            print(f"{path}: FAILED: {error}")
+            continue
         results[str(path)] = result.to_json()
         flag = "LOW CONFIDENCE" if result.low_confidence else "ok"
         print(f"{path}: residual {result.residual:.4f}, confidence {result.confidence:.2f} ({flag}), "
@@ -57,4 +64,4 @@ def run_pose(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     if args.json is not None:
         atomic_write_json(args.json, results if len(results) > 1 else next(iter(results.values())))
-    return 0 if all(not r["low_confidence"] for r in results.values()) else 1
+    return 0 if all(not r.get("failed") and not r["low_confidence"] for r in results.values()) else 1

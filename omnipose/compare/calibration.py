@@ -43,6 +43,8 @@ class Calibration:
     ``own_spread`` is off). normal_scores: image scores of the calibration pairs
     (in final units); normal_pixel_quantiles: quantiles of their in-object final map values.
     signature: the CompareConfig fields the numbers depend on (checked when it is used).
+    field_key: fingerprint of the radiance field whose renders it was fitted on ('' when unknown): a
+    field trained further needs a new calibration.
     """
 
     contrast: dict[str, ContrastStatistics]
@@ -53,6 +55,7 @@ class Calibration:
     num_pairs: int
     signature: dict[str, Any] = field(default_factory=dict)
     normal_spread: float = 0.0
+    field_key: str = ""
 
     def score_threshold(self, fpr: float = 0.05) -> float:
         """Image-score threshold flagging at most ``fpr`` of the normal calibration images."""
@@ -69,6 +72,7 @@ class Calibration:
             "num_pairs": int(self.num_pairs),
             "normal_spread": float(self.normal_spread),
             "signature": dict(self.signature),
+            "field_key": self.field_key,
         }
 
     @classmethod
@@ -102,6 +106,7 @@ class Calibration:
                 num_pairs=int(data["num_pairs"]),
                 normal_spread=float(data["normal_spread"]),
                 signature=_read_signature(data.get("signature", {})),
+                field_key=str(data.get("field_key", "")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CompareError(f"calibration data is incomplete or malformed ({error!r}); refit it.") from error

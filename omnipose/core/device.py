@@ -4,14 +4,35 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from omnipose.core.errors import ConfigError
 
-def pick_device(device: str | None = None) -> "torch.device":  # noqa: F821
-    """The torch device to use: the one asked for, else CUDA when present, else CPU."""
+
+def pick_device(device: "str | torch.device | None" = None) -> "torch.device":  # noqa: F821
+    """The torch device to use: the one asked for, else CUDA when present, else CPU.
+
+    Raises ConfigError for a name torch does not know and for a CUDA device this machine does not
+    have, saying what to use instead (torch's own errors surface much later, deep in a run).
+    """
     import torch
 
-    if device not in (None, "", "auto"):
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ConfigError(f"device {device!r} is not a device name: use 'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when present).") from error
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"device {device!r} was asked for but {build}: use --device cpu (or leave --device out).")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} was asked for but Apple's MPS is not available here: use --device cpu.")
+    elif chosen.type not in ("cpu", "mps"):
+        raise ConfigError(f"device {device!r} is not supported: use 'cpu' or 'cuda' ('cuda:1' for the second GPU).")
+    return chosen
 
 
 @contextmanager

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,14 +41,59 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def _new_temporary_file(path: Path) -> Path:
     """A new empty file beside ``path``, created with mode 0666 so that the operating system applies
     the user's umask, as to any new file (mkstemp's private 0600 would follow the file through the
-    rename and leave checkpoints and predictions unreadable to the rest of a team)."""
+    rename and leave checkpoints and predictions unreadable to the rest of a team).
+
+    Its name carries this host and process (``remove_stale_temporaries`` tells a killed writer's
+    leftovers from a live writer's file by them)."""
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(3)}.tmp{path.suffix}")
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return tmp
         except FileExistsError:
             continue
+
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{6}\.tmp(\.[^.]*)?$")
+_OLD_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")  # names written before the host and process were in them
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False, max_age_hours: float = 6.0) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in
+    ``folder``; returns them.
+
+    A temporary file is stale when the process that made it on this host is gone, or, for one made
+    on another host (a shared folder) or by an older version, when nothing wrote to it for
+    ``max_age_hours``: a live writer's file is never touched, so concurrent runs stay safe.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*"):
+        match = _TEMPORARY.match(path.name)
+        if match is None and not _OLD_TEMPORARY.match(path.name):
+            continue
+        try:
+            old = now - path.stat().st_mtime > 3600.0 * max_age_hours
+            if old or (match is not None and match["host"] == _HOST and not _process_alive(int(match["pid"]))):
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # its writer finished or another cleaner was first
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def save_cache(path: str | os.PathLike, payload: dict[str, Any], version: int, key: str) -> None:

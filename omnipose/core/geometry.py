@@ -72,6 +72,34 @@ def invert_pose(c2w: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cat([rotation, translation], -1), bottom], -2)
 
 
+def rigid_pose_problem(c2w, tolerance: float = 1e-3) -> str | None:
+    """What keeps ``c2w`` from being a camera pose, or None when it is one.
+
+    A pose is a finite 4x4 (or 3x4) matrix whose rotation part is orthonormal with determinant +1
+    within ``tolerance`` (a scaled or sheared "rotation" would silently stretch every ray) and
+    whose last row is (0, 0, 0, 1).
+    """
+    try:
+        matrix = torch.as_tensor(c2w, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return "is not a 4x4 matrix of numbers (rows of different lengths or non-numbers)"
+    if tuple(matrix.shape) not in ((4, 4), (3, 4)):
+        return f"has shape {tuple(matrix.shape)}, not 4x4"
+    if not torch.isfinite(matrix).all():
+        return "holds NaN or infinite values"
+    if matrix.shape[0] == 4 and not torch.allclose(matrix[3], matrix.new_tensor([0.0, 0.0, 0.0, 1.0]), atol=tolerance):
+        return f"has last row {matrix[3].tolist()}, not [0, 0, 0, 1]"
+    rotation = matrix[:3, :3]
+    deviation = float((rotation @ rotation.T - torch.eye(3, dtype=torch.float64)).abs().max())
+    if deviation > tolerance:
+        scales = torch.linalg.norm(rotation, dim=0).tolist()
+        return (f"has a rotation part that is not a rotation (R R^T differs from the identity by {deviation:.3g}; "
+                f"column lengths {', '.join(f'{v:.3g}' for v in scales)})")
+    if float(torch.linalg.det(rotation)) < 0:
+        return "has a mirrored rotation part (determinant -1): one camera axis is flipped"
+    return None
+
+
 # ----------------------------------------------------------------------------- rays
 def pixel_centers(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Pixel centres of a full image in row-major order. Returns (H * W, 2) as (u, v)."""

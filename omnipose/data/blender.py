@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from omnipose.core.errors import DataError
 from omnipose.core.files import read_json
-from omnipose.core.geometry import make_intrinsics, scale_intrinsics
+from omnipose.core.geometry import make_intrinsics, rigid_pose_problem, scale_intrinsics
 from omnipose.core.image import read_image_rgb, resize_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -77,23 +77,54 @@ def _resolve_frame_path(base: Path, file_path: str) -> Path:
 def _intrinsics_from_meta(meta: dict, width: int, height: int, path: Path) -> torch.Tensor:
     """Intrinsics at the images' native size from explicit fl_x/fl_y/cx/cy or camera_angle_x."""
     if "fl_x" in meta:
-        declared_w, declared_h = meta.get("w", width), meta.get("h", height)
-        fx = float(meta["fl_x"])
-        fy = float(meta.get("fl_y", fx))
-        cx = float(meta.get("cx", declared_w / 2.0))
-        cy = float(meta.get("cy", declared_h / 2.0))
+        declared_w = _number(meta, "w", path, default=width, low=0.0)
+        declared_h = _number(meta, "h", path, default=height, low=0.0)
+        fx = _number(meta, "fl_x", path, low=0.0)
+        fy = _number(meta, "fl_y", path, default=fx, low=0.0)
+        cx = _number(meta, "cx", path, default=declared_w / 2.0)
+        cy = _number(meta, "cy", path, default=declared_h / 2.0)
         K = make_intrinsics(fx, fy, cx, cy)
         if (declared_w, declared_h) != (width, height):
             K = scale_intrinsics(K, width / declared_w, height / declared_h)
         return K
     if "camera_angle_x" in meta:
-        fx = 0.5 * width / math.tan(0.5 * float(meta["camera_angle_x"]))
-        fy = 0.5 * height / math.tan(0.5 * float(meta["camera_angle_y"])) if "camera_angle_y" in meta else fx
+        fx = 0.5 * width / math.tan(0.5 * _number(meta, "camera_angle_x", path, low=0.0, high=math.pi))
+        fy = fx
+        if "camera_angle_y" in meta:
+            fy = 0.5 * height / math.tan(0.5 * _number(meta, "camera_angle_y", path, low=0.0, high=math.pi))
         return make_intrinsics(fx, fy, width / 2.0, height / 2.0)
     raise DataError(
         f"{path} gives no camera intrinsics: add 'camera_angle_x' (horizontal field of view in radians) "
         "or 'fl_x', 'fl_y', 'cx', 'cy', 'w', 'h' (pixels)."
     )
+
+
+def _number(meta: dict, key: str, path: Path, default: float | None = None, low: float | None = None,
+            high: float | None = None) -> float:
+    """``meta[key]`` as a finite float strictly between ``low`` and ``high`` (DataError naming the key otherwise)."""
+    value = meta.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or value > low) and (high is None or value < high)
+    if not ok:
+        bounds = " and ".join(part for part in (low is not None and f"above {low:g}", high is not None and f"below {high:g}") if part)
+        unit = " radians (the horizontal field of view)" if key.startswith("camera_angle") else ""
+        raise DataError(f"{path}: '{key}' is {value!r}; it must be a number{' ' + bounds if bounds else ''}{unit}. "
+                        "Fix the value in the file (re-export the cameras).")
+    return float(value)
+
+
+def _target_size(size, native: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) for ``size``: an int width (the height keeps the aspect ratio) or (width, height)."""
+    width, height = native
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        target = (int(size), round(int(size) * height / width))
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, (int, np.integer)) for v in size):
+        target = (int(size[0]), int(size[1]))
+    else:
+        raise DataError(f"image size {size!r} is not a width in pixels or a (width, height) pair of integers.")
+    if min(target) < 1:
+        raise DataError(f"image size {size!r} gives {target[0]}x{target[1]} pixels; give a width of 1 pixel or more (e.g. --size 200).")
+    return target
 
 
 def load_transforms(
@@ -114,11 +145,11 @@ def load_transforms(
     path = Path(path)
     missing = f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json."
     meta = read_json(path, DataError, "Re-extract or re-export the dataset.", missing)
-    frames = meta.get("frames")
-    if not frames:
-        raise DataError(f"{path} has no 'frames': each frame needs 'file_path' and 'transform_matrix'.")
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not frames or not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise DataError(f"{path} has no list of 'frames': each frame needs 'file_path' and 'transform_matrix'.")
     if frame_filter:
-        frames = [f for f in frames if frame_filter in f.get("file_path", "")]
+        frames = [f for f in frames if frame_filter in str(f.get("file_path", ""))]
         if not frames:
             raise DataError(f"no frame of {path} has '{frame_filter}' in its file_path.")
 
@@ -127,8 +158,12 @@ def load_transforms(
     native_size = None
     target_size = None
     for index, frame in enumerate(tqdm(frames, desc=f"reading {path.parent.name}", disable=not progress, leave=False)):
-        if "file_path" not in frame or "transform_matrix" not in frame:
-            raise DataError(f"frame {index} of {path} lacks 'file_path' or 'transform_matrix'.")
+        if not isinstance(frame.get("file_path"), str) or "transform_matrix" not in frame:
+            raise DataError(f"frame {index} of {path} lacks 'file_path' (a string) or 'transform_matrix'.")
+        problem = rigid_pose_problem(frame["transform_matrix"])
+        if problem is not None:
+            raise DataError(f"frame {index} of {path} ({frame['file_path']}): its transform_matrix {problem}. "
+                            "Each frame needs the camera-to-world pose of its view; fix or remove that frame.")
         image_path = _resolve_frame_path(path.parent, frame["file_path"])
         if not image_path.is_file():
             raise DataError(
@@ -138,8 +173,7 @@ def load_transforms(
         image = read_image_rgb(image_path, background=bg)
         this_size = (image.shape[1], image.shape[0])
         if target_size is None and size is not None:
-            width, height = this_size
-            target_size = (int(size), round(int(size) * height / width)) if isinstance(size, int) else tuple(size)
+            target_size = _target_size(size, this_size)
         if native_size is None:
             native_size = this_size
         elif this_size != native_size:
@@ -150,8 +184,6 @@ def load_transforms(
         pose = np.asarray(frame["transform_matrix"], dtype=np.float32)
         if pose.shape == (3, 4):
             pose = np.concatenate([pose, np.array([[0, 0, 0, 1]], dtype=np.float32)])
-        if pose.shape != (4, 4) or not np.isfinite(pose).all():
-            raise DataError(f"frame {index} of {path} has a transform_matrix that is not a finite 4x4 matrix.")
         # Resize as we go: 100 views at 800x800 would hold 768 MB before shrinking.
         images.append(image if target_size in (None, this_size) else resize_image(image, target_size))
         poses.append(pose)

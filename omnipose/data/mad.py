@@ -11,11 +11,11 @@ MAD-Real follows the same idea; its test images have no poses either.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omnipose.core.errors import DataError
+from omnipose.core.files import read_json
 from omnipose.data.blender import IMAGE_SUFFIXES, PosedImages, load_transforms, natural_key
 
 MAD_CLASSES = (
@@ -66,9 +66,9 @@ class MADClass:
                 "field needs posed training views. MAD-Sim ships one per class; for your own data, export "
                 "poses from Blender or COLMAP in the NeRF transforms.json format."
             )
-        meta = json.loads(self.transforms_path.read_text())
-        frames = meta.get("frames", [])
-        has_train = any("train/" in f.get("file_path", "") for f in frames)
+        meta = read_json(self.transforms_path, DataError, "Re-export the class's poses (Blender/NeRF transforms.json format).")
+        frames = meta.get("frames") if isinstance(meta, dict) else None
+        has_train = isinstance(frames, list) and any(isinstance(f, dict) and "train/" in str(f.get("file_path", "")) for f in frames)
         return load_transforms(
             self.transforms_path, size=size, background=background,
             frame_filter="train/" if has_train else None, progress=progress,

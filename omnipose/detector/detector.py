@@ -8,19 +8,14 @@ queries with the model loaded once: pose from nothing, normal reference rendered
 with the nearest training views re-projected to it, anomaly map and image score in units of
 normal standard deviations.
 
-Outputs of ``detect_class`` (one folder per class, the evaluator's prediction layout)::
-
-    <out>/<class>/<Type>/<stem>.npy              anomaly map, float32 (H, W)
-    <out>/<class>/<Type>/<stem>.json             score, pose c2w, pose residual/confidence, seconds
-    <out>/<class>/<Type>/<stem>_reference.png    the normal reference rendered at the estimated pose
-    <out>/<class>/scores.json                    {"Type/stem": image score}
-
-Every file is written atomically and a query whose .npy and .json exist is skipped, so an
-interrupted run resumes where it stopped.
+Each prediction carries a decision, ``anomalous``, at a threshold set from normal data alone (the
+calibration's normal views, ``false_alarm_rate``); a query whose pose cannot be trusted (another
+object, a view the field cannot explain) is decided anomalous, for a person to look at, rather
+than scored as normal. ``predict`` and ``detect_class`` (``batch.py``) give every query a result or
+a recorded failure.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,12 +34,11 @@ from omnipose.compare import (
     ComparisonResult,
     NormalViews,
 )
-from omnipose.core.config import Config, one_of, positive, require
+from omnipose.core.config import Config, fraction, non_negative, one_of, positive, require
 from omnipose.core.device import pick_device
-from omnipose.core.errors import DataError, OmniposeError
-from omnipose.core.files import atomic_path, atomic_write_json
-from omnipose.core.image import save_image
+from omnipose.core.errors import CheckpointError, ConfigError, OmniposeError
 from omnipose.data import MADClass, PosedImages, open_mad_class
+from omnipose.detector.batch import QueryFailure, detect_class, predict_many
 from omnipose.detector.references import (
     Reference,
     best_reference,
@@ -88,11 +82,22 @@ class DetectorConfig(Config):
     """2-D warp of each reference onto the query before comparing ('euclidean', 'affine',
     'translation', or None for none): removes what is left of a pose a degree or two off
     (``omnipose.compare.register_reference``)."""
+    false_alarm_rate: float = 0.01
+    """Target share of normal objects decided anomalous: the decision threshold is the image score
+    that at most this fraction of the calibration's normal views exceed (normal data only)."""
+    min_field_psnr: float = 16.0
+    """The field must render its own training views at least this well (PSNR, dB) to be used: a
+    field trained for a few steps would pose and score every query, and every score would be
+    noise. The default refuses fields stopped within their first few dozen steps only."""
     device: str | None = None
     """Torch device ('cpu', 'cuda', 'cuda:1'); None: CUDA when present."""
 
     def check(self) -> None:
         positive(self, "image_size", "calibration_views", "pose_candidates")
+        require(self, "image_size", isinstance(self.image_size, int) and not isinstance(self.image_size, bool),
+                "must be a whole number of pixels")  # fmt: skip
+        fraction(self, "false_alarm_rate")
+        non_negative(self, "min_field_psnr")
         require(self, "candidate_residual_ratio", isinstance(self.candidate_residual_ratio, (int, float))
                 and self.candidate_residual_ratio >= 1, "must be a number of 1 or more")  # fmt: skip
         require(self, "candidate_separation_deg", isinstance(self.candidate_separation_deg, (int, float))
@@ -108,6 +113,8 @@ class Prediction:
     """The result for one query.
 
     anomaly_map: (H, W) float32 in normal standard deviations; reference: (H, W, 3) render at c2w.
+    anomalous: the decision at ``threshold`` (None when the comparison has no calibration, as in
+    PAD's mode); a query whose pose is not confident is decided anomalous (``notes`` say so).
     """
 
     anomaly_map: np.ndarray
@@ -118,10 +125,15 @@ class Prediction:
     pose_confident: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
+    threshold: float | None = None
+    anomalous: bool | None = None
+    failed = False
 
     def summary(self) -> dict[str, Any]:
         return {
             "score": self.score,
+            "anomalous": self.anomalous,
+            "threshold": self.threshold,
             "c2w": self.c2w.tolist(),
             "pose_residual": self.pose_residual,
             "pose_confident": self.pose_confident,
@@ -163,6 +175,9 @@ class Detector:
     def fit_views(self, views: PosedImages, class_name: str, progress: bool = True) -> "Detector":
         """``fit`` on posed normal views already in memory (any ``transforms.json`` object, e.g.
         ``load_transforms``); the checkpoint goes to ``<ckpt_root>/<dataset>/<class_name>/``."""
+        if views.width != self.config.image_size:
+            raise ConfigError(f"the views are {views.width} pixels wide but image_size is {self.config.image_size}: load them "
+                              f"at that size (load_transforms(..., size={self.config.image_size})) or set image_size.")
         self.ckpt_dir = Path(self.config.ckpt_root) / self.config.dataset / class_name
         model_path = self.ckpt_dir / "model.pt"
         # A field whose training ran to its end is used as it is, whatever budget this config
@@ -174,7 +189,9 @@ class Detector:
             self.model, self.info = load_checkpoint(model_path, device=self.device)
         elif progress:
             print(f"using the trained field in {self.ckpt_dir}")
+        check_size(self)
         self.model.eval()
+        check_field_quality(self, views)
         self.pose_estimator = self._pose_estimator(views)
         self.normal_views = self._normal_views(views, progress)
         self._calibrate(views, progress)
@@ -187,10 +204,20 @@ class Detector:
         ckpt_dir = Path(ckpt_dir)
         detector.ckpt_dir = ckpt_dir
         detector.model, detector.info = load_checkpoint(ckpt_dir / "model.pt", device=detector.device)
+        if config is None:  # the checkpoint says what size it works at
+            detector.config = replace(detector.config, image_size=detector.info.width)
+        check_size(detector)
         detector.model.eval()
         detector.pose_estimator = detector._pose_estimator()
         detector.normal_views = detector._normal_views()
-        detector.comparator.calibration = Calibration.load(ckpt_dir / "calibration.json")
+        if detector.config.compare.mode != "pad":
+            calibration = Calibration.load(ckpt_dir / "calibration.json")
+            if calibration.field_key and calibration.field_key != model_fingerprint(detector.model):
+                raise CheckpointError(
+                    f"{ckpt_dir / 'calibration.json'} was fitted on another field than the one in {ckpt_dir / 'model.pt'} "
+                    "(trained further since?): fit the detector again (Detector.fit, or omnipose detect) to refit it."
+                )
+            detector.comparator.calibration = calibration
         return detector
 
     def _pose_estimator(self, views: PosedImages | None = None) -> PoseEstimator:
@@ -217,18 +244,29 @@ class Detector:
         return cached_normal_views(path, key, views, self._render_image, progress)
 
     def _calibrate(self, views: PosedImages, progress: bool) -> None:
-        """Fit the comparison's normal statistics on training views rendered at their own poses."""
+        """Fit the comparison's normal statistics on training views rendered at their own poses (kept
+        beside the checkpoint for the field it was fitted with)."""
         if self.config.compare.mode == "pad":
             return
-        path = self.ckpt_dir / "calibration.json"
+        path, key = self.ckpt_dir / "calibration.json", model_fingerprint(self.model)
+        calibration = None
         if path.is_file():
             try:
-                self.comparator.calibration = Calibration.load(path)
-                return
+                calibration = Calibration.load(path)
             except CompareError:
                 pass  # fitted with another comparison config: fit again below
-        calibration = self.comparator.fit(*self.normal_pairs(views, progress), progress=progress)
-        calibration.save(path)
+        if calibration is None or calibration.field_key != key:
+            images, renders, alphas, neighbours = self.normal_pairs(views, progress)
+            calibration = self.comparator.fit(images, renders, alphas, neighbours, progress=progress)
+            calibration.field_key = key
+            calibration.save(path)
+        self.comparator.calibration = calibration
+
+    def decision_threshold(self) -> float | None:
+        """The image score above which a query is decided anomalous (``false_alarm_rate`` of the
+        calibration's normal views lie above it); None without a calibration (PAD's mode)."""
+        calibration = self.comparator.calibration
+        return None if calibration is None else float(calibration.score_threshold(self.config.false_alarm_rate))
 
     @torch.no_grad()
     def normal_pairs(
@@ -270,15 +308,22 @@ class Detector:
         if not torch.equal(reference.c2w, torch.as_tensor(pose.c2w).float().cpu()):
             notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
                          "pose_residual and pose_confident describe the best-fitting pose")
+        score, threshold = float(result.score[0]), self.decision_threshold()
+        anomalous = decide(score, threshold, not pose.low_confidence)
+        if pose.low_confidence:
+            notes.append("decided anomalous for review: the pose cannot be trusted (another object, a part the field "
+                         "cannot explain, or an unusable photo), so the score does not say the object is normal")
         return Prediction(
             anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
-            score=float(result.score[0]),
+            score=score,
             c2w=reference.c2w.numpy(),
             reference=reference.image.numpy(),
             pose_residual=float(pose.residual),
             pose_confident=not pose.low_confidence,
             seconds=time.perf_counter() - start,
             notes=notes + list(pose.notes),
+            threshold=threshold,
+            anomalous=anomalous,
         )
 
     def render(self, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,28 +376,47 @@ class Detector:
         """Of the candidates, the one that explains query (H, W, 3) best (``references.best_reference``)."""
         return best_reference(self.comparator, query, candidates)
 
-    def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list[Prediction]:
-        """Predictions for many queries with the model loaded once."""
-        return [self.predict_one(image) for image in tqdm(images, desc="detecting", disable=not progress)]
+    def predict(self, images: Sequence[str | Path | np.ndarray], progress: bool = True) -> list["Prediction | QueryFailure"]:
+        """A Prediction for every query, with the model loaded once; a query that cannot be done gets
+        a QueryFailure (``.failed`` is True, ``.error`` says why) and the others go on."""
+        return predict_many(self, images, progress)
 
     def detect_class(self, mad: MADClass, out_dir: str | Path, progress: bool = True) -> Path:
-        """Run on every test image of a class and write the prediction folder (resumable)."""
-        self._require_fitted()
-        class_dir = Path(out_dir) / mad.name
-        if not mad.test_items:
-            raise DataError(f"class {mad.name} has no test images under {mad.folder / 'test'}: nothing to detect.")
-        scores = {}
-        for item in tqdm(mad.test_items, desc=f"detecting {mad.name}", disable=not progress):
-            map_path = class_dir / item.defect_type / f"{item.image_path.stem}.npy"
-            info_path = map_path.with_suffix(".json")
-            if map_path.is_file() and info_path.is_file():
-                scores[item.name] = json.loads(info_path.read_text())["score"]
-                continue
-            prediction = self.predict_one(item.image_path)
-            save_image(class_dir / item.defect_type / f"{item.image_path.stem}_reference.png", prediction.reference)
-            with atomic_path(map_path) as tmp:
-                np.save(tmp, prediction.anomaly_map, allow_pickle=False)
-            atomic_write_json(info_path, prediction.summary())  # written last: marks the query as done
-            scores[item.name] = prediction.score
-        atomic_write_json(class_dir / "scores.json", scores)
-        return class_dir
+        """Run on every test image of a class and write the prediction folder (resumable; ``batch.py``)."""
+        return detect_class(self, mad, out_dir, progress)
+
+
+def decide(score: float, threshold: float | None, pose_confident: bool) -> bool | None:
+    """Whether a query is anomalous: its score is above the normal-data threshold, or its pose cannot
+    be trusted, so that nothing the detector cannot vouch for passes as normal. None without a threshold."""
+    return None if threshold is None else bool(score > threshold or not pose_confident)
+
+
+def check_size(detector: "Detector") -> None:
+    """ConfigError when the detector's checkpoint was trained at another size than its config asks
+    for: its renders would be compared with queries at the config's size (or the size ignored)."""
+    info, config = detector.info, detector.config
+    if info.width and info.width != config.image_size:
+        raise ConfigError(
+            f"the field in {detector.ckpt_dir} was trained at {info.width}x{info.height} pixels but the image size asked "
+            f"for is {config.image_size} (--size): use --size {info.width}, or train a field at "
+            f"{config.image_size} in another --ckpt-root."
+        )
+
+
+def check_field_quality(detector: "Detector", views: PosedImages, count: int = 4) -> float:
+    """The PSNR (dB) at which the detector's field renders ``count`` of its training views (spread
+    evenly); CheckpointError below ``min_field_psnr``. Checked before the costly part of a fit."""
+    indices = np.linspace(0, len(views) - 1, min(count, len(views))).round().astype(int)
+    errors = [((detector._render_image(views.c2w[i])["rgb"] - views.images[i]) ** 2).mean() for i in indices]
+    psnr = float(-10.0 * torch.log10(torch.stack(errors).mean().clamp_min(1e-10)))
+    config = detector.config
+    if psnr < config.min_field_psnr:
+        steps = detector.info.metrics.get("steps", detector.info.step)
+        raise CheckpointError(
+            f"the field in {detector.ckpt_dir} renders its own training views at {psnr:.1f} dB PSNR (after {steps} "
+            f"training steps); below {config.min_field_psnr:g} dB it is not trained enough to tell defects "
+            f"from its own errors. Train it further (`omnipose train` on the same views with --out {detector.ckpt_dir} "
+            "and more --steps resumes it), or delete that folder to train anew."
+        )
+    return psnr

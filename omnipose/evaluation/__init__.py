@@ -37,6 +37,7 @@ from omnipose.evaluation.metrics import (
     aupro,
     auroc,
     average_precision,
+    decision_metrics,
     f1_max,
     image_score_from_map,
     is_defined,
@@ -52,9 +53,15 @@ from omnipose.evaluation.original import (
     read_pad_config,
     require_dataset,
 )
-from omnipose.evaluation.predictions import PredictionError, evaluate_prediction_dir, read_anomaly_map, read_scores_file
+from omnipose.evaluation.predictions import (
+    PredictionError,
+    evaluate_prediction_dir,
+    read_anomaly_map,
+    read_decisions,
+    read_scores_file,
+)
 from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad
-from omnipose.evaluation.queries import collect_scores, detect_items, pending_keys, read_score
+from omnipose.evaluation.queries import detect_items, pending_keys, read_score, write_class_files
 from omnipose.evaluation.ray_executor import BatchDone, RayConfig, RayExecutor
 from omnipose.evaluation.report import write_demo_report, write_report
 from omnipose.evaluation.results import ClassMean, ClassResult, class_means
@@ -70,12 +77,12 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "LocalExecutor",
-    "collect_scores",
     "detect_items",
     "make_executor",
     "pending_keys",
     "read_score",
     "resolve_classes",
+    "write_class_files",
     "run_benchmark",
     "ADER_METRICS",
     "ClassMean",
@@ -100,6 +107,7 @@ __all__ = [
     "aupro",
     "auroc",
     "average_precision",
+    "decision_metrics",
     "class_means",
     "csv_text",
     "detector_config_from_pad",
@@ -118,6 +126,7 @@ __all__ = [
     "pixel_f1_max",
     "prepare_demo_data",
     "read_anomaly_map",
+    "read_decisions",
     "read_pad_config",
     "read_scores_file",
     "require_dataset",

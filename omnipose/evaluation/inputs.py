@@ -9,6 +9,7 @@ counts (``describe_resized``), never silently.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -93,11 +94,11 @@ def checked_mask(mask: np.ndarray, name: str) -> np.ndarray:
     return mask
 
 
-def map_at(anomaly_map: np.ndarray, shape: tuple[int, int], resized: list) -> np.ndarray:
+def map_at(anomaly_map: np.ndarray, shape: tuple[int, int], resized: list, name: str = "") -> np.ndarray:
     """anomaly_map (h, w) at ``shape`` (H, W): resized bilinearly when the sizes differ, and the
-    resize recorded in ``resized`` as ((h, w), (H, W)) for ``describe_resized``."""
+    resize recorded in ``resized`` as ((h, w), (H, W), name) for ``describe_resized``."""
     if anomaly_map.shape != tuple(shape):
-        resized.append((anomaly_map.shape, tuple(shape)))
+        resized.append((anomaly_map.shape, tuple(shape), name))
         anomaly_map = resize_bilinear(anomaly_map, shape)
     return anomaly_map
 
@@ -105,13 +106,24 @@ def map_at(anomaly_map: np.ndarray, shape: tuple[int, int], resized: list) -> np
 def describe_resized(resized: list, total: int, target: str) -> str | None:
     """One line on the maps that were resized (as ``map_at`` recorded them), None when none were.
 
-    target: what they were resized to, e.g. 'the evaluation size'.
+    target: what they were resized to, e.g. 'the evaluation size'. Maps whose size differs from the
+    rest are named: one map from another run or model among the others is a mistake to catch.
     """
     if not resized:
         return None
-    (src, dst) = resized[0]
-    return (f"resized {len(resized)} of {total} anomaly maps bilinearly to {target} "
+    (src, dst, _) = resized[0]
+    line = (f"resized {len(resized)} of {total} anomaly maps bilinearly to {target} "
             f"(e.g. {src[0]}x{src[1]} -> {dst[0]}x{dst[1]})")
+    sizes = Counter(tuple(source) for source, _, _ in resized)
+    if len(resized) < total:  # the others already had the size: these are the odd ones
+        odd = resized
+    elif len(sizes) > 1:  # all resized, from several sizes: the rarer sizes are the odd ones
+        usual = sizes.most_common(1)[0][0]
+        odd = [r for r in resized if tuple(r[0]) != usual]
+    else:
+        return line
+    shown = ", ".join(f"{name or '?'} ({source[0]}x{source[1]})" for source, _, name in odd[:5])
+    return line + f"; of another size than the rest: {shown}{', ...' if len(odd) > 5 else ''}"
 
 
 def warn_resized(resized: list, total: int, target: str = "the size of their masks", advice: str = "", stacklevel: int = 3) -> str | None:

@@ -411,3 +411,17 @@ def image_score_from_map(anomaly_map: np.ndarray, method: str = "max", top_k: in
         raise ValueError(f"top_k={top_k!r}: give a pixel count (int >= 1) or a fraction in (0, 1].")
     k = min(k, values.size)
     return float(np.partition(values, values.size - k)[values.size - k :].astype(np.float64).mean())
+
+
+def decision_metrics(labels, decisions) -> dict[str, MetricValue]:
+    """How yes/no decisions fare: {'FAR_sp': share of normal images decided anomalous (false-alarm
+    rate), 'Recall_sp': share of anomalous images decided anomalous}. labels, decisions: (N,) bool.
+    A rate with no image to count is Undefined."""
+    labels = np.asarray(labels, dtype=bool)
+    decisions = np.asarray(decisions, dtype=bool)
+    if labels.shape != decisions.shape:
+        raise MetricInputError(f"{decisions.size} decisions for {labels.size} labels; give one decision per image.")
+    normal, anomalous = ~labels, labels
+    far = float(decisions[normal].mean()) if normal.any() else Undefined("no normal image to count false alarms on")
+    recall = float(decisions[anomalous].mean()) if anomalous.any() else Undefined("no anomalous image to count")
+    return {"FAR_sp": far, "Recall_sp": recall}

@@ -11,6 +11,11 @@ Prediction directory (our contract; one class per directory)::
                                  only used for qualitative panels
     <pred>/config.json           optional; the configs of the run that wrote the folder (runner.py)
 
+When every ``<key>.json`` records a decision (``anomalous``) and ``pose_confident``, as omnipose's
+detector writes them, the evaluation adds the decisions' false-alarm rate (``FAR_sp``) and recall
+(``Recall_sp``) beside the AUROCs, and the metrics without the queries whose pose is not to be
+trusted (``<metric>_confident``), naming those queries.
+
 The key of a test image is its path below the class's test root, without suffix:
 MAD: ``<Type>/<stem>`` for ``<data>/<class>/test/<Type>/<stem>.png`` (Type: good, Burrs, Missing,
 Stains; masks ``<data>/<class>/ground_truth/<Type>/<stem>_mask.png``, none for good).
@@ -30,11 +35,12 @@ import numpy as np
 from omnipose.core.errors import DataError, OmniposeError
 from omnipose.core.image import read_mask
 from omnipose.data import open_m2ad_class, open_mad_class
+from omnipose.detector import SCORES_FILE, SUMMARY_FILE
 from omnipose.evaluation.config import EvaluationConfig
+from omnipose.evaluation.inputs import MapResizedWarning
+from omnipose.evaluation.metrics import decision_metrics
 from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad
 from omnipose.evaluation.results import ClassResult
-
-SCORES_FILE = "scores.json"
 
 
 class PredictionError(OmniposeError):
@@ -112,11 +118,23 @@ def _prediction_paths(pred_dir: Path, keys: Sequence[str]) -> list[Path]:
     missing = [key for key, path in zip(keys, paths) if not path.is_file()]
     if missing:
         shown = ", ".join(f"{k} ({pred_dir / (k + '.npy')})" for k in missing[:5])
+        failed = _recorded_failures(pred_dir, missing)
+        why = (f" {len(failed)} of them failed in detection ({next(iter(failed.values()))}; all reasons in "
+               f"{pred_dir / SUMMARY_FILE}): fix those images and run the detection again, it redoes only them.") if failed else ""
         raise PredictionError(
             f"{len(missing)} of {len(keys)} test images have no prediction in {pred_dir}: {shown}"
-            f"{', ...' if len(missing) > 5 else ''}. Every test image needs <pred>/<key>.npy."
+            f"{', ...' if len(missing) > 5 else ''}. Every test image needs <pred>/<key>.npy.{why}"
         )
     return paths
+
+
+def _recorded_failures(pred_dir: Path, keys: Sequence[str]) -> dict[str, str]:
+    """{key: reason} of the keys that ``summary.json`` records as failed."""
+    try:
+        failed = json.loads((pred_dir / SUMMARY_FILE).read_text()).get("failed", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {key: str(failed[key]) for key in keys if isinstance(failed, dict) and key in failed}
 
 
 def _reference_paths(pred_dir: Path, keys: Sequence[str]) -> list[Path | None]:
@@ -185,8 +203,44 @@ def _evaluate_mad_class(pred_dir: Path, data_root, class_name: str, config: Eval
     ]
     maps = [read_anomaly_map(p) for p in paths]
     labels = np.array([item.is_anomalous for item in items], dtype=bool)
-    return evaluate_pad(maps, masks, labels, scores, keys, config, class_name, examples,
-                        [item.image_path for item in items], _reference_paths(pred_dir, keys))
+    result = evaluate_pad(maps, masks, labels, scores, keys, config, class_name, examples,
+                          [item.image_path for item in items], _reference_paths(pred_dir, keys))
+    decisions = read_decisions(pred_dir, keys)
+    if decisions is not None:
+        anomalous, confident = decisions
+        result.metrics.update(decision_metrics(labels, anomalous))
+        flagged = [key for key, ok in zip(keys, confident) if not ok]
+        result.counts["low_confidence"] = len(flagged)
+        confident_metrics = dict(result.metrics)
+        if flagged:
+            kept = np.flatnonzero(confident)
+            with warnings.catch_warnings():  # the same maps: their resizes are already reported
+                warnings.simplefilter("ignore", MapResizedWarning)
+                subset = evaluate_pad([maps[i] for i in kept], [masks[i] for i in kept], labels[kept],
+                                      None if scores is None else scores[kept], [keys[i] for i in kept], config, class_name)
+            confident_metrics = {**subset.metrics, **decision_metrics(labels[kept], anomalous[kept])}
+        result.metrics.update({f"{name}_confident": value for name, value in confident_metrics.items()})
+        if flagged:
+            result.notes.append(f"{len(flagged)} of {len(keys)} queries have a pose not to be trusted and were decided "
+                                f"anomalous for review ({', '.join(flagged[:5])}{', ...' if len(flagged) > 5 else ''}); "
+                                "the *_confident metrics leave them out")
+    return result
+
+
+def read_decisions(pred_dir: Path, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(anomalous, pose_confident), bool (N,), from each ``<key>.json``; None when some prediction
+    records no decision (another method's folder, or a calibration-free mode)."""
+    anomalous, confident = [], []
+    for key in keys:
+        try:
+            record = json.loads((pred_dir / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("anomalous"), bool):
+            return None
+        anomalous.append(record["anomalous"])
+        confident.append(bool(record.get("pose_confident", True)))
+    return np.array(anomalous, dtype=bool), np.array(confident, dtype=bool)
 
 
 def _evaluate_m2ad_class(pred_dir: Path, data_root, class_name: str, config: EvaluationConfig, examples: int) -> ClassResult:

@@ -77,7 +77,7 @@ def fuse_maps(maps: Sequence[np.ndarray], fusion: str, name: str = "instance") -
 # ----------------------------------------------------------------------------- maps and masks at the evaluation size
 def _prepare_map(anomaly_map: np.ndarray, shape: tuple[int, int], sigma: float, name: str, resized: list) -> np.ndarray:
     """Checked (H, W) map at ``shape``, Gaussian-filtered when sigma > 0 (after resizing, as PAD)."""
-    anomaly_map = map_at(checked_map(anomaly_map, f"anomaly map '{name}'"), shape, resized)
+    anomaly_map = map_at(checked_map(anomaly_map, f"anomaly map '{name}'"), shape, resized, name)
     if sigma > 0:
         anomaly_map = gaussian_filter(anomaly_map, sigma=sigma)
     return anomaly_map

@@ -102,7 +102,7 @@ def rank_pixels(maps, masks, names: Sequence[str] | None = None, label_regions: 
     resized: list = []
     p = q = 0
     for i, mask in enumerate(mask_list):
-        anomaly_map = map_at(checked_map(maps[i], item_name(names, i, "anomaly map")), mask.shape, resized)
+        anomaly_map = map_at(checked_map(maps[i], item_name(names, i, "anomaly map")), mask.shape, resized, names[i] if names is not None else f"#{i}")
         k = int(np.count_nonzero(mask))
         positive[p : p + k] = anomaly_map[mask]
         negative[q : q + mask.size - k] = anomaly_map[~mask]

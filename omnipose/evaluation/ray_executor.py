@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from omnipose.core.config import Config, non_negative, optional_positive, positive, require
-from omnipose.core.errors import OmniposeError
+from omnipose.core.errors import DataError, OmniposeError
+from omnipose.core.files import read_json, remove_stale_temporaries
 from omnipose.data import open_mad_class
-from omnipose.detector import Detector, DetectorConfig
-from omnipose.evaluation.queries import collect_scores, detect_items, pending_keys, remove_temporaries
+from omnipose.detector import SUMMARY_FILE, Detector, DetectorConfig
+from omnipose.evaluation.queries import detect_items, pending_keys, write_class_files
 from omnipose.evaluation.runner import ClassRun, save_run_config
 
 INSTALL_HINT = 'pip install -e ".[ray]"  (or: pip install "ray==2.60.0")'
@@ -107,14 +108,14 @@ def _worker_threads(cpus: float) -> int:
 
 def fit_class(data_root: str, class_name: str, config: DetectorConfig, cpus: float) -> dict[str, Any]:
     """Fit one class (a Ray task): the checkpoint, caches and calibration go to its checkpoint
-    folder, where the class's actor loads them. Returns {'seconds', 'module'} (where this worker
-    imported omnipose from)."""
+    folder, where the class's actor loads them. Returns {'seconds', 'module' (where this worker
+    imported omnipose from), 'threshold' (the decision threshold, ``Detector.decision_threshold``)}."""
     import omnipose
 
     _worker_threads(cpus)
     start = time.perf_counter()
-    Detector(config).fit(open_mad_class(data_root, class_name), progress=False)
-    return {"seconds": time.perf_counter() - start, "module": omnipose.__file__}
+    detector = Detector(config).fit(open_mad_class(data_root, class_name), progress=False)
+    return {"seconds": time.perf_counter() - start, "module": omnipose.__file__, "threshold": detector.decision_threshold()}
 
 
 class ClassWorker:
@@ -145,6 +146,8 @@ class _ClassState:
     actor: Any = None
     batches_left: int = 0
     done: int = 0
+    threshold: float | None = None
+    summary: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -209,10 +212,10 @@ class RayExecutor:
             class_dir = predictions / mad.name
             state = _ClassState(name, class_dir, len(mad.test_items), pending_keys(class_dir, [i.name for i in mad.test_items]))
             states[name] = state
-            if state.pending:
+            if not state.pending and (class_dir / SUMMARY_FILE).is_file():
+                state.summary = read_json(class_dir / SUMMARY_FILE, DataError, "Delete it and run the benchmark again.")
+            else:  # the fit also gives the decision threshold that summary.json records
                 waiting[fit_task.remote(data_root, name, config, cfg.cpus_per_worker)] = (state, None)
-            else:
-                self._finish(state, data_root, config)
         bar = tqdm(total=sum(len(s.pending) for s in states.values()), desc="detecting (ray)", disable=not progress)
         try:
             while waiting:
@@ -220,8 +223,11 @@ class RayExecutor:
                 state, keys = waiting.pop(ref)
                 value = self._get(ref, state)
                 if keys is None:  # a fit finished: its actor takes the class's queries
-                    state.fit_seconds, state.started = value["seconds"], time.perf_counter()
+                    state.fit_seconds, state.started, state.threshold = value["seconds"], time.perf_counter(), value["threshold"]
                     self.worker_modules.add(value["module"])
+                    if not state.pending:
+                        self._finish(state, data_root, config)
+                        continue
                     if progress:
                         bar.write(f"{state.name}: fitted in {state.fit_seconds:.0f} s; detecting {len(state.pending)} queries")
                     state.actor = worker_kind.remote(data_root, state.name, str(predictions), config, cfg.cpus_per_worker)
@@ -242,8 +248,8 @@ class RayExecutor:
             for state in states.values():
                 if state.actor is not None:
                     ray.kill(state.actor, no_restart=True)
-        return [ClassRun(s.name, s.class_dir, s.queries, s.fit_seconds, max(0.0, s.finished - s.started), bool(s.pending))
-                for s in states.values()]  # fmt: skip
+        return [ClassRun(s.name, s.class_dir, s.queries, s.fit_seconds, max(0.0, s.finished - s.started), bool(s.pending),
+                         summary=s.summary) for s in states.values()]  # fmt: skip
 
     def _get(self, ref, state: _ClassState) -> dict:
         """The result of a task or batch; a worker that died more often than ``retries`` allows
@@ -266,7 +272,8 @@ class RayExecutor:
             self.ray.kill(state.actor, no_restart=True)
             state.actor = None
         state.finished = time.perf_counter()
-        remove_temporaries(state.class_dir)
-        collect_scores(state.class_dir, open_mad_class(data_root, state.name))
+        remove_stale_temporaries(state.class_dir, recursive=True)
+        mad = open_mad_class(data_root, state.name)
+        state.summary = write_class_files(state.class_dir, mad, state.threshold, config.false_alarm_rate)
         if state.pending:
             save_run_config(state.class_dir, config)

@@ -11,14 +11,15 @@ detector on the class, so it describes the last one), and evaluate the folder wh
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from omnipose.core.config import to_dict
-from omnipose.core.files import atomic_write_json
+from omnipose.core.errors import DataError
+from omnipose.core.files import atomic_write_json, read_json
 from omnipose.data import open_mad_class
-from omnipose.detector import Detector, DetectorConfig
+from omnipose.detector import SUMMARY_FILE, Detector, DetectorConfig
 from omnipose.evaluation.config import EvaluationConfig
 from omnipose.evaluation.predictions import evaluate_prediction_dir, finished_keys
 from omnipose.evaluation.results import ClassResult
@@ -33,6 +34,8 @@ class ClassRun:
     predictions: the class's prediction folder ``<predictions>/<class>/``.
     detected: False when every test image had its prediction and the detector was not run.
     result: the evaluation of the folder (None when no evaluation was asked).
+    summary: the detection's ``summary.json`` (failed, anomalous and low-confidence keys, the
+    decision threshold), or {} when the folder has none.
     """
 
     class_name: str
@@ -42,6 +45,30 @@ class ClassRun:
     detect_seconds: float
     detected: bool
     result: ClassResult | None = None
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """{key: reason} of the test images the detector could not score."""
+        return dict(self.summary.get("failed", {}))
+
+    def describe(self) -> list[str]:
+        """Lines for a person: what was scored, what was decided, and what needs a look."""
+        s = self.summary
+        if not s:
+            return [f"{self.class_name}: predictions in {self.predictions}"]
+        lines = [f"{self.class_name}: {s['scored']} of {s['queries']} test images scored; predictions in {self.predictions}"]
+        if s.get("threshold") is not None:
+            lines.append(f"  {len(s['anomalous'])} decided anomalous at the normal-data threshold {s['threshold']:.3g} "
+                         f"(at most {100 * s['false_alarm_rate']:g} % of normal views above it)")
+        if s["low_confidence"]:
+            lines.append(f"  {len(s['low_confidence'])} with a pose not to be trusted (decided anomalous, for review): "
+                         + ", ".join(s["low_confidence"][:10]) + (", ..." if len(s["low_confidence"]) > 10 else ""))
+        for key, reason in list(self.failed.items())[:10]:
+            lines.append(f"  FAILED {key}: {reason.splitlines()[0] if reason else ''}")
+        if len(self.failed) > 10:
+            lines.append(f"  ... and {len(self.failed) - 10} more failures (all in {self.predictions / SUMMARY_FILE})")
+        return lines
 
     def timings(self) -> dict[str, float | int]:
         """{'fit_seconds', 'detect_seconds' (0.1 s), 'queries'}, as the demo report lists them."""
@@ -81,10 +108,12 @@ def run_class(data_root: str | Path, class_name: str, predictions: str | Path, c
         detector.detect_class(mad, predictions, progress=progress)
         save_run_config(class_dir, config, evaluation)
     detected = time.perf_counter()
+    summary_path = class_dir / SUMMARY_FILE
+    summary = read_json(summary_path, DataError, "Run the detection again to rewrite it.") if summary_path.is_file() else {}
     result = None
     if evaluation is not None:
         result = evaluate_prediction_dir(predictions, data_root, mad.name, evaluation, examples=examples)
-    return ClassRun(mad.name, class_dir, len(keys), fitted - start, detected - fitted, detect, result)
+    return ClassRun(mad.name, class_dir, len(keys), fitted - start, detected - fitted, detect, result, summary)
 
 
 def run_classes(data_root: str | Path, class_names: Sequence[str], predictions: str | Path, config: DetectorConfig,

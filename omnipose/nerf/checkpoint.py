@@ -88,12 +88,14 @@ class CheckpointInfo:
 def save_checkpoint(
     out_dir: Path, model: RadianceModel, info: CheckpointInfo, optimizer: torch.optim.Optimizer | None = None, trainer: dict | None = None
 ) -> None:
-    """Write train_state.pt (resume state), then model.pt and config.json, each atomically."""
+    """Write model.pt, then train_state.pt (resume state) and config.json, each atomically.
+
+    The model goes first: a run killed between the two leaves the newer model with the older
+    optimiser state, which resumes (the optimiser restarts, ``train._restore``), never an optimiser
+    state that claims steps whose weights were lost.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if optimizer is not None:
-        with atomic_path(out_dir / STATE_FILE) as tmp:
-            torch.save({"step": info.step, "optimizer": optimizer.state_dict(), "trainer": trainer or {}}, tmp)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -104,6 +106,9 @@ def save_checkpoint(
     }
     with atomic_path(out_dir / MODEL_FILE) as tmp:
         torch.save(payload, tmp)
+    if optimizer is not None:
+        with atomic_path(out_dir / STATE_FILE) as tmp:
+            torch.save({"step": info.step, "optimizer": optimizer.state_dict(), "trainer": trainer or {}}, tmp)
     summary = {k: v for k, v in info.to_json().items() if k != "train_c2w"}
     summary["n_train_views"] = int(info.train_c2w.shape[0])
     atomic_write_json(out_dir / CONFIG_FILE, summary)

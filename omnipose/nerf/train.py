@@ -35,6 +35,7 @@ from omnipose.core.config import (
 )
 from omnipose.core.device import pick_device
 from omnipose.core.errors import CheckpointError, DataError
+from omnipose.core.files import remove_stale_temporaries
 from omnipose.data import PosedImages
 from omnipose.nerf.bounds import resolve_aabb
 from omnipose.nerf.checkpoint import (
@@ -311,6 +312,12 @@ def train_model(
     out_dir = Path(out_dir) if out_dir is not None else None
 
     step, trainer = 0, {}
+    if out_dir is not None:
+        for leftover in remove_stale_temporaries(out_dir):
+            tqdm.write(f"note: removed {leftover.name}, left in {out_dir} by a run killed while writing it.")
+        if resume and not (out_dir / MODEL_FILE).is_file() and (out_dir / STATE_FILE).is_file():
+            tqdm.write(f"note: {out_dir} holds {STATE_FILE} but no {MODEL_FILE} (a run was killed while writing "
+                       "its first checkpoint); training starts over.")
     if out_dir is not None and resume and (out_dir / MODEL_FILE).is_file():
         step, trainer = _restore(out_dir, model, optimizer, config, device)
         if "rng" in trainer:
