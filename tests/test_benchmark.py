@@ -90,10 +90,13 @@ def test_a_killed_ray_worker_loses_and_duplicates_nothing(local_run, tmp_path):
     assert all(Path(m).is_relative_to(WORKTREE) for m in executor.worker_modules), executor.worker_modules
     class_dir = tmp_path / "predictions" / CLASS
     keys = [item.name for item in open_mad_class(root / "data", CLASS).test_items]
-    expected = sorted([f"{k}{suffix}" for k in keys for suffix in (".json", ".npy", "_reference.png")] + ["config.json", "scores.json"])
+    expected = sorted([f"{k}{suffix}" for k in keys for suffix in (".json", ".npy", "_reference.png")] + ["config.json", "scores.json", "summary.json"])
     assert _prediction_files(class_dir) == expected  # one complete prediction per query, no temporaries
     assert {p: p.stat().st_mtime_ns for p in finished_then} == finished_then
     assert _metrics(tmp_path) == _metrics(root / "local")
+    local_dir = root / "local" / "predictions" / CLASS
+    for name in ("scores.json", "summary.json"):  # written by the driver, as detect_class writes them
+        assert json.loads((class_dir / name).read_text()) == json.loads((local_dir / name).read_text())
 
 
 def test_an_interrupted_ray_driver_resumes_without_redoing_finished_queries(local_run, tmp_path):
