@@ -31,7 +31,12 @@ setup(
     packages=find_packages(include=["omnipose", "omnipose.*"]),
     python_requires=">=3.10",
     install_requires=REQUIRES,
-    extras_require={"test": ["pytest>=7"], "cuda": ["tinycudann"], "sfm": ["pycolmap==4.2.1"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        "cuda": ["tinycudann"],
+        "sfm": ["pycolmap==4.2.1"],
+        "ray": ["ray==2.60.0"],
+    },
     entry_points={"console_scripts": ["omnipose=omnipose.cli:main"]},
     license="MIT",
 )

@@ -24,6 +24,7 @@ COMMANDS = (
     ("compare", "omnipose.cli.compare", "anomaly map and score of a query against its rendered reference"),
     ("detect", "omnipose.cli.detect", "detect anomalies in the test images of a class"),
     ("evaluate", "omnipose.cli.evaluate", "compute the benchmark metrics of saved predictions"),
+    ("benchmark", "omnipose.cli.benchmark", "fit, detect and evaluate every class of a dataset, here or on a Ray cluster"),
     ("demo", "omnipose.cli.demo", "make data, train, detect, evaluate and write a report, on 2 CPU cores"),
 )
 

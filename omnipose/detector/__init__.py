@@ -1,6 +1,13 @@
 """``Detector``: fit once on normal views of an object, then pose, render and compare any query."""
 from omnipose._legacy import legacy_getattr
-from omnipose.detector.batch import SCORES_FILE, SUMMARY_FILE, QueryFailure
+from omnipose.detector.batch import (
+    SCORES_FILE,
+    SUMMARY_FILE,
+    QueryFailure,
+    class_summary,
+    predict_or_fail,
+    read_finished,
+)
 from omnipose.detector.detector import (
     Detector,
     DetectorConfig,
@@ -31,7 +38,10 @@ __all__ = [
     "best_reference",
     "cached_normal_views",
     "candidate_poses",
+    "class_summary",
     "decide",
     "make_reference",
+    "predict_or_fail",
+    "read_finished",
     "registered_reference",
 ]

@@ -5,9 +5,12 @@ Modules, in the order they build on each other: ``inputs`` (checks, the benchmar
 scores), ``config`` (``EvaluationConfig``, protocol metric sets), ``results`` (``ClassResult``,
 class means), ``protocols`` (PAD, M2AD-Invariant, M2AD-Synergy on arrays), ``predictions`` (the
 prediction folder layout, evaluating a folder), ``tables``, ``figures``, ``report``, ``runner``
-(fit -> detect -> evaluate), ``demo`` and ``original`` (what the demo and OmniposeAD's commands need).
+(fit -> detect -> evaluate), ``demo`` and ``original`` (what the demo and OmniposeAD's commands need),
+``queries`` (one query as an idempotent unit of work), ``executors`` and ``ray_executor`` (where
+fit -> detect runs: here or on a Ray cluster), ``benchmark`` (a whole dataset, one report).
 """
 
+from omnipose.evaluation.benchmark import BENCHMARK_EVALUATION, BenchmarkRun, resolve_classes, run_benchmark
 from omnipose.evaluation.config import (
     ADER_METRICS,
     FUSION_RULES,
@@ -24,6 +27,7 @@ from omnipose.evaluation.demo import (
     run_demo_pipeline,
     run_pipeline,
 )
+from omnipose.evaluation.executors import EXECUTORS, Executor, LocalExecutor, make_executor
 from omnipose.evaluation.figures import save_curves, save_panel
 from omnipose.evaluation.inputs import MapResizedWarning, MetricInputError
 from omnipose.evaluation.metrics import (
@@ -57,12 +61,29 @@ from omnipose.evaluation.predictions import (
     read_scores_file,
 )
 from omnipose.evaluation.protocols import evaluate_m2ad_invariant, evaluate_m2ad_synergy, evaluate_pad
+from omnipose.evaluation.queries import detect_items, pending_keys, read_score, write_class_files
+from omnipose.evaluation.ray_executor import BatchDone, RayConfig, RayExecutor
 from omnipose.evaluation.report import write_demo_report, write_report
 from omnipose.evaluation.results import ClassMean, ClassResult, class_means
 from omnipose.evaluation.runner import ClassRun, run_class, run_classes, save_run_config
 from omnipose.evaluation.tables import csv_text, format_table, markdown_table, results_to_dict
 
 __all__ = [
+    "BENCHMARK_EVALUATION",
+    "BatchDone",
+    "RayConfig",
+    "RayExecutor",
+    "BenchmarkRun",
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "detect_items",
+    "make_executor",
+    "pending_keys",
+    "read_score",
+    "resolve_classes",
+    "write_class_files",
+    "run_benchmark",
     "ADER_METRICS",
     "ClassMean",
     "ClassResult",

@@ -212,8 +212,10 @@ def _evaluate_mad_class(pred_dir: Path, data_root, class_name: str, config: Eval
         flagged = [key for key, ok in zip(keys, confident) if not ok]
         result.counts["low_confidence"] = len(flagged)
         confident_metrics = dict(result.metrics)
-        if flagged:
-            kept = np.flatnonzero(confident)
+        kept = np.flatnonzero(confident)
+        if flagged and not kept.size:  # nothing left to measure without the flagged queries
+            confident_metrics = {}
+        elif flagged:
             with warnings.catch_warnings():  # the same maps: their resizes are already reported
                 warnings.simplefilter("ignore", MapResizedWarning)
                 subset = evaluate_pad([maps[i] for i in kept], [masks[i] for i in kept], labels[kept],
