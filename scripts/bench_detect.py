@@ -25,12 +25,19 @@ ablations share everything else:
   first ``--pad-queries`` queries of each class (it costs several times ours). Its row is
   evaluated on those queries only, so compare it with ``ours (PAD subset)``.
 
+With ``--train-poses onboard`` each field is trained on the poses and focal length ``omnipose onboard``
+recovers from its training views alone (structure from motion; the ``sfm`` extra), not on the true
+ones; the true query poses are carried into that frame by the similarity between the two sets of
+training cameras, so the pose errors and the ground-truth-pose row still mean what they say. Run it
+beside a run on the true poses with the same steps to see what onboarding costs detection.
+
 Metrics come from ``omnipose.evaluate`` (PAD protocol, maps at their native size, no extra
 smoothing: the comparisons smooth their own maps). Seconds per query: ours end to end (pose,
 render, comparison), measured per query.
 
     python scripts/bench_detect.py --quick                      # 2 classes at 100 px, ~10 min
     python scripts/bench_detect.py --out bench/bench_detect.json  # all 12 classes + lego at 200 px
+    python scripts/bench_detect.py --train-poses onboard --classes 01Robot,03Duck --out bench/onboarded.json
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_field.py: spinn
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -157,6 +165,39 @@ def lego_queries(views: PosedImages, held: list[int], seed: int) -> list[Query]:
 
 
 # ----------------------------------------------------------------------------- one class
+def onboarded_frame(onboarded: Path, truth: Path) -> np.ndarray:
+    """The similarity (4, 4) taking the true training cameras (``truth``, a transforms.json) into the frame
+    of ``onboarded`` (the transforms.json ``omnipose onboard`` wrote for the same views), matched by file name."""
+    from omnipose.data import camera_similarity
+
+    estimated = load_transforms(onboarded, progress=False)
+    true = load_transforms(truth, progress=False)
+    true_c2w = {path.stem: c2w for path, c2w in zip(true.paths, true.c2w.double().numpy())}
+    matched = [(c2w, true_c2w[path.stem]) for path, c2w in zip(estimated.paths, estimated.c2w.double().numpy())]
+    return np.linalg.inv(camera_similarity(np.stack([m[0] for m in matched]), np.stack([m[1] for m in matched])))
+
+
+def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
+    """``omnipose onboard`` of ``photos`` into ``folder`` unless a finished run is there; returns its report."""
+    from omnipose.data import OnboardConfig, onboard
+
+    report = folder / "onboard_report.json"
+    if not report.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        onboard(photos, folder, OnboardConfig(num_threads=threads))
+    return json.loads(report.read_text())
+
+
+def in_frame(queries: list[Query], T: np.ndarray) -> list[Query]:
+    """The queries with their true poses moved by the similarity T."""
+    from omnipose.data import apply_similarity
+
+    def moved(c2w):
+        return None if c2w is None else torch.from_numpy(apply_similarity(T, c2w.double().numpy()[None])[0]).float()
+
+    return [replace(query, c2w=moved(query.c2w)) for query in queries]
+
+
 def dump_query(detector: Detector, query: Query, image: np.ndarray, pose, candidates, truth_reference) -> dict:
     """What the comparison of one query sees, at half precision: the references compared and, under
     "wide", those of a looser runner-up rule (up to 6 poses within 2x the estimate's residual), each
@@ -316,6 +357,32 @@ def _fmt(value) -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def _sfm_summary(report: dict) -> dict:
+    return {"registered": report["images_registered"], "given": report["images_given"],
+            "reprojection_px": round(report["mean_reprojection_error_px"], 3), "focal_px": report["camera"]["fl_x"]}  # fmt: skip
+
+
+def onboarded_lego(args, views: PosedImages, held: list[int], queries: list[Query]):
+    """The 80 lego training views with the poses ``omnipose onboard`` recovers from them (photos at 400 px, as
+    ``bench_onboard.py`` measures it), and the queries' true poses carried into that frame."""
+    from PIL import Image
+
+    folder = args.work / "lego_onboarded"
+    photos = folder / "photos"
+    names = [path.name for i, path in enumerate(views.paths) if i not in held]
+    if not photos.is_dir() or sorted(p.name for p in photos.iterdir()) != sorted(names):
+        shutil.rmtree(folder, ignore_errors=True)
+        photos.mkdir(parents=True)
+        for name in names:
+            Image.open(args.lego / "train" / name).resize((400, 400), Image.LANCZOS).save(photos / name)
+    start = time.perf_counter()
+    report = onboard_once(photos, folder / "lego", args.threads)
+    summary = {"seconds": round(time.perf_counter() - start, 1), **_sfm_summary(report)}
+    train = load_transforms(folder / "lego" / "transforms.json", size=200, progress=False)
+    T = onboarded_frame(folder / "lego" / "transforms.json", args.lego / "transforms_train.json")
+    return train, in_frame(queries, T), summary
+
+
 def main(argv: list[str] | None = None) -> int:
     from omnipose.data.synth import SYNTH_CLASSES, SynthConfig, ensure_class
 
@@ -342,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most this many queries per built-in class, the first ones (default: all; for smoke runs)")
     parser.add_argument("--false-alarm-rate", type=float, default=DetectorConfig.false_alarm_rate,
                         help="target false-alarm rate the decision threshold is set at, from normal data alone")
+    parser.add_argument("--train-poses", choices=("true", "onboard"), default="true",
+                        help="the training poses each field learns from: the true ones, or those `omnipose onboard` "
+                             "recovers from the training views alone (needs the sfm extra; fields and onboarded "
+                             "classes are kept apart under <work>)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of every field (another seed: another training run, kept apart under <work>)")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--dump", type=Path, default=None,
@@ -360,33 +433,50 @@ def main(argv: list[str] | None = None) -> int:
                          "load_before": load_before}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
+    onboarded = args.train_poses == "onboard"
+    suffix = ("_onboarded" if onboarded else "") + (f"_seed{args.seed}" if args.seed else "")
+    poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         data = args.work / f"builtin_{args.size}"
         classes = []
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
-            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps",
+            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}",
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)
+            train_root = data if not onboarded else args.work / f"onboarded_{args.size}"
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
                 shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
-            config.train = replace(config.train, steps=args.train_steps, minutes=None)
-            start = time.perf_counter()
-            detector = Detector(config).fit(data, name, progress=False)
-            fit_seconds = time.perf_counter() - start
-            views = open_mad_class(data, name).load_train_views(size=args.size, progress=False)
-            pad_queries = args.pad_queries if n < args.pad_classes else 0
+                if onboarded:
+                    shutil.rmtree(train_root / name, ignore_errors=True)
             queries = builtin_queries(data, name, args.size)[: args.max_queries]
+            extra = {}
+            if onboarded:
+                start = time.perf_counter()
+                report_sfm = onboard_once(data / name / "train" / "good", train_root / name, args.threads)
+                extra["onboard"] = {"seconds": round(time.perf_counter() - start, 1), **_sfm_summary(report_sfm)}
+                for part in ("test", "ground_truth"):
+                    if not (train_root / name / part).exists():
+                        (train_root / name / part).symlink_to((data / name / part).resolve())
+                queries = in_frame(queries, onboarded_frame(train_root / name / "transforms.json", data / name / "transforms.json"))
+            config.train = replace(config.train, steps=args.train_steps, minutes=None, seed=args.seed)
+            start = time.perf_counter()
+            detector = Detector(config).fit(train_root, name, progress=False)
+            fit_seconds = time.perf_counter() - start
+            views = open_mad_class(train_root, name).load_train_views(size=args.size, progress=False)
+            pad_queries = args.pad_queries if n < args.pad_classes else 0
             record = run_class(name, detector, views, queries, args, pad_queries)
             record["fit_seconds"] = round(fit_seconds, 1)
+            record.update(extra)
             classes.append(record)
             report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
             atomic_write_json(args.out, report)  # so far: an interrupted run keeps the classes it finished
             ours = record["metrics"]["ours"]
             print(f"{name}: image AUROC {_fmt(ours['AUROC_sp'])}, pixel AUROC {_fmt(ours['AUROC_px'])}, "
-                  f"AUPRO {_fmt(ours['AUPRO_px'])}, {record['mean_seconds']:.1f} s/query (fit {fit_seconds:.0f} s)", flush=True)
+                  f"AUPRO {_fmt(ours['AUPRO_px'])}, {record['mean_seconds']:.1f} s/query (fit {fit_seconds:.0f} s)"
+                  + (f"; onboarded {extra['onboard']}" if extra else ""), flush=True)
         report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
-        print_table(f"built-in benchmark at {args.size}x{args.size}, mean over {len(classes)} classes (%)", classes)
+        print_table(f"built-in benchmark at {args.size}x{args.size}, mean over {len(classes)} classes (%){poses_note}", classes)
 
     if "lego" in cases:
         if not (args.lego / "transforms_train.json").is_file():
@@ -395,13 +485,18 @@ def main(argv: list[str] | None = None) -> int:
             views = load_transforms(args.lego / "transforms_train.json", size=200, progress=False)
             train, _ = split_holdout(views, 5)
             held = [i for i in range(len(views)) if i % 5 == 0]
+            queries = lego_queries(views, held, seed=0)
+            extra = {}
+            if onboarded:
+                train, queries, extra["onboard"] = onboarded_lego(args, views, held, queries)
             config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"),
                                     false_alarm_rate=args.false_alarm_rate)
-            config.train = replace(config.train, steps=args.lego_steps, minutes=None)
-            detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps", progress=False)
-            record = run_class("lego", detector, train, lego_queries(views, held, seed=0), args, args.pad_queries)
+            config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed)
+            detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)
+            record = run_class("lego", detector, train, queries, args, args.pad_queries)
+            record.update(extra)
             report["cases"]["lego"] = record
-            print_table("semi-synthetic lego anomalies at 200x200 (%)", [record])
+            print_table(f"semi-synthetic lego anomalies at 200x200 (%){poses_note}", [record])
 
     report["machine"]["load_after"] = os.getloadavg()[0]
     atomic_write_json(args.out, report)

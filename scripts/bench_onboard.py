@@ -39,7 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from omnipose.core.files import atomic_write_json  # noqa: E402
-from omnipose.data import OnboardConfig, colmap_to_c2w, onboard, read_colmap_model  # noqa: E402
+from omnipose.data import (  # noqa: E402
+    OnboardConfig,
+    apply_similarity,
+    camera_similarity,
+    colmap_to_c2w,
+    onboard,
+    read_colmap_model,
+)
 
 LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 TARGETS = {"median_rotation_deg": 0.05, "max_rotation_deg": 0.2, "max_centre_pct": 0.1, "focal_pct": 0.3, "seconds": 120}
@@ -74,16 +81,10 @@ def prepare(lego: Path, size: int, folder: Path) -> dict[str, np.ndarray]:
 
 def similarity_errors(estimated: np.ndarray, actual: np.ndarray) -> dict:
     """Align estimated to actual cameras (N, 4, 4) by a similarity on the centres (Umeyama); errors per camera."""
-    a, b = estimated[:, :3, 3], actual[:, :3, 3]
-    ma, mb = a.mean(0), b.mean(0)
-    u, s, vt = np.linalg.svd((b - mb).T @ (a - ma) / len(a))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ d @ vt
-    scale = float((s * np.diag(d)).sum() / ((a - ma) ** 2).sum(1).mean())
-    centres = scale * (a - ma) @ rotation.T + mb
+    aligned = apply_similarity(camera_similarity(estimated, actual), estimated)
     # The distance of each camera to the object, which sits at the origin of the lego frame.
-    centre_pct = 100 * np.linalg.norm(centres - b, axis=1) / np.linalg.norm(b, axis=1)
-    cosines = [(np.trace((rotation @ e[:3, :3]).T @ t[:3, :3]) - 1) / 2 for e, t in zip(estimated, actual)]
+    centre_pct = 100 * np.linalg.norm(aligned[:, :3, 3] - actual[:, :3, 3], axis=1) / np.linalg.norm(actual[:, :3, 3], axis=1)
+    cosines = [(np.trace(e[:3, :3].T @ t[:3, :3]) - 1) / 2 for e, t in zip(aligned, actual)]
     rotation_deg = np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
     return {"median_rotation_deg": float(np.median(rotation_deg)), "max_rotation_deg": float(rotation_deg.max()),
             "median_centre_pct": float(np.median(centre_pct)), "max_centre_pct": float(centre_pct.max())}  # fmt: skip

@@ -17,6 +17,7 @@ from omnipose.data import (
     ColmapModel,
     OnboardConfig,
     c2w_to_colmap,
+    camera_similarity,
     colmap_to_c2w,
     load_colmap,
     load_transforms,
@@ -121,6 +122,21 @@ def test_object_frame_centres_scales_and_puts_the_cameras_up_on_z():
     # The cameras keep their shape: relative rotations unchanged, rotations orthonormal.
     assert np.allclose(new[:, :3, :3] @ new[:, :3, :3].transpose(0, 2, 1), np.eye(3), atol=1e-12)
     assert np.allclose(new[0, :3, :3].T @ new[5, :3, :3], c2w[0, :3, :3].T @ c2w[5, :3, :3], atol=1e-12)
+
+
+def test_camera_similarity_recovers_a_known_frame_change_and_carries_poses_back():
+    c2w = _cameras()
+    T = np.eye(4)
+    T[:3, :3] = 0.37 * qvec_to_rotmat([0.2, -0.7, 0.4, 0.5] / np.linalg.norm([0.2, -0.7, 0.4, 0.5]))
+    T[:3, 3] = [-3.0, 0.5, 8.0]
+    moved = apply_similarity(T, c2w)
+    found = camera_similarity(c2w, moved)
+    assert np.allclose(found, T, atol=1e-10)
+    # The inverse carries poses known in the target frame into the source frame, rotations included.
+    back = apply_similarity(np.linalg.inv(found), moved)
+    assert np.allclose(back, c2w, atol=1e-10)
+    with pytest.raises(ValueError, match="3 or more"):
+        camera_similarity(c2w[:2], moved[:2])
 
 
 def _write_images(folder, names, size=(128, 96)):

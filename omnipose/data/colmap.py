@@ -170,6 +170,30 @@ def apply_similarity(T: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     return out
 
 
+def camera_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The similarity T (4, 4) that best takes the cameras ``source`` onto ``target`` (both (N, 4, 4)).
+
+    Least squares on the camera centres (Umeyama), so it needs 3 or more cameras not on one line;
+    ``apply_similarity(T, source)`` are then the source cameras in the target's frame. Use it to
+    compare a reconstruction with known cameras, or to carry known poses into a reconstruction's
+    frame (with the inverse of T).
+    """
+    a, b = np.asarray(source, np.float64)[:, :3, 3], np.asarray(target, np.float64)[:, :3, 3]
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError(f"camera_similarity needs the same 3 or more cameras on both sides, got {len(a)} and {len(b)}")
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    u, s, vt = np.linalg.svd((b - mean_b).T @ (a - mean_a) / len(a))
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    spread = ((a - mean_a) ** 2).sum(1).mean()
+    if spread < 1e-18:
+        raise ValueError("camera_similarity: the source cameras all sit at one point")
+    scale = float((s * np.diag(d)).sum() / spread)
+    T = np.eye(4)
+    T[:3, :3] = scale * (u @ d @ vt)
+    T[:3, 3] = mean_b - T[:3, :3] @ mean_a
+    return T
+
+
 def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The smallest rotation (3, 3) taking unit vector a to unit vector b."""
     v, c = np.cross(a, b), float(np.dot(a, b))
