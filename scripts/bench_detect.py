@@ -179,12 +179,25 @@ def onboarded_frame(onboarded: Path, truth: Path) -> np.ndarray:
 
 def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
     """``omnipose onboard`` of ``photos`` into ``folder`` unless a finished run is there; returns its report."""
+    import re
+
+    from omnipose.core.errors import DataError
     from omnipose.data import OnboardConfig, onboard
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        onboard(photos, folder, OnboardConfig(num_threads=threads))
+        try:
+            onboard(photos, folder, OnboardConfig(num_threads=threads))
+        except DataError as error:
+            # Do what the message asks a user to do: remove the photos registered mirrored, then run again.
+            mirrored = re.findall(r"(\S+\.png): \d+ deg from", str(error)) if "mirrored" in str(error) else []
+            if not mirrored:
+                raise
+            print(f"onboard: {error}\nremoving {', '.join(mirrored)} and running again", flush=True)
+            for name in mirrored:
+                (photos / name).unlink()
+            onboard(photos, folder, OnboardConfig(num_threads=threads))
     return json.loads(report.read_text())
 
 
@@ -370,7 +383,7 @@ def onboarded_lego(args, views: PosedImages, held: list[int], queries: list[Quer
     folder = args.work / "lego_onboarded"
     photos = folder / "photos"
     names = [path.name for i, path in enumerate(views.paths) if i not in held]
-    if not photos.is_dir() or sorted(p.name for p in photos.iterdir()) != sorted(names):
+    if not (folder / "lego" / "onboard_report.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         photos.mkdir(parents=True)
         for name in names:

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ class OnboardConfig(Config):
     """Seed of COLMAP's random sampling, so that a run repeats."""
     num_threads: int = -1
     """CPU threads for pycolmap (-1: all)."""
+    verbose: bool = False
+    """Show COLMAP's own log (several thousand lines for 100 photos); off: its warnings and errors only."""
 
     def check(self) -> None:
         if self.camera_model not in CAMERA_MODELS:
@@ -121,6 +124,18 @@ def import_pycolmap():
             "(or pip install pycolmap==4.2.1)."
         ) from None
     return pycolmap
+
+
+@contextmanager
+def colmap_log(verbose: bool):
+    """COLMAP's INFO lines only when asked for: they would bury the few lines that matter to a user."""
+    pycolmap = import_pycolmap()
+    previous = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = pycolmap.logging.INFO if verbose else pycolmap.logging.WARNING
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = previous
 
 
 # ----------------------------------------------------------------------------- input photos
@@ -521,14 +536,16 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         start = time.perf_counter()
         work, stage = temp / "work", temp / "class"
         prepared = prepare_photos(photos, work, masks, config)
-        reconstruction, stats = run_sfm(work, prepared, config)
+        with colmap_log(config.verbose):
+            reconstruction, stats = run_sfm(work, prepared, config)
         images_dir = work / "images"
         if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
             pycolmap = import_pycolmap()
             camera = next(iter(reconstruction.cameras.values()))
             stats["camera_before_undistortion"] = {"model": camera.model.name, "params": camera.params.tolist()}
             stats["focal_before_undistortion"] = float(camera.params[0])
-            undistorted = undistort(pycolmap, reconstruction, work)
+            with colmap_log(config.verbose):
+                undistorted = undistort(pycolmap, reconstruction, work)
             reconstruction = pycolmap.Reconstruction(undistorted / "sparse")
             images_dir = undistorted / "images"
             stats["undistorted"] = True
