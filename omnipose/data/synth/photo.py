@@ -161,8 +161,9 @@ def _sensor(mi, c2w: torch.Tensor, config: SynthConfig, focus: float, radius: fl
     return mi.load_dict(sensor)
 
 
-def _depth(view: Render, eye: np.ndarray) -> np.ndarray:
-    """Distance from the eye to what each pixel centre sees; inf where it sees nothing. (H, W)."""
+def _depth(view: Render, c2w: torch.Tensor) -> np.ndarray:
+    """Distance from the camera to what each pixel centre sees; inf where it sees nothing. (H, W)."""
+    eye = np.asarray(c2w[:3, 3], np.float64)
     return np.where(view.solid >= 0, np.linalg.norm(view.points - eye, axis=-1), np.inf)
 
 
@@ -187,8 +188,8 @@ class PhotoStyle:
         # The exact ray caster at the photo camera: masks, defect sizes and what the clutter hides.
         self.geometry = dataclasses.replace(config, camera_angle_x=self.camera_angle_x, antialias=False)
         self.intrinsics = intrinsics_from_fov(self.camera_angle_x, config.size, config.size).numpy().astype(np.float64)
-        self._train_scene = self._good_test_scene = None
-        self._written, self.frame = None, np.eye(4)
+        self._scenes: dict = {}  # the defect-free figure's scene per session
+        self.frame = np.eye(4)
 
     # -- what the writer asks
     def marker(self) -> dict:
@@ -217,9 +218,7 @@ class PhotoStyle:
         return [[round(float(v), 4) for v in moved.min(0)], [round(float(v), 4) for v in moved.max(0)]]
 
     def render_train(self, index: int, c2w: torch.Tensor) -> np.ndarray:
-        if self._train_scene is None:
-            self._train_scene = self._scene(figure_shapes(self.mi, self.figure.scene, self.photo), test=False)
-        return self._photograph(self._train_scene, c2w, ("train", index))
+        return self._photograph(c2w, None, False, ("train", index))
 
     def test_view(self, defect_type: str, index: int, max_views: int = 16) -> RenderedTestView:
         """A query photo of a type: a random view above the table that the clutter does not cut into,
@@ -231,62 +230,73 @@ class PhotoStyle:
             c2w = photo_test_pose(rng, self.distance, self.photo)
             attempts += 1
             good = render_scene(self.figure.scene, c2w, self.geometry)
-            eye = np.asarray(c2w[:3, 3], np.float64)
-            clutter = self._clutter_depth(c2w)
-            if ((clutter < _depth(good, eye)) & (good.solid >= 0)).any():
+            clutter = self.clutter_depth(c2w)
+            if ((clutter < _depth(good, c2w)) & (good.solid >= 0)).any():
                 continue  # a query shows the whole figure, so that its mask is all there is to find
             tag = ("test", type_id, index)
             if defect_type == GOOD:
-                if self._good_test_scene is None:
-                    self._good_test_scene = self._scene(figure_shapes(self.mi, self.figure.scene, self.photo), test=True)
-                return RenderedTestView(defect_type, index, c2w, self._photograph(self._good_test_scene, c2w, tag), None,
-                                        attempts)  # fmt: skip
+                return RenderedTestView(defect_type, index, c2w, self._photograph(c2w, None, True, tag), None, attempts)
 
             def mask_of(proposal: Proposal) -> np.ndarray:
-                return self._defect_mask(defect_type, proposal, good, c2w, clutter)
+                return self.defect_mask(defect_type, proposal, good, c2w, clutter)
 
             c2w64 = c2w.numpy().astype(np.float64)
             proposal, mask, tries = fit_defect(self.figure, defect_type, good, rng, c2w64, self.geometry, mask_of)
             attempts += tries
             if proposal is not None:
-                scene = self._scene(figure_shapes(self.mi, proposal.scene, self.photo, proposal.stain), test=True)
-                return RenderedTestView(defect_type, index, c2w, self._photograph(scene, c2w, tag), mask, attempts)
+                image = self._photograph(c2w, proposal, True, tag)
+                return RenderedTestView(defect_type, index, c2w, image, mask, attempts)
         raise defect_not_placed(self.class_name, defect_type, index, self.geometry, max_views)
 
-    # -- helpers
-    def _scene(self, figure: dict, test: bool):
-        return build_scene(self.mi, self.studio, figure, self.photo.lighting(test), self.photo, self.distance)
-
-    def _photograph(self, scene, c2w: torch.Tensor, tag: tuple) -> np.ndarray:
-        """Path trace a view and develop it: (H, W, 3) uint8."""
+    def render_linear(self, c2w: torch.Tensor, proposal: Proposal | None = None, test: bool = False,
+                      seed: int = 0) -> np.ndarray:  # fmt: skip
+        """The light reaching the sensor (before exposure, noise and JPEG) from a pose (4, 4): the figure,
+        or the defective figure of ``proposal``, under the training or the test session's lighting.
+        Returns (H, W, 3) float32, linear."""
+        if proposal is None:
+            key = "test" if test else "train"
+            if key not in self._scenes:
+                self._scenes[key] = self._scene(figure_shapes(self.mi, self.figure.scene, self.photo), test)
+            scene = self._scenes[key]
+        else:
+            scene = self._scene(figure_shapes(self.mi, proposal.scene, self.photo, proposal.stain), test)
         focus = float(np.linalg.norm(np.asarray(c2w[:3, 3], np.float64)))
         sensor = _sensor(self.mi, c2w, self.config, focus, figure_radius(self.figure.scene))
-        seed = int(class_rng(self.config.seed, self.class_name, _RENDER_SEEDS, *_tag_numbers(tag)).integers(2**31))
-        linear = np.asarray(self.mi.render(scene, sensor=sensor, seed=seed, spp=self.photo.samples_per_pixel))
-        rng = class_rng(self.config.seed, self.class_name, _SENSOR, *_tag_numbers(tag))
-        return develop(linear, rng, self.photo)
+        return np.asarray(self.mi.render(scene, sensor=sensor, seed=seed, spp=self.photo.samples_per_pixel))
 
-    def _clutter_depth(self, c2w: torch.Tensor) -> np.ndarray:
+    def clutter_depth(self, c2w: torch.Tensor) -> np.ndarray:
+        """Distance to the clutter seen at each pixel centre (inf where none). (H, W)."""
         scene = self.studio.clutter.scene
         if len(scene) == 0:
             return np.full((self.config.size, self.config.size), np.inf)
         view = render(scene, c2w, self.intrinsics, self.config.size, self.config.size, antialias=False)
-        return _depth(view, np.asarray(c2w[:3, 3], np.float64))
+        return _depth(view, c2w)
 
-    def _defect_mask(self, defect_type: str, proposal: Proposal, good: Render, c2w: torch.Tensor,
-                     clutter: np.ndarray) -> np.ndarray:  # fmt: skip
+    def defect_mask(self, defect_type: str, proposal: Proposal, good: Render, c2w: torch.Tensor,
+                    clutter: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Pixel centres that see the defect: a burr's solids, where the removed part was, a stained
-        surface; less what the clutter hides. (H, W) bool."""
-        eye = np.asarray(c2w[:3, 3], np.float64)
+        surface; less what the clutter hides. good: the exact render of the defect-free figure at
+        ``c2w`` with the photo camera (``render_scene(scene, c2w, self.geometry)``). (H, W) bool."""
+        clutter = self.clutter_depth(c2w) if clutter is None else clutter
         if defect_type == "Missing":
-            return np.isin(good.solid, proposal.removed) & (clutter >= _depth(good, eye))
+            return np.isin(good.solid, proposal.removed) & (clutter >= _depth(good, c2w))
         seen = render_scene(proposal.scene, c2w, self.geometry, proposal.stain)
         if defect_type == "Burrs":
             mask = seen.solid >= len(self.figure.scene)
         else:
             inside = proposal.stain.inside(seen.points.reshape(-1, 3)).reshape(seen.solid.shape)
             mask = (seen.solid >= 0) & inside
-        return mask & (clutter >= _depth(seen, eye))
+        return mask & (clutter >= _depth(seen, c2w))
+
+    # -- helpers
+    def _scene(self, figure: dict, test: bool):
+        return build_scene(self.mi, self.studio, figure, self.photo.lighting(test), self.photo, self.distance)
+
+    def _photograph(self, c2w: torch.Tensor, proposal: Proposal | None, test: bool, tag: tuple) -> np.ndarray:
+        """Path trace a view and develop it: (H, W, 3) uint8."""
+        seed = int(class_rng(self.config.seed, self.class_name, _RENDER_SEEDS, *_tag_numbers(tag)).integers(2**31))
+        linear = self.render_linear(c2w, proposal, test, seed)
+        return develop(linear, class_rng(self.config.seed, self.class_name, _SENSOR, *_tag_numbers(tag)), self.photo)
 
 
 def _tag_numbers(tag: tuple) -> tuple[int, ...]:

@@ -58,8 +58,8 @@ class PhotoLighting(Config):
 def _test_lighting() -> PhotoLighting:
     """Another session: the key from the other side and lower, warmer (tungsten) and dimmer."""
     return PhotoLighting(
-        key_azimuth_deg=215.0, key_elevation_deg=35.0, key_distance=1.5, key_size_deg=12.0, key_intensity=0.42,
-        fill_intensity=0.08, colour_temperature_k=3300.0, environment_intensity=0.3, environment_temperature_k=5200.0,
+        key_azimuth_deg=215.0, key_elevation_deg=35.0, key_distance=1.5, key_size_deg=12.0, key_intensity=0.36,
+        fill_intensity=0.08, colour_temperature_k=3300.0, environment_intensity=0.16, environment_temperature_k=5200.0,
     )
 
 

@@ -94,27 +94,35 @@ def planar_face(polygon: np.ndarray, normal: np.ndarray, stain: Stain | None = N
         distance = float(np.asarray(stain.centre) @ normal) - origin
         if abs(distance) < reach:
             centre = np.asarray(stain.centre) @ frame.T
+    triangles = []
     if centre is None:
         cells = [flat]
     else:
         step = stain.radius / STAIN_CELLS
         us = _grid_lines(flat[:, 0].min(), flat[:, 0].max(), centre[0], reach, step)
         vs = _grid_lines(flat[:, 1].min(), flat[:, 1].max(), centre[1], reach, step)
-        cells = []
+        u0, v0 = np.meshgrid(us[:-1], vs[:-1], indexing="ij")
+        u1, v1 = np.meshgrid(us[1:], vs[1:], indexing="ij")
+        corners = np.stack([np.stack(c, -1) for c in ((u0, v0), (u1, v0), (u1, v1), (u0, v1))], -2).reshape(-1, 4, 2)
+        # Each edge keeps the polygon's side (counter-clockwise: its left); cells wholly inside are
+        # kept as they are, cells wholly outside one edge dropped, the rest clipped one by one.
         edges = [(flat[k], flat[(k + 1) % len(flat)]) for k in range(len(flat))]
-        for u0, u1 in zip(us[:-1], us[1:]):
-            for v0, v1 in zip(vs[:-1], vs[1:]):
-                cell = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]])
-                for a, b in edges:  # keep the polygon's side of each edge (counter-clockwise: left)
-                    outward = np.array([b[1] - a[1], a[0] - b[0]])
-                    cell = _clip(cell, outward, float(outward @ a))
-                if len(cell) >= 3:
-                    cells.append(cell)
-    triangles = []
+        outward = np.array([[b[1] - a[1], a[0] - b[0]] for a, b in edges])
+        limits = np.array([o @ a for o, (a, _) in zip(outward, edges)])
+        side = corners @ outward.T - limits  # (C, 4, E)
+        inside = (side <= 1e-12).all((1, 2))
+        outside = (side >= -1e-12).all(1).any(-1)
+        whole = corners[inside]
+        triangles.extend([whole[:, [0, 1, 2]], whole[:, [0, 2, 3]]])
+        cells = []
+        for cell in corners[~inside & ~outside]:
+            for normal_2d, limit in zip(outward, limits):
+                cell = _clip(cell, normal_2d, float(limit))
+            if len(cell) >= 3:
+                cells.append(cell)
     for cell in cells:
-        for k in range(1, len(cell) - 1):
-            triangles.append(cell[[0, k, k + 1]])
-    flat_triangles = np.array(triangles).reshape(-1, 3, 2)
+        triangles.append(np.stack([cell[[0, k, k + 1]] for k in range(1, len(cell) - 1)]))
+    flat_triangles = np.concatenate(triangles).reshape(-1, 3, 2)
     positions = flat_triangles @ frame + origin * normal
     soup = TriangleSoup(positions, np.broadcast_to(normal, positions.shape).copy(), flat_triangles.copy())
     return soup, _stained(soup, stain)
