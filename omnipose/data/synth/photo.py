@@ -13,7 +13,7 @@ and a defect's shadow and reflections fall on the table too): the exact ray cast
 photo camera's lens, marks the pixel centres that see a burr, that saw the removed part, or that
 see a stained surface, less what the clutter hides. Everything is a deterministic function of
 (class, seed, config): Mitsuba is seeded per view and its box filter keeps a pixel's samples to
-that pixel, so block scheduling does not change the sums.
+that pixel, and a photo is one image block, so thread scheduling cannot change its noise.
 """
 from __future__ import annotations
 
@@ -290,7 +290,8 @@ class PhotoStyle:
 
     # -- helpers
     def _scene(self, figure: dict, test: bool):
-        return build_scene(self.mi, self.studio, figure, self.photo.lighting(test), self.photo, self.distance)
+        lighting = self.photo.lighting(test)
+        return build_scene(self.mi, self.studio, figure, lighting, self.photo, self.distance, self.config.size)
 
     def _photograph(self, c2w: torch.Tensor, proposal: Proposal | None, test: bool, tag: tuple) -> np.ndarray:
         """Path trace a view and develop it: (H, W, 3) uint8."""

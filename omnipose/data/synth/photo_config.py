@@ -74,7 +74,8 @@ class PhotoConfig(Config):
     max_bounces: int = 6
     """Longest light path (Mitsuba's max_depth); 2 is direct light only."""
     threads: int | None = None
-    """Render threads (Dr.Jit's pool, set for the whole process); None: Mitsuba's default, all cores."""
+    """Dr.Jit's thread pool (set for the whole process); None: Mitsuba's default. A photo renders as one
+    image block (deterministic), so one thread per photo does the path tracing."""
     focal_length_mm: float = 70.0
     """35 mm-equivalent focal length (the sim views: 50 mm); sets camera_angle_x."""
     fill: float = 0.55

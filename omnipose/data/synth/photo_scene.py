@@ -309,11 +309,16 @@ def light_shapes(mi, lighting: PhotoLighting, config: PhotoConfig, camera_distan
     return shapes
 
 
-def build_scene(mi, studio: Studio, figure: dict, lighting: PhotoLighting, config: PhotoConfig, camera_distance: float):
+def build_scene(mi, studio: Studio, figure: dict, lighting: PhotoLighting, config: PhotoConfig, camera_distance: float,
+                size: int):  # fmt: skip
     """The Mitsuba scene of one session: ``figure`` (from ``figure_shapes``) on the table, with the
-    clutter, the room and the lights. The sensor is given to each render."""
+    clutter, the room and the lights, for images of ``size`` x ``size``. The sensor is given to each render."""
     white_balance = 1.0 / blackbody_rgb(config.white_balance_k)
-    scene = {"type": "scene", "integrator": {"type": "path", "max_depth": config.max_bounces}, **figure}
+    # One image block: Mitsuba's scalar mode hands blocks to worker threads whose samplers run on from
+    # block to block, so with several blocks a busy machine could change the noise (seen once in tests).
+    block = 1 << max(0, int(size - 1).bit_length())
+    integrator = {"type": "path", "max_depth": config.max_bounces, "block_size": block}
+    scene = {"type": "scene", "integrator": integrator, **figure}
     if config.environment and lighting.environment_intensity > 0:
         tint = blackbody_rgb(lighting.environment_temperature_k) * white_balance * lighting.environment_intensity
         # Mitsuba's environment map has +Y up; the object frame has +Z up.
