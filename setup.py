@@ -36,6 +36,7 @@ setup(
         "cuda": ["tinycudann"],
         "sfm": ["pycolmap==4.2.1"],
         "ray": ["ray==2.60.0"],
+        "photo": ["mitsuba==3.9.1"],
     },
     entry_points={"console_scripts": ["omnipose=omnipose.cli:main"]},
     license="MIT",

@@ -1,13 +1,17 @@
-"""``omnipose synth``: a built-in benchmark in exactly the MAD-Sim layout, rendered from LEGO-like figures."""
+"""``omnipose synth``: a built-in benchmark in exactly the MAD-Sim layout, rendered from LEGO-like figures
+(``--style photo``: photographed in a studio, MAD-Real conditions)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from omnipose.cli.app import main as omnipose_main
 from omnipose.core.errors import OmniposeError
-from omnipose.data.synth import GROUND_TRUTH_POSES, SYNTH_CLASSES, SynthConfig, generate_dataset
+from omnipose.data.synth import GROUND_TRUTH_POSES, STYLES, SYNTH_CLASSES, PhotoConfig, SynthConfig, generate_dataset
+
+PHOTO_TRAIN_VIEWS = 50  # MAD-Real: about 40-50 training photos per object
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -17,7 +21,11 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     which.add_argument("--classes", default="", help=f"comma-separated classes, from: {','.join(SYNTH_CLASSES)}")
     which.add_argument("--num-classes", type=int, default=None, help="the first K classes (default: all)")
     parser.add_argument("--size", type=int, default=200, help="image width = height in pixels (MAD: 400 or 800)")
-    parser.add_argument("--train-views", type=int, default=40, help="training views per class")
+    parser.add_argument("--style", choices=STYLES, default="sim",
+                        help="sim: exact renders on white (MAD-Sim); photo: path-traced photographs on a table among "
+                             'clutter (MAD-Real conditions; needs pip install -e ".[photo]")')  # fmt: skip
+    parser.add_argument("--train-views", type=int, default=None,
+                        help=f"training views per class (default: 40 sim, {PHOTO_TRAIN_VIEWS} photo)")  # fmt: skip
     parser.add_argument(
         "--test-views-per-type", type=int, default=10, help="test views per type (good, Burrs, Missing, Stains)"
     )
@@ -25,6 +33,11 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--preview", action="store_true", help="also write <out>/preview_<class>.png contact sheets")
     parser.add_argument("--overwrite", action="store_true", help="replace class folders not made by synth")
     parser.add_argument("--no-antialias", action="store_true", help="one ray per pixel (faster, jagged edges)")
+    parser.add_argument("--spp", type=int, default=None,
+                        help=f"photo: path-tracing samples per pixel (default {PhotoConfig().samples_per_pixel})")
+    parser.add_argument("--threads", type=int, default=None, help="photo: render threads (default: all cores)")
+    parser.add_argument("--jpeg-quality", type=int, default=None,
+                        help=f"photo: JPEG quality of the photos (default {PhotoConfig().jpeg_quality})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -32,10 +45,13 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig the options ask for."""
     classes = tuple(name.strip() for name in (args.classes or "").split(",") if name.strip())
+    train_views = args.train_views or (PHOTO_TRAIN_VIEWS if args.style == "photo" else SynthConfig.train_views)
+    photo = {"samples_per_pixel": args.spp, "threads": args.threads, "jpeg_quality": args.jpeg_quality}
     return SynthConfig(
-        size=args.size, train_views=args.train_views, test_views_per_type=args.test_views_per_type, seed=args.seed,
-        classes=classes, num_classes=args.num_classes, antialias=not args.no_antialias, overwrite=args.overwrite,
-        progress=not args.quiet, preview=args.preview,
+        style=args.style, size=args.size, train_views=train_views, test_views_per_type=args.test_views_per_type,
+        seed=args.seed, classes=classes, num_classes=args.num_classes, antialias=not args.no_antialias,
+        overwrite=args.overwrite, progress=not args.quiet, preview=args.preview,
+        photo=dataclasses.replace(PhotoConfig(), **{k: v for k, v in photo.items() if v is not None}),
     )
 
 

@@ -10,12 +10,17 @@ writes them in exactly the MAD-Sim layout. Everything is a deterministic functio
 - ``figures``: the figure language (``FigureBuilder``); ``designs``: the twelve figures;
 - ``views``: the cameras and the render of one view; ``defects``: planted defects and test views;
 - ``writer``: a class on disk (``generate_class``, ``ensure_class``) and reading it back;
-- ``preview``: contact sheets.
+- ``preview``: contact sheets;
+- the photo style (``--style photo``, a stand-in for MAD-Real; Mitsuba 3, the ``photo`` extra):
+  ``photo_config`` (``PhotoConfig``, ``PhotoLighting``), ``photo_meshes`` (solids as triangles),
+  ``photo_scene`` (table, clutter, room, lights), ``photo`` (cameras, sensor, exact masks, ``PhotoStyle``).
 """
-from omnipose.data.synth.config import SCENE_BOUNDS, SYNTH_CLASSES, TEST_TYPES, SynthConfig, SynthError
+from omnipose.data.synth.config import SCENE_BOUNDS, STYLES, SYNTH_CLASSES, TEST_TYPES, SynthConfig, SynthError
 from omnipose.data.synth.defects import RenderedTestView, make_test_view
 from omnipose.data.synth.designs import build_figure
 from omnipose.data.synth.figures import Figure, FigureBuilder
+from omnipose.data.synth.photo import PhotoStyle, develop, photo_test_pose, photo_training_poses, reconstruction_error
+from omnipose.data.synth.photo_config import PhotoConfig, PhotoLighting
 from omnipose.data.synth.preview import write_preview
 from omnipose.data.synth.raycast import (
     Lighting,
@@ -39,6 +44,7 @@ from omnipose.data.synth.writer import (
     generate_class,
     generate_dataset,
     load_ground_truth_poses,
+    load_true_poses,
     read_synth_config,
 )
 
@@ -47,8 +53,12 @@ __all__ = [
     "FigureBuilder",
     "GROUND_TRUTH_POSES",
     "Lighting",
+    "PhotoConfig",
+    "PhotoLighting",
+    "PhotoStyle",
     "RenderedTestView",
     "SCENE_BOUNDS",
+    "STYLES",
     "SYNTH_CLASSES",
     "SynthConfig",
     "SynthError",
@@ -58,15 +68,20 @@ __all__ = [
     "camera_distance",
     "class_intrinsics",
     "combine",
+    "develop",
     "ensure_class",
     "generate_class",
     "generate_dataset",
     "load_ground_truth_poses",
+    "load_true_poses",
     "make_box",
     "make_cylinder",
     "make_test_view",
+    "photo_test_pose",
+    "photo_training_poses",
     "random_test_pose",
     "read_synth_config",
+    "reconstruction_error",
     "render",
     "render_defect_free",
     "render_scene",

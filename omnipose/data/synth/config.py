@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from omnipose.core.config import Config, fraction, non_negative, positive, require
 from omnipose.core.errors import OmniposeError
 from omnipose.data import DEFECT_TYPES, GOOD
+from omnipose.data.synth.photo_config import PhotoConfig
 
 SYNTH_CLASSES = (
     "01Robot", "02Tower", "03Duck", "04Turtle", "05Giraffe", "06Car",
@@ -15,6 +16,7 @@ SYNTH_CLASSES = (
 )  # fmt: skip
 TEST_TYPES = (GOOD,) + DEFECT_TYPES  # good, Burrs, Missing, Stains
 SCENE_BOUNDS = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))  # every figure, defects included, lies inside
+STYLES = ("sim", "photo")
 
 # Settings that choose what to make or how to report it, not what a class looks like.
 _TRANSIENT = ("classes", "num_classes", "overwrite", "progress", "preview")
@@ -67,12 +69,19 @@ class Lighting(Config):
 
 @dataclass
 class SynthConfig(Config):
-    """Settings of the generator; the defaults make a MAD-like class at 200x200."""
+    """Settings of the generator; the defaults make a MAD-like class at 200x200.
 
+    ``style`` chooses how a class is drawn: ``sim`` ray casts it exactly on white (MAD-Sim);
+    ``photo`` photographs it (``photo``'s settings; a stand-in for MAD-Real). Fields marked
+    "(sim)" apply to the sim style only.
+    """
+
+    style: str = "sim"
+    """How classes are drawn: "sim" (exact ray casting on white, MAD-Sim) or "photo" (path traced photographs, MAD-Real)."""
     size: int = 200
     """Image width = height in pixels (MAD: 400 or 800); 16 or more, so that a figure shows."""
     train_views: int = 40
-    """Defect-free training views per class, on rings around the object."""
+    """Defect-free training views per class, on rings around the object (photo: over a hemisphere; MAD-Real has 40-50)."""
     test_views_per_type: int = 10
     """Unposed query views per test type (good, Burrs, Missing, Stains); 0 makes none."""
     seed: int = 0
@@ -82,15 +91,15 @@ class SynthConfig(Config):
     num_classes: int | None = None
     """How many of SYNTH_CLASSES to make when ``classes`` is empty; None: all of them."""
     camera_angle_x: float = 0.6911112070083618
-    """Horizontal field of view in radians: Blender's default 50 mm lens, as in nerf_synthetic."""
+    """(sim) Horizontal field of view in radians: Blender's default 50 mm lens, as in nerf_synthetic."""
     camera_distance: float | None = None
-    """Distance of every camera from the origin; None: per figure, so that the figure fills the view."""
+    """(sim) Distance of every camera from the origin; None: per figure, so that the figure fills the view."""
     train_elevation_range_deg: tuple[float, float] = (-40.0, 70.0)
-    """Elevations in degrees of the lowest and the highest training ring (from below to above the object)."""
+    """(sim) Elevations in degrees of the lowest and the highest training ring (from below to above the object)."""
     train_rings: int | None = None
-    """Rings of training cameras; None: about sqrt(train_views / 2.5), 4 rings for 40 views."""
+    """(sim) Rings of training cameras; None: about sqrt(train_views / 2.5), 4 rings for 40 views."""
     antialias: bool = True
-    """Supersample the pixels where what is seen changes (edges); False: one ray per pixel, faster, jagged."""
+    """(sim) Supersample the pixels where what is seen changes (edges); False: one ray per pixel, faster, jagged."""
     defect_area: tuple[float, float] = (0.001, 0.02)
     """(low, high): the range of a defect mask's share of the image (MAD: about 0.001 - 0.02)."""
     overwrite: bool = False
@@ -100,9 +109,12 @@ class SynthConfig(Config):
     preview: bool = False
     """Also write ``<out>/preview_<class>.png``, a contact sheet of each class."""
     lighting: Lighting = field(default_factory=Lighting)
-    """The lighting rig, fixed in the object frame so that a radiance field can learn it."""
+    """(sim) The lighting rig, fixed in the object frame so that a radiance field can learn it."""
+    photo: PhotoConfig = field(default_factory=PhotoConfig)
+    """(photo) The studio, the camera and the reconstruction's pose error of the photo style."""
 
     def check(self) -> None:
+        require(self, "style", self.style in STYLES, f"must be one of {', '.join(map(repr, STYLES))}")
         _count(self, "size", 16, "to show a figure (MAD: 400 or 800)")
         _count(self, "train_views", 1)
         _count(self, "test_views_per_type", 0)
@@ -130,6 +142,7 @@ class SynthConfig(Config):
         for name in ("antialias", "overwrite", "progress", "preview"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         require(self, "lighting", isinstance(self.lighting, Lighting), "must be a Lighting")
+        require(self, "photo", isinstance(self.photo, PhotoConfig), "must be a PhotoConfig")
 
     def class_names(self) -> list[str]:
         """The classes to make, in order."""
@@ -143,6 +156,9 @@ class SynthConfig(Config):
         out = self.to_dict()
         for transient in _TRANSIENT:
             out.pop(transient)
+        if self.style == "sim":  # so that classes made before the photo style keep their marker
+            out.pop("style")
+            out.pop("photo")
         return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,9 +26,12 @@ _STAIN_COLOURS = ((0.24, 0.14, 0.07), (0.07, 0.07, 0.08), (0.62, 0.32, 0.1), (0.
 
 
 @dataclass
-class _Proposal:
+class Proposal:
+    """A defective figure: its solids, a stain on them, and the solids removed (``Missing``)."""
+
     scene: Scene
     stain: Stain | None = None
+    removed: tuple[int, ...] = ()
 
 
 def _anchor_pixels(good: Render, figure: Figure, c2w: np.ndarray, boxes_only: bool) -> np.ndarray:
@@ -100,7 +104,7 @@ def _burr(figure: Figure, good: Render, rng: np.random.Generator, c2w: np.ndarra
             lo, hi = np.maximum(lo, SCENE_BOUNDS[0]), np.minimum(hi, SCENE_BOUNDS[1])  # defects stay in bounds
             if (hi > lo).all():
                 solids.append(make_box(lo, hi, albedo, part=part))
-        growth = yield _Proposal(figure.scene.concat(combine(solids)) if solids else figure.scene)
+        growth = yield Proposal(figure.scene.concat(combine(solids)) if solids else figure.scene)
         size *= growth
 
 
@@ -119,7 +123,7 @@ def _stain(figure: Figure, good: Render, rng: np.random.Generator, c2w: np.ndarr
     )
     opacity = float(rng.uniform(0.6, 0.85))
     while True:
-        growth = yield _Proposal(figure.scene, Stain(tuple(point), radius, colour, wobble, opacity))
+        growth = yield Proposal(figure.scene, Stain(tuple(point), radius, colour, wobble, opacity))
         radius *= growth
 
 
@@ -145,7 +149,7 @@ def _missing(figure: Figure, good: Render, rng: np.random.Generator, c2w: np.nda
             keep[which] = False
         else:
             keep[scene.part == which] = False
-        yield _Proposal(scene.subset(keep))
+        yield Proposal(scene.subset(keep), removed=tuple(int(i) for i in np.flatnonzero(~keep)))
 
 
 _PROPOSERS = {"Burrs": _burr, "Missing": _missing, "Stains": _stain}
@@ -163,6 +167,35 @@ class RenderedTestView:
     attempts: int = 1
 
 
+def fit_defect(
+    figure: Figure, defect_type: str, good: Render, rng: np.random.Generator, c2w: np.ndarray, config: SynthConfig,
+    mask_of: Callable[[Proposal], np.ndarray], max_tries: int = 6,
+) -> tuple[Proposal | None, np.ndarray | None, int]:
+    """Plant a defect on one view and grow or shrink it until ``mask_of(proposal)`` ((H, W) bool)
+    covers ``config.defect_area`` of the image.
+
+    good: the exact render of the defect-free figure at ``c2w`` (4, 4). Returns (proposal, mask,
+    tries); (None, None, tries) when the view has no place for the defect or no size fits.
+    """
+    low, high = config.defect_area
+    proposals = _PROPOSERS[defect_type](figure, good, rng, c2w, config)
+    tries = 0
+    try:
+        proposal = next(proposals)
+        for _ in range(max_tries):
+            tries += 1
+            mask = mask_of(proposal)
+            share = float(mask.mean())
+            if low <= share <= high:
+                return proposal, mask, tries
+            target = math.sqrt(low * high)
+            growth = 1.6 if share == 0 else float(np.clip(math.sqrt(target / share), 0.5, 1.6))
+            proposal = proposals.send(growth)
+    except StopIteration:
+        pass
+    return None, None, tries
+
+
 def make_test_view(
     class_name: str, defect_type: str, index: int, config: SynthConfig, distance: float,
     max_views: int = 12, max_tries: int = 6,
@@ -175,7 +208,6 @@ def make_test_view(
     """
     figure = build_figure(class_name)
     type_id = TEST_TYPES.index(defect_type)
-    low, high = config.defect_area
     attempts = 0
     for view in range(max_views):
         rng = class_rng(config.seed, class_name, 1, type_id, index, view)
@@ -185,23 +217,24 @@ def make_test_view(
         if defect_type == GOOD:
             return RenderedTestView(defect_type, index, c2w, good.to_uint8(), None, attempts)
         good_image = good.to_uint8()
-        proposals = _PROPOSERS[defect_type](figure, good, rng, c2w.numpy().astype(np.float64), config)
-        try:
-            proposal = next(proposals)
-            for _ in range(max_tries):
-                attempts += 1
-                image = render_scene(proposal.scene, c2w, config, proposal.stain).to_uint8()
-                mask = anomaly_mask(image, good_image)
-                share = float(mask.mean())
-                if low <= share <= high:
-                    return RenderedTestView(defect_type, index, c2w, image, mask, attempts)
-                target = math.sqrt(low * high)
-                growth = 1.6 if share == 0 else float(np.clip(math.sqrt(target / share), 0.5, 1.6))
-                proposal = proposals.send(growth)
-        except StopIteration:
-            continue
-    raise SynthError(
-        f"could not place a visible {defect_type} defect of {low:.1%}-{high:.1%} of the image on {class_name} "
-        f"(test view {index}) in {max_views} views; widen defect_area or raise --size."
-    )
+        images = []
 
+        def mask_of(proposal: Proposal) -> np.ndarray:
+            images.append(render_scene(proposal.scene, c2w, config, proposal.stain).to_uint8())
+            return anomaly_mask(images[-1], good_image)
+
+        proposal, mask, tries = fit_defect(
+            figure, defect_type, good, rng, c2w.numpy().astype(np.float64), config, mask_of, max_tries
+        )
+        attempts += tries
+        if proposal is not None:
+            return RenderedTestView(defect_type, index, c2w, images[-1], mask, attempts)
+    raise defect_not_placed(class_name, defect_type, index, config, max_views)
+
+
+def defect_not_placed(class_name: str, defect_type: str, index: int, config: SynthConfig, views: int) -> SynthError:
+    low, high = config.defect_area
+    return SynthError(
+        f"could not place a visible {defect_type} defect of {low:.1%}-{high:.1%} of the image on {class_name} "
+        f"(test view {index}) in {views} views; widen defect_area or raise --size."
+    )

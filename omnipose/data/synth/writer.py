@@ -8,6 +8,13 @@ Per class::
     <out>/<class>/ground_truth/<Type>/<n>_mask.png          uint8 0/255, 255 = anomalous
     <out>/<class>/synth.json                 marker with the generator settings
     <out>/ground_truth_poses/<class>.json    {"Type/n": c2w} for evaluation only (outside the class)
+
+The photo style (``--style photo``, MAD-Real conditions) writes the same files; its transforms.json
+holds the training poses as a reconstruction leaves them (in its own frame and scale), and the test
+poses above are in that frame too. The true poses of both, in the object frame, and the similarity
+between the frames go to ``<out>/ground_truth_poses/<class>_true_frame.json``, for benchmarks only.
+How a style draws is written once per style (``SimStyle``, ``photo.PhotoStyle``); this module
+writes any of them.
 """
 from __future__ import annotations
 
@@ -26,10 +33,12 @@ from omnipose.data import GOOD
 from omnipose.data.synth.config import TEST_TYPES, SynthConfig, SynthError
 from omnipose.data.synth.defects import RenderedTestView, make_test_view
 from omnipose.data.synth.designs import build_figure
+from omnipose.data.synth.photo import PhotoStyle
 from omnipose.data.synth.preview import write_preview
 from omnipose.data.synth.views import MASK_TOLERANCE, camera_distance, render_scene, training_poses
 
 GROUND_TRUTH_POSES = "ground_truth_poses"
+TRUE_FRAME_SUFFIX = "_true_frame.json"
 MARKER = "synth.json"
 FORMAT_VERSION = 1
 
@@ -57,6 +66,39 @@ def _pose_list(c2w: torch.Tensor) -> list[list[float]]:
     return [[float(v) for v in row] for row in c2w.to(torch.float32).tolist()]
 
 
+class SimStyle:
+    """The sim style of one class: exact ray casting on white, poses written as they are."""
+
+    reconstructed = False
+
+    def __init__(self, class_name: str, config: SynthConfig):
+        self.class_name, self.config = class_name, config
+        self.figure = build_figure(class_name)
+        self.camera_angle_x = config.camera_angle_x
+        self.distance = camera_distance(self.figure, config)
+
+    def marker(self) -> dict:
+        return {"camera_distance": self.distance, "mask_tolerance": MASK_TOLERANCE}
+
+    def train_poses(self) -> torch.Tensor:
+        return training_poses(self.class_name, self.config, self.distance)
+
+    def written_train_poses(self, true_c2w: torch.Tensor) -> torch.Tensor:
+        return true_c2w
+
+    def to_written_frame(self, c2w: torch.Tensor) -> torch.Tensor:
+        return c2w
+
+    def aabb(self) -> list[list[float]]:
+        return self.figure.aabb()
+
+    def render_train(self, index: int, c2w: torch.Tensor) -> np.ndarray:
+        return render_scene(self.figure.scene, c2w, self.config).to_uint8()
+
+    def test_view(self, defect_type: str, index: int) -> RenderedTestView:
+        return make_test_view(self.class_name, defect_type, index, self.config, self.distance)
+
+
 def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | None = None) -> Path:
     """Render one class in the MAD-Sim layout under ``out_root``; returns the class folder.
 
@@ -69,32 +111,35 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     out_root = Path(out_root)
     folder = out_root / class_name
     _check_target(folder, config.overwrite)
-    figure = build_figure(class_name)
-    distance = camera_distance(figure, config)
+    style = PhotoStyle(class_name, config) if config.style == "photo" else SimStyle(class_name, config)
     staging_root = out_root / ".synth-staging"
     stage = staging_root / class_name
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
 
-    train = training_poses(class_name, config, distance)
+    train = style.train_poses()
+    written = style.written_train_poses(train)
     total = len(train) + config.test_views_per_type * len(TEST_TYPES)
     bar = tqdm(total=total, desc=f"synth {class_name}", disable=not config.progress, leave=False)
-    frames = []
+    frames, true_train = [], {}
     for index, c2w in enumerate(train):
-        save_image(stage / "train" / GOOD / f"{index}.png", render_scene(figure.scene, c2w, config).to_uint8())
-        frames.append({"file_path": f"train/{GOOD}/{index}.png", "transform_matrix": _pose_list(c2w)})
+        name = f"train/{GOOD}/{index}.png"
+        save_image(stage / name, style.render_train(index, c2w))
+        frames.append({"file_path": name, "transform_matrix": _pose_list(written[index])})
+        true_train[name] = _pose_list(c2w)
         bar.update()
     atomic_write_json(
         stage / "transforms.json",
-        {"camera_angle_x": config.camera_angle_x, "aabb": figure.aabb(), "frames": frames},
+        {"camera_angle_x": style.camera_angle_x, "aabb": style.aabb(), "frames": frames},
     )
-    poses, previews = {}, []
+    poses, true_test, previews = {}, {}, []
     for defect_type in TEST_TYPES:
         (stage / "test" / defect_type).mkdir(parents=True, exist_ok=True)
         for index in range(config.test_views_per_type):
-            view = make_test_view(class_name, defect_type, index, config, distance)
-            poses[_write_test_view(stage, view)] = _pose_list(view.c2w)
+            view = style.test_view(defect_type, index)
+            key = _write_test_view(stage, view)
+            poses[key], true_test[key] = _pose_list(style.to_written_frame(view.c2w)), _pose_list(view.c2w)
             if config.preview:
                 previews.append(view)
             bar.update()
@@ -103,7 +148,7 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
         stage / MARKER,
         {
             "generator": "omnipose synth", "format_version": FORMAT_VERSION, "class": class_name,
-            "camera_distance": distance, "mask_tolerance": MASK_TOLERANCE, "settings": config.settings(),
+            **style.marker(), "settings": config.settings(),
         },
     )
     # Swap the finished class in, then publish its poses (outside the class folder: query images are unposed).
@@ -115,6 +160,14 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     except OSError:
         pass
     atomic_write_json(out_root / GROUND_TRUTH_POSES / f"{class_name}.json", poses)
+    true_frame = out_root / GROUND_TRUTH_POSES / f"{class_name}{TRUE_FRAME_SUFFIX}"
+    if style.reconstructed:
+        atomic_write_json(true_frame, {
+            "similarity": [[float(v) for v in row] for row in style.frame],
+            "train": true_train, "test": true_test,
+        })  # fmt: skip
+    elif true_frame.exists():
+        true_frame.unlink()  # left by a photo class of the same name
     if config.preview:
         write_preview(out_root / f"preview_{class_name}.png", folder, previews)
     return folder
@@ -191,3 +244,20 @@ def load_ground_truth_poses(root: str | Path, class_name: str) -> dict[str, torc
         poses[key] = pose
     return poses
 
+
+def load_true_poses(root: str | Path, class_name: str) -> dict:
+    """The true poses of a photo-style class, for benchmarks: {"similarity": T (4, 4) float64,
+    object frame -> the written frame; "train": {"train/good/n.png": c2w}; "test": {"Type/n": c2w}},
+    the poses (4, 4) float32 in the object frame. ``apply_similarity(T, true)`` is near the written poses.
+    """
+    path = Path(root) / GROUND_TRUTH_POSES / f"{class_name}{TRUE_FRAME_SUFFIX}"
+    if not path.is_file():
+        raise DataError(
+            f"no true poses at {path}: only photo-style classes have them; make one with "
+            f"`omnipose synth --style photo --out {root} --classes {class_name}`."
+        )
+    data = read_json(path, DataError, "Regenerate the class with `omnipose synth --style photo`.")
+    out = {"similarity": np.asarray(data["similarity"], np.float64)}
+    for part in ("train", "test"):
+        out[part] = {key: torch.tensor(matrix, dtype=torch.float32) for key, matrix in data[part].items()}
+    return out
