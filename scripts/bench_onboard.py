@@ -34,11 +34,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from omnipose.core.files import atomic_write_json  # noqa: E402
+from omnipose.core.geometry import rotation_error_deg  # noqa: E402
 from omnipose.data import (  # noqa: E402
     OnboardConfig,
     apply_similarity,
@@ -84,8 +86,7 @@ def similarity_errors(estimated: np.ndarray, actual: np.ndarray) -> dict:
     aligned = apply_similarity(camera_similarity(estimated, actual), estimated)
     # The distance of each camera to the object, which sits at the origin of the lego frame.
     centre_pct = 100 * np.linalg.norm(aligned[:, :3, 3] - actual[:, :3, 3], axis=1) / np.linalg.norm(actual[:, :3, 3], axis=1)
-    cosines = [(np.trace(e[:3, :3].T @ t[:3, :3]) - 1) / 2 for e, t in zip(aligned, actual)]
-    rotation_deg = np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
+    rotation_deg = rotation_error_deg(torch.from_numpy(aligned[:, :3, :3]), torch.from_numpy(actual[:, :3, :3])).numpy()
     return {"median_rotation_deg": float(np.median(rotation_deg)), "max_rotation_deg": float(rotation_deg.max()),
             "median_centre_pct": float(np.median(centre_pct)), "max_centre_pct": float(centre_pct.max())}  # fmt: skip
 

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from omnipose.core.geometry import intrinsics_from_fov, look_at, roll_camera
+from omnipose.core.geometry import intrinsics_from_fov, look_at, roll_camera, so3_exp
 from omnipose.data import GOOD, apply_similarity
 from omnipose.data.synth.config import TEST_TYPES, SynthConfig
 from omnipose.data.synth.defects import Proposal, RenderedTestView, defect_not_placed, fit_defect
@@ -97,7 +97,7 @@ def reconstruction_error(true_c2w: torch.Tensor, rng: np.random.Generator, photo
     poses = np.asarray(true_c2w, np.float64).copy()
     sigma = math.radians(photo.pose_rotation_noise_deg) / math.sqrt(3.0)
     for pose in poses:
-        pose[:3, :3] = _rotation(rng.normal(0.0, sigma, 3)) @ pose[:3, :3]
+        pose[:3, :3] = so3_exp(torch.from_numpy(rng.normal(0.0, sigma, 3))).numpy() @ pose[:3, :3]
         pose[:3, 3] += rng.normal(0.0, photo.pose_position_noise * distance, 3)
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
@@ -107,16 +107,6 @@ def reconstruction_error(true_c2w: torch.Tensor, rng: np.random.Generator, photo
     similarity[:3, :3] = math.exp(rng.uniform(math.log(0.3), math.log(3.0))) * q
     similarity[:3, 3] = rng.normal(0.0, 2.0, 3)
     return apply_similarity(similarity, poses), similarity
-
-
-def _rotation(vector: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) of a rotation vector (3,) (Rodrigues)."""
-    angle = float(np.linalg.norm(vector))
-    if angle < 1e-15:
-        return np.eye(3)
-    x, y, z = vector / angle
-    cross = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
-    return np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross
 
 
 # ----------------------------------------------------------------------------- the camera's image
