@@ -50,6 +50,7 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -65,6 +66,7 @@ from omnipose.core.geometry import pose_errors, roll_camera  # noqa: E402
 from omnipose.core.image import (  # noqa: E402
     read_image_rgb,
     read_mask,
+    resize_to_width,
     warp_image,  # noqa: E402
 )
 from omnipose.data import (  # noqa: E402
@@ -124,31 +126,60 @@ def builtin_queries(root: Path, class_name: str, size: int) -> list[Query]:
     return queries
 
 
-def plant_defect(image: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """A stain (colour shift) or an erased patch (background) on the object, as an ellipse of
-    1-2 % of the object's pixels. Returns the defective image and its mask (changed pixels)."""
+def plant_defect(image: np.ndarray, rng: np.random.Generator, kind: str, area: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A defect on the object as an ellipse of ``area`` pixels (default 1-2 % of the object's pixels):
+    a "stain" (colour shift), an "erased" patch (background) or a "burr" (a small shaded bump of the
+    object's own colour standing out of its outline). Returns the defective image and its mask (the
+    pixels the defect changed)."""
     height, width = image.shape[:2]
     on_object = np.abs(image - 1.0).max(-1) > 0.05
-    rows, cols = np.nonzero(on_object)
-    pick = rng.integers(len(rows))
-    centre_r, centre_c = rows[pick], cols[pick]
-    radius = math.sqrt(rng.uniform(0.01, 0.02) * on_object.sum() / math.pi)
+    if area is None:
+        area = rng.uniform(0.01, 0.02) * on_object.sum()
     ratio, angle = rng.uniform(0.5, 1.0), rng.uniform(0, math.pi)
+    radius = math.sqrt(area / (math.pi * ratio))
+    if kind == "burr":  # centred just outside the outline, so that the bump adds to the silhouette
+        import cv2
+
+        inside = cv2.erode(on_object.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        rows, cols = np.nonzero(on_object & ~inside)
+        pick = rng.integers(len(rows))
+        smooth = cv2.GaussianBlur(on_object.astype(np.float32), (0, 0), 3.0)
+        grad_r, grad_c = np.gradient(smooth)
+        normal = -np.array([grad_r[rows[pick], cols[pick]], grad_c[rows[pick], cols[pick]]])
+        normal /= max(np.linalg.norm(normal), 1e-6)
+        centre_r, centre_c = rows[pick] + 0.25 * radius * normal[0], cols[pick] + 0.25 * radius * normal[1]
+    else:
+        rows, cols = np.nonzero(on_object)
+        pick = rng.integers(len(rows))
+        centre_r, centre_c = rows[pick], cols[pick]
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     u = (xx - centre_c) * math.cos(angle) + (yy - centre_r) * math.sin(angle)
     v = -(xx - centre_c) * math.sin(angle) + (yy - centre_r) * math.cos(angle)
-    region = ((u / radius) ** 2 + (v / (radius * ratio)) ** 2 <= 1.0) & on_object
+    region = (u / radius) ** 2 + (v / (radius * ratio)) ** 2 <= 1.0
     out = image.copy()
-    if kind == "stain":
-        colour = rng.uniform(0.1, 0.9, 3).astype(np.float32)
-        out[region] = 0.35 * out[region] + 0.65 * colour
+    if kind == "burr":
+        near = on_object & ((yy - centre_r) ** 2 + (xx - centre_c) ** 2 <= (3 * radius) ** 2)
+        colour = image[near].mean(0) if near.any() else image[on_object].mean(0)
+        light = rng.uniform(0, 2 * math.pi)  # lit from one side: bright on one flank, shadowed on the other
+        side = ((xx - centre_c) * math.cos(light) + (yy - centre_r) * math.sin(light)) / radius
+        shade = np.clip(1.0 + 0.35 * side, 0.55, 1.45)[..., None]
+        out[region] = np.clip(colour * shade[region], 0.0, 1.0)
     else:
-        out[region] = 1.0
+        region &= on_object
+        if kind == "stain":
+            colour = rng.uniform(0.1, 0.9, 3).astype(np.float32)
+            out[region] = 0.35 * out[region] + 0.65 * colour
+        else:
+            out[region] = 1.0
     mask = np.abs(out - image).max(-1) > 2.0 / 255.0
     return out, mask
 
 
-def lego_queries(views: PosedImages, held: list[int], seed: int) -> list[Query]:
+def lego_queries(views: PosedImages, held: list[int], seed: int, fine: bool = False, size: int | None = None) -> list[Query]:
+    """Each held-out view, turned in-plane at random, as it is and with a defect: alternately a stain
+    and an erased patch of 1-2 % of the object; with ``fine``, small burrs, stains and erased patches
+    of 50-500 pixels at the views' size (plant them at 400 for MAD's scale). ``size``: the width the
+    queries are then brought to (masks: the pixels at least a third covered by the defect)."""
     rng = np.random.default_rng(seed)
     queries = []
     for n, i in enumerate(held):
@@ -157,9 +188,16 @@ def lego_queries(views: PosedImages, held: list[int], seed: int) -> list[Query]:
         image = warp_image(views.images[i].numpy(), affine, 1.0)
         c2w = roll_camera(views.c2w[i], -math.radians(angle))
         stem = views.paths[i].stem
+        if fine:
+            kind = ("burr", "stain", "erased", "burr")[n % 4]
+            defective, mask = plant_defect(image, rng, kind, area=float(np.exp(rng.uniform(np.log(50), np.log(500)))))
+        else:
+            kind = "stain" if n % 2 == 0 else "erased"
+            defective, mask = plant_defect(image, rng, kind)
+        if size is not None and size != views.width:
+            image, defective = resize_to_width(image, size), resize_to_width(defective, size)
+            mask = resize_to_width(mask.astype(np.float32), size) >= 1 / 3
         queries.append(Query(f"good/{stem}", image, np.zeros(image.shape[:2], bool), False, c2w))
-        kind = "stain" if n % 2 == 0 else "erased"
-        defective, mask = plant_defect(image, rng, kind)
         queries.append(Query(f"{kind}/{stem}", defective, mask, True, c2w))
     return queries
 
@@ -251,8 +289,8 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     records, dumped = [], []
     for q, query in enumerate(queries):
         start = time.perf_counter()
-        pose = detector.pose_estimator.estimate(query.image)
         image = prepare_query(query.image, detector.info)[0]
+        pose = detector.estimate_pose(image)
         candidates = detector.reference_candidates(image, pose)
         ours, reference = detector.best_reference(image, candidates)
         image_t = torch.from_numpy(image)
@@ -391,7 +429,7 @@ def onboarded_lego(args, views: PosedImages, held: list[int], queries: list[Quer
     start = time.perf_counter()
     report = onboard_once(photos, folder / "lego", args.threads)
     summary = {"seconds": round(time.perf_counter() - start, 1), **_sfm_summary(report)}
-    train = load_transforms(folder / "lego" / "transforms.json", size=200, progress=False)
+    train = load_transforms(folder / "lego" / "transforms.json", size=views.width, progress=False)
     T = onboarded_frame(folder / "lego" / "transforms.json", args.lego / "transforms_train.json")
     return train, in_frame(queries, T), summary
 
@@ -402,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="builtin,lego", help="comma-separated: builtin, lego")
     parser.add_argument("--classes", default=None, help="built-in classes, comma-separated (default: all)")
-    parser.add_argument("--size", type=int, default=200, help="built-in image width (lego is always 200)")
+    parser.add_argument("--size", type=int, default=200, help="built-in image width (lego: --lego-size)")
     parser.add_argument("--train-views", type=int, default=80)
     parser.add_argument("--test-views-per-type", type=int, default=None,
                         help="test views per type (good, Burrs, Missing, Stains; default 8, 4 with --quick): with 8, "
@@ -412,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(checkpoints are reused: they live under <work>/ckpts/bench_<size>_<steps>steps)")
     parser.add_argument("--lego", type=Path, default=DEFAULT_LEGO)
     parser.add_argument("--lego-steps", type=int, default=2000)
+    parser.add_argument("--lego-size", type=int, default=200, help="lego working width (fields per size are kept apart)")
+    parser.add_argument("--lego-defects", choices=("patches", "fine"), default="patches",
+                        help="patches: a stain or an erased patch of 1-2 %% of the object; fine: burrs, stains and erased "
+                             "patches of 50-500 pixels planted at 400x400 (MAD's scale), then brought to --lego-size")
+    parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
+                        help="width poses are searched at when below the working width (default %(default)s)")
     parser.add_argument("--pad-queries", type=int, default=2, help="queries per class that also run PAD's recipe")
     parser.add_argument("--pad-classes", type=int, default=3, help="built-in classes (the first N) that run PAD's recipe")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "detect", help="data and checkpoints (reused)")
@@ -455,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
-            config = DetectorConfig(image_size=args.size, dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}",
+            config = DetectorConfig(image_size=args.size, pose_size=args.pose_size,
+                                    dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}",
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)
             train_root = data if not onboarded else args.work / f"onboarded_{args.size}"
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
@@ -495,23 +540,36 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.lego / "transforms_train.json").is_file():
             print(f"lego: skipped, no data at {args.lego}")
         else:
-            views = load_transforms(args.lego / "transforms_train.json", size=200, progress=False)
+            size = args.lego_size
+            views = load_transforms(args.lego / "transforms_train.json", size=size, progress=False)
             train, _ = split_holdout(views, 5)
             held = [i for i in range(len(views)) if i % 5 == 0]
-            queries = lego_queries(views, held, seed=0)
+            fine = args.lego_defects == "fine"
+            # Fine defects are planted at MAD's 400 pixels whatever the working size, so every size sees the same ones.
+            planted = views.subset(held)
+            if fine:
+                planted = load_transforms(args.lego / "transforms_train.json", size=400, progress=False).subset(held)
+            queries = lego_queries(planted, list(range(len(held))), seed=0, fine=fine, size=size)
             extra = {}
             if onboarded:
                 train, queries, extra["onboard"] = onboarded_lego(args, views, held, queries)
-            config = DetectorConfig(image_size=200, dataset="nerf_synthetic", ckpt_root=str(args.work / "ckpts"),
-                                    false_alarm_rate=args.false_alarm_rate)
+            dataset = "nerf_synthetic" if size == 200 else f"nerf_synthetic_{size}"
+            config = DetectorConfig(image_size=size, pose_size=args.pose_size, dataset=dataset,
+                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed)
+            start = time.perf_counter()
             detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)
+            fit_seconds = time.perf_counter() - start
             record = run_class("lego", detector, train, queries, args, args.pad_queries)
-            record.update(extra)
+            record.update(extra, fit_seconds=round(fit_seconds, 1), size=size, pose_size=detector.pose_width,
+                          defects=args.lego_defects)  # fmt: skip
             report["cases"]["lego"] = record
-            print_table(f"semi-synthetic lego anomalies at 200x200 (%){poses_note}", [record])
+            print_table(f"semi-synthetic lego anomalies ({args.lego_defects}) at {size}x{size} (%){poses_note}", [record])
+            print(f"fit {fit_seconds:.0f} s (training included when the field was not there yet)")
 
     report["machine"]["load_after"] = os.getloadavg()[0]
+    report["machine"]["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(f"peak memory of this process: {report['machine']['peak_rss_mb']} MB")
     atomic_write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return 0

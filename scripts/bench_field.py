@@ -68,6 +68,9 @@ def run_case(case: dict) -> dict:
     field_config = None
     if case["encoding"] == "hash":  # Instant-NGP's grid: 16 levels x 2 features, 2^19 entries, 16 -> 2048
         field_config = NGPFieldConfig(grid=HashGridConfig())
+    elif case["encoding"] == "fine":  # the CPU default's dense 64^3 and 128^3 levels and a hashed 256^3 one
+        field_config = NGPFieldConfig(grid=HashGridConfig(n_levels=3, features_per_level=8, log2_table_size=21,
+                                                          base_resolution=64, max_resolution=256))
     elif case["encoding"] == "triplane":
         field_config = NGPFieldConfig(encoding="triplane", triplane=TriPlaneConfig())
     config = TrainConfig(
@@ -146,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lego", action="store_true", help="skip lego")
     parser.add_argument("--holdout", type=int, default=5, help="hold out every K-th view (default 5: 80/20 of 100)")
     parser.add_argument("--eval-every", type=int, default=500, help="held-out evaluation period in steps")
-    parser.add_argument("--encoding", choices=("default", "hash", "triplane"), default="default",
-                        help="field encoding: the device default (dense grid on CPU), Instant-NGP's hash grid, or a tri-plane")
+    parser.add_argument("--encoding", choices=("default", "fine", "hash", "triplane"), default="default",
+                        help="field encoding: the device default (dense grid on CPU), the CPU default with a hashed 256^3 "
+                             "level added, Instant-NGP's hash grid, or a tri-plane")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -113,6 +113,34 @@ def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted
         Detector.load(folder, detector.config)
 
 
+def test_a_pose_searched_at_half_the_width_is_as_good_and_the_map_comes_at_full_width(fitted, tmp_path):
+    """pose_size below the working width: retrieval, alignment and iNeRF run on the query and the
+    training views brought to that width (intrinsics scaled), the reference is rendered and compared at
+    the full width, and the pose still lands where the truth is. Its index is cached beside, not over,
+    the full-width one."""
+    import shutil
+
+    from omnipose.core.geometry import pose_errors
+    from omnipose.data.synth import load_ground_truth_poses
+
+    detector, mad, _ = fitted
+    folder = tmp_path / "ckpt"
+    shutil.copytree(detector.ckpt_dir, folder)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.glob("pose_features.*")}
+    half = Detector.load(folder, replace(detector.config, pose_size=SIZE // 2))
+    assert half.pose_width == SIZE // 2 and half.pose_estimator.width == SIZE // 2
+    torch.testing.assert_close(half.pose_estimator.K[:2], detector.info.K[:2] / 2)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("pose_features.*") if p.name in before} == before
+    assert any(p.name.endswith(f".{SIZE // 2}px.pt") for p in folder.glob("pose_features.*"))
+    truth = load_ground_truth_poses(mad.folder.parent, mad.name)
+    errors = []
+    for item in [i for i in mad.test_items if not i.is_anomalous][:2]:
+        prediction = half.predict_one(item.image_path)
+        assert prediction.anomaly_map.shape == (SIZE, SIZE) and prediction.reference.shape == (SIZE, SIZE, 3)
+        errors.append(float(pose_errors(torch.as_tensor(prediction.c2w), truth[item.name])[0]))
+    assert max(errors) < 2.0, errors
+
+
 def test_bad_queries_get_clear_errors(fitted, tmp_path):
     detector, _, _ = fitted
     with pytest.raises(OmniposeError, match="not found"):

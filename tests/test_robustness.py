@@ -98,6 +98,15 @@ def test_cuda_on_a_machine_without_it_says_so(tiny, tmp_path, capsys):
     assert "--device cpu" in capsys.readouterr().err
 
 
+def test_a_working_size_above_the_images_is_refused_with_the_size_to_use(tiny, tmp_path, capsys):
+    """Upsampled training views add no detail, only time: detect (default --size) names the images' width."""
+    command = ["detect", "--data", str(tiny), "--class", "01Robot", "--ckpt-root", str(tmp_path / "ck"), "--out", str(tmp_path / "out")]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert f"--size {SHARED_CLASS_SIZE}" in error and "Traceback" not in error
+    assert not (tmp_path / "ck").exists()
+
+
 @pytest.mark.parametrize("option", [["--size", "-50"], ["--size", "0"], ["--minutes", "-1"], ["--device", "foo"]])
 def test_bad_detect_options_are_refused(tiny, tmp_path, option, capsys):
     command = ["detect", "--data", str(tiny), "--class", "01Robot", "--ckpt-root", str(tmp_path / "ck"), "--out", str(tmp_path / "out")]

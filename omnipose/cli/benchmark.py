@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from omnipose.cli.detect import detector_config_from_args
+from omnipose.cli.detect import add_size_arguments, detector_config_from_args
 from omnipose.evaluation import EXECUTORS, class_means, format_table, make_executor
 from omnipose.evaluation import run_benchmark as benchmark_classes
 
@@ -25,7 +25,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument("--cpus-per-worker", type=float, default=None, help="with --executor ray: CPUs per fit task and per worker")
     parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/ (shared filesystem for ray)")
     parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folders (default: the data folder's name)")
-    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
+    add_size_arguments(parser)
     parser.add_argument("--steps", type=int, default=None, help="training steps per class when no checkpoint exists")
     parser.add_argument("--minutes", type=float, default=None, help="training time budget per class when no checkpoint exists")
     parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")

@@ -16,7 +16,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--out", type=Path, default=Path("output"), help="predictions go to <out>/<class>/")
     parser.add_argument("--ckpt-root", default="ckpts", help="checkpoints in <ckpt-root>/<dataset>/<class>/")
     parser.add_argument("--dataset", default=None, help="dataset name for the checkpoint folder (default: the data folder's name)")
-    parser.add_argument("--size", type=int, default=200, help="working image width in pixels")
+    add_size_arguments(parser)
     parser.add_argument("--minutes", type=float, default=None, help="training time budget when no checkpoint exists")
     parser.add_argument("--matcher", default=None, help="keypoint matcher for the coarse pose (default xfeat)")
     parser.add_argument("--neighbour-views", type=int, default=None,
@@ -26,10 +26,19 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """--size and --pose-size, the working widths of ``DetectorConfig``."""
+    parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
+    parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
+                        help="width the pose is searched at when below --size (default %(default)s; "
+                             "only the final reference is rendered at --size)")
+
+
 def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
     """The DetectorConfig the options of ``omnipose detect`` describe."""
     config = DetectorConfig(
-        image_size=args.size, dataset=args.dataset or Path(args.data).resolve().name, ckpt_root=args.ckpt_root, device=args.device
+        image_size=args.size, pose_size=args.pose_size, dataset=args.dataset or Path(args.data).resolve().name,
+        ckpt_root=args.ckpt_root, device=args.device,
     )
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)

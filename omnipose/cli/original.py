@@ -34,8 +34,8 @@ def anomaly_nerf_lego(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", type=Path, default=None, help=f"MAD-format root (default from the config, else {DEFAULT_DATA_DIR})")
     parser.add_argument("--output_dir", type=Path, default=None, help="where predictions go (default ./output)")
     parser.add_argument("--ckpt_dir", type=Path, default=None, help="checkpoint root (default ./ckpts)")
-    parser.add_argument("--size", type=int, default=None, help="working image width (default 200 on CPU)")
-    parser.add_argument("--full", action="store_true", help="honour half_res = True as 400x400 like PAD (slow on CPU)")
+    parser.add_argument("--size", type=int, default=None, help="working image width (default 400, PAD's half resolution)")
+    parser.add_argument("--full", action="store_true", help="honour half_res = False as 800x800 (slow on CPU)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
 

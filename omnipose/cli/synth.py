@@ -20,7 +20,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--classes", default="", help=f"comma-separated classes, from: {','.join(SYNTH_CLASSES)}")
     which.add_argument("--num-classes", type=int, default=None, help="the first K classes (default: all)")
-    parser.add_argument("--size", type=int, default=200, help="image width = height in pixels (MAD: 400 or 800)")
+    parser.add_argument("--size", type=int, default=SynthConfig.size, help="image width = height in pixels (default %(default)s; MAD: 800)")
     parser.add_argument("--style", choices=STYLES, default="sim",
                         help="sim: exact renders on white (MAD-Sim); photo: path-traced photographs on a table among "
                              'clutter (MAD-Real conditions; needs pip install -e ".[photo]")')  # fmt: skip

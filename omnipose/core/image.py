@@ -69,6 +69,16 @@ def _decode_image(path: str | os.PathLike, what: str, missing: str, damaged: str
         raise DataError(f"cannot read {what} {path}: {error}. {damaged}") from error
 
 
+def image_width(path: str | os.PathLike) -> int:
+    """The width in pixels of the image at ``path``, from its header (DataError naming a missing file)."""
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise DataError(f"image not found: {path}.")
+    with Image.open(path) as img:
+        return int(img.size[0])
+
+
 def composite_on_background(rgba: np.ndarray, background: float | tuple[float, float, float] = 1.0) -> np.ndarray:
     """Alpha-composite RGBA over a constant background colour.
 
@@ -107,6 +117,11 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (width, height), interpolation=interpolation)
 
+
+
+def resize_to_width(image: np.ndarray, width: int) -> np.ndarray:
+    """``resize_image`` to ``width`` pixels, the height keeping the aspect ratio."""
+    return resize_image(image, (width, max(1, round(image.shape[0] * width / image.shape[1]))))
 
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, strict: bool = False) -> np.ndarray:

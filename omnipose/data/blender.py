@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from omnipose.core.errors import DataError
 from omnipose.core.files import read_json
 from omnipose.core.geometry import make_intrinsics, rigid_pose_problem, scale_intrinsics
-from omnipose.core.image import read_image_rgb, resize_image
+from omnipose.core.image import read_image_rgb, resize_image, resize_to_width
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
@@ -57,6 +57,16 @@ class PosedImages:
             index = index.nonzero()[:, 0]
         kept = [self.paths[i] for i in index.tolist()]
         return PosedImages(self.images[index], self.c2w[index], self.K.clone(), kept, self.background)
+
+    def resized(self, width: int) -> "PosedImages":
+        """The same views at ``width`` pixels (the height keeps the aspect ratio; area filter to shrink),
+        with the intrinsics scaled to match."""
+        height = max(1, round(self.height * width / self.width))
+        if (width, height) == (self.width, self.height):
+            return self
+        images = torch.from_numpy(np.stack([resize_to_width(image.numpy(), width) for image in self.images]))
+        return PosedImages(images, self.c2w.clone(), scale_intrinsics(self.K, width / self.width, height / self.height),
+                           list(self.paths), self.background)  # fmt: skip
 
 
 def natural_key(path: str | Path) -> list:

@@ -53,12 +53,11 @@ def detector_config_from_pad(config: dict, ckpt_dir: str | Path | None = None, s
     """Our DetectorConfig from a PAD config (``read_pad_config``) and the command's overrides.
 
     ckpt_dir: checkpoint root (default: the config's ``ckpt_dir``, else ./ckpts).
-    size: working image width; default 200, or 400 with ``full`` when the config keeps PAD's
-        ``half_res = True``. PAD renders at half resolution (400x400 of MAD's 800); on CPU we
-        default to 200 unless asked.
+    size: working image width; default 400, PAD's half resolution of MAD's 800, or 800 with
+        ``full`` when the config sets ``half_res = False``.
     """
     return DetectorConfig(
-        image_size=size or (400 if full and config.get("half_res", True) else 200),
+        image_size=size or (800 if full and not config.get("half_res", True) else DetectorConfig.image_size),
         dataset="LEGO-3D",
         ckpt_root=str(ckpt_dir or config.get("ckpt_dir", "./ckpts")),
         device=device or None,

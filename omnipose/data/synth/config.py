@@ -78,8 +78,9 @@ class SynthConfig(Config):
 
     style: str = "sim"
     """How classes are drawn: "sim" (exact ray casting on white, MAD-Sim) or "photo" (path traced photographs, MAD-Real)."""
-    size: int = 200
-    """Image width = height in pixels (MAD: 400 or 800); 16 or more, so that a figure shows."""
+    size: int = 400
+    """Image width = height in pixels (MAD: 800, which PAD works at 400; the detector's default is 400);
+    16 or more, so that a figure shows."""
     train_views: int = 40
     """Defect-free training views per class, on rings around the object (photo: over a hemisphere; MAD-Real has 40-50)."""
     test_views_per_type: int = 10
