@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omnipose.core.errors import DataError
 from omnipose.data import PosedImages, load_colmap, load_transforms, open_mad_class
+from omnipose.detector import DetectorConfig
 from omnipose.nerf import TrainConfig, split_holdout, train_model
 
 
@@ -20,7 +21,8 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--colmap-images", type=Path, default=None,
                         help="the images of --colmap (default: images/ beside sparse/)")
     parser.add_argument("--class", dest="class_name", help="class folder under --data (e.g. 01Gorilla)")
-    parser.add_argument("--size", type=int, default=400, help="training image width in pixels (default 400, detect's default)")
+    parser.add_argument("--size", type=int, default=DetectorConfig.image_size,
+                        help="training image width in pixels (default %(default)s, detect's default)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps, help=f"optimisation steps (default {TrainConfig.steps})")
     parser.add_argument("--minutes", type=float, default=None, help="time budget; stops at whichever of --steps / --minutes comes first")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default ckpts/<dataset>/<class>)")
