@@ -70,13 +70,8 @@ def _decode_image(path: str | os.PathLike, what: str, missing: str, damaged: str
 
 
 def image_width(path: str | os.PathLike) -> int:
-    """The width in pixels of the image at ``path``, from its header (DataError naming a missing file)."""
-    from PIL import Image
-
-    if not Path(path).is_file():
-        raise DataError(f"image not found: {path}.")
-    with Image.open(path) as img:
-        return int(img.size[0])
+    """The width in pixels of the image at ``path`` (DataError naming a missing or damaged file)."""
+    return _decode_image(path, "image", "Check the path.", "Re-export the image.", lambda img: int(img.size[0]))
 
 
 def composite_on_background(rgba: np.ndarray, background: float | tuple[float, float, float] = 1.0) -> np.ndarray:
