@@ -19,6 +19,7 @@ ablations share everything else:
   structure and EfficientNet-Lite features against the render and the nearest training views
   re-projected to the pose;
 - ``pixel only`` / ``features only``: the same pose and references, one kind of term (each calibrated);
+- ``no exposure matching``: the same, the references not brought to the query's exposure and white balance;
 - ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
 - ``PAD recipe``: PAD's pose (best retrieved view + 300 fixed iNeRF steps) and PAD's comparison
   (RGB + feature squared differences, sigma 4 at 224, min-max over the class's test set), on the
@@ -91,7 +92,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 EVALUATION = EvaluationConfig(protocol="pad", image_size="native", gaussian_sigma=0.0,
                               metrics=("AUROC_sp", "AUROC_px", "AUPRO_px"))  # fmt: skip
-METHODS = ("ours", "pixel only", "features only", "ground-truth pose", "ours (PAD subset)", "PAD recipe")
+METHODS = ("ours", "pixel only", "features only", "no exposure matching", "ground-truth pose", "ours (PAD subset)",
+           "PAD recipe")
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Query:
     mask: np.ndarray
     anomalous: bool
     c2w: torch.Tensor | None
+    alpha: np.ndarray | None = None  # (H, W) the object's opacity, where known (lego), for --backdrop
 
 
 @dataclass
@@ -175,17 +178,21 @@ def plant_defect(image: np.ndarray, rng: np.random.Generator, kind: str, area: f
     return out, mask
 
 
-def lego_queries(views: PosedImages, held: list[int], seed: int, fine: bool = False, size: int | None = None) -> list[Query]:
+def lego_queries(
+    views: PosedImages, held: list[int], seed: int, fine: bool = False, size: int | None = None, alphas: torch.Tensor | None = None
+) -> list[Query]:
     """Each held-out view, turned in-plane at random, as it is and with a defect: alternately a stain
     and an erased patch of 1-2 % of the object; with ``fine``, small burrs, stains and erased patches
     of 50-500 pixels at the views' size (plant them at 400 for MAD's scale). ``size``: the width the
-    queries are then brought to (masks: the pixels at least a third covered by the defect)."""
+    queries are then brought to (masks: the pixels at least a third covered by the defect). ``alphas``
+    (N, H, W): the views' opacities, carried to each query (a burr is opaque, an erased patch empty)."""
     rng = np.random.default_rng(seed)
     queries = []
     for n, i in enumerate(held):
         angle = float(rng.uniform(-180, 180))
         affine = rotation_affine(angle, views.width, views.height)
         image = warp_image(views.images[i].numpy(), affine, 1.0)
+        alpha = None if alphas is None else warp_image(alphas[i].numpy(), affine, 0.0)
         c2w = roll_camera(views.c2w[i], -math.radians(angle))
         stem = views.paths[i].stem
         if fine:
@@ -194,12 +201,70 @@ def lego_queries(views: PosedImages, held: list[int], seed: int, fine: bool = Fa
         else:
             kind = "stain" if n % 2 == 0 else "erased"
             defective, mask = plant_defect(image, rng, kind)
+        defect_alpha = None
+        if alpha is not None:
+            defect_alpha = alpha.copy()
+            defect_alpha[mask] = {"burr": 1.0, "erased": 0.0}.get(kind, defect_alpha[mask])
         if size is not None and size != views.width:
             image, defective = resize_to_width(image, size), resize_to_width(defective, size)
             mask = resize_to_width(mask.astype(np.float32), size) >= 1 / 3
-        queries.append(Query(f"good/{stem}", image, np.zeros(image.shape[:2], bool), False, c2w))
-        queries.append(Query(f"{kind}/{stem}", defective, mask, True, c2w))
+            if alpha is not None:
+                alpha, defect_alpha = resize_to_width(alpha, size), resize_to_width(defect_alpha, size)
+        queries.append(Query(f"good/{stem}", image, np.zeros(image.shape[:2], bool), False, c2w, alpha))
+        queries.append(Query(f"{kind}/{stem}", defective, mask, True, c2w, defect_alpha))
     return queries
+
+
+def parse_colour(text: str | None, top: float = 1.0) -> tuple[float, float, float] | None:
+    """'0.95' (a grey) or '0.5,0.6,0.8' as an RGB triple in [0, top]; None for None."""
+    if text is None:
+        return None
+    values = [float(v) for v in text.split(",")]
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(0.0 <= v <= top for v in values):
+        raise SystemExit(f"{text!r}: give one number or three (r,g,b) in [0, {top}]")
+    return tuple(values)
+
+
+def photograph(image: np.ndarray, alpha: np.ndarray, backdrop, rng: np.random.Generator, gain=(1.0, 1.0, 1.0),
+               noise: float = 0.01) -> np.ndarray:
+    """The object of image (H, W, 3), composited on white with opacity alpha (H, W), photographed in
+    front of a plain ``backdrop`` colour: the light on the backdrop falls off downwards and to the sides,
+    the session's exposure and white balance multiply everything (``gain``), the sensor adds noise,
+    and the file holds 8 bits."""
+    height, width = alpha.shape
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    field = np.asarray(backdrop, np.float32) * (1.0 - 0.08 * y - 0.2 * (x - 0.5) ** 2)[..., None]
+    shot = image - (1.0 - alpha[..., None]) * (1.0 - field)
+    shot = shot * np.asarray(gain, np.float32) + rng.normal(0.0, noise, shot.shape)
+    return np.round(np.clip(shot, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
+
+
+def lego_opacity(path: Path, size: int) -> tuple[PosedImages, torch.Tensor]:
+    """The lego views of ``path`` at ``size`` on white and their opacities (N, H, W)."""
+    white = load_transforms(path, size=size, progress=False)
+    black = load_transforms(path, size=size, background=0.0, progress=False)
+    return white, (1.0 - (white.images - black.images).mean(-1)).clamp(0.0, 1.0)
+
+
+def write_backdrop_class(root: Path, views: PosedImages, alphas: torch.Tensor, backdrop, source: Path) -> Path:
+    """The views photographed in front of ``backdrop`` (``photograph``) as a MAD class ``lego`` under
+    root (training views and transforms.json only); reused when there."""
+    from omnipose.core.image import save_image
+
+    folder = root / "lego"
+    if (folder / "transforms.json").is_file():
+        return root
+    rng = np.random.default_rng(1)
+    (folder / "train" / "good").mkdir(parents=True, exist_ok=True)
+    frames = []
+    for n in range(len(views)):
+        save_image(folder / "train" / "good" / f"{n}.png", photograph(views.images[n].numpy(), alphas[n].numpy(), backdrop, rng))
+        frames.append({"file_path": f"train/good/{n}.png", "transform_matrix": views.c2w[n].tolist()})
+    meta = json.loads(source.read_text())
+    atomic_write_json(folder / "transforms.json", {"camera_angle_x": meta["camera_angle_x"], "frames": frames})
+    return root
 
 
 # ----------------------------------------------------------------------------- one class
@@ -283,6 +348,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         "ours": detector.comparator,
         "pixel only": fit_variant(detector, replace(compare, feature_weight=0.0), pairs),
         "features only": fit_variant(detector, replace(compare, color_weight=0.0, structure_weight=0.0), pairs),
+        "no exposure matching": fit_variant(detector, replace(compare, match_exposure=not compare.match_exposure), pairs),
         "PAD recipe": Comparator(CompareConfig.pad(), device=detector.device),
     }
     methods = {m: MethodMaps() for m in METHODS}
@@ -301,7 +367,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
                   "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence),
                   "above_threshold": decide(score, detector.decision_threshold(), True)}  # fmt: skip
         outputs = {"ours": ours}
-        for method in ("pixel only", "features only"):
+        for method in ("pixel only", "features only", "no exposure matching"):
             outputs[method] = reference.compare(variants[method], image_t)
         truth_reference = None
         if query.c2w is not None:
@@ -456,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
                              "patches of 50-500 pixels planted at 400x400 (MAD's scale), then brought to --lego-size")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width poses are searched at when below the working width (default %(default)s)")
+    parser.add_argument("--backdrop", default=None,
+                        help="a plain backdrop of this colour (grey or r,g,b in [0, 1]) instead of white: built-in "
+                             "classes are rendered on it; lego views are photographed in front of it (light fall-off, "
+                             "sensor noise, 8 bits). The detector is not told.")
+    parser.add_argument("--style", choices=("sim", "photo"), default="sim",
+                        help="built-in classes: sim renders, or photo (path traced, MAD-Real conditions; the photo "
+                             "extra), e.g. with --backdrop in a light tent of that colour")
+    parser.add_argument("--query-gain", default=None,
+                        help="queries taken in another session: their exposure and white balance multiply every "
+                             "pixel by this (grey or r,g,b), with sensor noise")
     parser.add_argument("--pad-queries", type=int, default=2, help="queries per class that also run PAD's recipe")
     parser.add_argument("--pad-classes", type=int, default=3, help="built-in classes (the first N) that run PAD's recipe")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "detect", help="data and checkpoints (reused)")
@@ -477,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, default=None,
                         help="save per class the queries, their candidate references and the normal pairs here (<class>.pt)")
     args = parser.parse_args(argv)
+    backdrop, gain = parse_colour(args.backdrop), parse_colour(args.query_gain, top=4.0) or (1.0, 1.0, 1.0)
+    backdrop_tag = "" if backdrop is None else "_backdrop" + "-".join(f"{c:.2f}" for c in backdrop)
     if args.quick:
         args.classes, args.size, args.train_steps, args.cases = args.classes or "01Robot,03Duck", 100, 600, "builtin"
     args.classes = args.classes or ",".join(SYNTH_CLASSES)
@@ -494,13 +572,18 @@ def main(argv: list[str] | None = None) -> int:
     suffix = ("_onboarded" if onboarded else "") + (f"_seed{args.seed}" if args.seed else "")
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
-        data = args.work / f"builtin_{args.size}"
+        data = args.work / f"builtin_{args.size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
         classes = []
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
+            if args.style == "photo":
+                wanted.style, wanted.photo = "photo", replace(wanted.photo, backdrop=backdrop, threads=args.threads)
+            elif backdrop is not None:
+                wanted.lighting = replace(wanted.lighting, background=backdrop)
             config = DetectorConfig(image_size=args.size, pose_size=args.pose_size,
-                                    dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}",
+                                    dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}{backdrop_tag}"
+                                            + ("_photo" if args.style == "photo" else ""),
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)
             train_root = data if not onboarded else args.work / f"onboarded_{args.size}"
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
@@ -508,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
                 if onboarded:
                     shutil.rmtree(train_root / name, ignore_errors=True)
             queries = builtin_queries(data, name, args.size)[: args.max_queries]
+            if args.query_gain is not None:
+                rng = np.random.default_rng(n)
+                for query in queries:
+                    shot = query.image * np.asarray(gain, np.float32) + rng.normal(0.0, 0.01, query.image.shape)
+                    query.image = np.round(np.clip(shot, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
             extra = {}
             if onboarded:
                 start = time.perf_counter()
@@ -546,19 +634,33 @@ def main(argv: list[str] | None = None) -> int:
             held = [i for i in range(len(views)) if i % 5 == 0]
             fine = args.lego_defects == "fine"
             # Fine defects are planted at MAD's 400 pixels whatever the working size, so every size sees the same ones.
-            planted = views.subset(held)
-            if fine:
-                planted = load_transforms(args.lego / "transforms_train.json", size=400, progress=False).subset(held)
-            queries = lego_queries(planted, list(range(len(held))), seed=0, fine=fine, size=size)
+            planted, alphas = views.subset(held), None
+            if fine or backdrop is not None:
+                source, alphas = lego_opacity(args.lego / "transforms_train.json", 400 if fine else size)
+                planted, alphas = source.subset(held), alphas[held]
+            queries = lego_queries(planted, list(range(len(held))), seed=0, fine=fine, size=size, alphas=alphas)
+            if backdrop is not None or args.query_gain is not None:
+                rng = np.random.default_rng(2)
+                for query in queries:
+                    query.image = photograph(query.image, query.alpha, backdrop or (1.0, 1.0, 1.0), rng, gain)
             extra = {}
             if onboarded:
                 train, queries, extra["onboard"] = onboarded_lego(args, views, held, queries)
-            dataset = "nerf_synthetic" if size == 200 else f"nerf_synthetic_{size}"
+            dataset = ("nerf_synthetic" if size == 200 else f"nerf_synthetic_{size}") + backdrop_tag
             config = DetectorConfig(image_size=size, pose_size=args.pose_size, dataset=dataset,
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed)
             start = time.perf_counter()
-            detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)
+            if backdrop is None:
+                detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)
+            else:  # through the files, as a user's photographs come: the loader finds the backdrop
+                kept = [i for i in range(len(views)) if i % 5 != 0]
+                source, opacity = lego_opacity(args.lego / "transforms_train.json", 400)
+                root = write_backdrop_class(args.work / f"lego{backdrop_tag}", source.subset(kept), opacity[kept], backdrop,
+                                            args.lego / "transforms_train.json")  # fmt: skip
+                config.dataset = f"{dataset}_{args.lego_steps}steps{suffix}"
+                detector = Detector(config).fit(root, "lego", progress=False)
+                train = open_mad_class(root, "lego").load_train_views(size=size, progress=False)
             fit_seconds = time.perf_counter() - start
             record = run_class("lego", detector, train, queries, args, args.pad_queries)
             record.update(extra, fit_seconds=round(fit_seconds, 1), size=size, pose_size=detector.pose_width,

@@ -108,6 +108,33 @@ def test_erased_region_is_located(comparator, views):
     assert float(anomaly_map[defect].mean()) > 10.0 * max(float(anomaly_map[~defect & result.mask[0]].median()), 1.0)
 
 
+def test_a_query_in_another_exposure_is_matched_and_its_defect_still_stands_out(comparator, views):
+    """A photo taken darker and bluer than the training session (every pixel of the object times a gain
+    per channel): the gains come back from the median ratio in spite of a painted defect; with the
+    references matched, the clean photo is explained far better than without (the score before the
+    map is measured against its own spread), and the defect still holds the map's maximum."""
+    from omnipose.compare.terms import exposure_gains
+
+    normal = views[7]
+    gain = torch.tensor([0.85, 0.92, 1.08])
+    on_object = normal.amin(-1) < 0.95
+
+    def photographed(image, seed):  # the backdrop stays white, as after its replacement
+        shot = image.clone()
+        shot[on_object] = (image[on_object] * gain).clamp(0, 1)
+        return perturb(shot, seed)
+
+    defective, defect = plant_square(normal, PAINT)
+    query = photographed(defective, 71)
+    found = exposure_gains(query.permute(2, 0, 1)[None], normal.permute(2, 0, 1)[None], on_object[None])
+    torch.testing.assert_close(found[0], gain, atol=0.03, rtol=0)
+    unmatched = Comparator(replace(comparator.config, match_exposure=False), device="cpu", extractor=comparator.extractor)
+    unmatched.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    clean = photographed(normal, 72)
+    assert float(comparator.compare(clean, normal).fit_score[0]) < 0.5 * float(unmatched.compare(clean, normal).fit_score[0])
+    assert defect.flatten()[comparator.compare(query, normal).anomaly_map[0].argmax()]
+
+
 def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):
     """Per pixel the smallest residual over the references: a patch the render gets wrong but a
     re-projected photograph shows right stops scoring; the defect, in no reference, stays."""

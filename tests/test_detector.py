@@ -141,6 +141,44 @@ def test_a_pose_searched_at_half_the_width_is_as_good_and_the_map_comes_at_full_
     assert max(errors) < 2.0, errors
 
 
+def test_a_query_photographed_on_a_coloured_backdrop_is_posed_and_its_stain_found(fitted):
+    """The field learnt the object on white; the query comes as a photo on a blue backdrop, its light
+    falling off, in another session (exposure and white balance off by a few per cent), with sensor
+    noise. The backdrop is replaced unannounced (a note says so), the pose lands on the truth, and a
+    stain planted on the object outscores the clean query, its map peaking on it."""
+    from omnipose.core.geometry import pose_errors
+    from omnipose.data.synth import load_ground_truth_poses, read_synth_config, render_defect_free
+
+    detector, mad, _ = fitted
+    config = read_synth_config(mad.folder)
+    truth = load_ground_truth_poses(mad.folder.parent, mad.name)
+    item = [i for i in mad.test_items if not i.is_anomalous][1]
+    blue = (0.45, 0.55, 0.8)
+    white = render_defect_free(CLASS, truth[item.name], config).astype(np.float32) / 255
+    on_blue = render_defect_free(CLASS, truth[item.name], replace(config, lighting=replace(config.lighting, background=blue)))
+    alpha = 1.0 - (white[..., 0] - on_blue[..., 0].astype(np.float32) / 255) / (1.0 - blue[0])  # both renders mix alike
+    y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    backdrop = np.asarray(blue, np.float32) * (1.0 - 0.08 * y - 0.2 * (x - 0.5) ** 2)[..., None]
+    rng = np.random.default_rng(0)
+
+    def photograph(image):
+        shot = (image - (1.0 - alpha[..., None]) * (1.0 - backdrop)) * np.float32([0.96, 0.98, 1.03])
+        return np.clip(shot + rng.normal(0.0, 0.01, shot.shape), 0.0, 1.0).astype(np.float32)
+
+    clean = detector.predict_one(photograph(white))
+    assert any("plain backdrop" in note for note in clean.notes), clean.notes
+    assert float(pose_errors(torch.as_tensor(clean.c2w), truth[item.name])[0]) < 2.0
+    stained, stain = white.copy(), np.zeros((SIZE, SIZE), bool)
+    rows, cols = np.nonzero(alpha > 0.99)
+    centre = len(rows) // 2
+    stain[(np.hypot(y * SIZE - rows[centre], x * SIZE - cols[centre]) < 6) & (alpha > 0.99)] = True
+    stained[stain] = 0.4 * stained[stain] + 0.6 * np.float32([0.1, 0.7, 0.2])
+    found = detector.predict_one(photograph(stained))
+    assert found.score > clean.score
+    row, col = np.unravel_index(np.argmax(found.anomaly_map), found.anomaly_map.shape)
+    assert np.min(np.hypot(*(np.nonzero(stain) - np.array([[row], [col]])))) <= 4
+
+
 def test_bad_queries_get_clear_errors(fitted, tmp_path):
     detector, _, _ = fitted
     with pytest.raises(OmniposeError, match="not found"):

@@ -131,6 +131,32 @@ def test_the_background_is_not_a_plain_colour(photo_class):
             assert (np.abs(pixels - colour).max(-1) < 0.06).mean() < 0.5
 
 
+def test_in_a_light_tent_the_backdrop_is_plain_and_loads_as_white(tmp_path):
+    """``backdrop``: the figure photographed in front of one colour, lighting, noise and JPEG included.
+    Off the figure every pixel is that colour; the loader finds it and replaces it by white, with no
+    warning, and the figure's own pixels keep their colours."""
+    import warnings
+
+    pytest.importorskip("mitsuba")
+    generate_class(tmp_path, CLASS, _config(backdrop=(0.55, 0.65, 0.85)))
+    truth = load_true_poses(tmp_path, CLASS)
+    geometry = SynthConfig(size=64, camera_angle_x=PhotoConfig().camera_angle_x, antialias=False)
+    mad = open_mad_class(tmp_path, CLASS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        views = mad.load_train_views(progress=False)
+    for index in (0, 5):
+        name = f"train/good/{index}.png"
+        image = _png(tmp_path / CLASS / name)
+        solid = render_scene(build_figure(CLASS).scene, truth["train"][name], geometry).solid >= 0
+        away = ~dilate(solid, 2)
+        np.testing.assert_allclose(np.median(image[away], 0), (0.55, 0.65, 0.85), atol=0.02)
+        loaded = views.images[index].numpy()
+        assert (np.abs(loaded[away] - 1.0).max(-1) < 0.02).mean() > 0.98
+        inner = ~dilate(~solid, 2)
+        assert np.abs(loaded[inner] - image[inner]).max(-1).mean() < 0.01
+
+
 def test_a_photo_is_the_same_every_time_and_changes_with_the_seed():
     pytest.importorskip("mitsuba")
     style = PhotoStyle(CLASS, _config())
@@ -229,3 +255,9 @@ def test_the_command_line_chooses_the_style():
     assert photo.photo.samples_per_pixel == 8 and photo.photo.threads == 1
     sim = config_from_args(parser.parse_args(["--out", "x"]))
     assert sim.style == "sim" and sim.train_views == 40 and sim.photo == PhotoConfig()
+    tent = config_from_args(parser.parse_args(["--out", "x", "--style", "photo", "--backdrop", "0.8"]))
+    assert tent.photo.backdrop == (0.8, 0.8, 0.8) and tent.lighting.background == 1.0
+    blue = config_from_args(parser.parse_args(["--out", "x", "--backdrop", "0.5,0.6,0.8"]))
+    assert blue.lighting.background == (0.5, 0.6, 0.8) and blue.photo.backdrop is None
+    with pytest.raises(ConfigError, match="backdrop"):
+        config_from_args(parser.parse_args(["--out", "x", "--backdrop", "0.5,0.6"]))

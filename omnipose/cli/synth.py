@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from omnipose.cli.app import main as omnipose_main
-from omnipose.core.errors import OmniposeError
+from omnipose.core.errors import ConfigError, OmniposeError
 from omnipose.data.synth import GROUND_TRUTH_POSES, STYLES, SYNTH_CLASSES, PhotoConfig, SynthConfig, generate_dataset
 
 PHOTO_TRAIN_VIEWS = 50  # MAD-Real: about 40-50 training photos per object
@@ -33,6 +33,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--preview", action="store_true", help="also write <out>/preview_<class>.png contact sheets")
     parser.add_argument("--overwrite", action="store_true", help="replace class folders not made by synth")
     parser.add_argument("--no-antialias", action="store_true", help="one ray per pixel (faster, jagged edges)")
+    parser.add_argument("--backdrop", default=None, metavar="GREY|R,G,B",
+                        help="a plain backdrop of this colour in [0, 1], a grey level or r,g,b (sim default: white, as "
+                             "MAD; photo: a light tent of that colour instead of the table, clutter and room)")
     parser.add_argument("--spp", type=int, default=None,
                         help=f"photo: path-tracing samples per pixel (default {PhotoConfig().samples_per_pixel})")
     parser.add_argument("--threads", type=int, default=None, help="photo: render threads (default: all cores)")
@@ -47,12 +50,30 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     classes = tuple(name.strip() for name in (args.classes or "").split(",") if name.strip())
     train_views = args.train_views or (PHOTO_TRAIN_VIEWS if args.style == "photo" else SynthConfig.train_views)
     photo = {"samples_per_pixel": args.spp, "threads": args.threads, "jpeg_quality": args.jpeg_quality}
+    lighting = SynthConfig().lighting
+    if args.backdrop is not None and args.style == "sim":
+        lighting = dataclasses.replace(lighting, background=_colour(args.backdrop))
+    elif args.backdrop is not None:
+        colour = _colour(args.backdrop)
+        photo["backdrop"] = (colour,) * 3 if isinstance(colour, float) else colour
     return SynthConfig(
+        lighting=lighting,
         style=args.style, size=args.size, train_views=train_views, test_views_per_type=args.test_views_per_type,
         seed=args.seed, classes=classes, num_classes=args.num_classes, antialias=not args.no_antialias,
         overwrite=args.overwrite, progress=not args.quiet, preview=args.preview,
         photo=dataclasses.replace(PhotoConfig(), **{k: v for k, v in photo.items() if v is not None}),
     )
+
+
+def _colour(text: str) -> float | tuple[float, float, float]:
+    """'0.95' or '0.5,0.6,0.8' as a grey level or an (r, g, b) triple (SynthConfig checks the range)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--backdrop {text!r}: give a grey level or r,g,b, each in [0, 1] (e.g. 0.95 or 0.5,0.6,0.8)") from None
+    if len(values) not in (1, 3):
+        raise ConfigError(f"--backdrop {text!r}: give one number (grey) or three (r,g,b), each in [0, 1]")
+    return values[0] if len(values) == 1 else values
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -94,6 +94,10 @@ class CompareConfig(Config):
     on its own compares with the neighbours it is given (none: the render alone); 0 turns them off."""
     reprojection_tolerance: float = 0.02
     """Relative depth difference up to which a training view counts as seeing a point."""
+    match_exposure: bool = True
+    """Bring the references to the query's exposure and white balance before comparing (one gain per
+    colour channel, the median ratio on the object): a photo taken in another session, with the
+    camera set otherwise, is not an anomaly all over."""
 
     @classmethod
     def pad(
@@ -158,6 +162,7 @@ class CompareConfig(Config):
                 "no feature_layers: give strides such as (4, 8, 16), or set feature_weight=0")  # fmt: skip
         require(self, "features", bool(self.features), "must name a network or a state-dict path")
         require(self, "sigma", math.isfinite(self.sigma), "must be finite")
+        require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
 
     @property
     def weights(self) -> dict[str, float]:
@@ -177,7 +182,7 @@ CALIBRATION_FIELDS = (
     "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
     "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
-    "neighbour_views", "reprojection_tolerance",
+    "neighbour_views", "reprojection_tolerance", "match_exposure",
 )  # fmt: skip
 
 

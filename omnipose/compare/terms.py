@@ -159,12 +159,49 @@ def raw_residuals(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Unsmoothed terms {term: (B, H, W)} and the compared pixels (B, H, W) bool (from the render).
 
-    With neighbours (each (B, 3, H, W)), each term is the smallest over the render and them, pixel by pixel."""
+    With neighbours (each (B, 3, H, W)), each term is the smallest over the render and them, pixel by pixel.
+    With ``match_exposure`` the references are first brought to the query's exposure and white balance
+    (``exposure_gains``, measured against the render, applied to every reference: all come from the
+    training session)."""
+    mask = comparison_mask(config, query, reference, alpha)
+    if config.match_exposure:
+        gains = exposure_gains(query, reference, mask, alpha)[..., None, None]
+        # Only the object takes the gain: the background is the model's colour in every image.
+        if alpha is not None:
+            solid = alpha.to(query.device).reshape(mask.shape)[:, None]
+        else:
+            colour = torch.as_tensor(config.background, dtype=query.dtype, device=query.device).view(1, 3, 1, 1)
+            solid = ((reference - colour).abs().amax(1, keepdim=True) > config.object_tolerance).to(query.dtype)
+        reference, *neighbours = [image + solid * ((image * gains).clamp(0.0, 1.0) - image) for image in (reference, *neighbours)]
     terms = residual_terms(config, extract, query, reference)
     for neighbour in neighbours:
         others = residual_terms(config, extract, query, neighbour).values()
         terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
-    return terms, comparison_mask(config, query, reference, alpha)
+    return terms, mask
+
+
+def exposure_gains(
+    query: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, alpha: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, 3) per-channel gains that take the reference to the query's exposure and white balance.
+
+    The median ratio query / reference over the object's lit pixels (both above 0.05, neither clipped
+    at 1, inside ``mask`` and, given the render's opacity alpha (B, H, W), where the render is solid):
+    a defect covering less than half of the object does not move a median. Gains are kept within
+    [0.5, 2]; a pair with too few such pixels (under 64) keeps gain 1.
+    query, reference: (B, 3, H, W); mask: (B, H, W) bool.
+    """
+    usable = mask[:, None] & (query > 0.05) & (reference > 0.05) & (query < 0.99) & (reference < 0.99)
+    if alpha is not None:
+        usable &= alpha.to(query.device).reshape(mask.shape)[:, None] > 0.99
+    ratio = query / reference.clamp_min(1e-3)
+    gains = torch.ones(query.shape[:2], dtype=query.dtype, device=query.device)
+    for b in range(query.shape[0]):
+        for c in range(3):
+            values = ratio[b, c][usable[b, c]]
+            if values.numel() >= 64:
+                gains[b, c] = values.median().clamp(0.5, 2.0)
+    return gains
 
 
 def finish_terms(

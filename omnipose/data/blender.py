@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from omnipose.core.backdrop import on_background
 from omnipose.core.errors import DataError
 from omnipose.core.files import read_json
 from omnipose.core.geometry import make_intrinsics, rigid_pose_problem, scale_intrinsics
-from omnipose.core.image import read_image_rgb, resize_image, resize_to_width
+from omnipose.core.image import read_image_rgba, resize_to_width
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
@@ -85,6 +86,20 @@ def _resolve_frame_path(base: Path, file_path: str) -> Path:
         if with_suffix.is_file():
             return with_suffix
     return candidate.with_name(candidate.name + ".png")
+
+
+def _warn_backdrop(path: Path, opaque: int, plain: int, total: int) -> None:
+    """Warn when opaque training views have no plain backdrop: the field would then learn the room
+    around the object as part of it (slowly: no empty space to skip), and queries in another room
+    would not match."""
+    if opaque and plain < opaque:
+        warnings.warn(
+            f"{opaque - plain} of the {total} views of {path} are opaque and show no plain backdrop around the "
+            "object (a table or a room is in frame): the field will learn that surround as part of the object. "
+            "Photograph the object against a plain backdrop of any colour, or give the views an alpha channel "
+            "(the object's mask).",
+            stacklevel=3,
+        )
 
 
 def _intrinsics_from_meta(meta: dict, width: int, height: int, path: Path) -> torch.Tensor:
@@ -220,6 +235,7 @@ def posed_images_from_meta(
 
     bg = tuple(float(c) for c in np.broadcast_to(np.asarray(background, dtype=np.float32), (3,)))
     images, poses, paths = [], [], []
+    opaque = plain = 0
     native_size = None
     target_size = None
     for index, frame in enumerate(tqdm(frames, desc=f"reading {path.parent.name}", disable=not progress, leave=False)):
@@ -235,8 +251,8 @@ def posed_images_from_meta(
                 f"frame {index} of {path} points to {image_path}, which does not exist. "
                 "Restore the image or remove the frame from the JSON."
             )
-        image = read_image_rgb(image_path, background=bg)
-        this_size = (image.shape[1], image.shape[0])
+        rgba = read_image_rgba(image_path)
+        this_size = (rgba.shape[1], rgba.shape[0])
         if target_size is None and size is not None:
             target_size = _target_size(size, this_size)
         if native_size is None:
@@ -250,10 +266,14 @@ def posed_images_from_meta(
         if pose.shape == (3, 4):
             pose = np.concatenate([pose, np.array([[0, 0, 0, 1]], dtype=np.float32)])
         # Resize as we go: 100 views at 800x800 would hold 768 MB before shrinking.
-        images.append(image if target_size in (None, this_size) else resize_image(image, target_size))
+        image, backdrop = on_background(rgba, bg, target_size)
+        opaque += rgba[..., 3].min() >= 1.0
+        plain += backdrop is not None
+        images.append(image)
         poses.append(pose)
         paths.append(image_path)
 
+    _warn_backdrop(path, opaque, plain, len(frames))
     width, height = native_size
     K = _intrinsics_from_meta(meta, width, height, path)
     if target_size is not None and target_size != (width, height):

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from omnipose.core.backdrop import read_on_background
 from omnipose.core.files import load_cache, save_cache
 from omnipose.core.geometry import generate_rays
-from omnipose.core.image import foreground_mask, read_image_rgb
+from omnipose.core.image import foreground_mask
 from omnipose.pose.appearance import (
     THUMBNAIL_SIZE,
     ObjectFrame,
@@ -171,7 +172,7 @@ def training_images(scene: PoseScene, info, views=None, progress: bool = False) 
     paths = [Path(p) for p in (info_value(info, "train_image_paths") or [])]
     if paths and len(paths) == scene.train_c2w.shape[0] and all(p.is_file() for p in paths):
         return torch.from_numpy(np.stack([
-            read_image_rgb(p, scene.background, (scene.width, scene.height))
+            read_on_background(p, scene.background, (scene.width, scene.height))[0]
             for p in tqdm(paths, desc="reading training views", disable=not progress, leave=False)
         ]))
     return scene.render_views(scene.train_c2w, "rendering training views for retrieval", progress)

@@ -7,14 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnipose.core.backdrop import on_background
 from omnipose.core.errors import OmniposeError
-from omnipose.core.image import (
-    composite_on_background,
-    dilate,
-    foreground_mask,
-    read_image_rgba,
-    resize_image,
-)
+from omnipose.core.image import dilate, foreground_mask, read_image_rgba
 
 
 class PoseError(OmniposeError):
@@ -43,20 +38,21 @@ def prepare_query(image, info, foreground_threshold: float = 0.04) -> tuple[np.n
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
         notes.append("grayscale query expanded to RGB")
-    if array.shape[-1] == 4:
-        if float(array[..., 3].min()) < 1.0:
-            notes.append("RGBA query composited on the model's background")
-        array = composite_on_background(array, background)
-    rgb = np.clip(array, 0.0, 1.0).astype(np.float32)
-    query_h, query_w = rgb.shape[:2]
+    if array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0:
+        notes.append("RGBA query composited on the model's background")
+    query_h, query_w = array.shape[:2]
     if (query_w, query_h) != (width, height):
         if abs(query_w / query_h - width / height) > 0.01 * (width / height):
             raise PoseError(
                 f"query is {query_w}x{query_h} but the model was trained at {width}x{height}: another aspect "
                 f"ratio. Crop the query to {width}:{height} (the object centred) before estimating its pose."
             )
-        rgb = resize_image(rgb, (width, height))
         notes.append(f"query resized from {query_w}x{query_h} to the model's {width}x{height}")
+    # As the training views were loaded: resized first, then a plain backdrop replaced.
+    rgb, backdrop = on_background(np.clip(array, 0.0, 1.0), background, (width, height))
+    if backdrop is not None and not backdrop.is_background(background):
+        shown = ", ".join(f"{c:.2f}" for c in backdrop.colour)
+        notes.append(f"plain backdrop ({shown}) replaced by the model's background")
     if foreground_mask(rgb, background, foreground_threshold).mean() < 1e-3:
         raise PoseError(
             "query shows only background (no pixel differs from the model's background colour): "

@@ -54,8 +54,8 @@ class Lighting(Config):
     """Strength of the Blinn-Phong highlights (glossy plastic)."""
     shininess: float = 48.0
     """Blinn-Phong exponent: higher gives smaller, sharper highlights."""
-    background: float = 1.0
-    """Grey level of the background, in [0, 1] (MAD's renders are on white)."""
+    background: float | tuple[float, float, float] = 1.0
+    """Colour of the backdrop: a grey level or (r, g, b), in [0, 1] (MAD's renders are on white)."""
 
     def check(self) -> None:
         for name in ("key_direction", "fill_direction", "bottom_direction"):
@@ -64,7 +64,11 @@ class Lighting(Config):
             require(self, name, ok and any(v != 0 for v in value), "must be three finite numbers, not all 0")
         non_negative(self, "key_intensity", "fill_intensity", "bottom_intensity", "ambient", "ambient_sky", "specular")
         positive(self, "shininess")
-        fraction(self, "background")
+        if isinstance(self.background, (tuple, list)):
+            ok = len(self.background) == 3 and all(_number(v) and 0.0 <= v <= 1.0 for v in self.background)
+            require(self, "background", ok, "must be a grey level or three numbers (r, g, b) in [0, 1]")
+        else:
+            fraction(self, "background")
 
 
 @dataclass

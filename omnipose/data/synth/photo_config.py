@@ -100,6 +100,10 @@ class PhotoConfig(Config):
     """A textured (wooden) table under the figure; False: the figure floats in the room."""
     clutter: int = 9
     """Objects on the table around the figure (books, mugs, boxes, pens, a can); 0: none."""
+    backdrop: tuple[float, float, float] | None = None
+    """A plain backdrop all around the figure, as in a light tent, of this colour as the photo shows it
+    (sRGB in [0, 1]; it also lights the figure), instead of the table, the clutter and the room, whose
+    settings are then ignored; None: the studio."""
     test_lighting_differs: bool = True
     """Test photos are taken in another session (``test_lighting``); False: under ``train_lighting``."""
     train_lighting: PhotoLighting = field(default_factory=PhotoLighting)
@@ -149,6 +153,10 @@ class PhotoConfig(Config):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         _whole(self, "clutter", 0)
         require(self, "clutter", self.clutter <= 24, "must be 24 or fewer objects")
+        if self.backdrop is not None:
+            ok = isinstance(self.backdrop, (tuple, list)) and len(self.backdrop) == 3
+            require(self, "backdrop", ok and all(_number(v) and 0.0 <= v <= 1.0 for v in self.backdrop),
+                    "must be None or three numbers (r, g, b) in [0, 1]")  # fmt: skip
         for name in ("train_lighting", "test_lighting"):
             require(self, name, isinstance(getattr(self, name), PhotoLighting), "must be a PhotoLighting")
         require(self, "white_balance_k", _number(self.white_balance_k) and 1000.0 <= self.white_balance_k <= 40000.0,

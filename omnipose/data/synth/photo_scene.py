@@ -212,7 +212,8 @@ def make_studio(rng: np.random.Generator, figure_scene: Scene, config: PhotoConf
     floor = float(figure_scene.lo[:, 2].min())
     table = wood_texture(rng)
     room = room_environment(rng)
-    clutter = make_clutter(rng, config.clutter, floor) if config.clutter else Clutter(Scene.empty(), [])
+    in_studio = config.backdrop is None
+    clutter = make_clutter(rng, config.clutter, floor) if config.clutter and in_studio else Clutter(Scene.empty(), [])
     printed = [printed_texture(rng, np.asarray(colour)) if kind == "printed" else None for kind, colour in clutter.materials]
     return Studio(floor, table, room, clutter, printed)
 
@@ -319,6 +320,12 @@ def build_scene(mi, studio: Studio, figure: dict, lighting: PhotoLighting, confi
     block = 1 << max(0, int(size - 1).bit_length())
     integrator = {"type": "path", "max_depth": config.max_bounces, "block_size": block}
     scene = {"type": "scene", "integrator": integrator, **figure}
+    if config.backdrop is not None:  # a light tent: the backdrop is all the figure stands in front of
+        encoded = np.asarray(config.backdrop, dtype=np.float64)
+        linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4) / config.exposure
+        scene["backdrop"] = {"type": "constant", "radiance": _rgb(mi, linear)}
+        scene.update(light_shapes(mi, lighting, config, camera_distance))
+        return mi.load_dict(scene)
     if config.environment and lighting.environment_intensity > 0:
         tint = blackbody_rgb(lighting.environment_temperature_k) * white_balance * lighting.environment_intensity
         # Mitsuba's environment map has +Y up; the object frame has +Z up.

@@ -3,7 +3,7 @@
 Per class::
 
     <out>/<class>/transforms.json          training poses, Blender/NeRF format, + "aabb"
-    <out>/<class>/train/good/<n>.png        defect-free training views (white background, RGB)
+    <out>/<class>/train/good/<n>.png        defect-free training views (RGB, on white unless --backdrop)
     <out>/<class>/test/{good,Burrs,Missing,Stains}/<n>.png   unposed query views
     <out>/<class>/ground_truth/<Type>/<n>_mask.png          uint8 0/255, 255 = anomalous
     <out>/<class>/synth.json                 marker with the generator settings

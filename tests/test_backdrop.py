@@ -1,0 +1,112 @@
+"""Plain backdrops of any colour: found in the border, replaced by the background colour, on real views."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from omnipose.core.backdrop import find_backdrop, replace_backdrop
+from omnipose.core.image import composite_on_background, read_image_rgba, save_image
+
+BLUE = (0.5, 0.6, 0.8)
+
+
+def photograph(rgba: np.ndarray, colour, rng, noise: float = 0.01, gain=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """rgba (H, W, 4) in front of a backdrop of ``colour`` whose light falls off downwards and to the
+    sides, times a session's exposure and white balance (``gain``), with sensor noise, in 8 bits."""
+    height, width = rgba.shape[:2]
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    field = np.asarray(colour, np.float32) * (1.0 - 0.08 * y - 0.2 * (x - 0.5) ** 2)[..., None]
+    alpha = rgba[..., 3:]
+    shot = (alpha * rgba[..., :3] + (1.0 - alpha) * field) * np.asarray(gain, np.float32)
+    shot = shot + rng.normal(0.0, noise, shot.shape)
+    return np.round(np.clip(shot, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def lego_view(lego_dir):
+    """A real lego view (RGBA) at 200x200."""
+    from omnipose.core.image import resize_image
+
+    return resize_image(read_image_rgba(lego_dir / "train" / "r_3.png"), (200, 200))
+
+
+@pytest.mark.parametrize(
+    "colour, off",  # off: the share of object pixels that may end more than 0.1 from the truth
+    [((0.953, 0.953, 0.953), 0.005), (BLUE, 0.03), ((0.2, 0.6, 0.25), 0.04), ((0.15, 0.15, 0.15), 0.15)],
+)
+def test_a_plain_backdrop_of_any_colour_becomes_the_background(lego_view, colour, off):
+    """Light fall-off, noise and 8 bits included: the backdrop turns white and the object keeps its
+    colours, close to the same view composited on white from its alpha channel. On the dark grey the
+    lego's black parts cannot be told from the backdrop: that is what its larger share is for."""
+    image = photograph(lego_view, colour, np.random.default_rng(0))
+    out, backdrop = replace_backdrop(image, 1.0)
+    truth = composite_on_background(lego_view, 1.0)
+    alpha = lego_view[..., 3]
+    assert backdrop is not None and backdrop.share > 0.95
+    assert abs(backdrop.noise - 0.01) < 0.003  # the sensor's noise, not the fall-off: the field follows that
+    error = np.abs(out - truth).max(-1)
+    assert error[alpha == 0].mean() < 0.002 and np.mean(error[alpha == 0] > 0.05) < 0.005
+    assert np.mean(error[alpha > 0] > 0.1) < off
+
+
+def test_a_render_on_the_background_already_is_left_exactly_as_it_is(lego_view):
+    image = composite_on_background(lego_view, 1.0)
+    out, backdrop = replace_backdrop(image, 1.0)
+    assert backdrop is not None and backdrop.is_background(1.0)
+    np.testing.assert_array_equal(out, image)
+
+
+def test_a_cluttered_border_is_not_a_backdrop_and_the_image_is_left_alone():
+    rng = np.random.default_rng(1)
+    clutter = rng.uniform(0.0, 1.0, (120, 120, 3)).astype(np.float32)
+    assert find_backdrop(clutter) is None
+    out, backdrop = replace_backdrop(clutter, 1.0)
+    assert backdrop is None and out is not None
+    np.testing.assert_array_equal(out, clutter)
+
+
+def test_backdrop_seen_through_a_gap_in_the_object_becomes_background_too():
+    """A red ring on a grey backdrop: the grey in its middle is backdrop seen through the ring."""
+    yy, xx = np.mgrid[0:100, 0:100]
+    radius = np.hypot(yy - 50, xx - 50)
+    image = np.full((100, 100, 3), 0.6, np.float32)
+    image[(radius > 12) & (radius < 30)] = (0.8, 0.2, 0.1)
+    out, backdrop = replace_backdrop(image, 1.0)
+    assert backdrop is not None and backdrop.colour == pytest.approx((0.6, 0.6, 0.6), abs=1e-4)
+    np.testing.assert_allclose(out[50, 50], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[5, 5], 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[50, 30], (0.8, 0.2, 0.1), atol=1e-6)
+
+
+def _write_views(folder, rgbas, images, c2w):
+    (folder / "train").mkdir(parents=True)
+    frames = []
+    for n, image in enumerate(images):
+        save_image(folder / "train" / f"{n}.png", image)
+        frames.append({"file_path": f"train/{n}", "transform_matrix": c2w[n].tolist()})
+    (folder / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
+
+
+def test_views_photographed_on_a_backdrop_load_as_on_white_and_clutter_is_warned_of(lego_dir, tmp_path):
+    """Through the loader, as a user's files come: opaque photos on a blue backdrop load close to the
+    views composited on white; opaque photos in a cluttered room load as they are, with a warning
+    that says how to fix the capture."""
+    from omnipose.core.image import resize_image
+    from omnipose.data import load_transforms
+
+    views = load_transforms(lego_dir / "transforms_train.json", size=100, progress=False).subset([0, 1, 2])
+    rgbas = [resize_image(read_image_rgba(p), (100, 100)) for p in views.paths]
+    rng = np.random.default_rng(2)
+    _write_views(tmp_path / "blue", rgbas, [photograph(r, BLUE, rng) for r in rgbas], views.c2w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a plain backdrop is no reason for a warning
+        loaded = load_transforms(tmp_path / "blue" / "transforms.json", progress=False)
+    truth = np.stack([composite_on_background(r, 1.0) for r in rgbas])
+    error = np.abs(loaded.images.numpy() - truth).max(-1)
+    assert error.mean() < 0.01 and np.mean(error > 0.1) < 0.01
+    room = [composite_on_background(r, 0.0) + rng.uniform(0, 0.6, (100, 100, 3)).astype(np.float32) * (1 - r[..., 3:])
+            for r in rgbas]  # fmt: skip
+    _write_views(tmp_path / "room", rgbas, [np.clip(r, 0, 1) for r in room], views.c2w)
+    with pytest.warns(UserWarning, match="3 of the 3 views .* no plain backdrop"):
+        load_transforms(tmp_path / "room" / "transforms.json", progress=False)
