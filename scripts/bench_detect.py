@@ -529,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", choices=("sim", "photo"), default="sim",
                         help="built-in classes: sim renders, or photo (path traced, MAD-Real conditions; the photo "
                              "extra), e.g. with --backdrop in a light tent of that colour")
+    parser.add_argument("--same-lighting", action="store_true",
+                        help="photo: the test photos under the training session's lighting (default: another session)")
     parser.add_argument("--query-gain", default=None,
                         help="queries taken in another session: their exposure and white balance multiply every "
                              "pixel by this (grey or r,g,b), with sensor noise")
@@ -578,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
             if args.style == "photo":
-                wanted.style, wanted.photo = "photo", replace(wanted.photo, backdrop=backdrop, threads=args.threads)
+                wanted.style, wanted.photo = "photo", replace(wanted.photo, backdrop=backdrop, threads=args.threads,
+                                                              test_lighting_differs=not args.same_lighting)  # fmt: skip
             elif backdrop is not None:
                 wanted.lighting = replace(wanted.lighting, background=backdrop)
             config = DetectorConfig(image_size=args.size, pose_size=args.pose_size,

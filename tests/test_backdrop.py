@@ -110,3 +110,16 @@ def test_views_photographed_on_a_backdrop_load_as_on_white_and_clutter_is_warned
     _write_views(tmp_path / "room", rgbas, [np.clip(r, 0, 1) for r in room], views.c2w)
     with pytest.warns(UserWarning, match="3 of the 3 views .* no plain backdrop"):
         load_transforms(tmp_path / "room" / "transforms.json", progress=False)
+
+
+def test_a_query_says_whether_its_backdrop_was_replaced_or_could_not_be(lego_view):
+    from omnipose.pose import prepare_query
+
+    info = {"width": 200, "height": 200, "background": (1.0, 1.0, 1.0)}
+    rng = np.random.default_rng(3)
+    query, notes = prepare_query(photograph(lego_view, BLUE, rng), info)
+    assert any("plain backdrop (0.4" in note for note in notes), notes  # the fall-off darkens the centre a little
+    assert float(np.abs(query[:5, :5] - 1.0).max()) == 0.0
+    room = composite_on_background(lego_view, 0.0) + rng.uniform(0, 0.6, (200, 200, 3)).astype(np.float32) * (1 - lego_view[..., 3:])
+    assert any("not a plain backdrop" in note for note in prepare_query(np.clip(room, 0, 1), info)[1])
+    assert prepare_query(composite_on_background(lego_view, 1.0), info)[1] == []  # a render on white: nothing to say

@@ -179,6 +179,57 @@ def test_a_query_photographed_on_a_coloured_backdrop_is_posed_and_its_stain_foun
     assert np.min(np.hypot(*(np.nonzero(stain) - np.array([[row], [col]])))) <= 4
 
 
+def test_a_query_through_a_longer_lens_is_brought_to_the_model_focal_length(fitted):
+    """A query shot with a 1.3x longer lens (the object larger in the frame): given its focal length,
+    it is scaled to the model's and posed where the truth is, distance included; without it the pose
+    search takes the larger object for a nearer camera."""
+    import math
+
+    from omnipose.core.geometry import pose_errors
+    from omnipose.data.synth import load_ground_truth_poses, read_synth_config, render_defect_free
+    from omnipose.pose import prepare_query
+
+    detector, mad, _ = fitted
+    config = read_synth_config(mad.folder)
+    truth = load_ground_truth_poses(mad.folder.parent, mad.name)
+    item = [i for i in mad.test_items if not i.is_anomalous][2]
+    longer = replace(config, camera_angle_x=2 * math.atan(math.tan(config.camera_angle_x / 2) / 1.3))
+    image = render_defect_free(CLASS, truth[item.name], longer).astype(np.float32) / 255
+    focal = SIZE / 2 / math.tan(longer.camera_angle_x / 2)
+    query, notes = prepare_query(image, detector.info, focal=focal)
+    assert any("scaled by 0.769" in note for note in notes), notes
+    rotation, translation = pose_errors(torch.as_tensor(detector.estimate_pose(query).c2w), truth[item.name])
+    assert float(rotation) < 2.0 and float(translation) < 0.03
+    unscaled = detector.estimate_pose(prepare_query(image, detector.info)[0])
+    assert float(pose_errors(torch.as_tensor(unscaled.c2w), truth[item.name])[1]) > 0.1
+
+
+def test_the_lens_of_a_photo_is_read_from_its_exif_against_the_training_photos(tmp_path):
+    """Without --focal, the 35 mm focal lengths in the EXIF of the query and of the first training photo
+    give the scale; a photo without EXIF is left at its size."""
+    from PIL import Image
+
+    from omnipose.pose import prepare_query
+
+    def photo(name, millimetres):
+        image = np.full((64, 64, 3), 255, np.uint8)
+        image[22:42, 22:42] = (200, 40, 30)
+        exif = Image.Exif()
+        if millimetres:
+            exif.get_ifd(0x8769)[41989] = millimetres
+        Image.fromarray(image).save(tmp_path / name, exif=exif, quality=95)
+        return tmp_path / name
+
+    info = {"width": 64, "height": 64, "background": (1.0, 1.0, 1.0), "K": [[80.0, 0, 32], [0, 80.0, 32], [0, 0, 1]],
+            "train_image_paths": [str(photo("train.jpg", 50))]}  # fmt: skip
+    query, notes = prepare_query(photo("query.jpg", 100), info)
+    assert any("scaled by 0.500" in note for note in notes), notes
+    red = np.abs(query - (200 / 255, 40 / 255, 30 / 255)).max(-1) < 0.05
+    rows, cols = np.nonzero(red)
+    assert 8 <= rows.max() - rows.min() + 1 <= 11 and 8 <= cols.max() - cols.min() + 1 <= 11  # 20 px halved
+    assert not any("scaled" in note for note in prepare_query(photo("plain.jpg", None), info)[1])
+
+
 def test_bad_queries_get_clear_errors(fitted, tmp_path):
     detector, _, _ = fitted
     with pytest.raises(OmniposeError, match="not found"):

@@ -27,18 +27,21 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
-    """--size and --pose-size, the working widths of ``DetectorConfig``."""
+    """--size and --pose-size, the working widths of ``DetectorConfig``, and --focal, the queries' lens."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
                              "only the final reference is rendered at --size)")
+    parser.add_argument("--focal", type=float, default=None, metavar="PX",
+                        help="focal length of the queries in pixels at their own width, when their lens differs from "
+                             "the training views' (default: from the photos' EXIF where both have it, else the same)")
 
 
 def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
     """The DetectorConfig the options of ``omnipose detect`` describe."""
     config = DetectorConfig(
         image_size=args.size, pose_size=args.pose_size, dataset=args.dataset or Path(args.data).resolve().name,
-        ckpt_root=args.ckpt_root, device=args.device,
+        ckpt_root=args.ckpt_root, device=args.device, query_focal=args.focal,
     )
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)

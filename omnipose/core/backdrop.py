@@ -34,6 +34,8 @@ MIN_EDGE = 0.03
 noise-free backdrop does not swallow anti-aliased edges."""
 RAMP = 0.05
 """Colour distance over which a pixel's opacity rises from 0 to 1 beyond that start."""
+PINHOLE_SHARE = 0.0005
+"""An enclosed patch of backdrop colour up to this share of the image (at least 2 pixels) is object."""
 OUTLINE_WIDTH = 1
 """Pixels inside the object's outline whose opacity is matted rather than taken as 1."""
 EDGE_SIGMA = 1.0
@@ -70,10 +72,11 @@ class Backdrop:
 
         A pixel far enough from the backdrop is object. Near the outline, where a pixel mixes the two, its
         opacity is where it lies on the line from the backdrop to the object's colour beside it
-        (known-background matting). What the object encloses is not filled: that is mostly backdrop seen
-        through a gap, and a part of the backdrop's own colour is lost the same way in every view.
+        (known-background matting). What the object encloses is filled only where it is a pinhole: a larger
+        enclosed patch is mostly backdrop seen through a gap, and a part of the backdrop's own colour is
+        lost the same way in every view.
         """
-        from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter, label
+        from scipy.ndimage import binary_dilation, binary_erosion, binary_fill_holes, gaussian_filter, label
 
         distance = np.abs(image - self.field).max(-1)
         start = max(NOISE_SIGMAS * self.noise, MIN_EDGE)
@@ -84,6 +87,12 @@ class Backdrop:
         solid_patches = np.unique(patches[alpha >= 1.0])
         alpha[~np.isin(patches, solid_patches[solid_patches > 0])] = 0.0
         shape = alpha > 0.5
+        # Pinholes inside the object are its own pixels that happen to match the backdrop (a highlight
+        # on light plastic in front of light paper); gaps through it, where the backdrop shows, are larger.
+        holes, _ = label(binary_fill_holes(shape) & ~shape)
+        sizes = np.bincount(holes.ravel())
+        pinholes = np.flatnonzero(sizes <= max(PINHOLE_SHARE * shape.size, 2))
+        shape |= np.isin(holes, pinholes[pinholes > 0])
         solid = binary_erosion(shape, iterations=OUTLINE_WIDTH)
         alpha[solid] = 1.0
         weight = gaussian_filter(solid.astype(np.float32), EDGE_SIGMA)
@@ -129,8 +138,11 @@ def replace_backdrop(image: np.ndarray, background=1.0) -> tuple[np.ndarray, Bac
     is not plain; the image also unchanged when the backdrop already is the background (a render).
     """
     image = np.asarray(image, dtype=np.float32)
-    backdrop = find_backdrop(image)
     colour = np.broadcast_to(np.asarray(background, dtype=np.float32), (3,))
+    if _border_is(image, colour):  # a render on its background: nothing to fit
+        field = np.broadcast_to(colour, image.shape)
+        return image, Backdrop(tuple(float(c) for c in colour), 0.0, 1.0, field)
+    backdrop = find_backdrop(image)
     if backdrop is None:
         return image, None
     if backdrop.is_background(colour):
@@ -163,6 +175,12 @@ def read_on_background(path, background=1.0, size: tuple[int, int] | None = None
     from omnipose.core.image import read_image_rgba
 
     return on_background(read_image_rgba(path), background, size)
+
+
+def _border_is(image: np.ndarray, colour: np.ndarray) -> bool:
+    """Whether every pixel on the image's edge is within ``UNCHANGED`` of colour (3,)."""
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return bool(np.abs(edge - colour).max() <= UNCHANGED)
 
 
 def _quadratic_basis(height: int, width: int) -> np.ndarray:

@@ -74,6 +74,19 @@ def image_width(path: str | os.PathLike) -> int:
     return _decode_image(path, "image", "Check the path.", "Re-export the image.", lambda img: int(img.size[0]))
 
 
+def focal_35mm(path: str | os.PathLike) -> float | None:
+    """The 35 mm-equivalent focal length (mm) in a photo's EXIF, or None when it has none (renders,
+    stripped files, or a file that cannot be read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get_ifd(0x8769).get(41989)  # Exif IFD, FocalLengthIn35mmFilm
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return float(value) if value else None
+
+
 def composite_on_background(rgba: np.ndarray, background: float | tuple[float, float, float] = 1.0) -> np.ndarray:
     """Alpha-composite RGBA over a constant background colour.
 

@@ -104,12 +104,17 @@ class DetectorConfig(Config):
     """The field must render its own training views at least this well (PSNR, dB) to be used: a
     field trained for a few steps would pose and score every query, and every score would be
     noise. The default refuses fields stopped within their first few dozen steps only."""
+    query_focal: float | None = None
+    """Focal length of the queries in pixels at their own width, when their lens differs from the
+    training views' (a zoom, another camera): each query is scaled about its centre to the model's
+    focal length first. None: the ratio of the 35 mm focal lengths in the EXIF of the query and of the
+    first training photo where both have one, else the training views' focal length."""
     device: str | None = None
     """Torch device ('cpu', 'cuda', 'cuda:1'); None: CUDA when present."""
 
     def check(self) -> None:
         positive(self, "image_size", "calibration_views", "pose_candidates")
-        optional_positive(self, "pose_size")
+        optional_positive(self, "pose_size", "query_focal")
         for name in ("image_size", "pose_size"):
             value = getattr(self, name)
             require(self, name, value is None or (isinstance(value, int) and not isinstance(value, bool)),
@@ -330,7 +335,7 @@ class Detector:
         """Pose, reference and anomaly map of one query (a path or an (H, W, 3|4) array in [0, 1])."""
         self._require_fitted()
         start = time.perf_counter()
-        query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold)
+        query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold, self.config.query_focal)
         pose = self.estimate_pose(query)
         result, reference = self.compare_at_pose(query, pose)
         if not torch.equal(reference.c2w, torch.as_tensor(pose.c2w).float().cpu()):

@@ -9,7 +9,7 @@ import torch
 
 from omnipose.core.backdrop import on_background
 from omnipose.core.errors import OmniposeError
-from omnipose.core.image import dilate, foreground_mask, read_image_rgba
+from omnipose.core.image import dilate, focal_35mm, foreground_mask, read_image_rgba, warp_image
 
 
 class PoseError(OmniposeError):
@@ -21,13 +21,16 @@ def info_value(info, name: str, default=None):
     return info.get(name, default) if isinstance(info, dict) else getattr(info, name, default)
 
 
-def prepare_query(image, info, foreground_threshold: float = 0.04) -> tuple[np.ndarray, list[str]]:
+def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float | None = None) -> tuple[np.ndarray, list[str]]:
     """Bring a query to the model's size and colour layout.
 
     image: a path, or an array/tensor (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 or float in
     [0, 1]. info: the model's CheckpointInfo (or anything with ``width``, ``height``, ``background``).
     Grayscale is expanded to RGB, RGBA composited on the model's background, a query of another
-    size with the same aspect ratio resized (a note says so).
+    size with the same aspect ratio resized (a note says so), a plain backdrop replaced by the model's
+    background, and a query taken with another focal length scaled about its centre to the model's:
+    focal is the query's focal length in pixels at its own width; without it, the ratio of the 35 mm
+    focal lengths in the EXIF of the query file and of the first training photo, where both have one.
     Returns (H, W, 3) float32 and the notes. Raises PoseError for another aspect ratio, or an image
     that shows nothing but background.
     """
@@ -53,12 +56,39 @@ def prepare_query(image, info, foreground_threshold: float = 0.04) -> tuple[np.n
     if backdrop is not None and not backdrop.is_background(background):
         shown = ", ".join(f"{c:.2f}" for c in backdrop.colour)
         notes.append(f"plain backdrop ({shown}) replaced by the model's background")
+    elif backdrop is None and not (array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0):
+        notes.append("the query's border is not a plain backdrop, so the object could not be separated from its "
+                     "surroundings: they enter the pose search and the comparison (photograph it against a plain "
+                     "backdrop, or give it an alpha channel)")
+    zoom = _zoom_to_model(image, info, focal, query_w)
+    if zoom is not None and abs(zoom - 1.0) > 0.005:
+        centre = np.array([width / 2.0, height / 2.0])
+        affine = np.hstack([zoom * np.eye(2), ((1.0 - zoom) * centre)[:, None]])
+        rgb = warp_image(rgb, affine, background)
+        notes.append(f"query scaled by {zoom:.3f} about its centre to the model's focal length")
     if foreground_mask(rgb, background, foreground_threshold).mean() < 1e-3:
         raise PoseError(
             "query shows only background (no pixel differs from the model's background colour): "
             "nothing to estimate a pose from. Check the file, or the background colour of the model."
         )
     return rgb, notes
+
+
+def _zoom_to_model(image, info, focal: float | None, query_width: int) -> float | None:
+    """Model focal / query focal, both in pixels at the model's width (None: no way to tell)."""
+    K = info_value(info, "K")
+    width = int(info_value(info, "width"))
+    if focal is not None:
+        if K is None:
+            raise PoseError("a query focal length was given but the model stores no intrinsics to match it to.")
+        if not np.isfinite(focal) or focal <= 0:
+            raise PoseError(f"query focal length {focal} is not a positive number of pixels.")
+        return float(K[0][0]) / (float(focal) * width / query_width)
+    paths = info_value(info, "train_image_paths") or []
+    if not isinstance(image, (str, Path)) or not paths:
+        return None
+    query_mm, train_mm = focal_35mm(image), focal_35mm(paths[0])
+    return None if query_mm is None or train_mm is None else train_mm / query_mm
 
 
 def _float_array(image) -> np.ndarray:
