@@ -19,7 +19,8 @@ ablations share everything else:
   structure and EfficientNet-Lite features against the render and the nearest training views
   re-projected to the pose;
 - ``pixel only`` / ``features only``: the same pose and references, one kind of term (each calibrated);
-- ``no exposure matching``: the same, the references not brought to the query's exposure and white balance;
+- ``with`` / ``no exposure matching``: the same, with ``compare.match_exposure`` the other way (the references
+  brought to the query's exposure and white balance, or not);
 - ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
 - ``PAD recipe``: PAD's pose (best retrieved view + 300 fixed iNeRF steps) and PAD's comparison
   (RGB + feature squared differences, sigma 4 at 224, min-max over the class's test set), on the
@@ -92,8 +93,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 EVALUATION = EvaluationConfig(protocol="pad", image_size="native", gaussian_sigma=0.0,
                               metrics=("AUROC_sp", "AUROC_px", "AUPRO_px"))  # fmt: skip
-METHODS = ("ours", "pixel only", "features only", "no exposure matching", "ground-truth pose", "ours (PAD subset)",
-           "PAD recipe")
+METHODS = ("ours", "pixel only", "features only", "no exposure matching", "with exposure matching", "ground-truth pose",
+           "ours (PAD subset)", "PAD recipe")
 
 
 @dataclass
@@ -344,11 +345,12 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     """Pose and compare every query with every method; evaluate each. Returns the class's record."""
     compare = detector.config.compare
     pairs = detector.normal_pairs(views, progress=False)
+    exposure_variant = "no exposure matching" if compare.match_exposure else "with exposure matching"
     variants = {
         "ours": detector.comparator,
         "pixel only": fit_variant(detector, replace(compare, feature_weight=0.0), pairs),
         "features only": fit_variant(detector, replace(compare, color_weight=0.0, structure_weight=0.0), pairs),
-        "no exposure matching": fit_variant(detector, replace(compare, match_exposure=not compare.match_exposure), pairs),
+        exposure_variant: fit_variant(detector, replace(compare, match_exposure=not compare.match_exposure), pairs),
         "PAD recipe": Comparator(CompareConfig.pad(), device=detector.device),
     }
     methods = {m: MethodMaps() for m in METHODS}
@@ -367,7 +369,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
                   "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence),
                   "above_threshold": decide(score, detector.decision_threshold(), True)}  # fmt: skip
         outputs = {"ours": ours}
-        for method in ("pixel only", "features only", "no exposure matching"):
+        for method in ("pixel only", "features only", exposure_variant):
             outputs[method] = reference.compare(variants[method], image_t)
         truth_reference = None
         if query.c2w is not None:

@@ -128,11 +128,13 @@ def test_a_query_in_another_exposure_is_matched_and_its_defect_still_stands_out(
     query = photographed(defective, 71)
     found = exposure_gains(query.permute(2, 0, 1)[None], normal.permute(2, 0, 1)[None], on_object[None])
     torch.testing.assert_close(found[0], gain, atol=0.03, rtol=0)
-    unmatched = Comparator(replace(comparator.config, match_exposure=False), device="cpu", extractor=comparator.extractor)
-    unmatched.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    matched = Comparator(replace(comparator.config, match_exposure=True), device="cpu", extractor=comparator.extractor)
+    matched.fit(views[:6], normals, progress=False)
+    assert not comparator.config.match_exposure  # the default
     clean = photographed(normal, 72)
-    assert float(comparator.compare(clean, normal).fit_score[0]) < 0.5 * float(unmatched.compare(clean, normal).fit_score[0])
-    assert defect.flatten()[comparator.compare(query, normal).anomaly_map[0].argmax()]
+    assert float(matched.compare(clean, normal).fit_score[0]) < 0.5 * float(comparator.compare(clean, normal).fit_score[0])
+    assert defect.flatten()[matched.compare(query, normal).anomaly_map[0].argmax()]
 
 
 def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):

@@ -94,10 +94,11 @@ class CompareConfig(Config):
     on its own compares with the neighbours it is given (none: the render alone); 0 turns them off."""
     reprojection_tolerance: float = 0.02
     """Relative depth difference up to which a training view counts as seeing a point."""
-    match_exposure: bool = True
+    match_exposure: bool = False
     """Bring the references to the query's exposure and white balance before comparing (one gain per
-    colour channel, the median ratio on the object): a photo taken in another session, with the
-    camera set otherwise, is not an anomaly all over."""
+    colour channel, the median ratio on the object), for queries taken in another session with the
+    camera set otherwise. Off by default: on queries 5 % darker it helped one built-in class and hurt
+    another more (``docs/RESULTS.md``, backdrops)."""
 
     @classmethod
     def pad(

@@ -41,7 +41,8 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
         notes.append("grayscale query expanded to RGB")
-    if array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0:
+    transparent = array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0
+    if transparent:
         notes.append("RGBA query composited on the model's background")
     query_h, query_w = array.shape[:2]
     if (query_w, query_h) != (width, height):
@@ -56,7 +57,7 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     if backdrop is not None and not backdrop.is_background(background):
         shown = ", ".join(f"{c:.2f}" for c in backdrop.colour)
         notes.append(f"plain backdrop ({shown}) replaced by the model's background")
-    elif backdrop is None and not (array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0):
+    elif backdrop is None and not transparent:
         notes.append("the query's border is not a plain backdrop, so the object could not be separated from its "
                      "surroundings: they enter the pose search and the comparison (photograph it against a plain "
                      "backdrop, or give it an alpha channel)")
