@@ -105,17 +105,23 @@ def object_mask(
     query, reference: (B, 3, H, W); reference_alpha: optional (B, H, W) accumulated opacity of the
     render, used for the reference instead of its colour. Returns (B, H, W) bool.
     """
-    colour = torch.as_tensor(background, dtype=query.dtype, device=query.device).view(1, 3, 1, 1)
-    shown = (query - colour).abs().amax(1) > tolerance
+    shown = shows_object(query, background, tolerance)
     if reference_alpha is not None:
         shown |= reference_alpha.to(query.device).reshape(shown.shape) > 0.5
     else:
-        shown |= (reference - colour).abs().amax(1) > tolerance
+        shown |= shows_object(reference, background, tolerance)
     # Object parts of background colour leave holes; a hole is still object.
     from scipy.ndimage import binary_fill_holes
 
     filled = np.stack([dilate(binary_fill_holes(m), margin, shape="square") for m in shown.cpu().numpy()])
     return torch.from_numpy(filled).to(query.device)
+
+
+def shows_object(image: torch.Tensor, background: Sequence[float], tolerance: float) -> torch.Tensor:
+    """(B, H, W) bool: pixels of image (B, 3, H, W) further than ``tolerance`` from the background
+    colour in some channel."""
+    colour = torch.as_tensor(background, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image - colour).abs().amax(1) > tolerance
 
 
 def comparison_mask(
@@ -170,8 +176,7 @@ def raw_residuals(
         if alpha is not None:
             solid = alpha.to(query.device).reshape(mask.shape)[:, None]
         else:
-            colour = torch.as_tensor(config.background, dtype=query.dtype, device=query.device).view(1, 3, 1, 1)
-            solid = ((reference - colour).abs().amax(1, keepdim=True) > config.object_tolerance).to(query.dtype)
+            solid = shows_object(reference, config.background, config.object_tolerance)[:, None].to(query.dtype)
         reference, *neighbours = [image + solid * ((image * gains).clamp(0.0, 1.0) - image) for image in (reference, *neighbours)]
     terms = residual_terms(config, extract, query, reference)
     for neighbour in neighbours:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omnipose.core.image import composite_on_background, read_image_rgba, resize_image
+
 BORDER_SHARE = 0.03
 """Width of the border ring the backdrop is first fitted on, as a share of the image's shorter side."""
 PLAIN_TOLERANCE = 0.1
@@ -154,26 +156,27 @@ def replace_backdrop(image: np.ndarray, background=1.0) -> tuple[np.ndarray, Bac
     return np.clip(out, 0.0, 1.0).astype(np.float32), backdrop
 
 
+def is_transparent(image: np.ndarray) -> bool:
+    """Whether image (H, W, C) has an alpha channel that leaves any pixel less than opaque."""
+    return image.shape[-1] == 4 and float(image[..., 3].min()) < 1.0
+
+
 def on_background(rgba: np.ndarray, background=1.0, size: tuple[int, int] | None = None) -> tuple[np.ndarray, Backdrop | None]:
     """RGB (H, W, 3) on the ``background`` colour from rgba (H, W, 4) or (H, W, 3), resized to ``size``
     (width, height) when given: an image with any transparency is alpha-composited; an opaque one has
     its plain backdrop replaced (``replace_backdrop``), at the size it is used at, so that training
     views and queries go through the same resampling. Returns the image and the backdrop found (None
     for a transparent image or a border that is not plain)."""
-    from omnipose.core.image import composite_on_background, resize_image
-
     def sized(image):
         return image if size is None or (image.shape[1], image.shape[0]) == tuple(size) else resize_image(image, size)
 
-    if rgba.shape[-1] == 4 and float(rgba[..., 3].min()) < 1.0:
+    if is_transparent(rgba):
         return sized(composite_on_background(rgba, background)), None
     return replace_backdrop(sized(np.ascontiguousarray(rgba[..., :3], dtype=np.float32)), background)
 
 
 def read_on_background(path, background=1.0, size: tuple[int, int] | None = None) -> tuple[np.ndarray, Backdrop | None]:
     """``on_background`` of the image file at ``path`` (DataError naming a missing or damaged file)."""
-    from omnipose.core.image import read_image_rgba
-
     return on_background(read_image_rgba(path), background, size)
 
 

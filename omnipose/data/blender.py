@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from omnipose.core.backdrop import on_background
+from omnipose.core.backdrop import is_transparent, on_background
 from omnipose.core.errors import DataError
 from omnipose.core.files import read_json
 from omnipose.core.geometry import make_intrinsics, rigid_pose_problem, scale_intrinsics
@@ -267,7 +267,7 @@ def posed_images_from_meta(
             pose = np.concatenate([pose, np.array([[0, 0, 0, 1]], dtype=np.float32)])
         # Resize as we go: 100 views at 800x800 would hold 768 MB before shrinking.
         image, backdrop = on_background(rgba, bg, target_size)
-        opaque += rgba[..., 3].min() >= 1.0
+        opaque += not is_transparent(rgba)
         plain += backdrop is not None
         images.append(image)
         poses.append(pose)

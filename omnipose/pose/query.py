@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnipose.core.backdrop import on_background
+from omnipose.core.backdrop import is_transparent, on_background
 from omnipose.core.errors import OmniposeError
 from omnipose.core.image import dilate, focal_35mm, foreground_mask, read_image_rgba, warp_image
 
@@ -41,7 +41,7 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
         notes.append("grayscale query expanded to RGB")
-    transparent = array.shape[-1] == 4 and float(array[..., 3].min()) < 1.0
+    transparent = is_transparent(array)
     if transparent:
         notes.append("RGBA query composited on the model's background")
     query_h, query_w = array.shape[:2]
@@ -88,8 +88,9 @@ def _zoom_to_model(image, info, focal: float | None, query_width: int) -> float 
     paths = info_value(info, "train_image_paths") or []
     if not isinstance(image, (str, Path)) or not paths:
         return None
-    query_mm, train_mm = focal_35mm(image), focal_35mm(paths[0])
-    return None if query_mm is None or train_mm is None else train_mm / query_mm
+    query_mm = focal_35mm(image)
+    train_mm = None if query_mm is None else focal_35mm(paths[0])  # renders carry none: no second read
+    return None if train_mm is None else train_mm / query_mm
 
 
 def _float_array(image) -> np.ndarray:
