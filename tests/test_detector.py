@@ -113,6 +113,22 @@ def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted
         Detector.load(folder, detector.config)
 
 
+def test_a_calibration_of_another_comparison_is_fitted_again_not_refused(fitted, tmp_path):
+    """Refitting a class with a comparison whose residuals differ (an ablation on the same field)
+    fits the calibration again instead of failing on the one in the folder."""
+    import shutil
+
+    detector, mad, _ = fitted
+    shutil.copytree(detector.ckpt_dir, tmp_path / detector.config.dataset / mad.name)
+    flipped = not detector.config.compare.match_exposure
+    config = replace(detector.config, ckpt_root=str(tmp_path),
+                     compare=replace(detector.config.compare, match_exposure=flipped))
+    refitted = Detector(config).fit(mad, progress=False)
+    assert refitted.comparator.calibration.signature["match_exposure"] is flipped
+    saved = json.loads((tmp_path / detector.config.dataset / mad.name / "calibration.json").read_text())
+    assert saved["signature"]["match_exposure"] is flipped
+
+
 def test_a_pose_searched_at_half_the_width_is_as_good_and_the_map_comes_at_full_width(fitted, tmp_path):
     """pose_size below the working width: retrieval, alignment and iNeRF run on the query and the
     training views brought to that width (intrinsics scaled), the reference is rendered and compared at
@@ -182,7 +198,8 @@ def test_a_query_photographed_on_a_coloured_backdrop_is_posed_and_its_stain_foun
 def test_a_query_through_a_longer_lens_is_brought_to_the_model_focal_length(fitted):
     """A query shot with a 1.3x longer lens (the object larger in the frame): given its focal length,
     it is scaled to the model's and posed where the truth is, distance included; without it the pose
-    search takes the larger object for a nearer camera."""
+    search takes the larger object for a nearer camera. Its map and reference lie over it."""
+    import copy
     import math
 
     from omnipose.core.geometry import pose_errors
@@ -202,6 +219,22 @@ def test_a_query_through_a_longer_lens_is_brought_to_the_model_focal_length(fitt
     assert float(rotation) < 2.0 and float(translation) < 0.03
     unscaled = detector.estimate_pose(prepare_query(image, detector.info)[0])
     assert float(pose_errors(torch.as_tensor(unscaled.c2w), truth[item.name])[1]) > 0.1
+
+    # The map and the reference come back in the query's own frame, over a stain planted in it.
+    on_object = np.abs(image - 1.0).max(-1) > 0.3
+    rows, cols = np.nonzero(on_object)
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    stain = (np.hypot(y - rows[len(rows) // 3], x - cols[len(rows) // 3]) < 7) & on_object
+    stained = image.copy()
+    stained[stain] = 0.4 * stained[stain] + 0.6 * np.float32([0.1, 0.7, 0.2])
+    through_lens = copy.copy(detector)  # the fitted detector, told the queries' focal length
+    through_lens.config = replace(detector.config, query_focal=focal)
+    found = through_lens.predict_one(stained)
+    assert any("back to the query's own frame" in note for note in found.notes), found.notes
+    row, col = np.unravel_index(np.argmax(found.anomaly_map), found.anomaly_map.shape)
+    assert np.min(np.hypot(*(np.nonzero(stain) - np.array([[row], [col]])))) <= 4
+    rendered = np.abs(found.reference - 1.0).max(-1) > 0.3
+    assert (rendered & on_object).sum() / (rendered | on_object).sum() > 0.8
 
 
 def test_the_lens_of_a_photo_is_read_from_its_exif_against_the_training_photos(tmp_path):

@@ -269,3 +269,49 @@ def test_old_module_paths_still_serve_their_names():
     # The command-line part of 0.1's omnipose.train lives in omnipose.cli.train now.
     old_train = importlib.import_module("omnipose.train")
     assert old_train.run_train is run_train and old_train.add_train_arguments is add_train_arguments
+
+
+# ----------------------------------------------------------------------------- pose refinement
+def test_pose_corrections_cast_the_rays_of_the_corrected_cameras(lego_small):
+    from omnipose.core.geometry import image_rays
+    from omnipose.nerf.pose_refinement import PoseCorrections
+
+    c2w = lego_small.c2w[:3]
+    corrections = PoseCorrections.for_cameras(c2w, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 2.0]]))
+    assert corrections.pivot.tolist() == [0.0, 0.0, 0.5]
+    with torch.no_grad():
+        corrections.twists.copy_(torch.randn(3, 6, generator=torch.Generator().manual_seed(0)) * 0.05)
+    corrected = corrections.poses(c2w)
+    for view in range(3):
+        origins, directions = image_rays(c2w[view], lego_small.K, 32, 32)
+        index = torch.full((origins.shape[0],), view)
+        moved_o, moved_d = corrections.rays(origins.reshape(-1, 3), directions.reshape(-1, 3), index)
+        expected_o, expected_d = image_rays(corrected[view], lego_small.K, 32, 32)
+        torch.testing.assert_close(moved_o, expected_o.reshape(-1, 3), atol=1e-5, rtol=0)
+        torch.testing.assert_close(moved_d, expected_d.reshape(-1, 3), atol=1e-5, rtol=0)
+    # What every view shares moves the whole scene, not one camera against the others: it goes.
+    differences = corrections.twists[1:] - corrections.twists[:1]
+    corrections.remove_drift()
+    torch.testing.assert_close(corrections.twists.mean(0), torch.zeros(6), atol=1e-7, rtol=0)
+    torch.testing.assert_close(corrections.twists[1:] - corrections.twists[:1], differences, atol=1e-6, rtol=0)
+
+
+def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small):
+    config = tiny_config(steps=7, refine_poses=True, pose_lr=1e-2)
+    reference = train_model(lego_small, config, tmp_path / "whole", progress=False)
+    _, whole = load_checkpoint(tmp_path / "whole")
+    from omnipose.core.geometry import rotation_error_deg
+
+    moved = rotation_error_deg(whole.train_c2w[:, :3, :3], lego_small.c2w[:, :3, :3])
+    assert 0.01 < moved.max() < 5.0  # the poses were refined, and the refined ones saved
+
+    def interrupt(step, stats):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(lego_small, config, tmp_path / "run", progress=False, callback=interrupt)
+    resumed = train_model(lego_small, config, tmp_path / "run", progress=False)
+    assert_same_weights(weights(resumed), weights(reference))
+    _, info = load_checkpoint(tmp_path / "run")
+    torch.testing.assert_close(info.train_c2w, whole.train_c2w, atol=0, rtol=0)

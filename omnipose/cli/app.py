@@ -25,6 +25,7 @@ COMMANDS = (
     ("detect", "omnipose.cli.detect", "detect anomalies in the test images of a class"),
     ("evaluate", "omnipose.cli.evaluate", "compute the benchmark metrics of saved predictions"),
     ("benchmark", "omnipose.cli.benchmark", "fit, detect and evaluate every class of a dataset, here or on a Ray cluster"),
+    ("sim2real", "omnipose.cli.sim2real", "the sim-to-real study: sim->sim, real->real and sim->real per class, one table"),
     ("demo", "omnipose.cli.demo", "make data, train, detect, evaluate and write a report, on 2 CPU cores"),
 )
 

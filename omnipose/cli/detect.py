@@ -27,11 +27,13 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
-    """--size and --pose-size, the working widths of ``DetectorConfig``, and --focal, the queries' lens."""
+    """--size and --pose-size, the working widths of ``DetectorConfig``, --refine-poses for a field
+    trained on the way, and --focal, the queries' lens."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
                              "only the final reference is rendered at --size)")
+    parser.add_argument("--refine-poses", action="store_true", help="when a field is trained: " + "refine the training poses with the field (for poses from a reconstruction: MAD-Real, omnipose onboard, COLMAP); the refined poses are saved with it")
     parser.add_argument("--focal", type=float, default=None, metavar="PX",
                         help="focal length of the queries in pixels at their own width, when their lens differs from "
                              "the training views' (default: from the photos' EXIF where both have it, else the same)")
@@ -45,6 +47,7 @@ def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
     )
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
+    config.train = replace(config.train, refine_poses=args.refine_poses)
     if args.matcher:
         config.pose = replace(config.pose, matcher=args.matcher)
     if args.neighbour_views is not None:

@@ -29,6 +29,7 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--holdout", type=int, default=0, metavar="K", help="hold out every K-th view for PSNR/SSIM (0: none)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="continue from a checkpoint in --out (default on)")  # fmt: skip
+    parser.add_argument("--refine-poses", action="store_true", help="refine the training poses with the field (for poses from a reconstruction: MAD-Real, omnipose onboard, COLMAP); the refined poses are saved with it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,7 +66,7 @@ def run_train(args) -> int:
     views, dataset, class_name, aabb = load_training_data(args)
     train_views, holdout = split_holdout(views, args.holdout)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
-                         dataset=dataset, class_name=class_name, aabb=aabb)  # fmt: skip
+                         dataset=dataset, class_name=class_name, aabb=aabb, refine_poses=args.refine_poses)  # fmt: skip
     out_dir = args.out if args.out is not None else Path("ckpts") / dataset / class_name
     try:
         model = train_model(train_views, config, out_dir, holdout=holdout, resume=args.resume, progress=not args.quiet)

@@ -3,6 +3,7 @@ from omnipose._legacy import legacy_getattr
 from omnipose.compare.calibration import (
     CALIBRATION_FORMAT,
     Calibration,
+    check_signature,
     fit_calibration,
 )
 from omnipose.compare.comparator import (
@@ -71,6 +72,7 @@ __getattr__ = legacy_getattr("omnipose.compare")
 __all__ = [
     "CALIBRATION_FORMAT",
     "Calibration",
+    "check_signature",
     "Comparator",
     "CompareConfig",
     "CompareError",

@@ -33,12 +33,13 @@ from omnipose.compare import (
     CompareError,
     ComparisonResult,
     NormalViews,
+    check_signature,
 )
 from omnipose.core.config import Config, fraction, non_negative, one_of, optional_positive, positive, require
 from omnipose.core.device import pick_device
 from omnipose.core.errors import CheckpointError, ConfigError, OmniposeError
 from omnipose.core.geometry import scale_intrinsics
-from omnipose.core.image import image_width, resize_to_width
+from omnipose.core.image import image_width, resize_to_width, warp_image
 from omnipose.data import MADClass, PosedImages, open_mad_class
 from omnipose.detector.batch import QueryFailure, detect_class, predict_many
 from omnipose.detector.references import (
@@ -50,7 +51,16 @@ from omnipose.detector.references import (
     registered_reference,
 )
 from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
-from omnipose.pose import PoseConfig, PoseEstimator, PoseResult, feature_cache_path, model_fingerprint, prepare_query
+from omnipose.pose import (
+    PoseConfig,
+    PoseEstimator,
+    PoseResult,
+    feature_cache_path,
+    model_fingerprint,
+    prepare_query,
+    query_zoom,
+    zoom_affine,
+)
 
 
 @dataclass
@@ -193,7 +203,7 @@ class Detector:
         A checkpoint already under ``<ckpt_root>/<dataset>/<class>/`` is reused as it is when its
         training finished, and resumed when it was interrupted.
         """
-        mad = self._open(data, class_name)
+        mad = open_class(data, class_name)
         check_source_width(mad, self.config.image_size)
         views = mad.load_train_views(size=self.config.image_size, progress=progress)
         return self.fit_views(views, mad.name, progress)
@@ -217,6 +227,8 @@ class Detector:
             print(f"using the trained field in {self.ckpt_dir}")
         check_size(self)
         self.model.eval()
+        if self.info.config.get("refine_poses") and tuple(self.info.train_c2w.shape) == tuple(views.c2w.shape):
+            views = replace(views, c2w=self.info.train_c2w.clone())  # the poses the field refined while it learnt
         check_field_quality(self, views)
         self.pose_estimator = self._pose_estimator(views)
         self.normal_views = self._normal_views(views, progress)
@@ -260,12 +272,6 @@ class Detector:
         """The pose of query (H, W, 3), searched at ``pose_width`` (the aspect ratio kept)."""
         return self.pose_estimator.estimate(resize_to_width(query, self.pose_width))
 
-    def _open(self, data, class_name) -> MADClass:
-        if isinstance(data, MADClass):
-            return data
-        path = Path(data)
-        return open_mad_class(path.parent, path.name) if class_name is None else open_mad_class(path, class_name)
-
     @torch.no_grad()
     def _normal_views(self, views: PosedImages | None = None, progress: bool = True) -> NormalViews | None:
         """The training views with the field's depth at each, cached beside the checkpoint for the
@@ -286,8 +292,9 @@ class Detector:
         if path.is_file():
             try:
                 calibration = Calibration.load(path)
+                check_signature(calibration, self.config.compare)
             except CompareError:
-                pass  # fitted with another comparison config: fit again below
+                calibration = None  # unreadable, or fitted with another comparison config: fit again below
         if calibration is None or calibration.field_key != key:
             images, renders, alphas, neighbours = self.normal_pairs(views, progress)
             calibration = self.comparator.fit(images, renders, alphas, neighbours, progress=progress)
@@ -346,11 +353,13 @@ class Detector:
         if pose.low_confidence and self.config.review_uncertain_poses:
             notes.append("decided anomalous for review: the pose cannot be trusted (another object, a part the field "
                          "cannot explain, or an unusable photo), so the score does not say the object is normal")
+        anomaly_map, reference_image = in_query_frame(result.anomaly_map[0].cpu().numpy().astype(np.float32),
+                                                      reference.image.numpy(), image, self, notes)
         return Prediction(
-            anomaly_map=result.anomaly_map[0].cpu().numpy().astype(np.float32),
+            anomaly_map=anomaly_map,
             score=score,
             c2w=reference.c2w.numpy(),
-            reference=reference.image.numpy(),
+            reference=reference_image,
             pose_residual=float(pose.residual),
             pose_confident=not pose.low_confidence,
             seconds=time.perf_counter() - start,
@@ -417,6 +426,28 @@ class Detector:
     def detect_class(self, mad: MADClass, out_dir: str | Path, progress: bool = True) -> Path:
         """Run on every test image of a class and write the prediction folder (resumable; ``batch.py``)."""
         return detect_class(self, mad, out_dir, progress)
+
+
+def open_class(data: str | Path | MADClass, class_name: str | None) -> MADClass:
+    """A MADClass as given, or from a class folder, or from a root and ``class_name``."""
+    if isinstance(data, MADClass):
+        return data
+    path = Path(data)
+    return open_mad_class(path.parent, path.name) if class_name is None else open_mad_class(path, class_name)
+
+
+def in_query_frame(anomaly_map: np.ndarray, reference: np.ndarray, image, detector: "Detector", notes: list[str]):
+    """The map (H, W) and the reference (H, W, 3) moved from the prepared query's frame back to the
+    query's own, where it was scaled to the model's focal length (``query_zoom``): so that they lie
+    over the query and its ground-truth mask. Parts the prepared query did not see get the map's
+    lowest value and the background."""
+    zoom = query_zoom(image, detector.info, detector.config.query_focal)
+    if zoom is None:
+        return anomaly_map, reference
+    back = zoom_affine(1.0 / zoom, anomaly_map.shape[1], anomaly_map.shape[0])
+    notes.append("the map and the reference are moved back to the query's own frame")
+    return (warp_image(anomaly_map, back, float(anomaly_map.min())),
+            warp_image(reference, back, detector.info.background))  # fmt: skip
 
 
 def decide(score: float, threshold: float | None, pose_confident: bool, review_uncertain_poses: bool = True) -> bool | None:

@@ -7,7 +7,8 @@ class means), ``protocols`` (PAD, M2AD-Invariant, M2AD-Synergy on arrays), ``pre
 prediction folder layout, evaluating a folder), ``tables``, ``figures``, ``report``, ``runner``
 (fit -> detect -> evaluate), ``demo`` and ``original`` (what the demo and OmniposeAD's commands need),
 ``queries`` (one query as an idempotent unit of work), ``executors`` and ``ray_executor`` (where
-fit -> detect runs: here or on a Ray cluster), ``benchmark`` (a whole dataset, one report).
+fit -> detect runs: here or on a Ray cluster), ``benchmark`` (a whole dataset, one report),
+``sim2real`` (the sim-to-real study).
 """
 
 from omnipose.evaluation.benchmark import BENCHMARK_EVALUATION, BenchmarkRun, resolve_classes, run_benchmark
@@ -66,9 +67,23 @@ from omnipose.evaluation.ray_executor import BatchDone, RayConfig, RayExecutor
 from omnipose.evaluation.report import write_demo_report, write_report
 from omnipose.evaluation.results import ClassMean, ClassResult, class_means
 from omnipose.evaluation.runner import ClassRun, run_class, run_classes, save_run_config
+from omnipose.evaluation.sim2real import (
+    CELLS,
+    ObjectCheck,
+    Sim2RealRun,
+    check_same_object,
+    run_sim2real,
+    sim2real_table,
+)
 from omnipose.evaluation.tables import csv_text, format_table, markdown_table, results_to_dict
 
 __all__ = [
+    "CELLS",
+    "ObjectCheck",
+    "Sim2RealRun",
+    "check_same_object",
+    "run_sim2real",
+    "sim2real_table",
     "BENCHMARK_EVALUATION",
     "BatchDone",
     "RayConfig",

@@ -6,6 +6,7 @@ Every figure is drawn on its own Agg canvas (no pyplot state, no display) and wr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -103,3 +104,42 @@ def save_example_panels(result: ClassResult, out_dir: Path) -> list[Path]:
         written.append(save_panel(out_dir / "panels" / f"{result.class_name}_{name}.png", image, reference,
                                   example.mask, example.anomaly_map, result.pixel_threshold))
     return written
+
+
+def save_side_by_side(path: str | Path, rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray | None]]]]) -> Path:
+    """Rows of pictures side by side, each row labelled: ``rows`` = [(label, [(title, picture), ...])].
+
+    A picture (H, W, 3) in [0, 1] is drawn as it is; an (h, w) array is an anomaly map, drawn as a heat
+    map over the row's first picture (resized to it), each map on its own colour scale; None says
+    'not available'. Titles are set on the first row only, so every row should have the same columns.
+    """
+    columns = max(len(row) for _, row in rows)
+    figure = _new_figure(2.6 * columns, 2.7 * len(rows) + 0.3)
+    axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
+    for r, (label, row) in enumerate(rows):
+        base = next((picture for _, picture in row if picture is not None and picture.ndim == 3), None)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.set_axis_off()
+                continue
+            title, picture = row[c]
+            if picture is None:
+                ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
+            elif picture.ndim == 3:
+                ax.imshow(np.clip(picture, 0, 1))
+            elif picture.dtype == bool:
+                ax.imshow(picture.astype(float), cmap="gray", vmin=0, vmax=1)
+            else:
+                heat = np.asarray(picture, np.float64)
+                if base is not None:
+                    ax.imshow(np.clip(base, 0, 1))
+                    heat = heat if heat.shape == base.shape[:2] else resize_bilinear(heat, base.shape[:2])
+                ax.imshow(heat, cmap="jet", alpha=0.5 if base is not None else 1.0, vmin=float(heat.min()), vmax=float(heat.max()))
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    figure.tight_layout()
+    return _save_figure(figure, path)

@@ -50,6 +50,7 @@ from omnipose.nerf.checkpoint import (
 from omnipose.nerf.field import NGPField, NGPFieldConfig
 from omnipose.nerf.hash_grid import HashGridConfig, grid_levels
 from omnipose.nerf.models import RadianceModel, RenderConfig
+from omnipose.nerf.pose_refinement import PoseCorrections
 from omnipose.nerf.quality import evaluate_views
 from omnipose.nerf.sampling import random_uniform
 
@@ -126,6 +127,11 @@ class TrainConfig(Config):
     """A checkpoint is written after this many steps ..."""
     checkpoint_every_seconds: float = 120.0
     """... or after this many seconds, whichever comes first."""
+    refine_poses: bool = False
+    """Refine the training poses with the field (``pose_refinement.py``), for poses from a
+    reconstruction; the refined poses go into the checkpoint and serve from then on."""
+    pose_lr: float = 1e-3
+    """Adam learning rate of the pose corrections (radians; translations in camera distances)."""
     seed: int = 0
     """Seed of the initial weights and of every random draw (rays, jitter, occupancy cells)."""
     device: str | None = None
@@ -140,7 +146,8 @@ class TrainConfig(Config):
     def check(self) -> None:
         require(self, "field", self.field is None or isinstance(self.field, NGPFieldConfig), "must be None or an NGPFieldConfig")
         require(self, "render", isinstance(self.render, RenderConfig), "must be a RenderConfig")
-        positive(self, "steps", "min_rays", "initial_rays", "network_lr", "lr_gamma", "occupancy_every")
+        positive(self, "steps", "min_rays", "initial_rays", "network_lr", "lr_gamma", "occupancy_every", "pose_lr")
+        require(self, "refine_poses", isinstance(self.refine_poses, bool), "must be True or False")
         positive(self, "checkpoint_every_steps", "checkpoint_every_seconds")
         optional_positive(self, "minutes", "target_samples", "max_rays", "lr")
         non_negative(self, "lr_warmup_steps", "weight_decay", "occupancy_warmup", "shrink_box_at", "eval_every", "eval_views")
@@ -241,8 +248,8 @@ class RayBatcher:
         self.height, self.width = views.height, views.width
         self.pixels_per_view = self.height * self.width
 
-    def sample(self, n_rays: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns rays_o, rays_d (unit): (n, 3) and target colours (n, 3)."""
+    def sample(self, n_rays: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns rays_o, rays_d (unit): (n, 3), target colours (n, 3) and the rays' views (n,)."""
         index = torch.randint(0, self.colors.shape[0], (n_rays,), generator=generator, device=generator.device).to(self.device)
         offset = random_uniform((n_rays, 2), generator, self.device)
         view = index // self.pixels_per_view
@@ -255,7 +262,7 @@ class RayBatcher:
         pose = self.c2w[view]
         rays_d = (pose[:, :3, :3] @ directions[:, :, None])[:, :, 0]
         rays_d = rays_d / rays_d.norm(dim=-1, keepdim=True)
-        return pose[:, :3, 3], rays_d, self.colors[index]
+        return pose[:, :3, 3], rays_d, self.colors[index], view
 
 
 # ----------------------------------------------------------------------------- training
@@ -315,6 +322,11 @@ def train_model(
     aabb, aabb_source = resolve_aabb(config.aabb, views.c2w, views.K, views.width, views.height)
     model = build_model(config, aabb, views.background, device).train()
     optimizer = make_optimizer(model, config)
+    corrections = None
+    if config.refine_poses:
+        corrections = PoseCorrections.for_cameras(views.c2w.to(device), model.aabb)
+        optimizer.add_param_group({"params": list(corrections.parameters()), "weight_decay": 0.0,
+                                   "lr": config.pose_lr, "base_lr": config.pose_lr})  # fmt: skip
     out_dir = Path(out_dir) if out_dir is not None else None
 
     step, trainer = 0, {}
@@ -328,6 +340,8 @@ def train_model(
         step, trainer = _restore(out_dir, model, optimizer, config, device)
         if "rng" in trainer:
             generator.set_state(trainer["rng"])
+        if corrections is not None and "pose_corrections" in trainer:
+            corrections.twists.data.copy_(trainer["pose_corrections"].to(device))
         model.train()
     history: list[dict] = list(trainer.get("history", []))
     elapsed = float(trainer.get("elapsed", 0.0))
@@ -338,7 +352,8 @@ def train_model(
         return CheckpointInfo(
             dataset=config.dataset, class_name=config.class_name, field_type=model.field_type,
             width=views.width, height=views.height, K=views.K.clone().float(), background=tuple(views.background),
-            train_c2w=views.c2w.clone().float(), train_image_paths=[str(p) for p in views.paths],
+            train_c2w=(views.c2w.clone().float() if corrections is None else corrections.poses(views.c2w).cpu()),
+            train_image_paths=[str(p) for p in views.paths],
             aabb=model.aabb.detach().cpu().clone(), config={**config.to_dict(), "aabb_source": aabb_source},
             step=step, metrics=metrics or {},
         )  # fmt: skip
@@ -348,6 +363,8 @@ def train_model(
             return
         trainer_state = {"rng": generator.get_state(), "elapsed": elapsed, "n_rays": n_rays,
                          "samples_per_ray": samples_per_ray, "history": history}  # fmt: skip
+        if corrections is not None:
+            trainer_state["pose_corrections"] = corrections.twists.detach().cpu().clone()
         save_checkpoint(out_dir, model, make_info(metrics), optimizer, trainer_state)
 
     batcher = RayBatcher(views, device)
@@ -369,7 +386,9 @@ def train_model(
                 for parameter in model.field.grid_parameters():
                     optimizer.state.pop(parameter, None)
                 tqdm.write(f"step {step}: scene box shrunk to {[[round(v, 3) for v in row] for row in model.aabb.tolist()]}")
-            rays_o, rays_d, target = batcher.sample(n_rays, generator)
+            rays_o, rays_d, target, view = batcher.sample(n_rays, generator)
+            if corrections is not None:
+                rays_o, rays_d = corrections.rays(rays_o, rays_d, view)
             out = model.render_rays(rays_o, rays_d, generator=generator)
             loss = torch.mean((out["rgb"] - target) ** 2)
             # Gradients are zeroed in place: the grid's buffer is reused (see encoding.interpolate_rows).
@@ -377,6 +396,8 @@ def train_model(
             if out["samples"] > 0:
                 loss.backward()
                 optimizer.step()
+                if corrections is not None:
+                    corrections.remove_drift()
             step += 1
             # Adapt the ray count so a step costs about target_samples evaluations.
             measured = out["samples"] / n_rays

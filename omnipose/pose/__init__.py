@@ -13,7 +13,7 @@ from omnipose.pose.estimator import PoseEstimator
 from omnipose.pose.index import feature_cache_path, model_fingerprint
 from omnipose.pose.matching import MATCHER_NAMES, matcher_availability
 from omnipose.pose.pad import pad_refine_config
-from omnipose.pose.query import PoseError, prepare_query
+from omnipose.pose.query import PoseError, prepare_query, query_zoom, zoom_affine
 from omnipose.pose.results import PoseResult
 from omnipose.pose.retrieval import rotation_affine
 
@@ -32,5 +32,7 @@ __all__ = [
     "model_fingerprint",
     "pad_refine_config",
     "prepare_query",
+    "query_zoom",
+    "zoom_affine",
     "rotation_affine",
 ]

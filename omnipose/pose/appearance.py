@@ -111,3 +111,24 @@ def best_matches(
         if len(kept) == count:
             break
     return kept
+
+
+
+
+def thumbnail_object_colour(thumbnails_: torch.Tensor, background, threshold: float) -> np.ndarray | None:
+    """The median colour (3,) of the object over thumbnails (V, 3 * size * size) made by ``thumbnails``:
+    the pixels more than ``threshold`` from the background; None when there are none."""
+    pixels = thumbnails_.reshape(-1, 3).cpu().numpy()
+    pixels = pixels[np.abs(pixels).max(-1) > threshold]
+    if len(pixels) == 0:
+        return None
+    return np.median(pixels, 0) + np.broadcast_to(np.asarray(background, np.float32), (3,))
+
+
+def colour_gains(image: np.ndarray, background, threshold: float, target: np.ndarray) -> np.ndarray | None:
+    """One gain per channel (3,), within [1/3, 3], that brings the median colour of the object in
+    ``image`` (H, W, 3) to ``target`` (3,); None when the image shows next to no object."""
+    object_pixels = image[np.abs(image - np.asarray(background, np.float32)).max(-1) > threshold]
+    if len(object_pixels) < 16:
+        return None
+    return np.clip(np.asarray(target) / np.maximum(np.median(object_pixels, 0), 1e-3), 1 / 3, 3.0).astype(np.float32)

@@ -186,6 +186,12 @@ class PoseConfig(Config):
     another object matches few keypoints, and alignment can still drape the field over its outline."""
     foreground_threshold: float = 0.04
     """Colour difference from the background above which a pixel belongs to the object."""
+    match_query_colour: bool = False
+    """Search the pose on the query with its object brought to the training views' median colour (one
+    gain per channel) when a gain is off by more than 30 %; the comparison still sees the query as it is. For queries from another camera
+    or renderer than the training views (``omnipose sim2real`` turns it on for photographs against a
+    field from renders); within one capture the object's colour changes more from view to view than
+    the exposure does, so it is off by default."""
     interest_radius: int = 4
     """Keypoint dilation (pixels) of PAD's interest regions."""
     eval_rays: int = 2048
@@ -216,6 +222,7 @@ class PoseConfig(Config):
                  "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk", "min_inliers")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
+        require(self, "match_query_colour", isinstance(self.match_query_colour, bool), "must be True or False")
         require(self, "max_residual_ratio", _finite(self.max_residual_ratio) and self.max_residual_ratio > 1,
                 "must be a number above 1 (the field's own residual on training views is 1)")
         for name, kind in (("align", AlignConfig), ("refine", RefineConfig)):

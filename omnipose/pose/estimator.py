@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from omnipose.core.device import one_torch_thread, pick_device
 from omnipose.pose.align import align_poses
+from omnipose.pose.appearance import colour_gains, thumbnail_object_colour
 from omnipose.pose.config import PoseConfig
 from omnipose.pose.hypotheses import CoarsePoses, Hypothesis
 from omnipose.pose.index import (
@@ -60,6 +61,8 @@ from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
 from omnipose.pose.scoring import PoseScoring
 
+QUERY_COLOUR_TOLERANCE = 0.3
+"""``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
 
 class _SceneAttribute:
     """An attribute of the estimator's ``PoseScene``, read through the estimator."""
@@ -117,6 +120,8 @@ class PoseEstimator:
         with self._threads():
             self.index = self._training_index(views)
         self.coarse = CoarsePoses(self.scene, self.matcher, self.index, self.config)
+        # The object's median colour over the training views (``match_query_colour`` brings queries to it).
+        self.object_colour = thumbnail_object_colour(self.index.thumbnails, self.background, self.config.foreground_threshold)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: PoseConfig | None = None, views=None) -> "PoseEstimator":
@@ -189,6 +194,7 @@ class PoseEstimator:
     def _estimate(self, image) -> PoseResult:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
+        query = self._matched_exposure(query, notes)
         candidates, found, rotated = self.coarse.candidates(query, notes)
         timings = {"coarse": time.perf_counter() - start}
         query_t = torch.from_numpy(query).to(self.device)
@@ -223,6 +229,22 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
+
+    def _matched_exposure(self, query: np.ndarray, notes: list[str]) -> np.ndarray:
+        """With ``match_query_colour``, the query with its object brought to the training views' median
+        colour (``appearance.colour_gains``) when a gain is off by more than ``QUERY_COLOUR_TOLERANCE``;
+        else the query as it is."""
+        if not self.config.match_query_colour or self.object_colour is None:
+            return query
+        gain = colour_gains(query, self.background, self.config.foreground_threshold, self.object_colour)
+        if gain is None or np.abs(gain - 1.0).max() <= QUERY_COLOUR_TOLERANCE:
+            return query  # within what one view of the object differs from the median of all
+        notes.append(f"pose searched with the object's colours times ({', '.join(f'{g:.2f}' for g in gain)}), "
+                     "the training views' median colour")
+        on_object = np.abs(query - np.asarray(self.background, np.float32)).max(-1) > self.config.foreground_threshold
+        out = query.copy()
+        out[on_object] = np.clip(query[on_object] * gain, 0.0, 1.0)
+        return out
 
     def _interest(self, rotated: list[RotatedFeatures], lead: Hypothesis) -> np.ndarray:
         """PAD's interest regions (H, W) bool: the keypoints of the query described at the turn

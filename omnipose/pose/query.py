@@ -9,7 +9,7 @@ import torch
 
 from omnipose.core.backdrop import is_transparent, on_background
 from omnipose.core.errors import OmniposeError
-from omnipose.core.image import dilate, focal_35mm, foreground_mask, read_image_rgba, warp_image
+from omnipose.core.image import dilate, focal_35mm, foreground_mask, image_width, read_image_rgba, warp_image
 
 
 class PoseError(OmniposeError):
@@ -62,10 +62,8 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
                      "surroundings: they enter the pose search and the comparison (photograph it against a plain "
                      "backdrop, or give it an alpha channel)")
     zoom = _zoom_to_model(image, info, focal, query_w)
-    if zoom is not None and abs(zoom - 1.0) > 0.005:
-        centre = np.array([width / 2.0, height / 2.0])
-        affine = np.hstack([zoom * np.eye(2), ((1.0 - zoom) * centre)[:, None]])
-        rgb = warp_image(rgb, affine, background)
+    if zoom is not None:
+        rgb = warp_image(rgb, zoom_affine(zoom, width, height), background)
         notes.append(f"query scaled by {zoom:.3f} about its centre to the model's focal length")
     if foreground_mask(rgb, background, foreground_threshold).mean() < 1e-3:
         raise PoseError(
@@ -75,8 +73,27 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     return rgb, notes
 
 
+def query_zoom(image, info, focal: float | None = None) -> float | None:
+    """The scale ``prepare_query`` applies about the query's centre to bring it to the model's focal
+    length (``focal`` and the EXIF as there); None when it applies none. The inverse of
+    ``zoom_affine(zoom, ...)`` takes what was computed on the prepared query back to the query's frame."""
+    width = image_width(image) if isinstance(image, (str, Path)) else int(np.shape(image)[1])
+    return _zoom_to_model(image, info, focal, width)
+
+
+def zoom_affine(zoom: float, width: int, height: int) -> np.ndarray:
+    """(2, 3) affine scaling an image of ``width`` x ``height`` by ``zoom`` about its centre."""
+    centre = np.array([width / 2.0, height / 2.0])
+    return np.hstack([zoom * np.eye(2), ((1.0 - zoom) * centre)[:, None]])
+
+
 def _zoom_to_model(image, info, focal: float | None, query_width: int) -> float | None:
-    """Model focal / query focal, both in pixels at the model's width (None: no way to tell)."""
+    """Model focal / query focal, both in pixels at the model's width (None: no way to tell, or 1)."""
+    zoom = _focal_ratio(image, info, focal, query_width)
+    return None if zoom is None or abs(zoom - 1.0) <= 0.005 else zoom
+
+
+def _focal_ratio(image, info, focal: float | None, query_width: int) -> float | None:
     K = info_value(info, "K")
     width = int(info_value(info, "width"))
     if focal is not None:
