@@ -51,7 +51,8 @@ def make_roots(args) -> tuple[Path, Path]:
             ensure_class(sim_root, name, SynthConfig(size=args.size, progress=False))
         if args.real is None:
             photo = SynthConfig(size=args.size, style="photo", train_views=50, progress=False)
-            photo.photo = replace(photo.photo, backdrop=args.backdrop, threads=args.threads)
+            backdrop = None if args.backdrop is None else (args.backdrop,) * 3
+            photo.photo = replace(photo.photo, backdrop=backdrop, threads=args.threads)
             ensure_class(real_root, name, photo)
     return sim_root, real_root
 
