@@ -181,9 +181,10 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
     if match_photographs:
         across = replace(across, pose=replace(across.pose, match_query_colour=True),
                          compare=replace(across.compare, match_exposure=True))
-    results, checks = [], {}
+    results, checks, reals = [], {}, {}
     for name in names:
         sim, real = open_mad_class(sim_root, name), open_mad_class(real_root, name)
+        reals[name] = real
         for cell in cells:
             if cell == "sim2real":
                 checks[name] = _detect_across(sim, real, out_dir, across, progress)
@@ -191,7 +192,7 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
                 root, cell_config = (sim_root, sim_config) if cell == "sim2sim" else (real_root, real_config)
                 run_class(root, name, out_dir / cell, cell_config, skip_finished=True, progress=progress)
             results.append(_evaluate(out_dir, cell, sim if cell == "sim2sim" else real))
-    panels = [path for name in names if (path := _save_panels(out_dir, open_mad_class(real_root, name), cells)) is not None]
+    panels = [path for real in reals.values() if (path := _save_panels(out_dir, real, cells)) is not None]
     summary = out_dir / "sim2real.json"
     atomic_write_json(summary, {"sim_root": str(sim_root), "real_root": str(real_root), "cells": list(cells),
                                 "rows": [cell.row() for cell in results],

@@ -113,8 +113,6 @@ def best_matches(
     return kept
 
 
-
-
 def thumbnail_object_colour(thumbnails_: torch.Tensor, background, threshold: float) -> np.ndarray | None:
     """The median colour (3,) of the object over thumbnails (V, 3 * size * size) made by ``thumbnails``:
     the pixels more than ``threshold`` from the background; None when there are none."""
@@ -125,10 +123,9 @@ def thumbnail_object_colour(thumbnails_: torch.Tensor, background, threshold: fl
     return np.median(pixels, 0) + np.broadcast_to(np.asarray(background, np.float32), (3,))
 
 
-def colour_gains(image: np.ndarray, background, threshold: float, target: np.ndarray) -> np.ndarray | None:
-    """One gain per channel (3,), within [1/3, 3], that brings the median colour of the object in
-    ``image`` (H, W, 3) to ``target`` (3,); None when the image shows next to no object."""
-    object_pixels = image[np.abs(image - np.asarray(background, np.float32)).max(-1) > threshold]
+def colour_gains(object_pixels: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """One gain per channel (3,), within [1/3, 3], that brings the median colour of ``object_pixels``
+    (N, 3) to ``target`` (3,); None for next to no pixels."""
     if len(object_pixels) < 16:
         return None
     return np.clip(np.asarray(target) / np.maximum(np.median(object_pixels, 0), 1e-3), 1 / 3, 3.0).astype(np.float32)

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.core.device import one_torch_thread, pick_device
+from omnipose.core.image import foreground_mask
 from omnipose.pose.align import align_poses
 from omnipose.pose.appearance import colour_gains, thumbnail_object_colour
 from omnipose.pose.config import PoseConfig
@@ -120,8 +121,9 @@ class PoseEstimator:
         with self._threads():
             self.index = self._training_index(views)
         self.coarse = CoarsePoses(self.scene, self.matcher, self.index, self.config)
-        # The object's median colour over the training views (``match_query_colour`` brings queries to it).
-        self.object_colour = thumbnail_object_colour(self.index.thumbnails, self.background, self.config.foreground_threshold)
+        # The object's median colour over the training views, what ``match_query_colour`` brings queries to.
+        self.object_colour = (thumbnail_object_colour(self.index.thumbnails, self.background, self.config.foreground_threshold)
+                              if self.config.match_query_colour else None)  # fmt: skip
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, config: PoseConfig | None = None, views=None) -> "PoseEstimator":
@@ -194,7 +196,7 @@ class PoseEstimator:
     def _estimate(self, image) -> PoseResult:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
-        query = self._matched_exposure(query, notes)
+        query = self._matched_colour(query, notes)
         candidates, found, rotated = self.coarse.candidates(query, notes)
         timings = {"coarse": time.perf_counter() - start}
         query_t = torch.from_numpy(query).to(self.device)
@@ -230,18 +232,18 @@ class PoseEstimator:
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
 
-    def _matched_exposure(self, query: np.ndarray, notes: list[str]) -> np.ndarray:
+    def _matched_colour(self, query: np.ndarray, notes: list[str]) -> np.ndarray:
         """With ``match_query_colour``, the query with its object brought to the training views' median
         colour (``appearance.colour_gains``) when a gain is off by more than ``QUERY_COLOUR_TOLERANCE``;
         else the query as it is."""
-        if not self.config.match_query_colour or self.object_colour is None:
+        if self.object_colour is None:
             return query
-        gain = colour_gains(query, self.background, self.config.foreground_threshold, self.object_colour)
+        on_object = foreground_mask(query, self.background, self.config.foreground_threshold)
+        gain = colour_gains(query[on_object], self.object_colour)
         if gain is None or np.abs(gain - 1.0).max() <= QUERY_COLOUR_TOLERANCE:
             return query  # within what one view of the object differs from the median of all
         notes.append(f"pose searched with the object's colours times ({', '.join(f'{g:.2f}' for g in gain)}), "
                      "the training views' median colour")
-        on_object = np.abs(query - np.asarray(self.background, np.float32)).max(-1) > self.config.foreground_threshold
         out = query.copy()
         out[on_object] = np.clip(query[on_object] * gain, 0.0, 1.0)
         return out
