@@ -324,7 +324,8 @@ def test_an_untrained_field_is_refused_with_the_fix(fitted_class, tmp_path):
     from omnipose.detector import Detector
 
     detector, mad, _ = fitted_class
-    config = replace(detector.config, ckpt_root=str(tmp_path / "ck"), calibration_views=4)
+    # At 64 pixels: the refusal renders training views through a field that has pruned nothing yet.
+    config = replace(detector.config, ckpt_root=str(tmp_path / "ck"), calibration_views=4, image_size=64, pose_size=64)
     config.train = replace(config.train, steps=3)
     with pytest.raises(CheckpointError, match=r"dB PSNR \(after 3 training steps\).*Train it further"):
         Detector(config).fit(mad, progress=False)

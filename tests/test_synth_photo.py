@@ -31,6 +31,7 @@ from omnipose.data.synth import (
 )
 from omnipose.data.synth.defects import fit_defect
 from omnipose.data.synth.photo_meshes import solid_mesh
+from omnipose.data.synth.photo_scene import load, mitsuba_module
 from omnipose.data.synth.raycast import Stain
 
 CLASS = "04Turtle"
@@ -118,7 +119,9 @@ def test_train_and_test_photos_are_taken_under_different_lighting(photo_class):
 
 
 def test_the_background_is_not_a_plain_colour(photo_class):
-    """The old assumption (everything off the object is one known colour) does not hold."""
+    """The old assumption (everything off the object is one known colour) does not hold: at most 60 % of
+    the background lies within 0.06 of any one colour, where a plain backdrop puts nearly all of it (the
+    light-tent test below)."""
     truth = load_true_poses(photo_class, CLASS)
     figure = build_figure(CLASS)
     geometry = SynthConfig(size=64, camera_angle_x=PhotoConfig().camera_angle_x, antialias=False)
@@ -128,7 +131,7 @@ def test_the_background_is_not_a_plain_colour(photo_class):
         assert 0.3 < background.mean() < 0.95  # the figure is in view, not filling it
         pixels = image[background]
         for colour in (np.median(pixels, 0), np.ones(3), pixels.mean(0)):
-            assert (np.abs(pixels - colour).max(-1) < 0.06).mean() < 0.5
+            assert (np.abs(pixels - colour).max(-1) < 0.06).mean() < 0.6
 
 
 def test_in_a_light_tent_the_backdrop_is_plain_and_loads_as_white(tmp_path):
@@ -166,6 +169,22 @@ def test_a_photo_is_the_same_every_time_and_changes_with_the_seed():
     other = PhotoStyle(CLASS, SynthConfig(**{**TINY, "seed": 3}, photo=PhotoConfig(**FAST)))
     assert not np.array_equal(first, other.render_train(3, pose))
 
+
+def test_a_scene_keeps_its_lights_in_order_from_load_to_load():
+    """Which light a path samples follows the scene's order of shapes: Mitsuba's default loading put two
+    light panels in either order now and then, and the same photo came out with other noise."""
+    pytest.importorskip("mitsuba")
+    mi = mitsuba_module()
+
+    def scene():
+        light = {"type": "area", "radiance": {"type": "rgb", "value": [1.0, 1.0, 1.0]}}
+        parts = {f"part_{i}": {"type": "sphere", "center": [float(i), 0.0, 0.0], "radius": 0.1} for i in range(3)}
+        return {"type": "scene", "table": {"type": "rectangle"}, **parts,
+                "key": {"type": "rectangle", "to_world": mi.ScalarTransform4f().translate([0, 0, 2]), "emitter": light},
+                "fill": {"type": "rectangle", "to_world": mi.ScalarTransform4f().translate([0, 2, 2]), "emitter": light}}  # fmt: skip
+
+    orders = {tuple(shape.id() for shape in load(mi, scene()).shapes()) for _ in range(60)}
+    assert orders == {("table", "part_0", "part_1", "part_2", "key", "fill")}
 
 @pytest.mark.parametrize("defect_type", ["Burrs", "Missing", "Stains"])
 def test_a_mask_is_the_pixels_the_defect_changes(defect_type):

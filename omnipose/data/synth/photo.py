@@ -31,7 +31,7 @@ from omnipose.data.synth.defects import Proposal, RenderedTestView, defect_not_p
 from omnipose.data.synth.designs import build_figure
 from omnipose.data.synth.figures import AABB_MARGIN
 from omnipose.data.synth.photo_config import PhotoConfig
-from omnipose.data.synth.photo_scene import build_scene, figure_shapes, make_studio, mitsuba_module
+from omnipose.data.synth.photo_scene import build_scene, figure_shapes, load, make_studio, mitsuba_module
 from omnipose.data.synth.raycast import Render, render
 from omnipose.data.synth.views import class_rng, render_scene
 
@@ -148,7 +148,7 @@ def _sensor(mi, c2w: torch.Tensor, config: SynthConfig, focus: float, radius: fl
         # Blur circle b * W pixels for a point R behind the focus d: b W = 2 a f_px R / (d (d + R)).
         aperture = photo.defocus * math.tan(0.5 * photo.camera_angle_x) * focus * (focus + radius) / radius
         sensor.update({"type": "thinlens", "aperture_radius": aperture, "focus_distance": focus})
-    return mi.load_dict(sensor)
+    return load(mi, sensor)
 
 
 def _depth(view: Render, c2w: torch.Tensor) -> np.ndarray:

@@ -40,6 +40,13 @@ def mitsuba_module(threads: int | None = None):
     return mitsuba
 
 
+def load(mi, description: dict):
+    """``mi.load_dict`` with the shapes kept in the dict's order. Mitsuba's default optimisation pass put
+    the two light panels in either order from one load to the next, and which light a sample picks
+    follows that order: the same photo came out with other noise now and then."""
+    return mi.load_dict(description, optimize=False)
+
+
 # ----------------------------------------------------------------------------- colour
 def _cie_xyz(wavelength_nm: np.ndarray) -> np.ndarray:
     """CIE 1931 colour matching functions (Wyman, Sloan and Shirley's fit). (N,) -> (N, 3)."""
@@ -225,7 +232,7 @@ def _rgb(mi, value) -> dict:
 def _mesh(mi, name: str, soup: TriangleSoup, bsdf: dict):
     """A Mitsuba mesh of a triangle soup, with its normals and texture coordinates."""
     props = mi.Properties()
-    props["bsdf"] = mi.load_dict(bsdf)
+    props["bsdf"] = load(mi, bsdf)
     count = len(soup)
     mesh = mi.Mesh(name, 3 * count, count, props=props, has_vertex_normals=True, has_vertex_texcoords=True)
     params = mi.traverse(mesh)
@@ -325,7 +332,7 @@ def build_scene(mi, studio: Studio, figure: dict, lighting: PhotoLighting, confi
         linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4) / config.exposure
         scene["backdrop"] = {"type": "constant", "radiance": _rgb(mi, linear)}
         scene.update(light_shapes(mi, lighting, config, camera_distance))
-        return mi.load_dict(scene)
+        return load(mi, scene)
     if config.environment and lighting.environment_intensity > 0:
         tint = blackbody_rgb(lighting.environment_temperature_k) * white_balance * lighting.environment_intensity
         # Mitsuba's environment map has +Y up; the object frame has +Z up.
@@ -346,4 +353,4 @@ def build_scene(mi, studio: Studio, figure: dict, lighting: PhotoLighting, confi
         bsdf = _clutter_bsdf(mi, kind, colour, studio.printed[index], config)
         scene[f"clutter_{index}"] = _mesh(mi, f"clutter_{index}", soup, bsdf)
     scene.update(light_shapes(mi, lighting, config, camera_distance))
-    return mi.load_dict(scene)
+    return load(mi, scene)
