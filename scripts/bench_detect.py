@@ -32,8 +32,9 @@ recovers from its training views alone (structure from motion; the ``sfm`` extra
 ones; the true query poses are carried into that frame by the similarity between the two sets of
 training cameras, so the pose errors and the ground-truth-pose row still mean what they say. Run it
 beside a run on the true poses with the same steps to see what onboarding costs detection. With
-``--refine-poses`` each field also refines its training poses while it trains (``TrainConfig.refine_poses``);
-on the lego the onboarded and the refined training poses are both scored against the true ones.
+``--refine-poses`` each field also refines its training poses while it trains (``TrainConfig.refine_poses``;
+``--refine-focal``: and their focal length); on the lego the onboarded and the refined training cameras are
+both scored against the true ones.
 
 Metrics come from ``omnipose.evaluate`` (PAD protocol, maps at their native size, no extra
 smoothing: the comparisons smooth their own maps). Seconds per query: ours end to end (pose,
@@ -283,18 +284,25 @@ def onboarded_frame(onboarded: Path, truth: Path) -> np.ndarray:
     return np.linalg.inv(camera_similarity(np.stack([m[0] for m in matched]), np.stack([m[1] for m in matched])))
 
 
-def training_pose_errors(onboarded: PosedImages, refined: torch.Tensor, lego: Path) -> dict:
-    """The onboarded training cameras, and those the field refined from them when it did, each aligned to
-    the true cameras by a similarity and scored as ``bench_onboard.py`` scores onboarding."""
+def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
+    """The onboarded training cameras, and those the field refined from them (``info``, its checkpoint) when
+    it did, each aligned to the true cameras by a similarity and scored as ``bench_onboard.py`` scores
+    onboarding; the focal length in % of the true one."""
     from bench_onboard import similarity_errors
 
     true = load_transforms(lego / "transforms_train.json", progress=False)
     by_name = {path.stem: c2w for path, c2w in zip(true.paths, true.c2w.double().numpy())}
     actual = np.stack([by_name[path.stem] for path in onboarded.paths])
-    errors = {"onboarded": similarity_errors(onboarded.c2w.double().numpy(), actual)}
-    if not torch.equal(refined.float(), onboarded.c2w.float()):
-        errors["refined"] = similarity_errors(refined.double().numpy(), actual)
-    return {name: {k: round(v, 4) for k, v in row.items()} for name, row in errors.items()}
+    true_focal = float(true.K[0, 0]) / true.width
+
+    def score(c2w: torch.Tensor, K: torch.Tensor, width: int) -> dict:
+        focal_pct = 100.0 * (float(K[0, 0]) / width / true_focal - 1.0)
+        return {k: round(v, 4) for k, v in {**similarity_errors(c2w.double().numpy(), actual), "focal_pct": focal_pct}.items()}
+
+    errors = {"onboarded": score(onboarded.c2w, onboarded.K, onboarded.width)}
+    if info.config.get("refine_poses"):
+        errors["refined"] = score(info.train_c2w, info.K, info.width)
+    return errors
 
 
 def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
@@ -568,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                              "classes are kept apart under <work>)")
     parser.add_argument("--refine-poses", action="store_true",
                         help="each field refines its training poses as it trains (fields kept apart under <work>)")
+    parser.add_argument("--refine-focal", action="store_true",
+                        help="with --refine-poses, also refine the training views' focal length (fields kept apart)")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed of every field (another seed: another training run, kept apart under <work>)")
     parser.add_argument("--verbose", action="store_true", help="a line per query")
@@ -591,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     onboarded = args.train_poses == "onboard"
-    suffix = ("_onboarded" if onboarded else "") + ("_refined" if args.refine_poses else "") + (
-        f"_seed{args.seed}" if args.seed else "")
+    refined = ("_refined" if args.refine_poses else "") + ("_focal" if args.refine_focal else "")
+    suffix = ("_onboarded" if onboarded else "") + refined + (f"_seed{args.seed}" if args.seed else "")
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         data = args.work / f"builtin_{args.size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
@@ -630,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                         (train_root / name / part).symlink_to((data / name / part).resolve())
                 queries = in_frame(queries, onboarded_frame(train_root / name / "transforms.json", data / name / "transforms.json"))
             config.train = replace(config.train, steps=args.train_steps, minutes=None, seed=args.seed,
-                                   refine_poses=args.refine_poses)  # fmt: skip
+                                   refine_poses=args.refine_poses or args.refine_focal,
+                                   refine_focal=args.refine_focal)  # fmt: skip
             start = time.perf_counter()
             detector = Detector(config).fit(train_root, name, progress=False)
             fit_seconds = time.perf_counter() - start
@@ -675,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
             config = DetectorConfig(image_size=size, pose_size=args.pose_size, dataset=dataset,
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed,
-                                   refine_poses=args.refine_poses)  # fmt: skip
+                                   refine_poses=args.refine_poses or args.refine_focal,
+                                   refine_focal=args.refine_focal)  # fmt: skip
             start = time.perf_counter()
             if backdrop is None:
                 detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)
@@ -689,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                 train = open_mad_class(root, "lego").load_train_views(size=size, progress=False)
             fit_seconds = time.perf_counter() - start
             if onboarded:
-                extra["onboard"]["training_poses"] = training_pose_errors(train, detector.info.train_c2w, args.lego)
+                extra["onboard"]["training_poses"] = training_pose_errors(train, detector.info, args.lego)
                 print(f"training poses against the true ones: {extra['onboard']['training_poses']}")
             record = run_class("lego", detector, train, queries, args, args.pad_queries)
             record.update(extra, fit_seconds=round(fit_seconds, 1), size=size, pose_size=detector.pose_width,

@@ -1,6 +1,7 @@
 """Training: checkpoints, interruption and resume, reproducibility, bad input, the command line."""
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -178,10 +179,11 @@ def test_command_line(tmp_path, lego_dir):
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     args = parser.parse_args(["--transforms", str(transforms), "--size", "24", "--steps", "3", "--holdout", "3",
-                              "--out", str(tmp_path / "out"), "--no-resume", "--quiet"])  # fmt: skip
+                              "--out", str(tmp_path / "out"), "--no-resume", "--quiet", "--refine-poses"])  # fmt: skip
     assert run_train(args) == 0
     _, info = load_checkpoint(tmp_path / "out", class_name="lego")
     assert info.step == 3 and info.train_c2w.shape == (4, 4, 4) and "psnr" in info.metrics
+    assert info.config["refine_poses"] and not info.config["refine_focal"]
     torch.testing.assert_close(info.aabb, torch.tensor(meta["aabb"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--size", "24"])  # neither --data nor --transforms
@@ -192,7 +194,8 @@ def test_command_line(tmp_path, lego_dir):
     "field, value",
     [("steps", 0), ("minutes", -1.0), ("target_samples", 0), ("min_rays", 0), ("lr", float("nan")), ("network_lr", 0.0),
      ("lr_milestones", (0.5, 1.5)), ("occupancy_every", 0), ("occupancy_fraction", 0.0), ("eval_every", -1),
-     ("checkpoint_every_seconds", 0.0), ("seed", 1.5), ("class_name", ""), ("render", {"chunk": 8})],
+     ("checkpoint_every_seconds", 0.0), ("seed", 1.5), ("class_name", ""), ("render", {"chunk": 8}),
+     ("refine_focal", True)],  # the focal length is refined only with the poses
 )  # fmt: skip
 def test_train_config_refuses_nonsense(field, value):
     from omnipose.core.errors import ConfigError
@@ -296,22 +299,62 @@ def test_pose_corrections_cast_the_rays_of_the_corrected_cameras(lego_small):
     torch.testing.assert_close(corrections.twists[1:] - corrections.twists[:1], differences, atol=1e-6, rtol=0)
 
 
-def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small):
-    config = tiny_config(steps=7, refine_poses=True, pose_lr=1e-2)
-    reference = train_model(lego_small, config, tmp_path / "whole", progress=False)
-    _, whole = load_checkpoint(tmp_path / "whole")
-    from omnipose.core.geometry import rotation_error_deg
+def test_a_refined_focal_length_casts_the_rays_of_the_camera_with_that_focal_length(lego_small):
+    from omnipose.core.geometry import image_rays
+    from omnipose.nerf.pose_refinement import PoseCorrections
 
-    moved = rotation_error_deg(whole.train_c2w[:, :3, :3], lego_small.c2w[:, :3, :3])
-    assert 0.01 < moved.max() < 5.0  # the poses were refined, and the refined ones saved
+    c2w = lego_small.c2w[:3]
+    corrections = PoseCorrections.for_cameras(c2w, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 2.0]]), focal=True)
+    with torch.no_grad():
+        corrections.twists.copy_(torch.randn(3, 6, generator=torch.Generator().manual_seed(1)) * 0.05)
+        corrections.log_focal.fill_(math.log(1.03))
+    K = corrections.intrinsics(lego_small.K)
+    assert corrections.focal_scale() == pytest.approx(1.03)
+    torch.testing.assert_close(K[:2, :2], lego_small.K[:2, :2] * 1.03)
+    torch.testing.assert_close(K[:2, 2], lego_small.K[:2, 2])  # the principal point stays
+    corrected = corrections.poses(c2w)
+    for view in range(3):
+        origins, directions = image_rays(c2w[view], lego_small.K, 32, 32)
+        index = torch.full((origins.shape[0],), view)
+        moved_o, moved_d = corrections.rays(origins.reshape(-1, 3), directions.reshape(-1, 3), index)
+        expected_o, expected_d = image_rays(corrected[view], K, 32, 32)
+        torch.testing.assert_close(moved_o, expected_o.reshape(-1, 3), atol=1e-5, rtol=0)
+        torch.testing.assert_close(moved_d, expected_d.reshape(-1, 3), atol=1e-5, rtol=0)
+
+
+def _whole_and_resumed(views, config, folder):
+    """The checkpoints of a whole run and of one interrupted at step 4 and resumed, which must end with
+    the same weights: (whole, resumed) CheckpointInfo."""
+    reference = train_model(views, config, folder / "whole", progress=False)
 
     def interrupt(step, stats):
         if step == 4:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_model(lego_small, config, tmp_path / "run", progress=False, callback=interrupt)
-    resumed = train_model(lego_small, config, tmp_path / "run", progress=False)
+        train_model(views, config, folder / "run", progress=False, callback=interrupt)
+    resumed = train_model(views, config, folder / "run", progress=False)
     assert_same_weights(weights(resumed), weights(reference))
-    _, info = load_checkpoint(tmp_path / "run")
-    torch.testing.assert_close(info.train_c2w, whole.train_c2w, atol=0, rtol=0)
+    return load_checkpoint(folder / "whole")[1], load_checkpoint(folder / "run")[1]
+
+
+def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small):
+    from omnipose.core.geometry import rotation_error_deg
+
+    config = tiny_config(steps=7, refine_poses=True, pose_lr=1e-2)
+    whole, resumed = _whole_and_resumed(lego_small, config, tmp_path)
+    moved = rotation_error_deg(whole.train_c2w[:, :3, :3], lego_small.c2w[:, :3, :3])
+    assert 0.01 < moved.max() < 5.0  # the poses were refined, and the refined ones saved
+    torch.testing.assert_close(resumed.train_c2w, whole.train_c2w, atol=0, rtol=0)
+    torch.testing.assert_close(whole.K, lego_small.K, atol=0, rtol=0)  # the focal length only with refine_focal
+
+
+def test_a_refined_focal_length_is_saved_and_resumes_exactly(tmp_path, lego_small, one_thread):
+    """In one thread: with two, a resumed run that refines the focal length ended, now and then, with
+    weights a few bits off the whole run's (not so with the poses alone, above); the cause is not known."""
+    config = tiny_config(steps=7, refine_poses=True, refine_focal=True, pose_lr=1e-2)
+    whole, resumed = _whole_and_resumed(lego_small, config, tmp_path)
+    ratio = float(whole.K[0, 0] / lego_small.K[0, 0])
+    assert ratio != 1.0 and abs(ratio - 1.0) < 0.1 and float(whole.K[1, 1] / lego_small.K[1, 1]) == pytest.approx(ratio)
+    torch.testing.assert_close(resumed.K, whole.K, atol=0, rtol=0)
+    torch.testing.assert_close(resumed.train_c2w, whole.train_c2w, atol=0, rtol=0)

@@ -5,6 +5,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from omnipose.cli.train import add_refinement_arguments
 from omnipose.compare import CompareConfig
 from omnipose.detector import DetectorConfig
 from omnipose.evaluation import run_class
@@ -33,7 +34,7 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
                              "only the final reference is rendered at --size)")
-    parser.add_argument("--refine-poses", action="store_true", help="when a field is trained: " + "refine the training poses with the field (for poses from a reconstruction: MAD-Real, omnipose onboard, COLMAP); the refined poses are saved with it")
+    add_refinement_arguments(parser, "when a field is trained: ")
     parser.add_argument("--focal", type=float, default=None, metavar="PX",
                         help="focal length of the queries in pixels at their own width, when their lens differs from "
                              "the training views' (default: from the photos' EXIF where both have it, else the same)")

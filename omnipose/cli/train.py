@@ -29,7 +29,7 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--holdout", type=int, default=0, metavar="K", help="hold out every K-th view for PSNR/SSIM (0: none)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="continue from a checkpoint in --out (default on)")  # fmt: skip
-    parser.add_argument("--refine-poses", action="store_true", help="refine the training poses with the field (for poses from a reconstruction: MAD-Real, omnipose onboard, COLMAP); the refined poses are saved with it")
+    add_refinement_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,6 +59,13 @@ def load_training_data(args) -> tuple[PosedImages, str, str, list | None]:
     except (OSError, json.JSONDecodeError):
         pass
     return views, dataset, class_name, aabb
+
+
+def add_refinement_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """--refine-poses (``TrainConfig.refine_poses``)."""
+    parser.add_argument("--refine-poses", action="store_true",
+                        help=when + "refine the training poses with the field (for poses from a reconstruction: MAD-Real, "
+                                    "omnipose onboard, COLMAP); the refined poses are saved with it")
 
 
 def run_train(args) -> int:

@@ -228,7 +228,8 @@ class Detector:
         check_size(self)
         self.model.eval()
         if self.info.config.get("refine_poses") and tuple(self.info.train_c2w.shape) == tuple(views.c2w.shape):
-            views = replace(views, c2w=self.info.train_c2w.clone())  # the poses the field refined while it learnt
+            # The poses (and focal length) the field refined while it learnt.
+            views = replace(views, c2w=self.info.train_c2w.clone(), K=self.info.K.clone())
         check_field_quality(self, views)
         self.pose_estimator = self._pose_estimator(views)
         self.normal_views = self._normal_views(views, progress)

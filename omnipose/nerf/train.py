@@ -130,6 +130,10 @@ class TrainConfig(Config):
     refine_poses: bool = False
     """Refine the training poses with the field (``pose_refinement.py``), for poses from a
     reconstruction; the refined poses go into the checkpoint and serve from then on."""
+    refine_focal: bool = False
+    """With ``refine_poses``, also refine the focal length the training views share (a reconstruction of
+    an object seen from afar leaves it about 1 % off); the refined one goes into the checkpoint's K. Off:
+    on the onboarded lego views it moved the focal length further off (``docs/RESULTS.md``, onboarding)."""
     pose_lr: float = 1e-3
     """Adam learning rate of the pose corrections (radians; translations in camera distances)."""
     seed: int = 0
@@ -148,6 +152,8 @@ class TrainConfig(Config):
         require(self, "render", isinstance(self.render, RenderConfig), "must be a RenderConfig")
         positive(self, "steps", "min_rays", "initial_rays", "network_lr", "lr_gamma", "occupancy_every", "pose_lr")
         require(self, "refine_poses", isinstance(self.refine_poses, bool), "must be True or False")
+        require(self, "refine_focal", isinstance(self.refine_focal, bool) and (self.refine_poses or not self.refine_focal),
+                "must be True or False, and True only with refine_poses")  # fmt: skip
         positive(self, "checkpoint_every_steps", "checkpoint_every_seconds")
         optional_positive(self, "minutes", "target_samples", "max_rays", "lr")
         non_negative(self, "lr_warmup_steps", "weight_decay", "occupancy_warmup", "shrink_box_at", "eval_every", "eval_views")
@@ -324,7 +330,7 @@ def train_model(
     optimizer = make_optimizer(model, config)
     corrections = None
     if config.refine_poses:
-        corrections = PoseCorrections.for_cameras(views.c2w.to(device), model.aabb)
+        corrections = PoseCorrections.for_cameras(views.c2w.to(device), model.aabb, focal=config.refine_focal)
         optimizer.add_param_group({"params": list(corrections.parameters()), "weight_decay": 0.0,
                                    "lr": config.pose_lr, "base_lr": config.pose_lr})  # fmt: skip
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -342,6 +348,8 @@ def train_model(
             generator.set_state(trainer["rng"])
         if corrections is not None and "pose_corrections" in trainer:
             corrections.twists.data.copy_(trainer["pose_corrections"].to(device))
+            if corrections.log_focal is not None and "focal_correction" in trainer:
+                corrections.log_focal.data.copy_(trainer["focal_correction"].to(device))
         model.train()
     history: list[dict] = list(trainer.get("history", []))
     elapsed = float(trainer.get("elapsed", 0.0))
@@ -351,7 +359,8 @@ def train_model(
     def make_info(metrics: dict | None = None) -> CheckpointInfo:
         return CheckpointInfo(
             dataset=config.dataset, class_name=config.class_name, field_type=model.field_type,
-            width=views.width, height=views.height, K=views.K.clone().float(), background=tuple(views.background),
+            width=views.width, height=views.height, background=tuple(views.background),
+            K=views.K.clone().float() if corrections is None else corrections.intrinsics(views.K).cpu(),
             train_c2w=(views.c2w.clone().float() if corrections is None else corrections.poses(views.c2w).cpu()),
             train_image_paths=[str(p) for p in views.paths],
             aabb=model.aabb.detach().cpu().clone(), config={**config.to_dict(), "aabb_source": aabb_source},
@@ -365,6 +374,8 @@ def train_model(
                          "samples_per_ray": samples_per_ray, "history": history}  # fmt: skip
         if corrections is not None:
             trainer_state["pose_corrections"] = corrections.twists.detach().cpu().clone()
+            if corrections.log_focal is not None:
+                trainer_state["focal_correction"] = corrections.log_focal.detach().cpu().clone()
         save_checkpoint(out_dir, model, make_info(metrics), optimizer, trainer_state)
 
     batcher = RayBatcher(views, device)
