@@ -10,7 +10,7 @@ from omnipose.data import OnboardConfig, onboard
 def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--images", type=Path, required=True, help="folder of photos of the object, all around it")
     parser.add_argument("--out", type=Path, required=True,
-                        help="the class folder to create, ROOT/CLASS (then: omnipose train --data ROOT --class CLASS)")
+                        help="the class folder to create, ROOT/CLASS (then: omnipose train --data ROOT --class CLASS --refine-poses)")
     parser.add_argument("--masks", type=Path, default=None,
                         help="folder of object masks, same names as the photos (default: the photos' alpha channel)")
     parser.add_argument("--focal", type=float, default=None, help="known focal length in pixels (default: estimated)")
@@ -30,5 +30,6 @@ def run_onboard(args: argparse.Namespace) -> int:
     print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
           f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "
           f"{report['timings']['total_s']:.0f} s; class folder: {args.out}")
-    print(f"next: omnipose train --data {args.out.parent} --class {args.out.name}")
+    # Reconstructed poses are a fraction of a degree off; refined with the field they detect as true ones do.
+    print(f"next: omnipose train --data {args.out.parent} --class {args.out.name} --refine-poses")
     return 0
