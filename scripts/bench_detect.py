@@ -64,6 +64,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import git_commit  # noqa: E402
 
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
@@ -597,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "cases": {}}
     load_before = os.getloadavg()[0]
     report["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "load_before": load_before}  # fmt: skip
+                         "load_before": load_before, "commit": git_commit()}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     onboarded = args.train_poses == "onboard"

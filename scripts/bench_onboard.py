@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_common import git_commit  # noqa: E402
 
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.core.geometry import rotation_error_deg  # noqa: E402
@@ -148,7 +149,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nlego, 100 views at {args.size}x{args.size}, no poses or intrinsics given; targets: {TARGETS}\n")
     print(table(rows))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     atomic_write_json(args.out, {"size": args.size, "targets": TARGETS, "rows": rows, "commit": commit,
                                  "machine": platform.platform(), "cpus": os.cpu_count(),
                                  "load_average": os.getloadavg()})  # fmt: skip

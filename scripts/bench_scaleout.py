@@ -35,7 +35,6 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -43,6 +42,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_common import git_commit  # noqa: E402
 
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.data.synth import SynthConfig, ensure_class  # noqa: E402
@@ -212,7 +212,7 @@ def main() -> int:
 
 
 def report(results: dict, args) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "commit": commit,
                "note": "cores shared with other work while measuring"}  # fmt: skip
     payload = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}

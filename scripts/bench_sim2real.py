@@ -26,12 +26,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_field.py: spinn
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import asdict, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from bench_common import git_commit  # noqa: E402
 
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.data.synth import SynthConfig, ensure_class  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     study = args.work / ("study_refined" if args.refine_poses else "study")
     run = run_sim2real(sim_root, real_root, args.classes, study, config)
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
               "rows": [cell.row() for cell in run.cells],
               "object_checks": {name: {**asdict(check), "same_object": check.same_object} for name, check in run.checks.items()},
@@ -101,13 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, report)
     print(f"report: {run.report}; JSON: {args.out}")
     return 0
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":
