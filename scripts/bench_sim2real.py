@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_field.py: spinn
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-from dataclasses import asdict, replace  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
               "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
               "rows": [cell.row() for cell in run.cells],
-              "object_checks": {name: {**asdict(check), "same_object": check.same_object} for name, check in run.checks.items()},
+              "object_checks": {name: check.to_json() for name, check in run.checks.items()},
               "report": str(run.report)}  # fmt: skip
     print("\n".join(sim2real_table(run.cells)))
     if not args.no_ablation:
         other = run_sim2real(sim_root, real_root, args.classes, study.with_name(f"{study.name}_no_photometric_matching"), config,
                              cells=("sim2real",), match_photographs=False)
         report["ablation"] = {"match_photographs": False, "rows": [cell.row() for cell in other.cells],
-                              "object_checks": {name: asdict(check) for name, check in other.checks.items()}}
+                              "object_checks": {name: check.to_json() for name, check in other.checks.items()}}
         print("\nsim -> real without photometric matching (the same fields):")
         print("\n".join(sim2real_table(other.cells)))
     for check in run.checks.values():

@@ -77,6 +77,10 @@ class ObjectCheck:
     def same_object(self) -> bool:
         return self.agreeing >= max(3, math.ceil(self.posed / 2))
 
+    def to_json(self) -> dict:
+        """The check as written to JSON, with its verdict."""
+        return {**asdict(self), "same_object": self.same_object}
+
     def message(self) -> str:
         if self.same_object:
             return (f"{self.class_name}: the sim field poses {self.agreeing} of {self.posed} real training views consistently "
@@ -196,8 +200,7 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
     summary = out_dir / "sim2real.json"
     atomic_write_json(summary, {"sim_root": str(sim_root), "real_root": str(real_root), "cells": list(cells),
                                 "rows": [cell.row() for cell in results],
-                                "object_checks": {name: {**asdict(check), "same_object": check.same_object}
-                                                  for name, check in checks.items()}})  # fmt: skip
+                                "object_checks": {name: check.to_json() for name, check in checks.items()}})
     report = _write_report(out_dir, sim_root, real_root, results, checks, panels)
     return Sim2RealRun(results, checks, report, summary, panels)
 
@@ -252,7 +255,7 @@ def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: Detecto
     detector = Detector(config).fit(sim, progress=progress)
     if check is None:
         check = check_same_object(detector, views, real.name, CHECK_VIEWS, config.query_focal)
-        atomic_write_json(check_path, {**asdict(check), "same_object": check.same_object})
+        atomic_write_json(check_path, check.to_json())
     detector.detect_class(real, out_dir / "sim2real", progress=progress)
     save_run_config(class_dir, config)
     return check
@@ -334,18 +337,19 @@ def sim2real_table(cells: Sequence[CellResult]) -> list[str]:
     """The study's table as markdown lines: one row per class and cell, then each cell's mean."""
     lines = ["| class | cell | image AUROC | pixel AUROC | AUPRO | pose within 2 deg | within 5 deg | s / query | low-confidence |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for row in (c.row() for c in cells):
-        lines.append(f"| {row['class']} | {CELL_TITLES[row['cell']]} | {_cell(row['AUROC_sp'])} | {_cell(row['AUROC_px'])} | "
-                     f"{_cell(row['AUPRO_px'])} | {_cell(row['within_2'])} | {_cell(row['within_5'])} | "
-                     f"{_cell(row['seconds_per_query'], False)} | {row['low_confidence']} of {row['queries']} |")
+    lines += [_table_line(row["class"], row) for row in (c.row() for c in cells)]
     for cell in dict.fromkeys(c.cell for c in cells) if len({c.class_name for c in cells}) > 1 else ():
         rows = [c.row() for c in cells if c.cell == cell]
         means = {name: _mean([r[name] for r in rows]) for name in (*METRICS, "within_2", "within_5", "seconds_per_query")}
-        lines.append(f"| **mean** | {CELL_TITLES[cell]} | {_cell(means['AUROC_sp'])} | {_cell(means['AUROC_px'])} | "
-                     f"{_cell(means['AUPRO_px'])} | {_cell(means['within_2'])} | {_cell(means['within_5'])} | "
-                     f"{_cell(means['seconds_per_query'], False)} | {sum(r['low_confidence'] for r in rows)} of "
-                     f"{sum(r['queries'] for r in rows)} |")
+        totals = {name: sum(r[name] for r in rows) for name in ("low_confidence", "queries")}
+        lines.append(_table_line("**mean**", {"cell": cell, **means, **totals}))
     return lines
+
+
+def _table_line(label: str, row: dict) -> str:
+    return (f"| {label} | {CELL_TITLES[row['cell']]} | {_cell(row['AUROC_sp'])} | {_cell(row['AUROC_px'])} | "
+            f"{_cell(row['AUPRO_px'])} | {_cell(row['within_2'])} | {_cell(row['within_5'])} | "
+            f"{_cell(row['seconds_per_query'], False)} | {row['low_confidence']} of {row['queries']} |")
 
 
 def _mean(values: list) -> float | None:
