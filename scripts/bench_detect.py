@@ -320,7 +320,7 @@ def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
             onboard(photos, folder, OnboardConfig(num_threads=threads))
         except DataError as error:
             # Do what the message asks a user to do: remove the photos registered mirrored, then run again.
-            mirrored = re.findall(r"(\S+\.png): \d+ deg from", str(error)) if "mirrored" in str(error) else []
+            mirrored = re.findall(r"([\w.-]+\.png): \d+ deg from", str(error)) if "mirrored" in str(error) else []
             if not mirrored:
                 raise
             print(f"onboard: {error}\nremoving {', '.join(mirrored)} and running again", flush=True)
