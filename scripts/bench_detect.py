@@ -308,23 +308,17 @@ def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
 
 def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
     """``omnipose onboard`` of ``photos`` into ``folder`` unless a finished run is there; returns its report."""
-    import re
-
-    from omnipose.core.errors import DataError
-    from omnipose.data import OnboardConfig, onboard
+    from omnipose.data import MirroredPhotosError, OnboardConfig, onboard
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
         try:
             onboard(photos, folder, OnboardConfig(num_threads=threads))
-        except DataError as error:
+        except MirroredPhotosError as error:
             # Do what the message asks a user to do: remove the photos registered mirrored, then run again.
-            mirrored = re.findall(r"([\w.-]+\.png): \d+ deg from", str(error)) if "mirrored" in str(error) else []
-            if not mirrored:
-                raise
-            print(f"onboard: {error}\nremoving {', '.join(mirrored)} and running again", flush=True)
-            for name in mirrored:
+            print(f"onboard: {error}\nremoving {', '.join(error.photos)} and running again", flush=True)
+            for name in error.photos:
                 (photos / name).unlink()
             onboard(photos, folder, OnboardConfig(num_threads=threads))
     return json.loads(report.read_text())

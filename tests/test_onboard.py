@@ -216,7 +216,7 @@ def test_retrieval_pairs_each_photo_with_its_most_similar_ones(tmp_path):
 
 
 def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
-    from omnipose.data.sfm import mirrored_views
+    from omnipose.data.sfm import MirroredPhotosError, mirrored_views
 
     c2w = _cameras(12)
     names = [f"v{i}" for i in range(12)]
@@ -228,6 +228,9 @@ def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
     centres["v3"] = 2 * target - centres["v3"]  # mirrored through the object
     flagged = mirrored_views(centres, target, pairs)
     assert list(flagged) == ["v3"] and flagged["v3"][0] > 120 and set(flagged["v3"][1]) <= {"v1", "v2", "v4", "v5"}
+    # The refusal names the photos for a person in its message and for a program in ``photos``.
+    error = MirroredPhotosError(flagged)
+    assert isinstance(error, DataError) and error.photos == ["v3"] and str(error).startswith("1 photos") and "v3:" in str(error)
 
 
 def test_a_mad_class_without_transforms_json_uses_its_colmap_model(tmp_path):

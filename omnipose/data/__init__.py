@@ -53,7 +53,7 @@ from omnipose.data.mad import (
     list_classes,
     open_mad_class,
 )
-from omnipose.data.sfm import OnboardConfig, onboard
+from omnipose.data.sfm import MirroredPhotosError, OnboardConfig, onboard
 
 __getattr__ = legacy_getattr("omnipose.data")
 
@@ -62,6 +62,7 @@ __all__ = [
     "ColmapCamera",
     "ColmapImage",
     "ColmapModel",
+    "MirroredPhotosError",
     "OnboardConfig",
     "apply_similarity",
     "c2w_to_colmap",

@@ -344,6 +344,19 @@ def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inli
     return flagged
 
 
+class MirroredPhotosError(DataError):
+    """Photos registered across the object from the photos they match best; ``photos`` names them, so
+    that a caller can do what the message asks (remove them and run again) without reading it."""
+
+    def __init__(self, flagged: dict[str, tuple[float, list[str]]]):
+        self.photos = list(flagged)
+        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
+        super().__init__(
+            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
+            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
+        )
+
+
 def check_not_mirrored(pycolmap, database: Path, reconstruction) -> None:
     """Refuse a reconstruction in which some photos sit across the object from the photos they match."""
     db = pycolmap.Database.open(str(database))
@@ -358,11 +371,7 @@ def check_not_mirrored(pycolmap, database: Path, reconstruction) -> None:
     target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
     flagged = mirrored_views(centres, target, pairs)
     if flagged:
-        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
-        raise DataError(
-            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
-            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
-        )
+        raise MirroredPhotosError(flagged)
 
 
 def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, dict]:
