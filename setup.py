@@ -32,7 +32,7 @@ setup(
     python_requires=">=3.10",
     install_requires=REQUIRES,
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-xdist>=3"],
         "cuda": ["tinycudann"],
         "sfm": ["pycolmap==4.2.1"],
         "ray": ["ray==2.60.0"],

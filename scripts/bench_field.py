@@ -73,8 +73,13 @@ def run_case(case: dict) -> dict:
                                                           base_resolution=64, max_resolution=256))
     elif case["encoding"] == "triplane":
         field_config = NGPFieldConfig(encoding="triplane", triplane=TriPlaneConfig())
+    aabb = None
+    if case["box"] == "declared" and case["kind"] == "mad":
+        from omnipose.data import declared_scene_box, open_mad_class
+
+        aabb = declared_scene_box(open_mad_class(case["root"], case["class_name"], require_masks=False).transforms_path)
     config = TrainConfig(
-        field=field_config, steps=case["steps"], minutes=case["minutes"], seed=case["seed"], device=case["device"], eval_every=case["eval_every"],
+        field=field_config, aabb=aabb, steps=case["steps"], minutes=case["minutes"], seed=case["seed"], device=case["device"], eval_every=case["eval_every"],
         eval_views=4, dataset=case["dataset"], class_name=case["class_name"], checkpoint_every_seconds=1e9,
     )  # fmt: skip
     start = time.time()
@@ -101,7 +106,8 @@ def run_case(case: dict) -> dict:
         "per_view_psnr": [round(v["psnr"], 2) for v in scores["per_view"]],
         "held_out_curve": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in point.items()} for point in model.history],
         "train_curve": curve, "field": field_config, "encoding": field_config["encoding"],
-        "device": str(next(model.parameters()).device), "threads": case["threads"],
+        "device": str(next(model.parameters()).device), "threads": case["threads"], "box": case["box"],
+        "declared_box": aabb,
     }  # fmt: skip
 
 
@@ -152,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", choices=("default", "fine", "hash", "triplane"), default="default",
                         help="field encoding: the device default (dense grid on CPU), the CPU default with a hashed 256^3 "
                              "level added, Instant-NGP's hash grid, or a tri-plane")
+    parser.add_argument("--box", choices=("views", "declared"), default="views",
+                        help="scene box of a MAD-format class: from the views' frustums, as Detector.fit does (default), or the "
+                             "aabb its transforms.json declares, as omnipose train does (lego declares none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = 1.0 if args.quick else args.minutes
     base = {"minutes": minutes, "steps": args.steps, "holdout": args.holdout, "eval_every": 100 if args.quick else args.eval_every,
             "threads": args.threads, "device": args.device, "seed": args.seed, "progress": args.progress, "log_every": 25,
-            "encoding": args.encoding}  # fmt: skip
+            "encoding": args.encoding, "box": args.box}  # fmt: skip
     cases = []
     if not args.no_lego:
         if (args.lego / "transforms_train.json").is_file():

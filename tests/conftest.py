@@ -1,14 +1,21 @@
 """Shared fixtures: the real data in ../shared (skipped cleanly where absent)."""
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# Under pytest-xdist each worker gets one core; OpenMP threads that spin while they wait
+# would take it from the other worker. Read when torch starts its pool, hence before the import.
+_XDIST_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+if _XDIST_WORKER:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LEGO = SHARED / "data" / "nerf_synthetic" / "lego"
 
-# Two cores: keep torch from oversubscribing them when pytest runs.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Two cores: keep torch from oversubscribing them, one thread per xdist worker.
+torch.set_num_threads(1 if _XDIST_WORKER else min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

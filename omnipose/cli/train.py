@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from omnipose.core.errors import DataError
-from omnipose.data import PosedImages, load_colmap, load_transforms, open_mad_class
+from omnipose.data import PosedImages, declared_scene_box, load_colmap, load_transforms, open_mad_class
 from omnipose.detector import DetectorConfig
 from omnipose.nerf import TrainConfig, split_holdout, train_model
 
@@ -53,12 +52,7 @@ def load_training_data(args) -> tuple[PosedImages, str, str, list | None]:
         views = load_transforms(transforms_path, size=args.size, progress=not args.quiet)
         dataset = transforms_path.resolve().parent.parent.name or "custom"
         class_name = args.class_name or transforms_path.resolve().parent.name
-    aabb = None
-    try:
-        aabb = json.loads(Path(transforms_path).read_text()).get("aabb")
-    except (OSError, json.JSONDecodeError):
-        pass
-    return views, dataset, class_name, aabb
+    return views, dataset, class_name, declared_scene_box(transforms_path)
 
 
 def add_refinement_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:

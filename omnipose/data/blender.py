@@ -204,6 +204,13 @@ def load_transforms(
     return posed_images_from_meta(meta, path.parent, path, size, background, frame_filter, progress)
 
 
+def declared_scene_box(path: str | Path) -> list | None:
+    """The scene box a ``transforms.json`` declares (its ``"aabb"``, as ``omnipose synth`` and
+    ``omnipose onboard`` write it), or None where it declares none."""
+    meta = read_json(path, DataError, "Re-extract or re-export the dataset.")
+    return meta.get("aabb") if isinstance(meta, dict) else None
+
+
 def posed_images_from_meta(
     meta: dict,
     base: Path,
