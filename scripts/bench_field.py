@@ -75,9 +75,11 @@ def run_case(case: dict) -> dict:
         field_config = NGPFieldConfig(encoding="triplane", triplane=TriPlaneConfig())
     aabb = None
     if case["box"] == "declared" and case["kind"] == "mad":
-        from omnipose.data import declared_scene_box, open_mad_class
+        from omnipose.core.files import read_json
+        from omnipose.data import open_mad_class
 
-        aabb = declared_scene_box(open_mad_class(case["root"], case["class_name"], require_masks=False).transforms_path)
+        transforms = open_mad_class(case["root"], case["class_name"], require_masks=False).transforms_path
+        aabb = read_json(transforms, ValueError, "").get("aabb")
     config = TrainConfig(
         field=field_config, aabb=aabb, steps=case["steps"], minutes=case["minutes"], seed=case["seed"], device=case["device"], eval_every=case["eval_every"],
         eval_views=4, dataset=case["dataset"], class_name=case["class_name"], checkpoint_every_seconds=1e9,
@@ -159,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="field encoding: the device default (dense grid on CPU), the CPU default with a hashed 256^3 "
                              "level added, Instant-NGP's hash grid, or a tri-plane")
     parser.add_argument("--box", choices=("views", "declared"), default="views",
-                        help="scene box of a MAD-format class: from the views' frustums, as Detector.fit does (default), or the "
-                             "aabb its transforms.json declares, as omnipose train does (lego declares none)")
+                        help="scene box of a MAD-format class: from the views' frustums, as training takes it (default), or "
+                             "the aabb its transforms.json declares (omnipose synth and onboard write one; lego declares none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)

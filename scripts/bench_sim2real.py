@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The sim-to-real study as a benchmark: sim->sim, real->real and sim->real per class in one table,
-with the ablation without photometric matching beside it.
+with the ablations without photometric matching and without background handling beside it.
 
 The data are the built-in classes twice: exact renders on white (``omnipose synth``, MAD-Sim's
 conditions) and photographs (``omnipose synth --style photo``, MAD-Real's: path-traced plastic,
@@ -12,8 +12,12 @@ only adds what is missing.
 
 The ablation reruns sim->real without photometric matching (``run_sim2real(match_photographs=False)``:
 neither the photographs' colours brought to the renders' for the pose search nor the references to
-the photographs' exposure for the comparison), on the same fields. Background handling has no
-switch: its ablation is ``bench_detect.py`` on the code before it (``docs/RESULTS.md``).
+the photographs' exposure for the comparison), on the same fields. The background ablation
+(``--background-ablation``) fits new fields on views whose plain backdrop is kept
+(``DetectorConfig.replace_backdrop=False``: the field learns the backdrop as part of the object, and
+the queries keep theirs to match) and runs real->real and sim->real on them. It only changes
+anything where the photographs stand in front of a plain backdrop (``--backdrop``, a light tent):
+a table and a room around the object are never separated.
 
     python scripts/bench_sim2real.py --classes 01Robot,03Duck --out bench/bench_sim2real.json
     python scripts/bench_sim2real.py --sim /data/MAD-Sim --real /data/MAD-Real --classes all --size 400
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine-poses", action="store_true",
                         help="train the photographs' fields with their poses refined (fields of their own: <real>-refined)")
     parser.add_argument("--no-ablation", action="store_true", help="skip sim->real without photometric matching")
+    parser.add_argument("--background-ablation", action="store_true",
+                        help="also real->real and sim->real on fields that keep the views' plain backdrop (new fields)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_sim2real.json")
     args = parser.parse_args(argv)
 
@@ -94,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                               "object_checks": {name: check.to_json() for name, check in other.checks.items()}}
         print("\nsim -> real without photometric matching (the same fields):")
         print("\n".join(sim2real_table(other.cells)))
+    if args.background_ablation:
+        kept = run_sim2real(sim_root, real_root, args.classes, study.with_name(f"{study.name}_backdrop_kept"),
+                            replace(config, replace_backdrop=False), cells=("real2real", "sim2real"))
+        report["background_ablation"] = {"replace_backdrop": False, "rows": [cell.row() for cell in kept.cells],
+                                         "object_checks": {name: check.to_json() for name, check in kept.checks.items()}}
+        print("\nwithout background handling (fields that keep the plain backdrop):")
+        print("\n".join(sim2real_table(kept.cells)))
     for check in run.checks.values():
         print(check.message())
     report["wall_seconds"] = round(time.perf_counter() - start, 1)

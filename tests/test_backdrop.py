@@ -123,3 +123,36 @@ def test_a_query_says_whether_its_backdrop_was_replaced_or_could_not_be(lego_vie
     room = composite_on_background(lego_view, 0.0) + rng.uniform(0, 0.6, (200, 200, 3)).astype(np.float32) * (1 - lego_view[..., 3:])
     assert any("not a plain backdrop" in note for note in prepare_query(np.clip(room, 0, 1), info)[1])
     assert prepare_query(composite_on_background(lego_view, 1.0), info)[1] == []  # a render on white: nothing to say
+
+
+def test_a_field_that_keeps_its_views_backdrop_has_its_queries_keep_theirs(lego_dir, lego_view, tmp_path):
+    """The ablation without background handling (``replace_backdrop=False``): the views load with
+    their backdrop, the checkpoint says so (older ones, which do not, replaced it), and a query is then
+    read the same way instead of having its backdrop swapped for a background the field never saw."""
+    from omnipose.core.image import resize_image
+    from omnipose.data import load_transforms
+    from omnipose.nerf.checkpoint import CheckpointInfo
+    from omnipose.pose import prepare_query
+
+    views = load_transforms(lego_dir / "transforms_train.json", size=100, progress=False).subset([0, 1])
+    rgbas = [resize_image(read_image_rgba(p), (100, 100)) for p in views.paths]
+    rng = np.random.default_rng(4)
+    photos = [photograph(r, BLUE, rng) for r in rgbas]
+    _write_views(tmp_path / "blue", rgbas, photos, views.c2w)
+    kept = load_transforms(tmp_path / "blue" / "transforms.json", progress=False, backdrop=False)
+    assert kept.backdrop is False and kept.subset([1]).backdrop is False and kept.resized(50).backdrop is False
+    stored = np.stack([read_image_rgba(tmp_path / "blue" / "train" / f"{n}.png")[..., :3] for n in range(2)])
+    assert np.abs(kept.images.numpy() - stored).max() == 0.0  # as photographed, backdrop and all
+    assert load_transforms(tmp_path / "blue" / "transforms.json", progress=False).backdrop is True
+
+    info = CheckpointInfo(dataset="d", class_name="c", field_type="ngp", width=200, height=200, K=None,
+                          background=(1.0, 1.0, 1.0), train_c2w=views.c2w, train_image_paths=[], aabb=views.c2w[0, :2, :3],
+                          config={}, step=1, backdrop=False)  # fmt: skip
+    state = info.to_state()
+    assert CheckpointInfo.from_state(state).backdrop is False
+    assert CheckpointInfo.from_state({k: v for k, v in state.items() if k != "backdrop"}).backdrop is True
+    query = photograph(lego_view, BLUE, rng)
+    as_kept, notes = prepare_query(query, info)
+    assert np.abs(as_kept - query).max() < 1e-6 and not any("backdrop" in note for note in notes), notes
+    replaced, notes = prepare_query(query, {"width": 200, "height": 200, "background": (1.0, 1.0, 1.0)})
+    assert float(np.abs(replaced[:5, :5] - 1.0).max()) == 0.0 and any("plain backdrop" in note for note in notes)

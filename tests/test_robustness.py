@@ -81,6 +81,24 @@ def test_a_malformed_transforms_json_of_a_class_is_named(tiny, tmp_path, capsys)
         assert "transforms.json is not valid JSON" in error and "Traceback" not in error
 
 
+def test_train_boxes_a_class_as_detect_does_not_in_its_declared_aabb(tiny, tmp_path):
+    """`omnipose train` and Detector.fit train the same field: the scene box comes from the views'
+    frustums, not from the tight ``aabb`` the class's transforms.json declares (it trains a worse field)."""
+    from omnipose.core.files import read_json
+    from omnipose.data import open_mad_class
+    from omnipose.nerf.bounds import resolve_aabb
+
+    mad = open_mad_class(tiny, "01Robot", require_masks=False)
+    declared = read_json(mad.transforms_path, DataError, "")["aabb"]
+    assert main(["train", "--data", str(tiny), "--class", "01Robot", "--size", str(SHARED_CLASS_SIZE), "--steps", "2",
+                 "--out", str(tmp_path / "ck"), "--quiet"]) == 0  # fmt: skip
+    saved = read_json(tmp_path / "ck" / "config.json", DataError, "")
+    views = mad.load_train_views(size=SHARED_CLASS_SIZE, progress=False)
+    box, source = resolve_aabb(None, views.c2w, views.K, views.width, views.height)
+    assert saved["config"]["aabb_source"] == "frustums" and saved["config"]["aabb"] is None
+    assert np.allclose(saved["aabb"], box.tolist(), atol=1e-5) and not np.allclose(saved["aabb"], declared, atol=0.05)
+
+
 @pytest.mark.parametrize("option", [["--steps", "0"], ["--steps", "-5"], ["--minutes", "-1"], ["--size", "0"],
                                     ["--size", "-50"], ["--device", "foo"]])
 def test_bad_training_options_are_refused(tiny, tmp_path, option, capsys):
@@ -329,6 +347,23 @@ def test_an_untrained_field_is_refused_with_the_fix(fitted_class, tmp_path):
     config.train = replace(config.train, steps=3)
     with pytest.raises(CheckpointError, match=r"dB PSNR \(after 3 training steps\).*Train it further"):
         Detector(config).fit(mad, progress=False)
+
+
+def test_a_field_is_not_reused_for_views_read_with_the_other_backdrop_setting(fitted_class, tmp_path):
+    """A field trained on views whose backdrop was replaced must not be calibrated and queried with
+    views that keep it (the backdrop ablation): the error names both settings and the fix."""
+    from dataclasses import replace
+
+    from omnipose.core.errors import ConfigError
+    from omnipose.detector import Detector
+
+    detector, mad, _ = fitted_class
+    config = replace(detector.config, ckpt_root=str(tmp_path / "ck"), calibration_views=4, image_size=64, pose_size=64)
+    config.train = replace(config.train, steps=3)
+    with pytest.raises(CheckpointError):  # trained (3 steps), then refused as too weak: the checkpoint stays
+        Detector(config).fit(mad, progress=False)
+    with pytest.raises(ConfigError, match=r"backdrop was replaced, these views have theirs kept: set replace_backdrop=True"):
+        Detector(replace(config, replace_backdrop=False)).fit(mad, progress=False)
 
 
 def test_pose_json_keeps_every_image(fitted_class, small_batch, tmp_path, capsys):

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from omnipose.core.errors import DataError
-from omnipose.data import PosedImages, declared_scene_box, load_colmap, load_transforms, open_mad_class
+from omnipose.data import PosedImages, load_colmap, load_transforms, open_mad_class
 from omnipose.detector import DetectorConfig
 from omnipose.nerf import TrainConfig, split_holdout, train_model
 
@@ -34,25 +34,28 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_training_data(args) -> tuple[PosedImages, str, str, list | None]:
-    """Views, dataset name, class name and scene box (or None) for `omnipose train`'s arguments."""
+def load_training_data(args) -> tuple[PosedImages, str, str]:
+    """Views, dataset name and class name for `omnipose train`'s arguments. The scene box is the
+    views' own, as ``Detector.fit`` takes it, not the ``aabb`` a transforms.json may declare: both
+    train the same field, and starting in the object's tight box trains a worse one (docs/RESULTS.md,
+    radiance field)."""
     if args.data is not None:
         if not args.class_name:
             raise DataError("--data needs --class NAME (a class folder under the dataset root).")
         mad = open_mad_class(args.data, args.class_name, require_masks=False)
         views = mad.load_train_views(size=args.size, progress=not args.quiet)
-        transforms_path, dataset, class_name = mad.transforms_path, Path(args.data).resolve().name, args.class_name
+        dataset, class_name = Path(args.data).resolve().name, args.class_name
     elif getattr(args, "colmap", None) is not None:
         views = load_colmap(args.colmap, args.colmap_images, size=args.size, progress=not args.quiet)
         project = Path(args.colmap).resolve()
         project = project.parent.parent if project.parent.name == "sparse" else project.parent
-        return views, "colmap", args.class_name or project.name, None
+        return views, "colmap", args.class_name or project.name
     else:
         transforms_path = Path(args.transforms)
         views = load_transforms(transforms_path, size=args.size, progress=not args.quiet)
         dataset = transforms_path.resolve().parent.parent.name or "custom"
         class_name = args.class_name or transforms_path.resolve().parent.name
-    return views, dataset, class_name, declared_scene_box(transforms_path)
+    return views, dataset, class_name
 
 
 def add_refinement_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
@@ -64,10 +67,10 @@ def add_refinement_arguments(parser: argparse.ArgumentParser, when: str = "") ->
 
 def run_train(args) -> int:
     """`omnipose train`: returns 0 on success, 130 when interrupted (checkpoint saved)."""
-    views, dataset, class_name, aabb = load_training_data(args)
+    views, dataset, class_name = load_training_data(args)
     train_views, holdout = split_holdout(views, args.holdout)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
-                         dataset=dataset, class_name=class_name, aabb=aabb, refine_poses=args.refine_poses)  # fmt: skip
+                         dataset=dataset, class_name=class_name, refine_poses=args.refine_poses)  # fmt: skip
     out_dir = args.out if args.out is not None else Path("ckpts") / dataset / class_name
     try:
         model = train_model(train_views, config, out_dir, holdout=holdout, resume=args.resume, progress=not args.quiet)

@@ -161,23 +161,27 @@ def is_transparent(image: np.ndarray) -> bool:
     return image.shape[-1] == 4 and float(image[..., 3].min()) < 1.0
 
 
-def on_background(rgba: np.ndarray, background=1.0, size: tuple[int, int] | None = None) -> tuple[np.ndarray, Backdrop | None]:
+def on_background(rgba: np.ndarray, background=1.0, size: tuple[int, int] | None = None,
+                  backdrop: bool = True) -> tuple[np.ndarray, Backdrop | None]:
     """RGB (H, W, 3) on the ``background`` colour from rgba (H, W, 4) or (H, W, 3), resized to ``size``
     (width, height) when given: an image with any transparency is alpha-composited; an opaque one has
     its plain backdrop replaced (``replace_backdrop``), at the size it is used at, so that training
-    views and queries go through the same resampling. Returns the image and the backdrop found (None
-    for a transparent image or a border that is not plain)."""
+    views and queries go through the same resampling. ``backdrop=False`` leaves opaque images as they
+    are (the backdrop becomes part of the object; for ablations). Returns the image and the backdrop
+    found (None for a transparent image, a border that is not plain, or ``backdrop=False``)."""
     def sized(image):
         return image if size is None or (image.shape[1], image.shape[0]) == tuple(size) else resize_image(image, size)
 
     if is_transparent(rgba):
         return sized(composite_on_background(rgba, background)), None
-    return replace_backdrop(sized(np.ascontiguousarray(rgba[..., :3], dtype=np.float32)), background)
+    rgb = sized(np.ascontiguousarray(rgba[..., :3], dtype=np.float32))
+    return replace_backdrop(rgb, background) if backdrop else (rgb, None)
 
 
-def read_on_background(path, background=1.0, size: tuple[int, int] | None = None) -> tuple[np.ndarray, Backdrop | None]:
+def read_on_background(path, background=1.0, size: tuple[int, int] | None = None,
+                       backdrop: bool = True) -> tuple[np.ndarray, Backdrop | None]:
     """``on_background`` of the image file at ``path`` (DataError naming a missing or damaged file)."""
-    return on_background(read_image_rgba(path), background, size)
+    return on_background(read_image_rgba(path), background, size, backdrop)
 
 
 def _border_is(image: np.ndarray, colour: np.ndarray) -> bool:

@@ -4,7 +4,6 @@ from omnipose._legacy import legacy_getattr
 from omnipose.data.blender import (
     IMAGE_SUFFIXES,
     PosedImages,
-    declared_scene_box,
     load_transforms,
     natural_key,
 )
@@ -90,7 +89,6 @@ __all__ = [
     "QueryItem",
     "SOURCES",
     "check_archive",
-    "declared_scene_box",
     "extract_archive",
     "group_object_instances",
     "group_view_instances",

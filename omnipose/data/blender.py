@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ class PosedImages:
     K: torch.Tensor
     paths: list[Path]
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    backdrop: bool = True
+    """Whether a plain backdrop around the object was replaced by the background colour
+    (``on_background``); a field trained on these views has its queries read the same way."""
 
     @property
     def height(self) -> int:
@@ -57,7 +60,7 @@ class PosedImages:
         if index.dtype == torch.bool:
             index = index.nonzero()[:, 0]
         kept = [self.paths[i] for i in index.tolist()]
-        return PosedImages(self.images[index], self.c2w[index], self.K.clone(), kept, self.background)
+        return replace(self, images=self.images[index], c2w=self.c2w[index], K=self.K.clone(), paths=kept)
 
     def resized(self, width: int) -> "PosedImages":
         """The same views at ``width`` pixels (the height keeps the aspect ratio; area filter to shrink),
@@ -66,8 +69,8 @@ class PosedImages:
         if (width, height) == (self.width, self.height):
             return self
         images = torch.from_numpy(np.stack([resize_to_width(image.numpy(), width) for image in self.images]))
-        return PosedImages(images, self.c2w.clone(), scale_intrinsics(self.K, width / self.width, height / self.height),
-                           list(self.paths), self.background)  # fmt: skip
+        return replace(self, images=images, c2w=self.c2w.clone(), paths=list(self.paths),
+                       K=scale_intrinsics(self.K, width / self.width, height / self.height))
 
 
 def natural_key(path: str | Path) -> list:
@@ -189,6 +192,7 @@ def load_transforms(
     background: float | tuple[float, float, float] = 1.0,
     frame_filter: str | None = None,
     progress: bool = True,
+    backdrop: bool = True,
 ) -> PosedImages:
     """Read a Blender/NeRF ``transforms*.json`` and its images.
 
@@ -196,19 +200,14 @@ def load_transforms(
     aspect ratio) or (width, height); MAD is 800x800, PAD works at 400x400.
     background: colour RGBA images are composited on (white by default, as in MAD).
     frame_filter: keep only frames whose file_path contains this string (e.g. 'train/').
+    backdrop: replace a plain backdrop around the object by the background colour (``on_background``);
+    False keeps it, as part of the object (an ablation).
     Returns PosedImages with float32 c2w (N, 4, 4) in the OpenGL/Blender convention.
     """
     path = Path(path)
     missing = f"transforms file not found: {path}. A posed dataset needs a Blender/NeRF transforms.json."
     meta = read_json(path, DataError, "Re-extract or re-export the dataset.", missing)
-    return posed_images_from_meta(meta, path.parent, path, size, background, frame_filter, progress)
-
-
-def declared_scene_box(path: str | Path) -> list | None:
-    """The scene box a ``transforms.json`` declares (its ``"aabb"``, as ``omnipose synth`` and
-    ``omnipose onboard`` write it), or None where it declares none."""
-    meta = read_json(path, DataError, "Re-extract or re-export the dataset.")
-    return meta.get("aabb") if isinstance(meta, dict) else None
+    return posed_images_from_meta(meta, path.parent, path, size, background, frame_filter, progress, backdrop)
 
 
 def posed_images_from_meta(
@@ -219,6 +218,7 @@ def posed_images_from_meta(
     background: float | tuple[float, float, float] = 1.0,
     frame_filter: str | None = None,
     progress: bool = True,
+    backdrop: bool = True,
 ) -> PosedImages:
     """``load_transforms`` on an already parsed transforms dictionary whose ``file_path`` are relative to ``base``.
 
@@ -273,16 +273,17 @@ def posed_images_from_meta(
         if pose.shape == (3, 4):
             pose = np.concatenate([pose, np.array([[0, 0, 0, 1]], dtype=np.float32)])
         # Resize as we go: 100 views at 800x800 would hold 768 MB before shrinking.
-        image, backdrop = on_background(rgba, bg, target_size)
+        image, found = on_background(rgba, bg, target_size, backdrop)
         opaque += not is_transparent(rgba)
-        plain += backdrop is not None
+        plain += found is not None
         images.append(image)
         poses.append(pose)
         paths.append(image_path)
 
-    _warn_backdrop(path, opaque, plain, len(frames))
+    if backdrop:
+        _warn_backdrop(path, opaque, plain, len(frames))
     width, height = native_size
     K = _intrinsics_from_meta(meta, width, height, path)
     if target_size is not None and target_size != (width, height):
         K = scale_intrinsics(K, target_size[0] / width, target_size[1] / height)
-    return PosedImages(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(poses)), K, paths, bg)
+    return PosedImages(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(poses)), K, paths, bg, backdrop)

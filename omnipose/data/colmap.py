@@ -366,12 +366,13 @@ def load_colmap(
     size: int | tuple[int, int] | None = None,
     background: float | tuple[float, float, float] = 1.0,
     progress: bool = True,
+    backdrop: bool = True,
 ):
     """``PosedImages`` of a COLMAP sparse model, in the object frame (``object_frame``).
 
     model_folder: holds cameras.bin / images.bin (points3D.bin, when present, centres and scales the
     frame). images: the folder the model's image names are relative to; by default COLMAP's layout,
-    ``<project>/images`` beside ``<project>/sparse/0``.
+    ``<project>/images`` beside ``<project>/sparse/0``. backdrop: as ``load_transforms``.
     """
     from omnipose.data.blender import posed_images_from_meta
 
@@ -385,4 +386,4 @@ def load_colmap(
     model = read_colmap_model(model_folder)
     c2w = np.stack([colmap_to_c2w(image.qvec, image.tvec) for image in model.images.values()])
     meta = transforms_from_model(model, object_frame(c2w, model.xyz))
-    return posed_images_from_meta(meta, images, model_folder, size, background, None, progress)
+    return posed_images_from_meta(meta, images, model_folder, size, background, None, progress, backdrop)

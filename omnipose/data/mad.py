@@ -63,13 +63,14 @@ class MADClass:
         """Where a COLMAP sparse model of the training views may stand in for transforms.json."""
         return self.folder / "sparse" / "0"
 
-    def load_train_views(self, size=None, background=1.0, progress=True) -> PosedImages:
+    def load_train_views(self, size=None, background=1.0, progress=True, backdrop=True) -> PosedImages:
         """Posed training views from transforms.json (frames under train/ when it lists more), or
-        else from a COLMAP model in sparse/0 whose image names are those of train/good/."""
+        else from a COLMAP model in sparse/0 whose image names are those of train/good/ (``backdrop``:
+        as ``load_transforms``)."""
         if not self.transforms_path.is_file() and (self.colmap_path / "images.bin").is_file():
             from omnipose.data.colmap import load_colmap
 
-            return load_colmap(self.colmap_path, self.folder / "train" / GOOD, size, background, progress)
+            return load_colmap(self.colmap_path, self.folder / "train" / GOOD, size, background, progress, backdrop)
         if not self.transforms_path.is_file():
             raise DataError(
                 f"class {self.name} has no transforms.json at {self.transforms_path}: training the radiance "
@@ -81,7 +82,7 @@ class MADClass:
         has_train = isinstance(frames, list) and any(isinstance(f, dict) and "train/" in str(f.get("file_path", "")) for f in frames)
         return load_transforms(
             self.transforms_path, size=size, background=background,
-            frame_filter="train/" if has_train else None, progress=progress,
+            frame_filter="train/" if has_train else None, progress=progress, backdrop=backdrop,
         )
 
 

@@ -114,6 +114,11 @@ class DetectorConfig(Config):
     """The field must render its own training views at least this well (PSNR, dB) to be used: a
     field trained for a few steps would pose and score every query, and every score would be
     noise. The default refuses fields stopped within their first few dozen steps only."""
+    replace_backdrop: bool = True
+    """Replace a plain backdrop around the object (a paper sweep, a light tent, a wall of any colour)
+    by the background colour in the training views, and so in the queries, which follow the field.
+    False keeps it: the field learns the backdrop as part of the object (an ablation, or views whose
+    object and surroundings share colours)."""
     query_focal: float | None = None
     """Focal length of the queries in pixels at their own width, when their lens differs from the
     training views' (a zoom, another camera): each query is scaled about its centre to the model's
@@ -205,7 +210,7 @@ class Detector:
         """
         mad = open_class(data, class_name)
         check_source_width(mad, self.config.image_size)
-        views = mad.load_train_views(size=self.config.image_size, progress=progress)
+        views = mad.load_train_views(size=self.config.image_size, progress=progress, backdrop=self.config.replace_backdrop)
         return self.fit_views(views, mad.name, progress)
 
     def fit_views(self, views: PosedImages, class_name: str, progress: bool = True) -> "Detector":
@@ -225,6 +230,11 @@ class Detector:
             self.model, self.info = load_checkpoint(model_path, device=self.device)
         elif progress:
             print(f"using the trained field in {self.ckpt_dir}")
+        if self.info.backdrop != views.backdrop:
+            kept = {True: "replaced", False: "kept"}
+            raise ConfigError(f"the field in {self.ckpt_dir} was trained on views whose plain backdrop was "
+                              f"{kept[self.info.backdrop]}, these views have theirs {kept[views.backdrop]}: set "
+                              f"replace_backdrop={self.info.backdrop}, or train another field (another ckpt_root or dataset).")
         check_size(self)
         self.model.eval()
         if self.info.config.get("refine_poses") and tuple(self.info.train_c2w.shape) == tuple(views.c2w.shape):

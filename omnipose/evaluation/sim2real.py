@@ -224,10 +224,13 @@ def _class_names(sim_root: Path, real_root: Path, classes) -> list[str]:
 def _configs(sim_root: Path, real_root: Path, config: DetectorConfig) -> tuple[DetectorConfig, DetectorConfig]:
     """The config per root: the fields of each under its own dataset name, its queries through its own
     lens. Training poses are refined (``TrainConfig.refine_poses``) only for the photographs, whose poses
-    come from a reconstruction; their fields then have a name of their own."""
+    come from a reconstruction; their fields then have a name of their own, as do fields that kept
+    their views' backdrop (``DetectorConfig.replace_backdrop``)."""
     sim_name, real_name = sim_root.resolve().name, real_root.resolve().name
     if sim_name == real_name:
         sim_name, real_name = f"{sim_name}-sim", f"{real_name}-real"
+    if not config.replace_backdrop:
+        sim_name, real_name = f"{sim_name}-backdrop-kept", f"{real_name}-backdrop-kept"
     refine = config.train.refine_poses
     sim = replace(config, dataset=sim_name, query_focal=None, train=replace(config.train, refine_poses=False))
     return sim, replace(config, dataset=real_name + ("-refined" if refine else ""), query_focal=None)
@@ -249,7 +252,7 @@ def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: Detecto
     check = _read_check(check_path)
     if check is not None and len(finished_keys(class_dir, keys)) == len(keys):
         return check
-    views = real.load_train_views(size=config.image_size, progress=False)
+    views = real.load_train_views(size=config.image_size, progress=False, backdrop=config.replace_backdrop)
     if config.query_focal is None:
         config = replace(config, query_focal=real_focal(real, views))
     detector = Detector(config).fit(sim, progress=progress)

@@ -38,7 +38,9 @@ class CheckpointInfo:
 
     K: (3, 3) intrinsics at width x height (None for nerf-pytorch checkpoints, which store no
     camera); train_c2w: (N, 4, 4) training poses (empty for nerf-pytorch checkpoints);
-    aabb: (2, 3) scene box; config: the training config as a dict; step: optimisation steps done.
+    aabb: (2, 3) scene box; config: the training config as a dict; step: optimisation steps done;
+    backdrop: whether the training views had a plain backdrop replaced by the background colour
+    (``PosedImages.backdrop``), which queries then follow.
     """
 
     dataset: str
@@ -54,6 +56,7 @@ class CheckpointInfo:
     config: dict
     step: int
     metrics: dict = dataclasses.field(default_factory=dict)
+    backdrop: bool = True
 
     def to_json(self) -> dict:
         """JSON-safe summary (poses as nested lists)."""
@@ -64,6 +67,7 @@ class CheckpointInfo:
             "K": None if self.K is None else self.K.tolist(), "background": list(self.background),
             "train_c2w": self.train_c2w.tolist(), "train_image_paths": list(self.train_image_paths),
             "aabb": self.aabb.tolist(), "config": self.config, "step": self.step, "metrics": self.metrics,
+            "backdrop": self.backdrop,
         }  # fmt: skip
 
     def to_state(self) -> dict:
@@ -82,6 +86,7 @@ class CheckpointInfo:
             background=tuple(state["background"]), train_c2w=torch.as_tensor(state["train_c2w"], dtype=torch.float32),
             train_image_paths=list(state["train_image_paths"]), aabb=torch.as_tensor(state["aabb"], dtype=torch.float32),
             config=state["config"], step=int(state["step"]), metrics=dict(state.get("metrics", {})),
+            backdrop=bool(state.get("backdrop", True)),
         )  # fmt: skip
 
 

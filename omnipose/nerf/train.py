@@ -141,7 +141,9 @@ class TrainConfig(Config):
     device: str | None = None
     """'cpu', 'cuda', 'cuda:1' (None: CUDA when present)."""
     aabb: list | None = None
-    """Scene box [[xmin, ymin, zmin], [xmax, ymax, zmax]]; None: from the cameras' frustums (or the default box)."""
+    """Scene box [[xmin, ymin, zmin], [xmax, ymax, zmax]]; None: from the cameras' frustums (or the default box),
+    shrunk at ``shrink_box_at``. A box as tight as the object trains a worse field than that coarse start
+    (2-4 dB held-out PSNR on built-in classes): give one only where the frustums miss the object."""
     dataset: str = "custom"
     """Dataset name, recorded in the checkpoint (and checked when resuming)."""
     class_name: str = "object"
@@ -364,7 +366,7 @@ def train_model(
             train_c2w=(views.c2w.clone().float() if corrections is None else corrections.poses(views.c2w).cpu()),
             train_image_paths=[str(p) for p in views.paths],
             aabb=model.aabb.detach().cpu().clone(), config={**config.to_dict(), "aabb_source": aabb_source},
-            step=step, metrics=metrics or {},
+            step=step, metrics=metrics or {}, backdrop=views.backdrop,
         )  # fmt: skip
 
     def checkpoint(metrics: dict | None = None) -> None:

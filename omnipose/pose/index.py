@@ -172,7 +172,7 @@ def training_images(scene: PoseScene, info, views=None, progress: bool = False) 
     paths = [Path(p) for p in (info_value(info, "train_image_paths") or [])]
     if paths and len(paths) == scene.train_c2w.shape[0] and all(p.is_file() for p in paths):
         return torch.from_numpy(np.stack([
-            read_on_background(p, scene.background, (scene.width, scene.height))[0]
+            read_on_background(p, scene.background, (scene.width, scene.height), bool(info_value(info, "backdrop", True)))[0]
             for p in tqdm(paths, desc="reading training views", disable=not progress, leave=False)
         ]))
     return scene.render_views(scene.train_c2w, "rendering training views for retrieval", progress)

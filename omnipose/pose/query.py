@@ -28,7 +28,7 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     [0, 1]. info: the model's CheckpointInfo (or anything with ``width``, ``height``, ``background``).
     Grayscale is expanded to RGB, RGBA composited on the model's background, a query of another
     size with the same aspect ratio resized (a note says so), a plain backdrop replaced by the model's
-    background, and a query taken with another focal length scaled about its centre to the model's:
+    background (unless the model's training views kept theirs: ``info.backdrop``), and a query taken with another focal length scaled about its centre to the model's:
     focal is the query's focal length in pixels at its own width; without it, the ratio of the 35 mm
     focal lengths in the EXIF of the query file and of the first training photo, where both have one.
     Returns (H, W, 3) float32 and the notes. Raises PoseError for another aspect ratio, or an image
@@ -53,11 +53,12 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
             )
         notes.append(f"query resized from {query_w}x{query_h} to the model's {width}x{height}")
     # As the training views were loaded: resized first, then a plain backdrop replaced.
-    rgb, backdrop = on_background(np.clip(array, 0.0, 1.0), background, (width, height))
+    replaces = bool(info_value(info, "backdrop", True))  # as the model's training views were read
+    rgb, backdrop = on_background(np.clip(array, 0.0, 1.0), background, (width, height), replaces)
     if backdrop is not None and not backdrop.is_background(background):
         shown = ", ".join(f"{c:.2f}" for c in backdrop.colour)
         notes.append(f"plain backdrop ({shown}) replaced by the model's background")
-    elif backdrop is None and not transparent:
+    elif backdrop is None and not transparent and replaces:
         notes.append("the query's border is not a plain backdrop, so the object could not be separated from its "
                      "surroundings: they enter the pose search and the comparison (photograph it against a plain "
                      "backdrop, or give it an alpha channel)")
