@@ -214,8 +214,7 @@ class Detector:
         return self.fit_views(views, mad.name, progress)
 
     def fit_views(self, views: PosedImages, class_name: str, progress: bool = True) -> "Detector":
-        """``fit`` on posed normal views already in memory (any ``transforms.json`` object, e.g.
-        ``load_transforms``); the checkpoint goes to ``<ckpt_root>/<dataset>/<class_name>/``."""
+        """``fit`` on posed normal views in memory (``load_transforms``); checkpoint in ``<ckpt_root>/<dataset>/<class_name>/``."""
         if views.width != self.config.image_size:
             raise ConfigError(f"the views are {views.width} pixels wide but image_size is {self.config.image_size}: load them "
                               f"at that size (load_transforms(..., size={self.config.image_size})) or set image_size.")
@@ -224,17 +223,13 @@ class Detector:
         # A field whose training ran to its end is used as it is, whatever budget this config
         # names; an interrupted one resumes (`omnipose train` trains a finished one further).
         self.model, self.info = load_checkpoint(model_path, device=self.device) if model_path.is_file() else (None, None)
+        check_backdrop(self.info, views, self.ckpt_dir)  # before an interrupted field resumes on them
         if self.info is None or "train_seconds" not in self.info.metrics:  # none yet, or interrupted
             train_config = replace(self.config.train, dataset=self.config.dataset, class_name=class_name, device=self.config.device)
             train_model(views, train_config, self.ckpt_dir, resume=True, progress=progress)
             self.model, self.info = load_checkpoint(model_path, device=self.device)
         elif progress:
             print(f"using the trained field in {self.ckpt_dir}")
-        if self.info.backdrop != views.backdrop:
-            kept = {True: "replaced", False: "kept"}
-            raise ConfigError(f"the field in {self.ckpt_dir} was trained on views whose plain backdrop was "
-                              f"{kept[self.info.backdrop]}, these views have theirs {kept[views.backdrop]}: set "
-                              f"replace_backdrop={self.info.backdrop}, or train another field (another ckpt_root or dataset).")
         check_size(self)
         self.model.eval()
         if self.info.config.get("refine_poses") and tuple(self.info.train_c2w.shape) == tuple(views.c2w.shape):
@@ -489,6 +484,17 @@ def check_source_width(mad: MADClass, image_size: int) -> None:
         raise ConfigError(f"the training images of {mad.name} are {native} pixels wide but image_size is {image_size}: "
                           f"upsampling adds no detail, only time. Use --size {native} (image_size={native}), or images "
                           f"of at least {image_size} pixels.")
+
+
+def check_backdrop(info: CheckpointInfo | None, views: PosedImages, ckpt_dir: Path) -> None:
+    """ConfigError when a field was trained on views read with the other backdrop setting
+    (``DetectorConfig.replace_backdrop``): calibration and queries would not match what it learnt."""
+    if info is None or info.backdrop == views.backdrop:
+        return
+    kept = {True: "replaced", False: "kept"}
+    raise ConfigError(f"the field in {ckpt_dir} was trained on views whose plain backdrop was {kept[info.backdrop]}, "
+                      f"these views have theirs {kept[views.backdrop]}: set replace_backdrop={info.backdrop}, or train "
+                      "another field (another ckpt_root or dataset).")
 
 
 def check_size(detector: "Detector") -> None:
