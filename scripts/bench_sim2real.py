@@ -89,22 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-              "rows": [cell.row() for cell in run.cells],
-              "object_checks": {name: check.to_json() for name, check in run.checks.items()},
-              "report": str(run.report)}  # fmt: skip
+              **run.to_json(), "report": str(run.report)}  # fmt: skip
     print("\n".join(sim2real_table(run.cells)))
     if not args.no_ablation:
         other = run_sim2real(sim_root, real_root, args.classes, study.with_name(f"{study.name}_no_photometric_matching"), config,
                              cells=("sim2real",), match_photographs=False)
-        report["ablation"] = {"match_photographs": False, "rows": [cell.row() for cell in other.cells],
-                              "object_checks": {name: check.to_json() for name, check in other.checks.items()}}
+        report["ablation"] = {"match_photographs": False, **other.to_json()}
         print("\nsim -> real without photometric matching (the same fields):")
         print("\n".join(sim2real_table(other.cells)))
     if args.background_ablation:
         kept = run_sim2real(sim_root, real_root, args.classes, study.with_name(f"{study.name}_backdrop_kept"),
                             replace(config, replace_backdrop=False), cells=("real2real", "sim2real"))
-        report["background_ablation"] = {"replace_backdrop": False, "rows": [cell.row() for cell in kept.cells],
-                                         "object_checks": {name: check.to_json() for name, check in kept.checks.items()}}
+        report["background_ablation"] = {"replace_backdrop": False, **kept.to_json()}
         print("\nwithout background handling (fields that keep the plain backdrop):")
         print("\n".join(sim2real_table(kept.cells)))
     for check in run.checks.values():

@@ -128,6 +128,11 @@ class Sim2RealRun:
     summary: Path
     panels: list[Path] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        """The table's rows and the object checks (JSON-safe)."""
+        return {"rows": [cell.row() for cell in self.cells],
+                "object_checks": {name: check.to_json() for name, check in self.checks.items()}}
+
 
 # ----------------------------------------------------------------------------- the object check
 def check_same_object(detector: Detector, views: PosedImages, class_name: str, count: int = CHECK_VIEWS,
@@ -197,12 +202,10 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
                 run_class(root, name, out_dir / cell, cell_config, skip_finished=True, progress=progress)
             results.append(_evaluate(out_dir, cell, sim if cell == "sim2sim" else real))
     panels = [path for real in reals.values() if (path := _save_panels(out_dir, real, cells)) is not None]
-    summary = out_dir / "sim2real.json"
-    atomic_write_json(summary, {"sim_root": str(sim_root), "real_root": str(real_root), "cells": list(cells),
-                                "rows": [cell.row() for cell in results],
-                                "object_checks": {name: check.to_json() for name, check in checks.items()}})
     report = _write_report(out_dir, sim_root, real_root, results, checks, panels)
-    return Sim2RealRun(results, checks, report, summary, panels)
+    run = Sim2RealRun(results, checks, report, out_dir / "sim2real.json", panels)
+    atomic_write_json(run.summary, {"sim_root": str(sim_root), "real_root": str(real_root), "cells": list(cells), **run.to_json()})
+    return run
 
 
 def _class_names(sim_root: Path, real_root: Path, classes) -> list[str]:

@@ -28,7 +28,8 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     [0, 1]. info: the model's CheckpointInfo (or anything with ``width``, ``height``, ``background``).
     Grayscale is expanded to RGB, RGBA composited on the model's background, a query of another
     size with the same aspect ratio resized (a note says so), a plain backdrop replaced by the model's
-    background (unless the model's training views kept theirs: ``info.backdrop``), and a query taken with another focal length scaled about its centre to the model's:
+    background (unless the model's training views kept theirs: ``info.backdrop``), and a query taken
+    with another focal length scaled about its centre to the model's:
     focal is the query's focal length in pixels at its own width; without it, the ratio of the 35 mm
     focal lengths in the EXIF of the query file and of the first training photo, where both have one.
     Returns (H, W, 3) float32 and the notes. Raises PoseError for another aspect ratio, or an image
