@@ -239,6 +239,27 @@ def test_pose_residual_grows_with_the_pose_error_on_a_real_field(field):
     assert bool((residual[1:] > residual[:-1]).all())
 
 
+def test_chromaticity_residual_ignores_other_light_and_still_ranks_poses(field):
+    """The lego field's render at a new pose, relit as another session would light it (brighter on one
+    side, darker on the other): the colour residual at the true pose jumps, the chromaticity residual
+    (``rank_by_chromaticity``) stays near zero and still grows with the pose error."""
+    model, info = field
+    true = g.roll_camera(info.train_c2w[7], 0.3)
+    with torch.no_grad():
+        query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
+    region = _object_region(query)
+    shading = torch.linspace(0.6, 1.3, 200)[None, :, None]  # light from the right
+    relit = torch.where(torch.from_numpy(region)[..., None], (query * shading).clamp(0, 1), query)
+    distance = float(true[:3, 3].norm())
+    poses = torch.stack([true] + [_perturbed(true, degrees, 0.0, distance, 0) for degrees in (1.0, 3.0, 8.0)])
+    scoring = PoseScoring.of_region(relit.numpy(), region, 2048, PoseConfig().eval_trim)
+    colour = scoring.score(model.render_rays, poses, info.K)
+    chroma = scoring.score(model.render_rays, poses, info.K, by_chromaticity=True)
+    assert colour[0] > 0.02  # the light alone costs the true pose this much colour residual...
+    assert chroma[0] < colour[0] / 10  # ...and almost no chromaticity residual
+    assert bool((chroma[1:] > chroma[:-1]).all())
+
+
 def test_alignment_drops_twins_and_hopeless_hypotheses_but_never_the_best():
     """Hypotheses that met a better one, or whose cost is far above the best's, stop being aligned;
     the lowest-cost one always stays, and nothing but twins goes before prune_after_round."""
@@ -367,6 +388,7 @@ def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
     (PoseConfig, "hypotheses", 0),
     (PoseConfig, "chunk", -1),
     (PoseConfig, "align", "fast"),
+    (PoseConfig, "rank_by_chromaticity", "yes"),
 ])
 def test_configs_refuse_nonsense_naming_the_field(config_class, name, value):
     from omnipose.core.errors import ConfigError
@@ -466,3 +488,15 @@ def test_the_pose_command_builds_its_config_from_the_options():
                                       "--rotations", "4", "--quiet"])
     config = config_from_args(args)
     assert (config.matcher, config.rotations, config.progress, config.loftr_weights) == ("sift", 4, False, None)
+
+
+def test_detect_and_sim2real_choose_poses_by_chromaticity_only_when_asked():
+    from omnipose.cli.app import build_parser
+    from omnipose.cli.detect import detector_config_from_args
+
+    parser = build_parser()
+    base = ["detect", "--data", "data", "--class", "01Robot"]
+    assert not detector_config_from_args(parser.parse_args(base)).pose.rank_by_chromaticity
+    assert detector_config_from_args(parser.parse_args([*base, "--rank-by-chromaticity"])).pose.rank_by_chromaticity
+    args = parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--rank-by-chromaticity"])
+    assert args.rank_by_chromaticity

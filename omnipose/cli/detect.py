@@ -29,7 +29,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --refine-poses for a field
-    trained on the way, and --focal, the queries' lens."""
+    trained on the way, --focal, the queries' lens, and --rank-by-chromaticity, for queries lit otherwise."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
@@ -38,6 +38,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--focal", type=float, default=None, metavar="PX",
                         help="focal length of the queries in pixels at their own width, when their lens differs from "
                              "the training views' (default: from the photos' EXIF where both have it, else the same)")
+    parser.add_argument("--rank-by-chromaticity", action="store_true",
+                        help="for queries lit otherwise than the training views (another capture session): choose the "
+                             "pose by the residual of colour over brightness, which shading from another light leaves")
 
 
 def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
@@ -49,6 +52,7 @@ def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
+    config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
     if args.matcher:
         config.pose = replace(config.pose, matcher=args.matcher)
     if args.neighbour_views is not None:

@@ -37,6 +37,7 @@ def run_sim2real(args: argparse.Namespace) -> int:
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
+    config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
     cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
     run = run_study(args.sim, args.real, args.classes, args.out, config, cells)
     print("\n".join(sim2real_table(run.cells)))

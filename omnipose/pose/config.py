@@ -192,6 +192,12 @@ class PoseConfig(Config):
     or renderer than the training views (``omnipose sim2real`` turns it on for photographs against a
     field from renders); within one capture the object's colour changes more from view to view than
     the exposure does, so it is off by default."""
+    rank_by_chromaticity: bool = False
+    """Choose among the aligned and refined poses by the residual of chromaticity (colour over
+    brightness) instead of colour. For queries lit otherwise than the training views (another capture
+    session): shading from another direction can make the far side of a plain object fit the colours
+    better than its true side, while the object's colours stay where they are. The confidence is still
+    judged on the colour residual at the chosen pose."""
     interest_radius: int = 4
     """Keypoint dilation (pixels) of PAD's interest regions."""
     eval_rays: int = 2048
@@ -222,7 +228,8 @@ class PoseConfig(Config):
                  "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk", "min_inliers")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
-        require(self, "match_query_colour", isinstance(self.match_query_colour, bool), "must be True or False")
+        for name in ("match_query_colour", "rank_by_chromaticity"):
+            require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         require(self, "max_residual_ratio", _finite(self.max_residual_ratio) and self.max_residual_ratio > 1,
                 "must be a number above 1 (the field's own residual on training views is 1)")
         for name, kind in (("align", AlignConfig), ("refine", RefineConfig)):

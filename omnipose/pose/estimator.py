@@ -221,6 +221,8 @@ class PoseEstimator:
                                                  self.distance)
                 steps += refine_steps
             timings["refine"] = time.perf_counter() - mark
+            if self.config.rank_by_chromaticity and len(poses) > 1:
+                best = self._best_by_chromaticity(poses, scoring, best, notes)
         chosen = candidates[best]
         confidence, low, why = pose_confidence(float(residual[best]), chosen.inliers, self.index.baseline_residual,
                                                self.config)
@@ -231,6 +233,16 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
+
+    def _best_by_chromaticity(self, poses: torch.Tensor, scoring: PoseScoring, best: int, notes: list[str]) -> int:
+        """The pose (index into poses (P, 4, 4)) whose chromaticity residual is lowest, noted where it
+        is not ``best``, the pose of lowest colour residual (``PoseConfig.rank_by_chromaticity``)."""
+        chroma = scoring.score(self.render_rays, poses, self.render_K, self.config.chunk, by_chromaticity=True)
+        chosen = int(chroma.argmin())
+        if chosen != best:
+            notes.append(f"pose chosen by chromaticity ({float(chroma[chosen]):.4f} against {float(chroma[best]):.4f} at "
+                         "the pose of lowest colour residual): the query may be lit otherwise than the training views")
+        return chosen
 
     def _matched_colour(self, query: np.ndarray, notes: list[str]) -> np.ndarray:
         """With ``match_query_colour``, the query with its object brought to the training views' median

@@ -108,6 +108,12 @@ def cauchy(residual: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.log1p((residual * residual).sum(-1) / scale**2)
 
 
+def chromaticity(rgb: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
+    """Colours (..., 3) divided by their brightness (r + g + b, with ``floor`` so that near-black
+    pixels do not blow up): what stays of a surface's colour when light falls on it differently."""
+    return rgb / (rgb.sum(-1, keepdim=True) + floor)
+
+
 def trimmed_residual(rendered: torch.Tensor, target: torch.Tensor, trim: float) -> torch.Tensor:
     """Mean absolute colour error after dropping the worst ``trim`` share of pixels (see ``PoseScoring``).
 
@@ -148,7 +154,12 @@ class PoseScoring:
         """rendered: (P, E, 3) colours of the field at these pixels for P poses. Returns (P,)."""
         return trimmed_residual(rendered, self.colours.to(rendered), self.trim)
 
-    def score(self, render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-        """The residual of the field at poses c2w (P, 4, 4). Returns (P,), no gradient."""
+    def score(self, render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, chunk: int = 16384,
+              by_chromaticity: bool = False) -> torch.Tensor:
+        """The residual of the field at poses c2w (P, 4, 4), of colours or (``by_chromaticity``) of
+        their chromaticities. Returns (P,), no gradient."""
         with torch.no_grad():
-            return self.residual(render_pixels(render_rays, c2w, K, self.pixels, chunk)["rgb"])
+            rendered = render_pixels(render_rays, c2w, K, self.pixels, chunk)["rgb"]
+        if by_chromaticity:
+            return trimmed_residual(chromaticity(rendered), chromaticity(self.colours.to(rendered)), self.trim)
+        return self.residual(rendered)
