@@ -492,11 +492,11 @@ def test_the_pose_command_builds_its_config_from_the_options():
 
 def test_detect_and_sim2real_choose_poses_by_chromaticity_only_when_asked():
     from omnipose.cli.app import build_parser
-    from omnipose.cli.detect import detector_config_from_args
+    from omnipose.cli.detect import config_from_size_arguments, detector_config_from_args
 
     parser = build_parser()
     base = ["detect", "--data", "data", "--class", "01Robot"]
     assert not detector_config_from_args(parser.parse_args(base)).pose.rank_by_chromaticity
     assert detector_config_from_args(parser.parse_args([*base, "--rank-by-chromaticity"])).pose.rank_by_chromaticity
     args = parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--rank-by-chromaticity"])
-    assert args.rank_by_chromaticity
+    assert config_from_size_arguments(args).pose.rank_by_chromaticity

@@ -43,16 +43,21 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
                              "pose by the residual of colour over brightness, which shading from another light leaves")
 
 
-def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
-    """The DetectorConfig the options of ``omnipose detect`` describe."""
-    config = DetectorConfig(
-        image_size=args.size, pose_size=args.pose_size, dataset=args.dataset or Path(args.data).resolve().name,
-        ckpt_root=args.ckpt_root, device=args.device, query_focal=args.focal,
-    )
+def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorConfig:
+    """The DetectorConfig of ``add_size_arguments``' options with --ckpt-root, --device and --minutes,
+    which every detecting command has, and ``fields`` (other DetectorConfig fields) besides."""
+    config = DetectorConfig(image_size=args.size, pose_size=args.pose_size, ckpt_root=args.ckpt_root, device=args.device,
+                            query_focal=args.focal, **fields)
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
+    return config
+
+
+def detector_config_from_args(args: argparse.Namespace) -> DetectorConfig:
+    """The DetectorConfig the options of ``omnipose detect`` describe."""
+    config = config_from_size_arguments(args, dataset=args.dataset or Path(args.data).resolve().name)
     if args.matcher:
         config.pose = replace(config.pose, matcher=args.matcher)
     if args.neighbour_views is not None:

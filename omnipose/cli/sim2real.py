@@ -6,8 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from omnipose.cli.detect import add_size_arguments
-from omnipose.detector import DetectorConfig
+from omnipose.cli.detect import add_size_arguments, config_from_size_arguments
 from omnipose.evaluation import CELLS, sim2real_table
 from omnipose.evaluation import run_sim2real as run_study
 
@@ -30,14 +29,9 @@ def add_sim2real_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 
 def run_sim2real(args: argparse.Namespace) -> int:
-    config = DetectorConfig(image_size=args.size, pose_size=args.pose_size, ckpt_root=args.ckpt_root, device=args.device,
-                            query_focal=args.focal)
+    config = config_from_size_arguments(args)
     if args.steps is not None:
         config.train = replace(config.train, steps=args.steps)
-    if args.minutes is not None:
-        config.train = replace(config.train, minutes=args.minutes)
-    config.train = replace(config.train, refine_poses=args.refine_poses)
-    config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
     cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
     run = run_study(args.sim, args.real, args.classes, args.out, config, cells)
     print("\n".join(sim2real_table(run.cells)))
