@@ -176,12 +176,13 @@ def summarise(records: list[dict]) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'case':<18} {'method':<14} {'n':>3} {'rot med':>8} {'trans med':>9} {'2deg+2%':>8} {'2deg':>6} {'5deg':>6} {'s/query':>8}"
+    width = max([14] + [len(row["method"]) for row in rows])
+    header = f"{'case':<18} {'method':<{width}} {'n':>3} {'rot med':>8} {'trans med':>9} {'2deg+2%':>8} {'2deg':>6} {'5deg':>6} {'s/query':>8}"
     print(header)
     print("-" * len(header))
     for row in rows:
         s = row["summary"]
-        print(f"{row['case']:<18} {row['method']:<14} {s['queries']:>3} {s['median_rotation_deg']:>7.2f}° "
+        print(f"{row['case']:<18} {row['method']:<{width}} {s['queries']:>3} {s['median_rotation_deg']:>7.2f}° "
               f"{s['median_translation_pct']:>8.2f}% {100 * s['success_2deg_2pct']:>7.0f}% {100 * s['success_2deg']:>5.0f}% "
               f"{100 * s['success_5deg']:>5.0f}% {s['mean_seconds']:>8.1f}")
 
@@ -200,6 +201,12 @@ def run_case(case: dict | None, args, rows: list, details: dict, progress: bool)
     ours = run_method(case, estimator.estimate, "ours", estimator.centre, progress)
     rows.append({"case": case["name"], "method": f"ours ({args.matcher})", "summary": summarise(ours)})
     details[f"{case['name']}/ours"] = {"setup_seconds": setup, "records": ours}
+    if args.rank_by_chromaticity:  # the same field, index and queries: only the choice of pose differs
+        chroma = PoseEstimator(case["model"], case["info"], PoseConfig(matcher=args.matcher, rank_by_chromaticity=True),
+                               views=case["views"], cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt")
+        records = run_method(case, chroma.estimate, "chroma ", chroma.centre, progress)
+        rows.append({"case": case["name"], "method": f"ours ({args.matcher}), by chromaticity", "summary": summarise(records)})
+        details[f"{case['name']}/chromaticity"] = {"records": records}
     if not args.no_baseline:
         baseline_case = dict(case, queries=case["queries"][: args.baseline_queries or len(case["queries"])])
         pad = run_method(baseline_case, estimator.estimate_pad_recipe, "pad ", estimator.centre, progress)
@@ -231,6 +238,8 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=1000, help="at most this many queries per case")
     parser.add_argument("--baseline-queries", type=int, default=None, help="PAD baseline on the first N queries only")
     parser.add_argument("--no-baseline", action="store_true", help="skip PAD's recipe")
+    parser.add_argument("--rank-by-chromaticity", action="store_true",
+                        help="also run the estimator with PoseConfig.rank_by_chromaticity, on the same fields and queries")
     parser.add_argument("--compare-matchers", action="store_true", help="coarse stage alone for every matcher")
     parser.add_argument("--quick", action="store_true", help="5 queries per case, PAD on 2, 3-minute training")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_pose.json", help="JSON results file")

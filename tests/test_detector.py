@@ -87,6 +87,9 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
     assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(0.5)), 0.05))) == 1
     _, chosen = detector.compare_at_pose(query, pose(true, 0.2))
     assert float(pose_errors(chosen.c2w, wrong)[0]) < 0.1
+    # A pose chosen by chromaticity is not taken back by the comparison (light favours the same side).
+    by_chromaticity = replace(detector.config, pose=replace(detector.config.pose, rank_by_chromaticity=True))
+    assert len(Detector(by_chromaticity).pose_candidates(pose(true, 0.051))) == 1
 
 
 def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted, tmp_path):

@@ -92,6 +92,16 @@ def test_roll_turns_image_content():
     assert torch.allclose(pixel, torch.tensor([[50.0, 80.0]]), atol=1e-3)
 
 
+def test_a_half_turn_about_the_vertical_shows_the_other_side_at_the_same_height():
+    point, up = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([0.0, 0.0, 2.0])  # any length of axis
+    c2w = g.spherical_pose(0.4, 0.5, 3.0, target=point.tolist())
+    turned = g.half_turn(c2w, up, point)
+    assert torch.allclose(turned[:3, 3] - point, (c2w[:3, 3] - point) * torch.tensor([-1.0, -1.0, 1.0]), atol=1e-6)
+    assert torch.allclose(turned, g.spherical_pose(0.4 + math.pi, 0.5, 3.0, target=point.tolist()), atol=1e-5)
+    assert float(g.rotation_error_deg(turned[:3, :3], c2w[:3, :3])) == pytest.approx(180.0, abs=1e-3)
+    assert torch.allclose(g.half_turn(turned[None], up, point)[0], c2w, atol=1e-6)  # batched, and its own inverse
+
+
 def test_opengl_opencv_flip_is_an_involution():
     c2w = g.spherical_pose(0.3, 0.9, 2.0)
     cv = g.opengl_to_opencv(c2w)

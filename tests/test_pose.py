@@ -19,7 +19,7 @@ from omnipose.pose import (
 )
 from omnipose.pose import index as pose_index
 from omnipose.pose.align import _hopeful, align_poses
-from omnipose.pose.hypotheses import fit_similarity, pose_from_similarity, solve_pnp
+from omnipose.pose.hypotheses import Hypothesis, fit_similarity, pose_from_similarity, solve_pnp
 from omnipose.pose.matching import make_matcher
 from omnipose.pose.refine import refine_poses
 from omnipose.pose.retrieval import (
@@ -258,6 +258,37 @@ def test_chromaticity_residual_ignores_other_light_and_still_ranks_poses(field):
     assert colour[0] > 0.02  # the light alone costs the true pose this much colour residual...
     assert chroma[0] < colour[0] / 10  # ...and almost no chromaticity residual
     assert bool((chroma[1:] > chroma[:-1]).all())
+
+
+def test_a_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field, tmp_path):
+    """Under ``rank_by_chromaticity`` the chosen pose duels with itself turned half-way about the
+    object's vertical (aligned in its turn), judged on the pixels where the two renders disagree. On a
+    relit render of the lego field: from the far side the turn wins and lands on the true pose; from
+    near the true pose it loses."""
+    model, info = field
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, rank_by_chromaticity=True),
+                              cache_path=tmp_path / "features.pt")
+    true = g.roll_camera(info.train_c2w[7], 0.3)
+    with torch.no_grad():
+        query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
+    region = _object_region(query)
+    shading = torch.linspace(0.6, 1.3, 200)[None, :, None]  # light from the right
+    query = torch.where(torch.from_numpy(region)[..., None], (query * shading).clamp(0, 1), query)
+    scoring = estimator.scoring(query.numpy(), region)
+    distance = estimator.distance
+    for start, turned_wins in ((estimator.scene.half_turned(_perturbed(true, 3.0, 0.01, distance, 1)), True),
+                               (_perturbed(true, 1.0, 0.005, distance, 2), False)):
+        assert (float(g.pose_errors(start, true)[0]) > 170) is turned_wins
+        hypothesis = Hypothesis(start, "test", 20, 7, 0.0)
+        notes = []
+        with estimator.scene.frozen():
+            poses, residual, hypotheses, best, rounds = estimator._other_side(
+                start[None], estimator.residual(start[None], scoring), [hypothesis], 0, query, region, region, scoring,
+                notes)
+        assert len(poses) == len(residual) == len(hypotheses) == 2 and rounds >= 1
+        assert best == (1 if turned_wins else 0) and bool(notes) is turned_wins
+        assert float(g.pose_errors(poses[best], true)[0]) < 1.5
+        assert hypotheses[1].inliers == 0 and "turned" in hypotheses[1].source
 
 
 def test_alignment_drops_twins_and_hopeless_hypotheses_but_never_the_best():

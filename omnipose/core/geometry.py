@@ -269,6 +269,22 @@ def roll_camera(c2w: torch.Tensor, angle: float | torch.Tensor) -> torch.Tensor:
     return out
 
 
+def half_turn(c2w: torch.Tensor, axis: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """Cameras turned 180 degrees about the line through ``point`` along ``axis``: the same view of
+    the object from the opposite side of that line.
+
+    c2w: (..., 4, 4); axis, point: (3,) world (axis need not be unit). Returns (..., 4, 4).
+    """
+    axis = torch.as_tensor(axis, dtype=c2w.dtype, device=c2w.device)
+    point = torch.as_tensor(point, dtype=c2w.dtype, device=c2w.device)
+    axis = axis / axis.norm()
+    turn = 2.0 * torch.outer(axis, axis) - torch.eye(3, dtype=c2w.dtype, device=c2w.device)
+    out = c2w.clone()
+    out[..., :3, :3] = turn @ c2w[..., :3, :3]
+    out[..., :3, 3] = (c2w[..., :3, 3] - point) @ turn.T + point
+    return out
+
+
 # ----------------------------------------------------------------------------- SO(3) / SE(3)
 def _skew(w: torch.Tensor) -> torch.Tensor:
     """Cross-product matrix. w: (..., 3). Returns (..., 3, 3)."""

@@ -193,11 +193,13 @@ class PoseConfig(Config):
     field from renders); within one capture the object's colour changes more from view to view than
     the exposure does, so it is off by default."""
     rank_by_chromaticity: bool = False
-    """Choose among the aligned and refined poses by the residual of chromaticity (colour over
-    brightness) instead of colour. For queries lit otherwise than the training views (another capture
-    session): shading from another direction can make the far side of a plain object fit the colours
-    better than its true side, while the object's colours stay where they are. The confidence is still
-    judged on the colour residual at the chosen pose."""
+    """Choose among the aligned poses by the residual of chromaticity (colour over brightness) instead
+    of colour, then let the chosen pose duel with itself turned half-way about the object's vertical
+    (aligned in its turn), judged where the two renders disagree; only the winner is refined. For
+    queries lit otherwise than the training views (another capture session): shading from another
+    direction can make the far side of a near-symmetric object fit the colours better than its true
+    side, while the object's colours stay where they are. The detector then compares at the chosen
+    pose alone, and the confidence is still judged on the colour residual there."""
     interest_radius: int = 4
     """Keypoint dilation (pixels) of PAD's interest regions."""
     eval_rays: int = 2048

@@ -60,7 +60,7 @@ from omnipose.pose.refine import refine_best
 from omnipose.pose.results import PoseResult, pose_confidence
 from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
-from omnipose.pose.scoring import PoseScoring
+from omnipose.pose.scoring import PoseScoring, disagreement_residuals
 
 QUERY_COLOUR_TOLERANCE = 0.3
 """``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
@@ -212,17 +212,22 @@ class PoseEstimator:
                                                  region, interest, self.distance)
                 candidates = [candidates[int(i)] for i in kept]
             residual = self.residual(poses, scoring)
+            best = int(residual.argmin())
+            if self.config.rank_by_chromaticity:
+                best = self._best_by_chromaticity(poses, scoring, best, notes)
+                poses, residual, candidates, best, rounds = self._other_side(poses, residual, candidates, best, query_t,
+                                                                             region, interest, scoring, notes)
+                steps += rounds
             timings["align"] = time.perf_counter() - mark
             mark = time.perf_counter()
-            best = int(residual.argsort()[0])
             if self.config.refine is not None:
+                # Chosen by chromaticity, the pose alone is refined: refining more would rank them by colour again.
+                lead = best if self.config.rank_by_chromaticity else None
                 best, refine_steps = refine_best(self.render_rays, poses, residual, self.render_K, query_t,
                                                  self.config.refine, self.config.refine_top, region, interest, scoring,
-                                                 self.distance)
+                                                 self.distance, lead=lead)
                 steps += refine_steps
             timings["refine"] = time.perf_counter() - mark
-            if self.config.rank_by_chromaticity and len(poses) > 1:
-                best = self._best_by_chromaticity(poses, scoring, best, notes)
         chosen = candidates[best]
         confidence, low, why = pose_confidence(float(residual[best]), chosen.inliers, self.index.baseline_residual,
                                                self.config)
@@ -233,6 +238,35 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
+
+    def _other_side(self, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], best: int,
+                    query: torch.Tensor, region: np.ndarray, interest: np.ndarray, scoring: PoseScoring,
+                    notes: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int, int]:
+        """The aligned poses (P, 4, 4), residuals (P,) and hypotheses with pose ``best`` turned half-way
+        about the object's vertical (``PoseScene.half_turned``) and aligned in its turn; the index of
+        the one of the two whose chromaticity fits where their renders disagree
+        (``disagreement_residuals``), noted when it is the turned one; and the alignment rounds run.
+
+        Lit from another side than the training views, a near-symmetric object's far side can fit
+        the colours better than its near side, and neither keypoints nor alignment then offer the
+        true pose; over the whole object its chromaticity ties the two."""
+        turned = self.scene.half_turned(poses[best:best + 1].cpu()).to(poses)
+        rounds = 0
+        if self.config.align is not None:
+            turned, rounds, _ = align_poses(self.render_rays, turned, self.render_K, query, self.config.align, region,
+                                            interest, self.distance)
+        pair = torch.cat([poses[best:best + 1], turned])
+        fit = disagreement_residuals(self.render_rays, pair, self.render_K, query, region, chunk=self.config.chunk)
+        origin = candidates[best]
+        turn = Hypothesis(turned[0].cpu(), f"{origin.source}, turned about the object's vertical", 0, origin.view,
+                          origin.angle_deg)
+        poses = torch.cat([poses, turned])
+        residual = torch.cat([residual, self.residual(turned, scoring)])
+        if float(fit[1]) < float(fit[0]):
+            notes.append(f"pose turned half-way about the object's vertical: its chromaticity fits {float(fit[1]):.4f} "
+                         f"against {float(fit[0]):.4f} where the two views of the object differ")
+            best = len(poses) - 1
+        return poses, residual, candidates + [turn], best, rounds
 
     def _best_by_chromaticity(self, poses: torch.Tensor, scoring: PoseScoring, best: int, notes: list[str]) -> int:
         """The pose (index into poses (P, 4, 4)) whose chromaticity residual is lowest, noted where it

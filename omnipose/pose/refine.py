@@ -169,14 +169,15 @@ def _settled(trail: list[torch.Tensor], active: torch.Tensor, lr: float, config:
 def refine_best(
     render_rays: RenderRays, poses: torch.Tensor, residual: torch.Tensor, K: torch.Tensor, query: torch.Tensor,
     config: RefineConfig, top: int, region: np.ndarray, interest: np.ndarray | None, scoring: PoseScoring,
-    scene_scale: float,
+    scene_scale: float, lead: int | None = None,
 ) -> tuple[int, int]:
     """Refine the ``top`` hypotheses of lowest residual and keep the refined best where it beats
-    the best before refinement, updating poses (P, 4, 4) and residual (P,) in place.
+    the best before refinement, updating poses (P, 4, 4) and residual (P,) in place. With ``lead``,
+    that hypothesis alone is refined and stays the best, whatever the residuals.
 
     Returns (index of the best hypothesis, iNeRF steps run).
     """
-    order = residual.argsort()
+    order = residual.argsort() if lead is None else torch.tensor([lead])
     best = int(order[0])
     keep = order[: max(1, top)]
     refined = refine_poses(render_rays, poses[keep], K, query, config, region, interest, scoring, scene_scale)

@@ -11,10 +11,17 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.core.device import pick_device
-from omnipose.core.geometry import axes_focus, gap_directions, look_at
+from omnipose.core.geometry import axes_focus, gap_directions, half_turn, look_at
 from omnipose.pose.config import PoseConfig
 from omnipose.pose.query import PoseError, info_value
 from omnipose.pose.scoring import frozen
+
+
+def upright_axis(train_c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object's vertical as its capture shows it: the point the training cameras look at (3,)
+    and their mean up vector (3,), unit. train_c2w: (N, 4, 4)."""
+    up = train_c2w[:, :3, 1].mean(0)
+    return axes_focus(train_c2w), up / up.norm().clamp_min(1e-12)
 
 
 def gap_filling_poses(train_c2w: torch.Tensor, count: int, min_angle_deg: float) -> torch.Tensor:
@@ -26,10 +33,9 @@ def gap_filling_poses(train_c2w: torch.Tensor, count: int, min_angle_deg: float)
     """
     if count <= 0 or len(train_c2w) < 2:
         return torch.zeros(0, 4, 4)
-    focus = axes_focus(train_c2w)
+    focus, up = upright_axis(train_c2w)
     offsets = train_c2w[:, :3, 3] - focus
     distance = float(offsets.norm(dim=1).median())
-    up = train_c2w[:, :3, 1].mean(0)
     directions = gap_directions(offsets / offsets.norm(dim=1, keepdim=True), count, min_angle_deg)
     return torch.stack([look_at(focus + distance * d, focus, up) for d in directions]) if len(directions) else torch.zeros(0, 4, 4)
 
@@ -90,6 +96,12 @@ class PoseScene:
     def retrieval_c2w(self) -> torch.Tensor:
         """(N + M, 4, 4): the training cameras followed by the gap cameras."""
         return torch.cat([self.train_c2w, self.gap_c2w])
+
+    def half_turned(self, c2w: torch.Tensor) -> torch.Tensor:
+        """Poses c2w (..., 4, 4) turned 180 degrees about the object's vertical (``upright_axis``):
+        the view of its other side, which a plain object lit from another side can be taken for."""
+        focus, up = upright_axis(self.train_c2w)
+        return half_turn(c2w, up.to(c2w), focus.to(c2w))
 
     def view_name(self, view: int) -> str:
         """'view 12' for a training view, 'gap render 3' for a render added at a gap."""
