@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the photographs' fields with their poses refined (fields of their own: <real>-refined)")
     parser.add_argument("--rank-by-chromaticity", action="store_true",
                         help="choose query poses by chromaticity (PoseConfig.rank_by_chromaticity): the test photographs' light differs")
+    parser.add_argument("--match-shading", type=int, default=0, metavar="PX",
+                        help="bring references to each photograph's shading in windows of this radius (CompareConfig.match_shading)")
     parser.add_argument("--no-ablation", action="store_true", help="skip sim->real without photometric matching")
     parser.add_argument("--background-ablation", action="store_true",
                         help="also real->real and sim->real on fields that keep the views' plain backdrop (new fields)")
@@ -88,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     config.train = replace(config.train, steps=args.steps, minutes=None, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
     study = args.work / ("study_refined" if args.refine_poses else "study")
-    if args.rank_by_chromaticity:  # other predictions: a folder of their own, so that resuming does not mix them
+    config.compare = replace(config.compare, match_shading=args.match_shading)
+    # Other predictions: a folder of their own, so that resuming does not mix them.
+    if args.rank_by_chromaticity:
         study = study.with_name(f"{study.name}_chromaticity")
+    if args.match_shading:
+        study = study.with_name(f"{study.name}_shading{args.match_shading}")
     run = run_sim2real(sim_root, real_root, args.classes, study, config)
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -137,6 +137,46 @@ def test_a_query_in_another_exposure_is_matched_and_its_defect_still_stands_out(
     assert defect.flatten()[matched.compare(query, normal).anomaly_map[0].argmax()]
 
 
+def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_out(comparator, views):
+    """A photo lit from the right (the object 0.7 to 1.3 times as bright across the image): the
+    reference brought to its shading draws the clean photo's object closely, what the light adds to
+    the colour residual falls to a fraction, and a painted defect still holds the map's maximum."""
+    from omnipose.compare.terms import raw_residuals, shading_matched
+
+    normal = views[7]
+    ramp = torch.linspace(0.7, 1.3, normal.shape[1])[None, :].expand(normal.shape[:2])
+    on_object = normal.amin(-1) < 0.95
+
+    def photographed(image, seed=None):
+        shot = image.clone()
+        shot[on_object] = (image[on_object] * ramp[on_object][:, None]).clamp(0, 1)
+        return shot if seed is None else perturb(shot, seed)
+
+    def channels_first(image):
+        return image.permute(2, 0, 1)[None]
+
+    lit = photographed(normal)
+    drawn = shading_matched(channels_first(normal), channels_first(lit), 16)[0].permute(1, 2, 0)
+    assert float((drawn - lit).abs()[on_object].mean()) < 0.5 * float((normal - lit).abs()[on_object].mean())
+    colour_only = replace(comparator.config, structure_weight=0.0, feature_weight=0.0)
+
+    def colour_residual(photo, radius):
+        terms, _ = raw_residuals(replace(colour_only, match_shading=radius), None, channels_first(photo),
+                                 channels_first(normal), None)
+        return float(terms["color"][0][on_object].mean())
+
+    # What the light adds to the residual of the same photo taken under the training light.
+    unlit = colour_residual(perturb(normal, 82), 0)
+    clean = photographed(normal, 82)
+    assert colour_residual(clean, 16) - unlit < (colour_residual(clean, 0) - unlit) / 4
+    defective, defect = plant_square(normal, PAINT)
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    matched = Comparator(replace(comparator.config, match_shading=16), device="cpu", extractor=comparator.extractor)
+    matched.fit(views[:6], normals, progress=False)
+    assert comparator.config.match_shading == 0  # the default
+    assert defect.flatten()[matched.compare(photographed(defective, 81), normal).anomaly_map[0].argmax()]
+
+
 def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):
     """Per pixel the smallest residual over the references: a patch the render gets wrong but a
     re-projected photograph shows right stops scoring; the defect, in no reference, stays."""
@@ -470,7 +510,8 @@ def test_bad_inputs_give_clear_errors(views):
      ("topk_fraction", 0.0), ("topk_fraction", float("nan")), ("sigma", -1.0), ("sigma", float("inf")),
      ("ssim_window", 4), ("ssim_window", 1), ("color_weight", -0.5), ("image_size", 8), ("mask_margin", -1),
      ("contrast_bins", 0), ("contrast_floor", 0.0), ("neighbour_views", -1), ("reprojection_tolerance", 0.0),
-     ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8))],
+     ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8)),
+     ("match_shading", -1), ("match_shading", 2.5)],
 )  # fmt: skip
 def test_a_bad_config_value_is_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):

@@ -521,7 +521,7 @@ def test_the_pose_command_builds_its_config_from_the_options():
     assert (config.matcher, config.rotations, config.progress, config.loftr_weights) == ("sift", 4, False, None)
 
 
-def test_detect_and_sim2real_choose_poses_by_chromaticity_only_when_asked():
+def test_detect_and_sim2real_rank_by_chromaticity_and_match_shading_only_when_asked():
     from omnipose.cli.app import build_parser
     from omnipose.cli.detect import config_from_size_arguments, detector_config_from_args
 
@@ -529,5 +529,7 @@ def test_detect_and_sim2real_choose_poses_by_chromaticity_only_when_asked():
     base = ["detect", "--data", "data", "--class", "01Robot"]
     assert not detector_config_from_args(parser.parse_args(base)).pose.rank_by_chromaticity
     assert detector_config_from_args(parser.parse_args([*base, "--rank-by-chromaticity"])).pose.rank_by_chromaticity
-    args = parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--rank-by-chromaticity"])
+    args = parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--rank-by-chromaticity", "--match-shading", "16"])
     assert config_from_size_arguments(args).pose.rank_by_chromaticity
+    assert config_from_size_arguments(args).compare.match_shading == 16
+    assert detector_config_from_args(parser.parse_args(base)).compare.match_shading == 0

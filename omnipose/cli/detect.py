@@ -29,7 +29,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --refine-poses for a field
-    trained on the way, --focal, the queries' lens, and --rank-by-chromaticity, for queries lit otherwise."""
+    trained on the way, --focal, the queries' lens, and --rank-by-chromaticity and --match-shading, for
+    queries lit otherwise."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
@@ -41,6 +42,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-by-chromaticity", action="store_true",
                         help="for queries lit otherwise than the training views (another capture session): choose the "
                              "pose by the residual of colour over brightness, which shading from another light leaves")
+    parser.add_argument("--match-shading", type=int, default=CompareConfig.match_shading, metavar="PX",
+                        help="for the same queries: bring each reference to the query's shading in windows of this "
+                             "radius before comparing (CompareConfig.match_shading; 16 at 200 px; default 0, off)")
 
 
 def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorConfig:
@@ -52,6 +56,7 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
+    config.compare = replace(config.compare, match_shading=args.match_shading)
     return config
 
 

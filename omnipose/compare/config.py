@@ -99,6 +99,12 @@ class CompareConfig(Config):
     colour channel, the median ratio on the object), for queries taken in another session with the
     camera set otherwise. Off by default: on queries 5 % darker it helped one built-in class and hurt
     another more (``docs/RESULTS.md``, backdrops)."""
+    match_shading: int = 0
+    """Bring each reference to the query's shading before comparing, for queries lit from another
+    direction than the training views (another capture session): in windows of this radius in
+    pixels of the compared image, the affine function of the reference that draws the query best
+    (``omnipose.compare.terms.shading_matched``). 0: off. Off by default: under the training
+    session's light it explains small defects away with the light (``docs/RESULTS.md``)."""
 
     @classmethod
     def pad(
@@ -164,6 +170,8 @@ class CompareConfig(Config):
         require(self, "features", bool(self.features), "must name a network or a state-dict path")
         require(self, "sigma", math.isfinite(self.sigma), "must be finite")
         require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
+        require(self, "match_shading", _is_int(self.match_shading) and self.match_shading >= 0,
+                "must be a window radius in pixels, 0 or more (0: off)")
 
     @property
     def weights(self) -> dict[str, float]:
@@ -183,7 +191,7 @@ CALIBRATION_FIELDS = (
     "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
     "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
-    "neighbour_views", "reprojection_tolerance", "match_exposure",
+    "neighbour_views", "reprojection_tolerance", "match_exposure", "match_shading",
 )  # fmt: skip
 
 

@@ -168,16 +168,21 @@ def raw_residuals(
     With neighbours (each (B, 3, H, W)), each term is the smallest over the render and them, pixel by pixel.
     With ``match_exposure`` the references are first brought to the query's exposure and white balance
     (``exposure_gains``, measured against the render, applied to every reference: all come from the
-    training session)."""
+    training session), and with ``match_shading`` each reference to its shading (``shading_matched``)."""
     mask = comparison_mask(config, query, reference, alpha)
-    if config.match_exposure:
-        gains = exposure_gains(query, reference, mask, alpha)[..., None, None]
-        # Only the object takes the gain: the background is the model's colour in every image.
+    if config.match_exposure or config.match_shading > 0:
+        # Only the object is matched: the background is the model's colour in every image.
         if alpha is not None:
             solid = alpha.to(query.device).reshape(mask.shape)[:, None]
         else:
             solid = shows_object(reference, config.background, config.object_tolerance)[:, None].to(query.dtype)
-        reference, *neighbours = [image + solid * ((image * gains).clamp(0.0, 1.0) - image) for image in (reference, *neighbours)]
+        gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure else 1.0
+
+        def matched(image: torch.Tensor) -> torch.Tensor:
+            image = (image * gains).clamp(0.0, 1.0)
+            return shading_matched(image, query, config.match_shading) if config.match_shading > 0 else image
+
+        reference, *neighbours = [image + solid * (matched(image) - image) for image in (reference, *neighbours)]
     terms = residual_terms(config, extract, query, reference)
     for neighbour in neighbours:
         others = residual_terms(config, extract, query, neighbour).values()
@@ -207,6 +212,34 @@ def exposure_gains(
             if values.numel() >= 64:
                 gains[b, c] = values.median().clamp(0.5, 2.0)
     return gains
+
+
+SHADING_REGULARISATION = 1e-3
+"""Variance of the reference below which a window of ``shading_matched`` takes the query's mean
+rather than a slope: flat faces are brightened or darkened, never given the query's details."""
+
+
+def shading_matched(reference: torch.Tensor, query: torch.Tensor, radius: int) -> torch.Tensor:
+    """The reference brought to the query's shading, channel by channel: in every window of
+    (2 radius + 1)^2 pixels, the affine function of the reference that best draws the query there
+    (a guided filter with the reference as the guide, slopes regularised by
+    ``SHADING_REGULARISATION``), averaged over the windows holding each pixel.
+
+    Light from another direction brightens and darkens whole faces, each by its own factor; an
+    affine function per window follows that up to the faces' edges, which the reference shows. What
+    the reference does not show (a stain on a flat face, a missing part's new outline) is drawn by no
+    function of it: the window's mean absorbs only the defect's share of the window.
+    reference, query: (B, 3, H, W) in [0, 1]. Returns (B, 3, H, W).
+    """
+
+    def window_mean(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+
+    mean_r, mean_q = window_mean(reference), window_mean(query)
+    slope = (window_mean(reference * query) - mean_r * mean_q) / (
+        window_mean(reference * reference) - mean_r * mean_r + SHADING_REGULARISATION)
+    offset = mean_q - slope * mean_r
+    return (window_mean(slope) * reference + window_mean(offset)).clamp(0.0, 1.0)
 
 
 def finish_terms(
