@@ -239,17 +239,23 @@ def test_pose_residual_grows_with_the_pose_error_on_a_real_field(field):
     assert bool((residual[1:] > residual[:-1]).all())
 
 
-def test_chromaticity_residual_ignores_other_light_and_still_ranks_poses(field):
-    """The lego field's render at a new pose, relit as another session would light it (brighter on one
-    side, darker on the other): the colour residual at the true pose jumps, the chromaticity residual
-    (``rank_by_chromaticity``) stays near zero and still grows with the pose error."""
-    model, info = field
+def _relit_render(model, info) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The field's render at a new pose (4, 4), relit as another session would light it (its object
+    brighter on one side, darker on the other) (H, W, 3), and the object's region (H, W)."""
     true = g.roll_camera(info.train_c2w[7], 0.3)
     with torch.no_grad():
         query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
     region = _object_region(query)
     shading = torch.linspace(0.6, 1.3, 200)[None, :, None]  # light from the right
-    relit = torch.where(torch.from_numpy(region)[..., None], (query * shading).clamp(0, 1), query)
+    return true, torch.where(torch.from_numpy(region)[..., None], (query * shading).clamp(0, 1), query), region
+
+
+def test_chromaticity_residual_ignores_other_light_and_still_ranks_poses(field):
+    """The lego field's render at a new pose, relit as another session would light it (brighter on one
+    side, darker on the other): the colour residual at the true pose jumps, the chromaticity residual
+    (``rank_by_chromaticity``) stays near zero and still grows with the pose error."""
+    model, info = field
+    true, relit, region = _relit_render(model, info)
     distance = float(true[:3, 3].norm())
     poses = torch.stack([true] + [_perturbed(true, degrees, 0.0, distance, 0) for degrees in (1.0, 3.0, 8.0)])
     scoring = PoseScoring.of_region(relit.numpy(), region, 2048, PoseConfig().eval_trim)
@@ -268,12 +274,7 @@ def test_a_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field
     model, info = field
     estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, rank_by_chromaticity=True),
                               cache_path=tmp_path / "features.pt")
-    true = g.roll_camera(info.train_c2w[7], 0.3)
-    with torch.no_grad():
-        query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
-    region = _object_region(query)
-    shading = torch.linspace(0.6, 1.3, 200)[None, :, None]  # light from the right
-    query = torch.where(torch.from_numpy(region)[..., None], (query * shading).clamp(0, 1), query)
+    true, query, region = _relit_render(model, info)
     scoring = estimator.scoring(query.numpy(), region)
     distance = estimator.distance
     for start, turned_wins in ((estimator.scene.half_turned(_perturbed(true, 3.0, 0.01, distance, 1)), True),

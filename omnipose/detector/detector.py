@@ -393,14 +393,9 @@ class Detector:
                               exclude)  # fmt: skip
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
-        """The poses worth comparing at (``candidate_poses`` with this config's rule). Each (4, 4) on the CPU.
-
-        A pose chosen by chromaticity (``PoseConfig.rank_by_chromaticity``) is compared alone: the
-        comparison's score, like the colour residual, favours the side the light favours, and would
-        take back the choice."""
-        cfg = self.config
-        count = 1 if cfg.pose.rank_by_chromaticity else cfg.pose_candidates
-        return candidate_poses(pose, count, cfg.candidate_residual_ratio, cfg.candidate_separation_deg)
+        """The poses worth comparing at (``candidate_poses``), each (4, 4) on the CPU: one chosen by chromaticity alone."""
+        count = 1 if self.config.pose.rank_by_chromaticity else self.config.pose_candidates  # light sways comparisons too
+        return candidate_poses(pose, count, self.config.candidate_residual_ratio, self.config.candidate_separation_deg)
 
     def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[Reference]:
         """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of
