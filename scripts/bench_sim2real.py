@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     config = DetectorConfig(image_size=args.size, ckpt_root=str(args.work / "ckpts"))
     config.train = replace(config.train, steps=args.steps, minutes=None, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
-    study = args.work / ("study_refined" if args.refine_poses else "study")
     config.compare = replace(config.compare, match_shading=args.match_shading)
+    study = args.work / ("study_refined" if args.refine_poses else "study")
     # Other predictions: a folder of their own, so that resuming does not mix them.
     if args.rank_by_chromaticity:
         study = study.with_name(f"{study.name}_chromaticity")

@@ -60,10 +60,14 @@ from omnipose.pose.refine import refine_best
 from omnipose.pose.results import PoseResult, pose_confidence
 from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
-from omnipose.pose.scoring import PoseScoring, disagreement_residuals
+from omnipose.pose.scoring import PoseScoring
 
 QUERY_COLOUR_TOLERANCE = 0.3
 """``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
+DUEL_PIXELS = 8192
+"""Pixels of the object a pose and its half turn are compared on (``_other_side``): the few where
+they disagree are a share of these."""
+
 
 class _SceneAttribute:
     """An attribute of the estimator's ``PoseScene``, read through the estimator."""
@@ -245,7 +249,7 @@ class PoseEstimator:
         """The aligned poses (P, 4, 4), residuals (P,) and hypotheses with pose ``best`` turned half-way
         about the object's vertical (``PoseScene.half_turned``) and aligned in its turn; the index of
         the one of the two whose chromaticity fits where their renders disagree
-        (``disagreement_residuals``), noted when it is the turned one; and the alignment rounds run.
+        (``PoseScoring.disagreement`` on ``DUEL_PIXELS`` pixels), noted when it is the turned one; and the alignment rounds run.
 
         Lit from another side than the training views, a near-symmetric object's far side can fit
         the colours better than its near side, and neither keypoints nor alignment then offer the
@@ -256,7 +260,8 @@ class PoseEstimator:
             turned, rounds, _ = align_poses(self.render_rays, turned, self.render_K, query, self.config.align, region,
                                             interest, self.distance)
         pair = torch.cat([poses[best:best + 1], turned])
-        fit = disagreement_residuals(self.render_rays, pair, self.render_K, query, region, chunk=self.config.chunk)
+        duel = PoseScoring.of_region(query.cpu().numpy(), region, DUEL_PIXELS, 0.0).to(self.device)
+        fit = duel.disagreement(self.render_rays, pair, self.render_K, chunk=self.config.chunk)
         origin = candidates[best]
         turn = Hypothesis(turned[0].cpu(), f"{origin.source}, turned about the object's vertical", 0, origin.view,
                           origin.angle_deg)

@@ -124,25 +124,6 @@ def trimmed_residual(rendered: torch.Tensor, target: torch.Tensor, trim: float) 
     return error.sort(dim=1).values[:, :keep].mean(1)
 
 
-def disagreement_residuals(
-    render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, image: torch.Tensor, region: np.ndarray,
-    pixels: int = 8192, share: float = 0.05, chunk: int = 16384, seed: int = 0,
-) -> torch.Tensor:
-    """Chromaticity residuals of two poses where their renders disagree: on the ``share`` of up to
-    ``pixels`` pixels of region (H, W) whose rendered chromaticities differ most between the two.
-    Two views of a near-symmetric object differ in few pixels; over the whole object the noise of the
-    rest ties them. c2w: (2, 4, 4); image: (H, W, 3). Returns (2,), no gradient."""
-    where = evaluation_pixels(region, pixels, seed).to(c2w.device)
-    with torch.no_grad():
-        rendered = chromaticity(render_pixels(render_rays, c2w, K, where, chunk)["rgb"].float())  # (2, N, 3)
-    u, v = where[:, 0].long(), where[:, 1].long()
-    target = chromaticity(image.to(rendered)[v, u])
-    disagreement = (rendered[0] - rendered[1]).abs().mean(-1)
-    count = max(1, int(round(share * len(disagreement))))
-    chosen = disagreement.topk(count).indices
-    return (rendered[:, chosen] - target[chosen]).abs().mean(-1).mean(-1).cpu()
-
-
 @dataclass
 class PoseScoring:
     """The fixed yardstick pose hypotheses are compared with: pixels of the query and its colours there.
@@ -182,3 +163,16 @@ class PoseScoring:
         if by_chromaticity:
             return trimmed_residual(chromaticity(rendered), chromaticity(self.colours.to(rendered)), self.trim)
         return self.residual(rendered)
+
+    def disagreement(self, render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, share: float = 0.05,
+                     chunk: int = 16384) -> torch.Tensor:
+        """Chromaticity residuals of two poses c2w (2, 4, 4) where their renders disagree: on the
+        ``share`` of these pixels whose rendered chromaticities differ most between the two. Two views
+        of a near-symmetric object differ in few pixels; over the whole object the noise of the rest
+        ties them. The trim does not apply. Returns (2,) on the CPU, no gradient."""
+        with torch.no_grad():
+            rendered = chromaticity(render_pixels(render_rays, c2w, K, self.pixels, chunk)["rgb"].float())  # (2, N, 3)
+        target = chromaticity(self.colours.to(rendered))
+        disagreement = (rendered[0] - rendered[1]).abs().mean(-1)
+        chosen = disagreement.topk(max(1, int(round(share * len(disagreement))))).indices
+        return (rendered[:, chosen] - target[chosen]).abs().mean(-1).mean(-1).cpu()
