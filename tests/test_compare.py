@@ -177,6 +177,24 @@ def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_ou
     assert defect.flatten()[matched.compare(photographed(defective, 81), normal).anomaly_map[0].argmax()]
 
 
+def test_the_colour_term_forgives_an_edge_drawn_two_pixels_off_but_not_a_defect(views):
+    """A real lego view as the query, its reference drawn 2 pixels to the right (how far a field's
+    edge at 400 px can sit from the photograph's): with a ``color_shift`` of 2 pixels the colour
+    residual along the edges vanishes; a painted 16-pixel square keeps most of its difference inside,
+    beyond the shift from its border (the nearest colour within 2 px is still the object's)."""
+    from omnipose.compare.terms import color_residual
+
+    query = views[3].permute(2, 0, 1)[None]
+    reference = torch.cat([query[..., :2], query[..., :-2]], dim=-1)  # moved 2 px right
+    plain, forgiving = color_residual(query, reference), color_residual(query, reference, 2)
+    assert float(plain.amax()) > 30 and float(forgiving.amax()) < 1e-3
+    defective, defect = plant_square(views[3], PAINT)
+    inner = F.max_pool2d((~defect).float()[None, None], 5, stride=1, padding=2)[0, 0] == 0  # 2 px inside
+    painted = color_residual(defective.permute(2, 0, 1)[None], query)[0]
+    kept = color_residual(defective.permute(2, 0, 1)[None], query, 2)[0][inner]
+    assert float(kept.min()) > 30 and float(kept.mean()) > 0.8 * float(painted[inner].mean())
+
+
 def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):
     """Per pixel the smallest residual over the references: a patch the render gets wrong but a
     re-projected photograph shows right stops scoring; the defect, in no reference, stays."""
@@ -243,8 +261,13 @@ def test_a_render_worse_everywhere_does_not_outscore_a_small_defect(comparator, 
     worse = gaussian_blur2d(normal.permute(2, 0, 1)[None], (9, 9), (1.5, 1.5))
     worse = (worse + 0.03 * torch.randn(worse.shape, generator=generator)).clamp(0, 1)[0].permute(1, 2, 0)
     defective, _ = plant_square(normal, PAINT, half=3)
-    standardising = Comparator(replace(comparator.config, own_spread=False), device="cpu", extractor=comparator.extractor)
-    standardising.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    # Pixel to pixel: the colour term's shift would forgive the blurred edges before the own spread does.
+    unshifted = replace(comparator.config, color_shift=0)
+    standardising = Comparator(replace(unshifted, own_spread=False), device="cpu", extractor=comparator.extractor)
+    standardising.fit(views[:6], normals, progress=False)
+    comparator = Comparator(unshifted, device="cpu", extractor=comparator.extractor)
+    comparator.fit(views[:6], normals, progress=False)
 
     def scores(chosen: Comparator) -> tuple[float, float]:
         return float(chosen.compare(worse, normal).score[0]), float(chosen.compare(perturb(defective, 91), normal).score[0])
@@ -511,7 +534,7 @@ def test_bad_inputs_give_clear_errors(views):
      ("ssim_window", 4), ("ssim_window", 1), ("color_weight", -0.5), ("image_size", 8), ("mask_margin", -1),
      ("contrast_bins", 0), ("contrast_floor", 0.0), ("neighbour_views", -1), ("reprojection_tolerance", 0.0),
      ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8)),
-     ("match_shading", -1), ("match_shading", 2.5)],
+     ("match_shading", -1), ("match_shading", 2.5), ("color_shift", -1), ("color_shift", 1.5)],
 )  # fmt: skip
 def test_a_bad_config_value_is_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):

@@ -22,6 +22,7 @@ from omnipose.pose.align import _hopeful, align_poses
 from omnipose.pose.hypotheses import Hypothesis, fit_similarity, pose_from_similarity, solve_pnp
 from omnipose.pose.matching import make_matcher
 from omnipose.pose.refine import refine_poses
+from omnipose.pose.results import pose_confidence
 from omnipose.pose.retrieval import (
     DescriptorBank,
     describe_rotations,
@@ -290,6 +291,33 @@ def test_a_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field
         assert best == (1 if turned_wins else 0) and bool(notes) is turned_wins
         assert float(g.pose_errors(poses[best], true)[0]) < 1.5
         assert hypotheses[1].inliers == 0 and "turned" in hypotheses[1].source
+
+
+def test_under_rank_by_chromaticity_the_confidence_follows_chromaticity(field, tmp_path):
+    """With ``rank_by_chromaticity`` the flag follows the chromaticity residual against the field's
+    own (``max_chromaticity_ratio``), and the colour residual only beyond ``relit_residual_ratio``:
+    the relit render at a new pose keeps its trust; a colour residual 3.4x the field's own without
+    keypoint matches (a right pose under another session's light) is flagged by colour alone and
+    trusted by chromaticity; a chromaticity or colour residual far above the field's own is flagged."""
+    model, info = field
+    # No gap views: the index is the duel test's, not the one the caching test must build itself.
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, rank_by_chromaticity=True),
+                              cache_path=tmp_path / "features.pt")
+    own_colour, own_chromaticity = estimator.index.baseline_residual, estimator.index.baseline_chromaticity
+    assert 0 < own_chromaticity < own_colour
+    true, relit, _ = _relit_render(model, info)
+    result = estimator.estimate(relit.numpy())
+    assert float(g.pose_errors(result.c2w, true)[0]) < 1.5
+    assert not result.low_confidence and result.confidence >= 0.5
+
+    config = PoseConfig()
+    relit_right = (3.4 * own_colour, 0, own_colour, config)
+    assert pose_confidence(*relit_right)[1]
+    assert not pose_confidence(*relit_right, chromaticity=(2.0 * own_chromaticity, own_chromaticity))[1]
+    confidence, low, why = pose_confidence(*relit_right, chromaticity=(6.0 * own_chromaticity, own_chromaticity))
+    assert low and confidence == 0.0 and "chromaticity residual" in why[0]
+    low, why = pose_confidence(6.0 * own_colour, 40, own_colour, config, (own_chromaticity, own_chromaticity))[1:]
+    assert low and why[0].startswith("photometric residual")
 
 
 def test_alignment_drops_twins_and_hopeless_hypotheses_but_never_the_best():

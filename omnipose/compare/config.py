@@ -39,6 +39,12 @@ class CompareConfig(Config):
     ``CompareConfig.pad``)."""
     color_weight: float = 1.0
     """Weight of the colour term: CIE76 colour difference in Lab (about 2.3 is just noticeable)."""
+    color_shift: int = 1
+    """Pixels (of the compared image) by which the colour term forgives the reference's drawing: per
+    pixel the smallest colour difference to the reference moved up to this far each way; 0 compares
+    pixel to pixel. A field draws an edge a pixel or so from where a photograph has it (a softer
+    render, a pose a tenth of a degree off), and that line of colour difference outscored small
+    defects; a defect wider than the shift keeps most of its difference."""
     structure_weight: float = 1.0
     """Weight of the structure term: 1 - SSIM of the luminance (edges and texture the colour misses)."""
     feature_weight: float = 1.0
@@ -169,6 +175,8 @@ class CompareConfig(Config):
                 "no feature_layers: give strides such as (4, 8, 16), or set feature_weight=0")  # fmt: skip
         require(self, "features", bool(self.features), "must name a network or a state-dict path")
         require(self, "sigma", math.isfinite(self.sigma), "must be finite")
+        require(self, "color_shift", _is_int(self.color_shift) and self.color_shift >= 0,
+                "must be a whole number of pixels, 0 or more (0: off)")
         require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
         require(self, "match_shading", _is_int(self.match_shading) and self.match_shading >= 0,
                 "must be a window radius in pixels, 0 or more (0: off)")
@@ -188,7 +196,7 @@ class CompareConfig(Config):
 
 # Fields whose change invalidates a calibration (everything that shapes the residual values).
 CALIBRATION_FIELDS = (
-    "color_weight", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
+    "color_weight", "color_shift", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
     "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
     "neighbour_views", "reprojection_tolerance", "match_exposure", "match_shading",

@@ -28,12 +28,27 @@ from omnipose.core.image import dilate, gaussian_blur
 Extract = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
-def color_residual(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """CIE76 colour difference ΔE in CIE Lab. query, reference: (B, 3, H, W) sRGB in [0, 1] -> (B, H, W)."""
+def color_residual(query: torch.Tensor, reference: torch.Tensor, shift: int = 0) -> torch.Tensor:
+    """CIE76 colour difference ΔE in CIE Lab. query, reference: (B, 3, H, W) sRGB in [0, 1] -> (B, H, W).
+
+    With ``shift`` > 0, per pixel the smallest difference to the reference moved by up to ``shift``
+    pixels each way (borders repeated): an edge the reference draws that far from the query's costs
+    nothing, a patch wider than the shift still costs its full difference.
+    """
     from kornia.color import rgb_to_lab
 
-    difference = rgb_to_lab(query) - rgb_to_lab(reference)
-    return torch.sqrt((difference**2).sum(1) + 1e-12) - 1e-6  # eps keeps the gradient finite at 0
+    lab_query, lab_reference = rgb_to_lab(query), rgb_to_lab(reference)
+    if shift <= 0:
+        return torch.sqrt(((lab_query - lab_reference) ** 2).sum(1) + 1e-12) - 1e-6  # eps: finite gradient at 0
+    height, width = query.shape[-2:]
+    padded = F.pad(lab_reference, (shift,) * 4, mode="replicate")
+    smallest = None
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            moved = padded[..., dy:dy + height, dx:dx + width]
+            squared = ((lab_query - moved) ** 2).sum(1)
+            smallest = squared if smallest is None else torch.minimum(smallest, squared)
+    return torch.sqrt(smallest + 1e-12) - 1e-6
 
 
 def structure_residual(query: torch.Tensor, reference: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -140,7 +155,7 @@ def residual_terms(
     """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W)."""
     terms: dict[str, torch.Tensor] = {}
     if config.color_weight > 0:
-        terms["color"] = color_residual(query, reference)
+        terms["color"] = color_residual(query, reference, config.color_shift)
     if config.structure_weight > 0:
         terms["structure"] = structure_residual(query, reference, config.ssim_window)
     if config.feature_weight > 0:

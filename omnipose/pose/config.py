@@ -184,6 +184,12 @@ class PoseConfig(Config):
     unsupported_residual_ratio: float = 1.6
     """The same ratio for a pose supported by fewer than ``min_inliers`` keypoint matches: an image of
     another object matches few keypoints, and alignment can still drape the field over its outline."""
+    max_chromaticity_ratio: float = 5.0
+    """With ``rank_by_chromaticity``, a chromaticity residual this many times the field's own on
+    training views flags the result as low confidence, with or without keypoint matches."""
+    relit_residual_ratio: float = 5.0
+    """With ``rank_by_chromaticity``, the colour residual ratio that flags the result (in place of
+    ``max_residual_ratio``): light from another side raises a right pose's colour residual too."""
     foreground_threshold: float = 0.04
     """Colour difference from the background above which a pixel belongs to the object."""
     match_query_colour: bool = False
@@ -199,7 +205,8 @@ class PoseConfig(Config):
     queries lit otherwise than the training views (another capture session): shading from another
     direction can make the far side of a near-symmetric object fit the colours better than its true
     side, while the object's colours stay where they are. The detector then compares at the chosen
-    pose alone, and the confidence is still judged on the colour residual there."""
+    pose alone, and the confidence is judged on the chromaticity residual there
+    (``max_chromaticity_ratio``)."""
     interest_radius: int = 4
     """Keypoint dilation (pixels) of PAD's interest regions."""
     eval_rays: int = 2048
@@ -232,8 +239,9 @@ class PoseConfig(Config):
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
         for name in ("match_query_colour", "rank_by_chromaticity"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
-        require(self, "max_residual_ratio", _finite(self.max_residual_ratio) and self.max_residual_ratio > 1,
-                "must be a number above 1 (the field's own residual on training views is 1)")
+        for name in ("max_residual_ratio", "max_chromaticity_ratio", "relit_residual_ratio"):
+            require(self, name, _finite(getattr(self, name)) and getattr(self, name) > 1,
+                    "must be a number above 1 (the field's own residual on training views is 1)")
         for name, kind in (("align", AlignConfig), ("refine", RefineConfig)):
             require(self, name, getattr(self, name) is None or isinstance(getattr(self, name), kind),
                     f"must be an {kind.__name__} or None")

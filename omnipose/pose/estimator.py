@@ -233,8 +233,13 @@ class PoseEstimator:
                 steps += refine_steps
             timings["refine"] = time.perf_counter() - mark
         chosen = candidates[best]
+        chromaticity = None
+        if self.config.rank_by_chromaticity:
+            measured = scoring.score(self.render_rays, poses[best:best + 1], self.render_K, self.config.chunk,
+                                     by_chromaticity=True)  # fmt: skip
+            chromaticity = (float(measured[0]), self.index.baseline_chromaticity)
         confidence, low, why = pose_confidence(float(residual[best]), chosen.inliers, self.index.baseline_residual,
-                                               self.config)
+                                               self.config, chromaticity)
         others = [int(i) for i in residual.argsort() if int(i) != best]
         return PoseResult(
             c2w=poses[best].detach().cpu(), residual=float(residual[best]), confidence=confidence, low_confidence=low,

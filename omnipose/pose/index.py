@@ -29,7 +29,7 @@ from omnipose.pose.retrieval import DescriptorBank
 from omnipose.pose.scene import PoseScene
 from omnipose.pose.scoring import PoseScoring, RenderRays, render_pixels
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 # Indexes kept in memory, shared by every estimator of the same field and matcher (oldest dropped first).
 _INDEX_MEMORY: dict[str, "TrainingIndex"] = {}
 _MEMORY_SIZE = 4
@@ -54,8 +54,9 @@ class TrainingIndex:
 
     features: one Features per view (keypoints in the view's pixels). points3d: per view (N_i, 3)
     world points under the keypoints, read from the field's depth; NaN where the keypoint sits on
-    the background or on a depth edge. baseline_residual: the field's own pose residual (``PoseScoring``) on
-    training views (what a correct pose achieves). key: what the cache was built for.
+    the background or on a depth edge. baseline_residual and baseline_chromaticity: the field's own
+    pose residual (``PoseScoring``) of colour and of chromaticity on training views (what a correct
+    pose achieves). key: what the cache was built for.
     thumbnails: (V, D) object-centred thumbnails (``omnipose.pose.appearance``); frames: (V, 3) each
     view's object centroid (u, v) and RMS radius in pixels (radius 0: no object in the view).
     """
@@ -63,6 +64,7 @@ class TrainingIndex:
     features: list[Features]
     points3d: list[torch.Tensor]
     baseline_residual: float
+    baseline_chromaticity: float
     key: str
     thumbnails: torch.Tensor
     frames: torch.Tensor
@@ -74,7 +76,7 @@ class TrainingIndex:
 
     def save(self, path: str | Path) -> None:
         payload = {
-            "baseline_residual": self.baseline_residual,
+            "baseline_residual": self.baseline_residual, "baseline_chromaticity": self.baseline_chromaticity,
             "features": [f.as_dict() for f in self.features], "points3d": [p.cpu() for p in self.points3d],
             "thumbnails": self.thumbnails.cpu(), "frames": self.frames.cpu(),
         }
@@ -87,7 +89,8 @@ class TrainingIndex:
         if payload is None:
             return None
         features = [Features.from_dict(f).to(device) for f in payload["features"]]
-        return cls(features, payload["points3d"], float(payload["baseline_residual"]), key,
+        return cls(features, payload["points3d"], float(payload["baseline_residual"]),
+                   float(payload["baseline_chromaticity"]), key,
                    payload["thumbnails"], payload["frames"])
 
 
@@ -180,7 +183,7 @@ def training_images(scene: PoseScene, info, views=None, progress: bool = False) 
 
 def build_index(scene: PoseScene, matcher: Matcher, images: torch.Tensor, key: str, config: PoseConfig) -> TrainingIndex:
     """Index of the training images (N, H, W, 3) and of renders at the scene's gap cameras, in that order."""
-    baseline = baseline_residual(scene, images, config)
+    baseline, chromaticity = baseline_residuals(scene, images, config)
     images = torch.cat([images, scene.render_views(scene.gap_c2w, "rendering views at the gaps", config.progress)])
     features = matcher.extract(images.numpy())
     points3d = []
@@ -199,12 +202,14 @@ def build_index(scene: PoseScene, matcher: Matcher, images: torch.Tensor, key: s
         else:
             thumbs.append(thumbnails(image, frame, scene.background, [0.0]))
         frames.append([*frame.centroid, frame.radius])
-    return TrainingIndex(features, points3d, baseline, key, torch.cat(thumbs), torch.tensor(frames, dtype=torch.float64))
+    return TrainingIndex(features, points3d, baseline, chromaticity, key, torch.cat(thumbs),
+                         torch.tensor(frames, dtype=torch.float64))
 
 
-def baseline_residual(scene: PoseScene, images: torch.Tensor, config: PoseConfig, views: int = 6) -> float:
-    """The pose residual of the field at its own training poses (what a right pose gives), the
-    median over ``views`` training images (N, H, W, 3) spread over the set."""
+def baseline_residuals(scene: PoseScene, images: torch.Tensor, config: PoseConfig, views: int = 6) -> tuple[float, float]:
+    """The pose residuals of the field at its own training poses (what a right pose gives), of colour
+    and of chromaticity (``PoseScoring.score``): the medians over ``views`` training images
+    (N, H, W, 3) spread over the set."""
     chosen = np.linspace(0, images.shape[0] - 1, min(views, images.shape[0])).round().astype(int)
     residuals = []
     for i in chosen:
@@ -213,7 +218,11 @@ def baseline_residual(scene: PoseScene, images: torch.Tensor, config: PoseConfig
         if not region.any():
             continue
         scoring = PoseScoring.of_region(image, region, config.eval_rays, config.eval_trim, int(i)).to(scene.device)
-        residuals.append(float(scoring.score(scene.render_rays, scene.train_c2w[i][None].to(scene.device),
-                                             scene.render_K, config.chunk)[0]))
-    return float(np.median(residuals)) if residuals else 0.02
+        c2w = scene.train_c2w[i][None].to(scene.device)
+        residuals.append([float(scoring.score(scene.render_rays, c2w, scene.render_K, config.chunk, by_chromaticity=by)[0])
+                          for by in (False, True)])  # fmt: skip
+    if not residuals:
+        return 0.02, 0.005
+    colour, chromaticity = np.median(np.array(residuals), axis=0)
+    return float(colour), float(chromaticity)
 

@@ -8,6 +8,11 @@ import torch
 
 from omnipose.pose.config import PoseConfig
 
+# Least own residuals a ratio is taken against: a field that fits its training views almost exactly
+# would otherwise flag every novel view.
+COLOUR_FLOOR = 0.003
+CHROMATICITY_FLOOR = 0.001
+
 
 @dataclass
 class PoseResult:
@@ -51,7 +56,8 @@ class PoseResult:
         }
 
 
-def pose_confidence(residual: float, inliers: int, baseline_residual: float, config: PoseConfig) -> tuple[float, bool, list[str]]:
+def pose_confidence(residual: float, inliers: int, baseline_residual: float, config: PoseConfig,
+                    chromaticity: tuple[float, float] | None = None) -> tuple[float, bool, list[str]]:
     """Confidence in [0, 1] and the low-confidence flag, with the reasons.
 
     The photometric residual, compared with the field's own on training views (``baseline_residual``),
@@ -59,19 +65,32 @@ def pose_confidence(residual: float, inliers: int, baseline_residual: float, con
     matches or global appearance). Few matches halve the confidence and lower the residual ratio
     that is tolerated to ``unsupported_residual_ratio``: an image of another object matches few
     keypoints, and alignment can still drape the field over its outline.
+
+    Given ``chromaticity`` (the pose's chromaticity residual and the field's own, for a pose chosen
+    by ``rank_by_chromaticity``), the query may be lit otherwise: light from another side raises the
+    colour residual of a right pose to what a wrong one gives, and keypoints rarely match, while the
+    object's colours stay where they are. The chromaticity ratio then decides
+    (``max_chromaticity_ratio``), and the colour ratio only beyond ``relit_residual_ratio``, with or
+    without matches.
     """
-    baseline = max(baseline_residual, 0.003)
-    ratio = residual / baseline
-    ceiling = config.max_residual_ratio
+    ratios = [("photometric", residual, max(baseline_residual, COLOUR_FLOOR))]
+    if chromaticity is None:
+        ceiling = config.max_residual_ratio
+        limits = [ceiling if inliers >= config.min_inliers else min(ceiling, config.unsupported_residual_ratio)]
+    else:
+        ratios.insert(0, ("chromaticity", chromaticity[0], max(chromaticity[1], CHROMATICITY_FLOOR)))
+        limits = [config.max_chromaticity_ratio, config.relit_residual_ratio]
+        ceiling = config.max_chromaticity_ratio
+    why = []
+    for (what, measured, baseline), limit in zip(ratios, limits):
+        if measured > limit * baseline:
+            why.append(f"{what} residual {measured:.4f} is {measured / baseline:.1f}x the field's own {baseline:.4f} "
+                       "(another object, a wrong pose, or a heavily damaged one)")
+    ratio = ratios[0][1] / ratios[0][2]
     photometric = float(np.clip((ceiling - ratio) / (ceiling - 1.0), 0.0, 1.0))
     support = float(np.clip(inliers / (2.0 * config.min_inliers), 0.0, 1.0))
-    supported = inliers >= config.min_inliers
-    limit = ceiling if supported else min(ceiling, config.unsupported_residual_ratio)
-    why = []
-    if ratio > limit:
-        why.append(f"photometric residual {residual:.3f} is {ratio:.1f}x the field's own {baseline:.3f} "
-                   "(another object, a wrong pose, or a heavily damaged one)")
-    if not supported:
+    low = bool(why)
+    if inliers < config.min_inliers:
         why.append(f"only {inliers} consistent keypoint matches (< {config.min_inliers}): the pose rests on "
                    "global appearance and its photometric fit")
-    return photometric * (0.5 + 0.5 * support), ratio > limit, why
+    return photometric * (0.5 + 0.5 * support), low, why
