@@ -206,9 +206,10 @@ def build_index(scene: PoseScene, matcher: Matcher, images: torch.Tensor, key: s
                          torch.tensor(frames, dtype=torch.float64))
 
 
-def baseline_residuals(scene: PoseScene, images: torch.Tensor, config: PoseConfig, views: int = 6) -> tuple[float, float]:
+def baseline_residuals(scene: PoseScene, images: torch.Tensor, config: PoseConfig,
+                       views: int = 6) -> tuple[float, float]:
     """The pose residuals of the field at its own training poses (what a right pose gives), of colour
-    and of chromaticity (``PoseScoring.score``): the medians over ``views`` training images
+    and of chromaticity (``PoseScoring.residual``, one render per view): the medians over ``views`` training images
     (N, H, W, 3) spread over the set."""
     chosen = np.linspace(0, images.shape[0] - 1, min(views, images.shape[0])).round().astype(int)
     residuals = []
@@ -218,9 +219,10 @@ def baseline_residuals(scene: PoseScene, images: torch.Tensor, config: PoseConfi
         if not region.any():
             continue
         scoring = PoseScoring.of_region(image, region, config.eval_rays, config.eval_trim, int(i)).to(scene.device)
-        c2w = scene.train_c2w[i][None].to(scene.device)
-        residuals.append([float(scoring.score(scene.render_rays, c2w, scene.render_K, config.chunk, by_chromaticity=by)[0])
-                          for by in (False, True)])  # fmt: skip
+        with torch.no_grad():
+            rendered = render_pixels(scene.render_rays, scene.train_c2w[i][None].to(scene.device), scene.render_K,
+                                     scoring.pixels, config.chunk)["rgb"]  # fmt: skip
+        residuals.append([float(scoring.residual(rendered, by_chromaticity=by)[0]) for by in (False, True)])
     if not residuals:
         return 0.02, 0.005
     colour, chromaticity = np.median(np.array(residuals), axis=0)

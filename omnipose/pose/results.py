@@ -73,20 +73,19 @@ def pose_confidence(residual: float, inliers: int, baseline_residual: float, con
     (``max_chromaticity_ratio``), and the colour ratio only beyond ``relit_residual_ratio``, with or
     without matches.
     """
-    ratios = [("photometric", residual, max(baseline_residual, COLOUR_FLOOR))]
-    if chromaticity is None:
+    colour = ("photometric", residual, max(baseline_residual, COLOUR_FLOOR))
+    if chromaticity is None:  # (what, measured, own, limit of their ratio); the first sets the confidence
         ceiling = config.max_residual_ratio
-        limits = [ceiling if inliers >= config.min_inliers else min(ceiling, config.unsupported_residual_ratio)]
+        limit = ceiling if inliers >= config.min_inliers else min(ceiling, config.unsupported_residual_ratio)
+        checks = [(*colour, limit)]
     else:
-        ratios.insert(0, ("chromaticity", chromaticity[0], max(chromaticity[1], CHROMATICITY_FLOOR)))
-        limits = [config.max_chromaticity_ratio, config.relit_residual_ratio]
         ceiling = config.max_chromaticity_ratio
-    why = []
-    for (what, measured, baseline), limit in zip(ratios, limits):
-        if measured > limit * baseline:
-            why.append(f"{what} residual {measured:.4f} is {measured / baseline:.1f}x the field's own {baseline:.4f} "
-                       "(another object, a wrong pose, or a heavily damaged one)")
-    ratio = ratios[0][1] / ratios[0][2]
+        checks = [("chromaticity", chromaticity[0], max(chromaticity[1], CHROMATICITY_FLOOR), ceiling),
+                  (*colour, config.relit_residual_ratio)]  # fmt: skip
+    why = [f"{what} residual {measured:.4f} is {measured / own:.1f}x the field's own {own:.4f} "
+           "(another object, a wrong pose, or a heavily damaged one)"
+           for what, measured, own, limit in checks if measured > limit * own]  # fmt: skip
+    ratio = checks[0][1] / checks[0][2]
     photometric = float(np.clip((ceiling - ratio) / (ceiling - 1.0), 0.0, 1.0))
     support = float(np.clip(inliers / (2.0 * config.min_inliers), 0.0, 1.0))
     low = bool(why)

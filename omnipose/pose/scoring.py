@@ -150,8 +150,11 @@ class PoseScoring:
     def to(self, device) -> "PoseScoring":
         return replace(self, pixels=self.pixels.to(device), colours=self.colours.to(device))
 
-    def residual(self, rendered: torch.Tensor) -> torch.Tensor:
-        """rendered: (P, E, 3) colours of the field at these pixels for P poses. Returns (P,)."""
+    def residual(self, rendered: torch.Tensor, by_chromaticity: bool = False) -> torch.Tensor:
+        """rendered: (P, E, 3) colours of the field at these pixels for P poses; the residual of
+        colours or (``by_chromaticity``) of their chromaticities. Returns (P,)."""
+        if by_chromaticity:
+            return trimmed_residual(chromaticity(rendered), chromaticity(self.colours.to(rendered)), self.trim)
         return trimmed_residual(rendered, self.colours.to(rendered), self.trim)
 
     def score(self, render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, chunk: int = 16384,
@@ -160,9 +163,7 @@ class PoseScoring:
         their chromaticities. Returns (P,), no gradient."""
         with torch.no_grad():
             rendered = render_pixels(render_rays, c2w, K, self.pixels, chunk)["rgb"]
-        if by_chromaticity:
-            return trimmed_residual(chromaticity(rendered), chromaticity(self.colours.to(rendered)), self.trim)
-        return self.residual(rendered)
+        return self.residual(rendered, by_chromaticity)
 
     def disagreement(self, render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, share: float = 0.05,
                      chunk: int = 16384) -> torch.Tensor:
