@@ -195,20 +195,26 @@ def test_the_colour_term_forgives_an_edge_drawn_two_pixels_off_but_not_a_defect(
     assert float(kept.min()) > 30 and float(kept.mean()) > 0.8 * float(painted[inner].mean())
 
 
+def patch_away_from(image: torch.Tensor, defect: torch.Tensor) -> torch.Tensor:
+    """A 16x16 patch of the object in image (H, W, 3) at least 30 pixels from ``defect`` (H, W) bool."""
+    on_object = image.amin(-1) < 0.95
+    rows, cols = torch.nonzero(on_object, as_tuple=True)
+    patch = torch.zeros_like(defect)
+    for row, col in zip(rows.tolist(), cols.tolist()):
+        window = (slice(row - 8, row + 8), slice(col - 8, col + 8))
+        if row >= 8 and col >= 8 and on_object[window].all() and not defect[row - 38 : row + 38, col - 38 : col + 38].any():
+            patch[window] = True
+            break
+    assert patch.any()
+    return patch
+
+
 def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not_a_defect(comparator, views):
     """Per pixel the smallest residual over the references: a patch the render gets wrong but a
     re-projected photograph shows right stops scoring; the defect, in no reference, stays."""
     normal = views[7]
     defective, defect = plant_square(normal, PAINT)
-    on_object = normal.amin(-1) < 0.95
-    rows, cols = torch.nonzero(on_object, as_tuple=True)
-    error = torch.zeros_like(defect)
-    for row, col in zip(rows.tolist(), cols.tolist()):  # a 16x16 patch of object far from the defect
-        window = (slice(row - 8, row + 8), slice(col - 8, col + 8))
-        if row >= 8 and col >= 8 and on_object[window].all() and not defect[row - 38 : row + 38, col - 38 : col + 38].any():
-            error[window] = True
-            break
-    assert error.any()
+    error = patch_away_from(normal, defect)
     render = perturb(normal, 11)
     render[error] = torch.tensor([0.9, 0.2, 0.2])  # the field renders this patch red
     neighbour = perturb(normal, 12)  # a training photograph re-projected there
@@ -220,6 +226,24 @@ def test_a_neighbour_that_shows_the_object_right_forgives_a_render_error_but_not
     assert defect.flatten()[helped.argmax()] and float(helped[defect].mean()) > 0.7 * float(alone[defect].mean())
     with pytest.raises(CompareError, match="neighbours of shape"):
         comparator.compare(query, render, neighbours=neighbour[None])
+
+
+def test_what_the_render_made_up_where_no_training_view_looked_does_not_score_but_a_defect_does(comparator, views):
+    """Pixels whose rendered surface no training view sees (``unseen``) count no residual: the
+    field's guess there differs from the object, and no defect can be told from that guess."""
+    normal = views[7]
+    defective, defect = plant_square(normal, PAINT)
+    guessed = patch_away_from(normal, defect)
+    render = perturb(normal, 21)
+    render[guessed] = torch.tensor([0.35, 0.3, 0.25])  # the field's made-up underside
+    query = perturb(defective, 22)
+    plain = comparator.compare(query, render).anomaly_map[0]
+    skipped = comparator.compare(query, render, unseen=guessed[None]).anomaly_map[0]
+    assert float(plain[guessed].mean()) > 5.0
+    assert float(skipped[guessed].mean()) < 0.2 * float(plain[guessed].mean())
+    assert defect.flatten()[skipped.argmax()] and float(skipped[defect].mean()) > 0.8 * float(plain[defect].mean())
+    with pytest.raises(CompareError, match="unseen of shape"):
+        comparator.compare(query, render, unseen=guessed[None, None])
 
 
 def test_calibration_standardises_held_out_normal_pairs(comparator, views):
@@ -534,7 +558,7 @@ def test_bad_inputs_give_clear_errors(views):
      ("ssim_window", 4), ("ssim_window", 1), ("color_weight", -0.5), ("image_size", 8), ("mask_margin", -1),
      ("contrast_bins", 0), ("contrast_floor", 0.0), ("neighbour_views", -1), ("reprojection_tolerance", 0.0),
      ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8)),
-     ("match_shading", -1), ("match_shading", 2.5), ("color_shift", -1), ("color_shift", 1.5)],
+     ("match_shading", -1), ("match_shading", 2.5), ("color_shift", -1), ("color_shift", 1.5), ("skip_unseen", 1)],
 )  # fmt: skip
 def test_a_bad_config_value_is_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):

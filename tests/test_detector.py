@@ -92,6 +92,52 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
     assert len(Detector(by_chromaticity).pose_candidates(pose(true, 0.051))) == 1
 
 
+def test_a_reference_knows_what_no_training_view_saw_and_a_training_view_saw_all_it_shows(fitted):
+    """Within the training cameras' range almost every rendered surface point is seen by some
+    training view (by the field's own depth); the unseen pixels follow a registration's warp;
+    calibration's references (a training view's own pose, ``exclude``) look for none."""
+    import math
+
+    from omnipose.compare import NormalViews
+    from omnipose.core.geometry import spherical_pose
+    from omnipose.data.synth import load_ground_truth_poses
+    from omnipose.detector.references import registered_reference
+
+    detector, mad, _ = fitted
+    item = next(i for i in mad.test_items if not i.is_anomalous)
+    true = load_ground_truth_poses(mad.folder.parent, mad.name)[item.name]
+    reference = detector.reference_at(true)
+    on_object = reference.alpha[0] > 0.5
+    assert reference.unseen.shape == (1, SIZE, SIZE) and reference.unseen.dtype == torch.bool
+    assert not bool(reference.unseen[0][~on_object].any())
+    assert float(reference.unseen[0][on_object].float().mean()) < 0.02
+    # Had every training camera looked from below, the figure's top, seen from above, is unseen.
+    views = detector.normal_views
+    below = views.c2w[:, 2, 3] < -0.2 * views.c2w[:, :3, 3].norm(dim=-1)
+    assert 3 <= int(below.sum()) < len(views)
+
+    def detector_with(compare, normal_views):
+        other = Detector(replace(detector.config, compare=compare))
+        other.model, other.info, other.normal_views = detector.model, detector.info, normal_views
+        return other
+
+    from_below = detector_with(detector.config.compare, NormalViews(views.images[below], views.depths[below],
+                                                                    views.c2w[below], views.K))  # fmt: skip
+    above = spherical_pose(math.radians(30.0), math.radians(60.0), float(true[:3, 3].norm()))
+    seen_all, seen_below = detector.reference_at(above), from_below.reference_at(above)
+    solid = seen_all.alpha[0] > 0.5
+    assert float(seen_all.unseen[0][solid].float().mean()) < 0.02
+    assert float(seen_below.unseen[0][solid].float().mean()) > 0.2
+    # Registered onto a query drawn 3 pixels to the right, the unseen pixels move with the render.
+    moved = np.roll(seen_below.image.numpy(), 3, axis=1)
+    warped = registered_reference(moved, seen_below, "translation", detector.info.background)
+    expected = torch.roll(seen_below.unseen, 3, dims=2)
+    overlap = (warped.unseen & expected).sum() / (warped.unseen | expected).sum()
+    assert float(overlap) > 0.8
+    assert detector.reference_at(true, exclude=0).unseen is None
+    assert detector_with(replace(detector.config.compare, skip_unseen=False), views).reference_at(true).unseen is None
+
+
 def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted, tmp_path):
     """Detector.load reads the field, the calibration and the re-projection views from the folder."""
     import shutil

@@ -1,11 +1,11 @@
-"""Training views re-projected to another pose through depth: checked on a textured plane whose
-depth and appearance are known in closed form from every camera."""
+"""Training views re-projected to another pose through depth: checked on a textured plane and on a
+sphere, whose depth, appearance and visibility are known in closed form from every camera."""
 import math
 
 import torch
 
-from omnipose.compare import NormalViews, neighbour_references
-from omnipose.core.geometry import generate_rays, intrinsics_from_fov, look_at, pixel_centers
+from omnipose.compare import NormalViews, neighbour_references, unseen_surface
+from omnipose.core.geometry import generate_rays, intrinsics_from_fov, look_at, pixel_centers, spherical_pose
 
 SIZE = 96
 K = intrinsics_from_fov(math.radians(40.0), SIZE, SIZE)
@@ -73,3 +73,41 @@ def test_normal_views_round_trip_through_their_cache_and_a_stale_key_is_refused(
     assert NormalViews.load(tmp_path / "normal_views.pt", "field-b") is None
     (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")
     assert NormalViews.load(tmp_path / "damaged.pt", "field-a") is None
+
+
+def sphere_shot(c2w: torch.Tensor, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sphere of ``radius`` at the origin seen from c2w: depth along the unit ray (0 off the
+    sphere) and the unit normal (3,) at each pixel, (H, W) and (H, W, 3)."""
+    origins, directions = generate_rays(c2w, K, pixel_centers(SIZE, SIZE))
+    along = -(origins * directions).sum(-1)
+    closest = (origins + directions * along[:, None]).norm(dim=-1)
+    hit = closest < radius
+    depth = torch.where(hit, along - torch.sqrt((radius**2 - closest**2).clamp_min(0.0)), torch.zeros_like(along))
+    normals = torch.nn.functional.normalize(origins + directions * depth[:, None], dim=-1)
+    return depth.reshape(SIZE, SIZE), normals.reshape(SIZE, SIZE, 3)
+
+
+def test_the_surface_no_training_view_sees_is_found_on_a_sphere_seen_from_below():
+    # Training cameras all look down from 20-70 deg of elevation, 4 radii away (as lego's cameras
+    # look down on its base plate); a query from 60 deg below sees the sphere's bottom cap, which
+    # none of them sees: a point with unit normal n is seen from the camera at c only where
+    # n . c > 1 (the sphere's horizon), or n . c / |c| > 0.25 here.
+    cameras = [spherical_pose(math.radians(azimuth), math.radians(elevation), 4.0)
+               for elevation in (20.0, 45.0, 70.0) for azimuth in range(0, 360, 30)]
+    depths = torch.stack([sphere_shot(c2w)[0] for c2w in cameras])
+    views = NormalViews(torch.zeros(len(cameras), SIZE, SIZE, 3), depths, torch.stack(cameras), K)
+    query = spherical_pose(math.radians(15.0), math.radians(-60.0), 4.0)
+    depth, normals = sphere_shot(query)
+    unseen = unseen_surface(views, query, depth, (depth > 0).float())
+    centres = torch.stack([c2w[:3, 3] for c2w in cameras]) / 4.0
+    best = (normals.reshape(-1, 3) @ centres.T).amax(-1).reshape(SIZE, SIZE)  # how far inside some view's horizon
+    on_sphere = depth > 0
+    # Beyond every view's horizon nothing can be seen; a view that sees a point within 25 deg of its
+    # horizon does not count (its depth changes across a pixel by more than the tolerance there).
+    behind, in_view = on_sphere & (best < 0.25), on_sphere & (best > 0.4)
+    assert int(behind.sum()) > 200 and int(in_view.sum()) > 200  # the query sees both
+    assert bool(unseen[behind].all())
+    assert not bool(unseen[in_view].any())
+    assert not bool(unseen[~on_sphere].any())  # off the object nothing is unseen
+    # From among the training cameras, the whole visible sphere is seen.
+    assert not bool(unseen_surface(views, cameras[13], depths[13], (depths[13] > 0).float()).any())

@@ -41,6 +41,7 @@ from omnipose.compare.registration import (
 from omnipose.compare.reproject import (
     NormalViews,
     neighbour_references,
+    unseen_surface,
 )
 from omnipose.compare.scoring import (
     image_score,
@@ -108,4 +109,5 @@ __all__ = [
     "spec_from_state_dict",
     "structure_residual",
     "threshold_for_fpr",
+    "unseen_surface",
 ]

@@ -24,7 +24,7 @@ import torch
 from omnipose.compare.calibration import Calibration, check_signature, combine_terms, fit_calibration
 from omnipose.compare.config import CompareConfig, CompareError
 from omnipose.compare.features import FeatureExtractor
-from omnipose.compare.inputs import prepare_neighbours, prepare_pair
+from omnipose.compare.inputs import prepare_neighbours, prepare_pair, prepare_unseen
 from omnipose.compare.pad import pad_anomaly_map
 from omnipose.compare.scoring import image_score, normalize_by_own_spread
 from omnipose.compare.terms import comparison_mask, finish_terms, raw_residuals, reference_contrast
@@ -109,18 +109,20 @@ class Comparator:
     # -- the terms
     @torch.no_grad()
     def residuals(
-        self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None
+        self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None, unseen: Any = None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Raw residual terms, smoothed and zeroed outside the object mask.
 
         query, reference: images (see ``as_image_batch``); reference_alpha: optional (B, H, W) render
-        opacity; neighbours: optional (B, R, H, W, 3) further references (see ``compare``).
+        opacity; neighbours: optional (B, R, H, W, 3) further references; unseen: optional (B, H, W)
+        bool (both: see ``compare``).
         Returns ({term: (B, H, W)} for the terms with weight > 0, mask (B, H, W) bool), at the compared size.
         """
         if self.config.mode == "pad":
             raise CompareError("residuals() is for mode='calibrated'; PAD mode has a single map (use anomaly_map).")
         query_t, reference_t, alpha = prepare_pair(query, reference, reference_alpha, self.config.image_size, self.device)
-        return self._residuals(query_t, reference_t, alpha, prepare_neighbours(neighbours, reference_t, self.device))
+        extra = prepare_neighbours(neighbours, reference_t, self.device)
+        return self._residuals(query_t, reference_t, alpha, extra, prepare_unseen(unseen, reference_t, self.device))
 
     def _residuals(
         self,
@@ -128,18 +130,21 @@ class Comparator:
         reference: torch.Tensor,
         alpha: torch.Tensor | None,
         neighbours: Sequence[torch.Tensor] = (),
+        unseen: torch.Tensor | None = None,
         calibration: Calibration | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The terms that enter the map and the mask: each raw term (standardised per contrast bin
         of ``reference`` when a calibration is given) smoothed and zeroed outside the mask."""
-        raw, mask = raw_residuals(self.config, self._features, query, reference, alpha, neighbours)
+        raw, mask = raw_residuals(self.config, self._features, query, reference, alpha, neighbours, unseen)
         if calibration is None:
             return finish_terms(raw, mask, self.config.sigma), mask
         return finish_terms(raw, mask, self.config.sigma, reference_contrast(reference), calibration.contrast), mask
 
     # -- public comparison
     @torch.no_grad()
-    def compare(self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None) -> ComparisonResult:
+    def compare(
+        self, query: Any, reference: Any, reference_alpha: Any = None, neighbours: Any = None, unseen: Any = None
+    ) -> ComparisonResult:
         """Compare queries with their references.
 
         query, reference: (H, W, 3), (N, H, W, 3) or (B, 3, H, W) in [0, 1], same size unless
@@ -147,6 +152,9 @@ class Comparator:
         query (training views re-projected to its pose, ``reproject.neighbour_references``); each
         residual is then the smallest over the render and them. Calibrate with neighbours made the
         same way (``fit(..., neighbours=)``), since a minimum over references is smaller than one.
+        unseen: optional (B, H, W) bool, pixels where the render shows a surface no training view
+        sees (``reproject.unseen_surface``): their residuals count as 0 (the field made that part
+        up). Calibration needs none: a training view sees all it shows.
         Without a calibration (mode 'calibrated') the map is the weighted sum of raw terms, whose
         units differ: fit or load a calibration for maps in normal standard deviations.
         """
@@ -159,7 +167,8 @@ class Comparator:
             terms: dict[str, torch.Tensor] = {}
         else:
             extra = prepare_neighbours(neighbours, reference_t, self.device)
-            terms, mask = self._residuals(query_t, reference_t, alpha, extra, self._calibration)
+            hidden = prepare_unseen(unseen, reference_t, self.device)
+            terms, mask = self._residuals(query_t, reference_t, alpha, extra, hidden, self._calibration)
             anomaly_map = combine_terms(terms, cfg.weights, self._calibration)
         score_mask = mask if cfg.use_object_mask else None
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)

@@ -100,6 +100,12 @@ class CompareConfig(Config):
     on its own compares with the neighbours it is given (none: the render alone); 0 turns them off."""
     reprojection_tolerance: float = 0.02
     """Relative depth difference up to which a training view counts as seeing a point."""
+    skip_unseen: bool = True
+    """Count no residual where the render shows a surface that no training view sees
+    (``reproject.unseen_surface``): the field made that part up (the underside of a part every
+    training camera looked down on, seen from a little lower), so it says nothing of the object. The
+    Detector finds these pixels through the training views' depth, so only with ``neighbour_views``
+    > 0; a Comparator on its own skips what it is given (``compare(..., unseen=)``)."""
     match_exposure: bool = False
     """Bring the references to the query's exposure and white balance before comparing (one gain per
     colour channel, the median ratio on the object), for queries taken in another session with the
@@ -178,6 +184,7 @@ class CompareConfig(Config):
         require(self, "color_shift", _is_int(self.color_shift) and self.color_shift >= 0,
                 "must be a whole number of pixels, 0 or more (0: off)")
         require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
+        require(self, "skip_unseen", isinstance(self.skip_unseen, bool), "must be True or False")
         require(self, "match_shading", _is_int(self.match_shading) and self.match_shading >= 0,
                 "must be a window radius in pixels, 0 or more (0: off)")
 

@@ -115,3 +115,18 @@ def prepare_neighbours(neighbours: Any, reference: torch.Tensor, device: torch.d
         )
     batches = [as_image_batch(neighbours[:, r], "neighbour").to(device) for r in range(neighbours.shape[1])]
     return [resize_batch(batch, tuple(reference.shape[-2:])) for batch in batches]
+
+
+def prepare_unseen(unseen: Any, reference: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """unseen: None or (B, H, W) / (H, W) bool, pixels whose rendered surface no training view sees
+    (``reproject.unseen_surface``). Returns (B, h, w) bool at the size of ``reference`` (B, 3, h, w)."""
+    if unseen is None:
+        return None
+    mask = torch.as_tensor(np.asarray(unseen) if not isinstance(unseen, torch.Tensor) else unseen).to(device)
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.shape[0] != reference.shape[0]:
+        raise CompareError(
+            f"unseen of shape {tuple(mask.shape)}: give (B, H, W), one mask for each of the {reference.shape[0]} queries."
+        )
+    return resize_batch(mask[:, None].float(), tuple(reference.shape[-2:]))[:, 0] > 0.5

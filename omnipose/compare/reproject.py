@@ -7,7 +7,9 @@ there. A defect is in none of these references, a field error only in the render
 comparison keeps per pixel the smallest residual over them (``Comparator``, ``neighbours=``).
 
 Where a training view does not see the point (outside its frame, or hidden behind something
-nearer, told by its own rendered depth), the re-projected image falls back to the render.
+nearer, told by its own rendered depth), the re-projected image falls back to the render. Where no
+training view sees it (``unseen_surface``), the render shows what the field made up: the underside
+of a base plate that every training camera looked down on, seen from a little lower.
 """
 from __future__ import annotations
 
@@ -120,3 +122,28 @@ def neighbour_references(
         colours, seen = sample_view(points, views.images[index], views.depths[index], views.c2w[index], views.K, tolerance)
         references.append(torch.where((seen & on_object)[:, None], colours, fallback).reshape(height, width, 3))
     return torch.stack(references) if references else torch.zeros(0, height, width, 3)
+
+
+def unseen_surface(
+    views: NormalViews, c2w: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor, tolerance: float = 0.02
+) -> torch.Tensor:
+    """Pixels of the render at c2w (4, 4) that show a surface no training view sees (``sample_view``).
+
+    depth, opacity: (H, W) of the render. Off the object (opacity <= 0.5) nothing is unseen. A view
+    that sees a point within about 25 deg of its horizon may not count: its depth changes across a
+    pixel by more than ``tolerance`` there. The
+    views nearest in direction are asked first, each about the points still unseen, so that the
+    cost is a few full views, not all of them. Returns (H, W) bool.
+    """
+    height, width = depth.shape
+    points = surface_points(c2w, views.K, depth.float().cpu())
+    unseen = torch.nonzero(opacity.reshape(-1).cpu() > 0.5)[:, 0]
+    for index in views.nearest(c2w, len(views)):
+        if len(unseen) == 0:
+            break
+        _, seen = sample_view(points[unseen], views.images[index], views.depths[index], views.c2w[index], views.K,
+                              tolerance)  # fmt: skip
+        unseen = unseen[~seen]
+    mask = torch.zeros(height * width, dtype=torch.bool)
+    mask[unseen] = True
+    return mask.reshape(height, width)

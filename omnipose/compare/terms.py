@@ -177,10 +177,13 @@ def raw_residuals(
     reference: torch.Tensor,
     alpha: torch.Tensor | None,
     neighbours: Sequence[torch.Tensor] = (),
+    unseen: torch.Tensor | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Unsmoothed terms {term: (B, H, W)} and the compared pixels (B, H, W) bool (from the render).
 
     With neighbours (each (B, 3, H, W)), each term is the smallest over the render and them, pixel by pixel.
+    Where ``unseen`` (B, H, W) bool is set, the terms are 0: no training view saw the surface the
+    render shows there, so it is the field's guess and a residual says nothing of the object.
     With ``match_exposure`` the references are first brought to the query's exposure and white balance
     (``exposure_gains``, measured against the render, applied to every reference: all come from the
     training session), and with ``match_shading`` each reference to its shading (``shading_matched``)."""
@@ -202,6 +205,8 @@ def raw_residuals(
     for neighbour in neighbours:
         others = residual_terms(config, extract, query, neighbour).values()
         terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
+    if unseen is not None:
+        terms = {name: value.masked_fill(unseen, 0.0) for name, value in terms.items()}
     return terms, mask
 
 

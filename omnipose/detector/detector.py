@@ -386,11 +386,11 @@ class Detector:
         return {name: value.cpu() for name, value in out.items()}
 
     def reference_at(self, c2w: torch.Tensor, exclude: int | None = None) -> Reference:
-        """The normal reference at c2w (4, 4): the render and the ``neighbour_views`` training views
-        nearest to it re-projected there (leaving out training view ``exclude``)."""
+        """The render at c2w (4, 4), the ``neighbour_views`` nearest training views re-projected there and, with
+        ``compare.skip_unseen``, what none saw (``make_reference``; ``exclude``: a training view's own pose)."""
         cfg = self.config.compare
         return make_reference(self._render_image, self.normal_views, c2w, cfg.neighbour_views, cfg.reprojection_tolerance,
-                              exclude)  # fmt: skip
+                              exclude, find_unseen=cfg.skip_unseen and exclude is None)  # fmt: skip
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
         """The poses worth comparing at (``candidate_poses``), each (4, 4) on the CPU: one chosen by chromaticity alone."""

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from omnipose.compare import Comparator, ComparisonResult, NormalViews, neighbour_references, register_reference
+from omnipose.compare import (
+    Comparator,
+    ComparisonResult,
+    NormalViews,
+    neighbour_references,
+    register_reference,
+    unseen_surface,
+)
 from omnipose.core.errors import OmniposeError
 from omnipose.core.geometry import pose_errors
 from omnipose.core.image import warp_image
@@ -29,18 +36,20 @@ RenderAt = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 @dataclass
 class Reference:
     """A normal reference for one query: the field rendered at c2w (4, 4) as image (H, W, 3) with
-    its opacity alpha (1, H, W), and neighbours (R, H, W, 3), the nearest training views re-projected
-    to c2w (R = 0 when the comparison uses none)."""
+    its opacity alpha (1, H, W), neighbours (R, H, W, 3), the nearest training views re-projected
+    to c2w (R = 0 when the comparison uses none), and unseen (1, H, W) bool, where the render shows
+    a surface no training view sees (None: not looked for)."""
 
     c2w: torch.Tensor
     image: torch.Tensor
     alpha: torch.Tensor
     neighbours: torch.Tensor
+    unseen: torch.Tensor | None = None
 
     def compare(self, comparator: Comparator, query: torch.Tensor) -> ComparisonResult:
         """comparator.compare of query (H, W, 3) with this reference."""
         neighbours = self.neighbours[None] if len(self.neighbours) else None
-        return comparator.compare(query, self.image, self.alpha, neighbours)
+        return comparator.compare(query, self.image, self.alpha, neighbours, self.unseen)
 
 
 def make_reference(
@@ -50,17 +59,21 @@ def make_reference(
     count: int,
     tolerance: float,
     exclude: int | None = None,
+    find_unseen: bool = False,
 ) -> Reference:
     """The normal reference at c2w (4, 4): the render and the ``count`` training views of
     ``normal_views`` nearest to it re-projected there (none when ``normal_views`` is None), leaving
-    out training view ``exclude``; ``tolerance``: see ``neighbour_references``."""
+    out training view ``exclude``; with ``find_unseen`` (and ``normal_views``) also where the render
+    shows a surface none of them sees (``unseen_surface``); ``tolerance``: see ``neighbour_references``."""
     c2w = torch.as_tensor(c2w, dtype=torch.float32).cpu()
     out = render_at(c2w)
-    neighbours = torch.zeros(0, *out["rgb"].shape)
+    neighbours, unseen = torch.zeros(0, *out["rgb"].shape), None
     if normal_views is not None:
         neighbours = neighbour_references(normal_views, c2w, out["depth"], out["opacity"], out["rgb"], count, tolerance,
                                           exclude)  # fmt: skip
-    return Reference(c2w, out["rgb"], out["opacity"][None], neighbours)
+        if find_unseen:
+            unseen = unseen_surface(normal_views, c2w, out["depth"], out["opacity"], tolerance)[None]
+    return Reference(c2w, out["rgb"], out["opacity"][None], neighbours, unseen)
 
 
 def candidate_poses(pose: PoseResult, count: int, residual_ratio: float, separation_deg: float) -> list[torch.Tensor]:
@@ -86,14 +99,17 @@ def registered_reference(
     query: np.ndarray, reference: Reference, motion: str, background: Sequence[float]
 ) -> Reference | None:
     """``reference`` warped in the image plane onto query (H, W, 3) (``register_reference``; its
-    neighbours get the same 2-D warp), or None when the registration is refused."""
+    neighbours and unseen pixels get the same 2-D warp), or None when the registration is refused."""
     warped, warped_alpha, warp = register_reference(query, reference.image.numpy(), reference.alpha[0].numpy(),
                                                     motion, background=background)  # fmt: skip
     if warp is None:
         return None
     neighbours = [torch.from_numpy(warp_image(n.numpy(), warp, background)) for n in reference.neighbours]
+    unseen = reference.unseen
+    if unseen is not None:
+        unseen = torch.from_numpy(warp_image(unseen[0].float().numpy(), warp, 0.0) > 0.5)[None]
     return Reference(reference.c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None],
-                     torch.stack(neighbours) if neighbours else reference.neighbours)  # fmt: skip
+                     torch.stack(neighbours) if neighbours else reference.neighbours, unseen)  # fmt: skip
 
 
 def best_reference(
