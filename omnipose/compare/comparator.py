@@ -167,8 +167,8 @@ class Comparator:
             terms: dict[str, torch.Tensor] = {}
         else:
             extra = prepare_neighbours(neighbours, reference_t, self.device)
-            hidden = prepare_unseen(unseen, reference_t, self.device)
-            terms, mask = self._residuals(query_t, reference_t, alpha, extra, hidden, self._calibration)
+            unseen_t = prepare_unseen(unseen, reference_t, self.device)
+            terms, mask = self._residuals(query_t, reference_t, alpha, extra, unseen_t, self._calibration)
             anomaly_map = combine_terms(terms, cfg.weights, self._calibration)
         score_mask = mask if cfg.use_object_mask else None
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)

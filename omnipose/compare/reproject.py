@@ -131,9 +131,9 @@ def unseen_surface(
 
     depth, opacity: (H, W) of the render. Off the object (opacity <= 0.5) nothing is unseen. A view
     that sees a point within about 25 deg of its horizon may not count: its depth changes across a
-    pixel by more than ``tolerance`` there. The
-    views nearest in direction are asked first, each about the points still unseen, so that the
-    cost is a few full views, not all of them. Returns (H, W) bool.
+    pixel by more than ``tolerance`` there. The views nearest in direction are asked first, each
+    about the points still unseen, so that the cost is a few full views, not all of them.
+    Returns (H, W) bool.
     """
     height, width = depth.shape
     points = surface_points(c2w, views.K, depth.float().cpu())
