@@ -15,6 +15,7 @@ from omnipose.nerf import (
     RadianceModel,
     RenderConfig,
     composite,
+    composite_samples,
     ray_aabb_intersect,
     resolve_aabb,
 )
@@ -47,8 +48,12 @@ class BlobField(SphereField):
 
     field_type = "blob"
 
+    def __init__(self, peak=8.0):
+        super().__init__()
+        self.peak = peak
+
     def density(self, x, with_features=False):
-        sigma = 8.0 * torch.exp(-((x - torch.tensor([0.1, -0.05, 0.0], dtype=x.dtype)) ** 2).sum(-1) / (2 * 0.3**2))
+        sigma = self.peak * torch.exp(-((x - torch.tensor([0.1, -0.05, 0.0], dtype=x.dtype)) ** 2).sum(-1) / (2 * 0.3**2))
         return (sigma, x) if with_features else sigma
 
     def color(self, features, directions):
@@ -114,6 +119,35 @@ def test_composite_two_samples_by_hand():
     torch.testing.assert_close(out["depth"], torch.tensor([(w1 * 1 + w2 * 2) / (w1 + w2)], dtype=torch.float32))
 
 
+def test_composite_of_the_samples_is_the_padded_composite():
+    """The samples rays have, composited alone, give what the padded layout gives with density 0 at
+    the absent steps: colour, depth, opacity and the gradients of each."""
+    g = torch.Generator().manual_seed(0)
+    rays, steps = 7, 11
+    present = torch.rand(rays, steps, generator=g) < 0.5
+    present[3] = False  # a ray with no sample at all
+    t = torch.linspace(0.5, 3.0, steps).expand(rays, steps)
+    row, step = present.nonzero(as_tuple=True)
+    sigma = (5 * torch.rand(row.numel(), generator=g, dtype=torch.float64)).requires_grad_(True)
+    rgb = torch.rand(row.numel(), 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    background = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    packed = composite_samples(sigma, rgb, t[row, step].double(), row, step, rays, steps, 0.25, background)
+    padded = composite(torch.zeros(rays, steps, dtype=torch.float64).index_put((row, step), sigma),
+                       torch.zeros(rays, steps, 3, dtype=torch.float64).index_put((row, step), rgb), t.double(), 0.25,
+                       background)  # fmt: skip
+    for name in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(packed[name], padded[name])
+    weights = torch.rand(3, generator=g, dtype=torch.float64)
+
+    def loss(out):
+        return (out["rgb"] * weights).sum() + 0.3 * out["depth"].sum() + 0.7 * out["opacity"].sum()
+
+    for a, b in zip(torch.autograd.grad(loss(packed), (sigma, rgb)), torch.autograd.grad(loss(padded), (sigma, rgb))):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(packed["rgb"][3], background)
+    assert float(packed["opacity"][3].detach()) == 0.0 and float(packed["depth"][3].detach()) == 0.0
+
+
 # ----------------------------------------------------------------------------- occupancy and marching
 def sphere_model(**config):
     model = RadianceModel(SphereField(), aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]), config=RenderConfig(**config))
@@ -143,6 +177,53 @@ def test_render_sphere_opacity_depth_color_and_skipping():
         assert 2.5 <= float(out["depth"][0]) < 2.5 + 2 * model.step_size  # first step inside, then decaying
     # Empty space is skipped and samples behind the opaque front are dropped.
     assert skipped["samples"] < 10 < full["samples"]
+
+
+def brute_force_render(model, rays_o, rays_d):
+    """Every lattice step in the scene box whose cell is occupied, composited on the padded layout:
+    no occupied-bounds clipping, no early termination, no skipped colour."""
+    dt = model.step_size
+    t_near, t_far = ray_aabb_intersect(rays_o, rays_d, model.aabb)
+    first = torch.ceil(t_near.clamp(min=model.config.near) / dt - 0.5)
+    count = torch.floor(t_far / dt - 0.5) - first + 1
+    steps = torch.arange(int(count.max()), dtype=rays_o.dtype)
+    t = (first[:, None] + steps + 0.5) * dt
+    points = rays_o[:, None] + rays_d[:, None] * t[..., None]
+    keep = (steps < count[:, None]) & model.occupancy.is_occupied(points)
+    sigma, features = model.field.density(points.reshape(-1, 3), with_features=True)
+    rgb = model.field.color(features, rays_d[:, None].expand_as(points).reshape(-1, 3)).reshape(points.shape)
+    out = composite(torch.where(keep, sigma.reshape(keep.shape), 0.0), rgb, t, dt, model.background)
+    return {**out, "occupied": int(keep.sum())}
+
+
+def test_marching_only_the_occupied_front_renders_what_every_step_renders():
+    """Marching clipped to the box of occupied cells, densities taken front to back until each ray
+    turns opaque give the render of every occupied step (up to the early-termination threshold), also
+    where a ray crosses nothing occupied; a grid that
+    changes (an update, a loaded state) moves the clipping box with it."""
+    model = RadianceModel(BlobField(peak=40.0), aabb=torch.tensor([[-1.5] * 3, [1.5] * 3]),
+                          config=RenderConfig(occupancy_resolution=32, early_stop=1e-6, color_threshold=0.0)).eval()  # fmt: skip
+    assert torch.equal(model.occupancy.occupied_bounds(), model.aabb)  # nothing measured: all may be occupied
+    model.update_occupancy(1.0, generator=torch.Generator().manual_seed(0))
+    bounds = model.occupancy.occupied_bounds()
+    assert (bounds[1] - bounds[0] < model.aabb[1] - model.aabb[0]).all()  # the blob fills part of the box
+    c2w, K = camera(3.0)
+    pixels = torch.stack(torch.meshgrid(torch.arange(0, 32, 3.0), torch.arange(0, 32, 3.0), indexing="xy"), -1).reshape(-1, 2) + 0.5
+    rays_o, rays_d = model.camera_rays(c2w, K, pixels)
+    rays_o = torch.cat([rays_o, torch.tensor([[0.0, 1.4, 5.0]])])  # passes beside the blob
+    rays_d = torch.cat([rays_d, torch.tensor([[0.0, 0.0, -1.0]])])
+    fast, reference = model.render_rays(rays_o, rays_d), brute_force_render(model, rays_o, rays_d)
+    assert float(reference["opacity"].max()) > 0.99 and float(reference["opacity"][-1]) == 0.0
+    for name in ("rgb", "opacity", "depth"):
+        torch.testing.assert_close(fast[name], reference[name], atol=1e-5, rtol=0)
+    # Steps behind an opaque front were neither evaluated nor rendered.
+    assert fast["samples"] <= fast["candidates"] < reference["occupied"]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.occupancy.occupied.zero_()
+    assert model.occupancy.occupied_bounds() is None
+    torch.testing.assert_close(model.render_rays(rays_o, rays_d)["rgb"], model.background.expand(rays_o.shape[0], 3))
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.occupancy.occupied_bounds(), bounds)
 
 
 def test_render_image_chunks_and_gradients():

@@ -1,7 +1,9 @@
 """Volume rendering: samples along rays (density, colour) become pixels (colour, depth, opacity).
 
-``composite`` is the emission-absorption model on a padded (rays, steps) layout, used by the NGP
-model; ``nerf_raw_to_outputs`` is nerf-pytorch's ``raw2outputs``, kept separate because its
+``composite`` is the emission-absorption model on a padded (rays, steps) layout, the reference;
+``composite_samples`` is the same model on the samples a ray actually has (the NGP model's path:
+on a padded layout most entries are empty steps, and colour there would be carried for nothing);
+``nerf_raw_to_outputs`` is nerf-pytorch's ``raw2outputs``, kept separate because its
 arithmetic (the 1e10 last gap, the cumulative product of 1 - alpha + 1e-10) is what the
 original checkpoints were trained with.
 """
@@ -27,6 +29,38 @@ def composite(
     opacity = weights.sum(1)
     color = (weights[..., None] * rgb).sum(1) + (1.0 - opacity)[:, None] * background
     depth = (weights * t).sum(1) / opacity.clamp(min=1e-6)
+    depth = torch.where(opacity > 1e-6, depth, torch.zeros_like(depth))
+    return {"rgb": color, "depth": depth, "opacity": opacity, "weights": weights}
+
+
+def transmittance_before(optical: torch.Tensor, ray_index: torch.Tensor, step_index: torch.Tensor, n_rays: int,
+                         n_steps: int) -> torch.Tensor:
+    """Transmittance in front of each sample: exp(-optical depth of the ray's samples before it).
+
+    optical: (M,) optical depth (density x step) of samples at (ray_index, step_index) of a
+    (n_rays, n_steps) layout, each pair once. The running sum is taken per ray on that layout, so
+    no ray's sum carries another's rounding. Returns (M,).
+    """
+    dense = optical.new_zeros(n_rays, n_steps).index_put((ray_index, step_index), optical)
+    return torch.exp(-(torch.cumsum(dense, 1) - dense)[ray_index, step_index])
+
+
+def composite_samples(
+    sigma: torch.Tensor, rgb: torch.Tensor, t: torch.Tensor, ray_index: torch.Tensor, step_index: torch.Tensor,
+    n_rays: int, n_steps: int, dt: float, background: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """``composite`` of the samples rays have, not of a padded layout: the same emission-absorption
+    model (an absent step has no density), at the cost of the samples.
+
+    sigma: (M,) density and rgb: (M, 3) colour of samples at distance t (M,) on ray ray_index (M,),
+    step step_index (M,) of a (n_rays, n_steps) layout; dt: step length; background: (3,).
+    Returns 'rgb' (n_rays, 3), 'depth' (n_rays,), 'opacity' (n_rays,), 'weights' (M,).
+    """
+    optical = sigma * dt
+    weights = transmittance_before(optical, ray_index, step_index, n_rays, n_steps) * (1.0 - torch.exp(-optical))
+    opacity = weights.new_zeros(n_rays).index_add(0, ray_index, weights)
+    color = rgb.new_zeros(n_rays, 3).index_add(0, ray_index, weights[:, None] * rgb) + (1.0 - opacity)[:, None] * background
+    depth = weights.new_zeros(n_rays).index_add(0, ray_index, weights * t) / opacity.clamp(min=1e-6)
     depth = torch.where(opacity > 1e-6, depth, torch.zeros_like(depth))
     return {"rgb": color, "depth": depth, "opacity": opacity, "weights": weights}
 

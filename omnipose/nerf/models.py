@@ -35,11 +35,15 @@ from omnipose.core.config import (
 from omnipose.core.errors import OmniposeError
 from omnipose.core.geometry import generate_rays, pixel_centers
 from omnipose.nerf.bounds import DEFAULT_AABB, ray_aabb_intersect
-from omnipose.nerf.compositing import composite, nerf_raw_to_outputs
+from omnipose.nerf.compositing import composite_samples, nerf_raw_to_outputs, transmittance_before
 from omnipose.nerf.hash_grid import HashGridEncoding, resample_grid
 from omnipose.nerf.nerf_mlp import NeRFMLP
 from omnipose.nerf.occupancy import OccupancyGrid
 from omnipose.nerf.sampling import random_uniform, sample_pdf
+
+FRONT_STEPS = 16
+"""Occupied steps per ray whose density is taken first (``RadianceModel._densities_in_front``):
+about what a ray through an opaque surface needs before it turns opaque."""
 
 
 @dataclass
@@ -105,18 +109,25 @@ class RadianceModel(torch.nn.Module):
     # ------------------------------------------------------------------ marching
     def march(
         self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Candidate steps of every ray inside the box, and which fall in occupied cells.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidate steps of the rays that cross occupied space, and which fall in occupied cells.
 
         Steps sit on a fixed lattice along each ray, t_k = (k + offset) * dt, so that moving the
         camera slides the samples through space smoothly (no jumps when the box entry point moves):
         the render is then differentiable in the pose the way finite differences see it.
         offset is 0.5 in eval mode and random per ray in training mode (jitter).
-        rays_o, rays_d: (R, 3). Returns t: (R, S) step distances and mask: (R, S) bool.
+        Only the part of a ray inside the box of occupied cells (``OccupancyGrid.occupied_bounds``)
+        is laid out: the lattice is the same, and the steps left out are all empty.
+        rays_o, rays_d: (R, 3). Returns t: (H, S) step distances, mask: (H, S) bool, and rows: (H,)
+        the rays (indices into rays_o) those H rows belong to.
         """
         dt = self.step_size
         with torch.no_grad():
-            t_near, t_far = ray_aabb_intersect(rays_o, rays_d, self.aabb)
+            bounds = self.occupancy.occupied_bounds()
+            if bounds is None:  # nothing anywhere
+                rows = rays_o.new_zeros(0, dtype=torch.long)
+                return rays_o.new_zeros(0, 0), rays_o.new_zeros(0, 0, dtype=torch.bool), rows
+            t_near, t_far = ray_aabb_intersect(rays_o, rays_d, bounds)
             t_near = t_near.clamp(min=self.config.near)
             if self.training:
                 offset = random_uniform((rays_o.shape[0],), generator, rays_o.device).to(rays_o.dtype)
@@ -124,62 +135,98 @@ class RadianceModel(torch.nn.Module):
                 offset = torch.full((rays_o.shape[0],), 0.5, device=rays_o.device)
             first = torch.ceil(t_near / dt - offset)
             count = torch.floor(t_far / dt - offset) - first + 1
-            n_steps = int(count.max().clamp(min=0)) if count.numel() else 0
-            if n_steps == 0:
-                empty = rays_o.new_zeros(rays_o.shape[0], 0)
-                return empty, empty.bool()
+            rows = (count > 0).nonzero()[:, 0]
+            first, count, offset = first[rows], count[rows], offset[rows]
+            n_steps = int(count.max()) if rows.numel() else 0
             steps = torch.arange(n_steps, device=rays_o.device, dtype=rays_o.dtype)
             t = (first[:, None] + steps + offset[:, None]) * dt
             mask = steps < count[:, None]
-            mask &= self.occupancy.is_occupied_along(rays_o, rays_d, t)
-        return t, mask
+            mask &= self.occupancy.is_occupied_along(rays_o[rows], rays_d[rows], t)
+        return t, mask, rows
 
     def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """Render rays. rays_o, rays_d: (N, 3), unit directions, world frame.
 
-        Returns 'rgb' (N, 3), 'depth' (N,), 'opacity' (N,), and the counts 'candidates' (steps in
-        occupied cells, density evaluated without gradient) and 'samples' (steps rendered).
+        Returns 'rgb' (N, 3), 'depth' (N,), 'opacity' (N,), and the counts 'candidates' (occupied
+        steps whose density was taken without gradient) and 'samples' (steps rendered).
         Gradients reach the field and ``rays_o`` / ``rays_d`` (sample positions are o + t d with
         the step distances t held fixed).
         """
-        t, mask = self.march(rays_o, rays_d, generator)
-        n_rays, n_steps = t.shape
+        t, mask, rows = self.march(rays_o, rays_d, generator)
+        n_rows, n_steps = t.shape
         dt = self.step_size
         needs_grad = torch.is_grad_enabled() and (
             rays_o.requires_grad or rays_d.requires_grad or any(p.requires_grad for p in self.field.parameters())
         )
-        ray_index, step_index = mask.nonzero(as_tuple=True)
-        # Pass 1 without gradients: densities of every occupied step give transmittance and weights;
-        # steps hidden behind opaque ones (early termination) are dropped before the costly pass,
-        # and colour is only evaluated where a step can contribute to the pixel.
+        # Pass 1 without gradients: densities of the occupied steps in front of where each ray turns
+        # opaque give transmittance and weights; steps hidden behind opaque ones (early termination)
+        # are dropped before the costly pass, and colour is only evaluated where a step can
+        # contribute to the pixel.
         with torch.no_grad():
-            points = rays_o[ray_index] + rays_d[ray_index] * t[ray_index, step_index, None]
-            if needs_grad:
-                sigma = self.field.density(points)
-            else:
-                sigma, features = self.field.density(points, with_features=True)
-            sigma_dense = t.new_zeros(n_rays, n_steps).index_put_((ray_index, step_index), sigma)
-            optical = sigma_dense * dt
-            transmittance = torch.exp(-(torch.cumsum(optical, 1) - optical))[ray_index, step_index]
+            row_index, step_index, sigma, features = self._densities_in_front(rays_o, rays_d, t, mask, rows, needs_grad)
+            ray_index = rows[row_index]
+            transmittance = transmittance_before(sigma * dt, row_index, step_index, n_rows, n_steps)
             weight = transmittance * (1.0 - torch.exp(-sigma * dt))
             visible = transmittance > self.config.early_stop
             colored = weight[visible] > self.config.color_threshold
-        ray_index, step_index = ray_index[visible], step_index[visible]
+        candidates = int(visible.numel())
+        row_index, step_index, ray_index = row_index[visible], step_index[visible], ray_index[visible]
         if needs_grad:
             # Pass 2 with gradients on the visible steps only.
-            points = rays_o[ray_index] + rays_d[ray_index] * t[ray_index, step_index, None]
+            points = rays_o[ray_index] + rays_d[ray_index] * t[row_index, step_index, None]
             sigma, features = self.field.density(points, with_features=True)
         else:
             sigma, features = sigma[visible], features[visible]
         rgb = sigma.new_zeros(sigma.shape[0], 3)
         rgb = rgb.index_put((colored,), self.field.color(features[colored], rays_d[ray_index[colored]]))
-        sigma_dense = t.new_zeros(n_rays, n_steps).index_put((ray_index, step_index), sigma)
-        rgb_dense = t.new_zeros(n_rays, n_steps, 3).index_put((ray_index, step_index), rgb)
-        out = composite(sigma_dense, rgb_dense, t, dt, self.background)
-        out.pop("weights")
-        out["samples"] = int(ray_index.numel())
-        out["candidates"] = int(visible.numel())
+        crossing = composite_samples(sigma, rgb, t[row_index, step_index], row_index, step_index, n_rows, n_steps, dt,
+                                     self.background)  # fmt: skip
+        # Rays that cross no occupied space see the background alone.
+        n_rays = rays_o.shape[0]
+        empty = rays_o.new_zeros(n_rays)
+        out = {
+            "rgb": self.background.to(rays_o).expand(n_rays, 3).index_put((rows,), crossing["rgb"]),
+            "depth": empty.index_put((rows,), crossing["depth"]),
+            "opacity": empty.index_put((rows,), crossing["opacity"]),
+            "samples": int(ray_index.numel()),
+            "candidates": candidates,
+        }
         return out
+
+    def _densities_in_front(
+        self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
+        density_only: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Density (and, unless ``density_only``, geometry features) of the occupied steps of ``march``
+        up to where each ray's transmittance falls to ``early_stop``, the ray's first
+        ``FRONT_STEPS`` occupied steps first, then twice as many of those still clear, and so on.
+
+        A step behind that point is dropped by early termination whatever its density, so it need
+        not be evaluated: on an opaque object most occupied steps lie behind its surface.
+        Returns row and step indices into t (M,), sigma (M,) and features (M, G) or None.
+        """
+        dt = self.step_size
+        row_index, step_index = mask.nonzero(as_tuple=True)  # row-major: a row's steps in order
+        per_row = torch.bincount(row_index, minlength=t.shape[0])
+        rank = torch.arange(row_index.numel(), device=t.device) - (torch.cumsum(per_row, 0) - per_row)[row_index]
+        clear = per_row > 0
+        optical = t.new_zeros(t.shape[0])
+        parts = []
+        start, width = 0, FRONT_STEPS
+        while True:
+            take = ((rank >= start) & (rank < start + width) & clear[row_index]).nonzero()[:, 0]
+            rows_taken, steps_taken = row_index[take], step_index[take]
+            points = rays_o[rows[rows_taken]] + rays_d[rows[rows_taken]] * t[rows_taken, steps_taken, None]
+            sigma, features = (self.field.density(points), None) if density_only else self.field.density(points, True)
+            parts.append((rows_taken, steps_taken, sigma, features))
+            optical.index_add_(0, rows_taken, sigma * dt)
+            start, width = start + width, 2 * width
+            clear &= (torch.exp(-optical) > self.config.early_stop) & (per_row > start)
+            if not bool(clear.any()):
+                break
+        rows_taken, steps_taken, sigma, features = zip(*parts)
+        return (torch.cat(rows_taken), torch.cat(steps_taken), torch.cat(sigma),
+                None if density_only else torch.cat(features))  # fmt: skip
 
     # ------------------------------------------------------------------ cameras
     def camera_rays(self, c2w: torch.Tensor, K: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ class OccupancyGrid(torch.nn.Module):
         self.register_buffer("density", torch.zeros(n))
         self.register_buffer("occupied", torch.ones(n, dtype=torch.bool))
         self.register_buffer("measured", torch.tensor(False))
+        self._bounds: tuple[tuple, torch.Tensor | None] | None = None  # (what they were taken of, bounds)
 
     def cell_index(self, points: torch.Tensor) -> torch.Tensor:
         """Flat cell index of world points (N, 3) -> (N,) int64 (clamped into the grid)."""
@@ -49,6 +50,34 @@ class OccupancyGrid(torch.nn.Module):
         ijk = grid.to(torch.int32).clamp_(0, r - 1)
         index = (ijk[..., 2] * r + ijk[..., 1]) * r + ijk[..., 0]
         return self.occupied[index.long()]
+
+    def occupied_bounds(self) -> torch.Tensor | None:
+        """World box (2, 3) of the occupied cells, half a cell wider (clipped to the grid's box), or
+        None when no cell is occupied. Every step outside it falls in an empty cell, so marching
+        need not begin before it nor go on past it: the steps inside are the same, and the rays
+        that miss it need none.
+
+        Taken again only after the grid changed (an update, a new box, a loaded state), since
+        marching asks for it on every call.
+        """
+        key = tuple((t.data_ptr(), t._version) for t in (self.occupied, self.aabb))
+        if self._bounds is None or self._bounds[0] != key:
+            self._bounds = (key, self._occupied_bounds())
+        return self._bounds[1]
+
+    def _occupied_bounds(self) -> torch.Tensor | None:
+        r = self.resolution
+        grid = self.occupied.view(r, r, r)  # [z][y][x]
+        if not bool(grid.any()):
+            return None
+        low, high = [], []
+        for axis in (2, 1, 0):  # x, y, z
+            cells = grid.any(dim=tuple(a for a in range(3) if a != axis)).nonzero()[:, 0]
+            low.append(float(cells[0]) - 0.5)
+            high.append(float(cells[-1]) + 1.5)
+        size = (self.aabb[1] - self.aabb[0]) / r
+        cells = torch.tensor([low, high], dtype=size.dtype, device=size.device)
+        return torch.minimum(torch.maximum(self.aabb[0] + cells * size, self.aabb[0]), self.aabb[1])
 
     def cell_points(self, cells: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
         """World points inside cells (M,) at offsets jitter (M, 3) in [0, 1). Returns (M, 3)."""
