@@ -14,9 +14,11 @@ Both expose
 - ``render_image(c2w, K, height, width)``: a full image in chunks of bounded memory.
 
 'depth' is the expected distance of the ray's termination along the unit ray, normalised by the
-opacity (0 where nothing is hit). Marching works on a padded (rays, steps) layout: every ray gets
-the same number of candidate steps, empty ones cost a few bytes and no network evaluation, and
-transmittance is a plain cumulative sum along dim 1, exact for every ray.
+opacity (0 where nothing is hit). Marching works on a padded (rays, steps) layout: every ray that
+crosses occupied space gets the same number of candidate steps, empty ones cost a few bytes and no
+network evaluation, and transmittance is a plain cumulative sum along dim 1, exact for every ray.
+Densities are taken front to back only until a ray turns opaque, and colour is composited on the
+samples alone (``composite_samples``).
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ from omnipose.nerf.occupancy import OccupancyGrid
 from omnipose.nerf.sampling import random_uniform, sample_pdf
 
 FRONT_STEPS = 16
-"""Occupied steps per ray whose density is taken first (``RadianceModel._densities_in_front``):
-about what a ray through an opaque surface needs before it turns opaque."""
+"""Occupied steps per ray whose density is taken first (``RadianceModel._densities_in_front``): each
+further round costs a pass over the ray's steps, so the first one takes enough for a ray through
+an opaque surface to turn opaque."""
 
 
 @dataclass
@@ -184,14 +187,13 @@ class RadianceModel(torch.nn.Module):
         # Rays that cross no occupied space see the background alone.
         n_rays = rays_o.shape[0]
         empty = rays_o.new_zeros(n_rays)
-        out = {
+        return {
             "rgb": self.background.to(rays_o).expand(n_rays, 3).index_put((rows,), crossing["rgb"]),
             "depth": empty.index_put((rows,), crossing["depth"]),
             "opacity": empty.index_put((rows,), crossing["opacity"]),
             "samples": int(ray_index.numel()),
             "candidates": candidates,
         }
-        return out
 
     def _densities_in_front(
         self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
