@@ -346,11 +346,11 @@ def dump_query(detector: Detector, query: Query, image: np.ndarray, pose, candid
     residuals = [float(pose.residual), *[float(r) for r in pose.alternative_residuals]]
     ratio = lambda c2w: next(r for p, r in zip(poses, residuals) if torch.equal(p, c2w)) / max(float(pose.residual), 1e-6)  # noqa: E731
     return {"name": query.name, "image": half(image), "mask": torch.from_numpy(query.mask), "anomalous": query.anomalous,
-            "candidates": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours)) for r in candidates],
-            "wide": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours), ratio(r.c2w)) for r in wide],
+            "candidates": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours), r.unseen) for r in candidates],
+            "wide": [(r.c2w, half(r.image), half(r.alpha), half(r.neighbours), ratio(r.c2w), r.unseen) for r in wide],
             "true_c2w": query.c2w,
             "truth": None if truth_reference is None else (half(truth_reference.image), half(truth_reference.alpha),
-                                                           half(truth_reference.neighbours))}  # fmt: skip
+                                                           half(truth_reference.neighbours), truth_reference.unseen)}  # fmt: skip
 
 
 def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:

@@ -258,11 +258,15 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     scale = 1.4826 * float((values - median).abs().median())
     assert abs(median) < 0.25, f"normal maps should centre on 0 normal deviations, got median {median:.3f}"
     assert 0.7 < scale < 1.4, f"normal maps should have unit robust scale, got {scale:.3f}"
-    # Measured against its own spread, a normal map as spread as the calibration's counts about half.
-    result = comparator.compare(held_out, renders)
-    for anomaly_map, mask in zip(result.anomaly_map, result.mask):
-        low, median, high = torch.quantile(anomaly_map[mask], torch.tensor([0.25, 0.5, 0.75]))
-        assert abs(float(median)) < 1e-6 and 0.3 < float(high - low) < 0.8
+    # Measured against its own spread, a normal map as spread as the calibration's counts about half:
+    # the map as a whole, or each term before their mean (whose median is then near 0, not at it).
+    whole = Comparator(replace(comparator.config, own_spread_per_term=False), device="cpu", extractor=comparator.extractor)
+    whole.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
+    for chosen, centred in ((whole, 1e-6), (comparator, 0.1)):
+        result = chosen.compare(held_out, renders)
+        for anomaly_map, mask in zip(result.anomaly_map, result.mask):
+            low, median, high = torch.quantile(anomaly_map[mask], torch.tensor([0.25, 0.5, 0.75]))
+            assert abs(float(median)) < centred and 0.3 < float(high - low) < 0.8
     assert 0.5 < comparator.calibration.normal_spread < 3.0 and standardising.calibration.normal_spread == 0.0
     defective, _ = plant_square(views[9], PAINT)
     defect_score = float(comparator.compare(perturb(defective, 90), views[9]).score[0])
@@ -300,6 +304,34 @@ def test_a_render_worse_everywhere_does_not_outscore_a_small_defect(comparator, 
     assert worse_score > defect_score
     worse_score, defect_score = scores(comparator)
     assert defect_score > 1.2 * worse_score
+
+
+def test_terms_measured_each_against_its_own_spread(comparator, views):
+    """With ``own_spread_per_term`` each standardised term is measured against its own spread, then
+    the terms are averaged with their weights. With one term that is the map measured against its
+    spread (both are affine in the term), so the two must agree; with three, a planted defect must
+    still top the map, and the normal calibration views stay below it."""
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    query, reference = perturb(plant_square(views[8], PAINT, half=4)[0], 3), views[8]
+    colour_only = replace(comparator.config, structure_weight=0.0, feature_weight=0.0)
+    one_term = {}
+    for per_term in (False, True):
+        chosen = Comparator(replace(colour_only, own_spread_per_term=per_term), device="cpu")
+        chosen.fit(views[:6], normals, progress=False)
+        one_term[per_term] = chosen.compare(query, reference)
+    torch.testing.assert_close(one_term[True].anomaly_map, one_term[False].anomaly_map, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(one_term[True].fit_score, one_term[False].fit_score)
+
+    per_term = Comparator(replace(comparator.config, own_spread_per_term=True), device="cpu", extractor=comparator.extractor)
+    calibration = per_term.fit(views[:6], normals, progress=False)
+    assert set(calibration.term_spreads) == {"color", "structure", "feature"}
+    assert all(0.1 < spread < 10.0 for spread in calibration.term_spreads.values())
+    defective, defect = plant_square(views[9], PAINT)
+    result = per_term.compare(perturb(defective, 90), views[9])
+    assert defect.flatten()[result.anomaly_map[0].argmax()]
+    assert float(result.score[0]) > 2.0 * max(calibration.normal_scores)
+    with pytest.raises(CompareError, match="own_spread_per_term: calibrated with True, configured False"):
+        Comparator(replace(comparator.config, own_spread_per_term=False), calibration, device="cpu")
 
 
 def test_normalize_by_own_spread_on_known_values():
@@ -398,7 +430,8 @@ def test_calibration_round_trips_through_json(comparator, views, tmp_path):
         Calibration.from_dict({"terms": {}})
     # Format 3 predates neighbour_views: read as it stood, a calibration fitted on the render alone
     # would pass for one fitted with neighbours (whose residuals are smaller) and inflate every score.
-    for older in ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3"):
+    # Format 4 predates term_spreads (``own_spread_per_term``).
+    for older in ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3", "omnipose-calibration/4"):
         with pytest.raises(CompareError, match="older format.*refit"):
             Calibration.from_dict({**loaded.to_dict(), "format": older})
     broken = loaded.to_dict()

@@ -28,8 +28,8 @@ from omnipose.compare.statistics import ContrastStatistics, TermStatistics, fit_
 from omnipose.compare.terms import Extract, finish_terms, raw_residuals, reference_contrast
 from omnipose.core.files import atomic_write_json, read_json
 
-CALIBRATION_FORMAT = "omnipose-calibration/4"
-OLDER_FORMATS = ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3")
+CALIBRATION_FORMAT = "omnipose-calibration/5"
+OLDER_FORMATS = ("omnipose-calibration/1", "omnipose-calibration/2", "omnipose-calibration/3", "omnipose-calibration/4")
 
 
 @dataclass
@@ -40,7 +40,8 @@ class Calibration:
     the contrast-standardised, smoothed in-object residuals; combined: statistics of the weighted
     sum of standardised terms; normal_spread: median over the calibration pairs of the in-object
     interquartile range of that standardised sum (``normalize_by_own_spread``; 0 when
-    ``own_spread`` is off). normal_scores: image scores of the calibration pairs
+    ``own_spread`` is off); term_spreads: the same per standardised term (``combine_own_spread``;
+    empty unless ``own_spread_per_term``). normal_scores: image scores of the calibration pairs
     (in final units); normal_pixel_quantiles: quantiles of their in-object final map values.
     signature: the CompareConfig fields the numbers depend on (checked when it is used).
     field_key: fingerprint of the radiance field whose renders it was fitted on ('' when unknown): a
@@ -55,6 +56,7 @@ class Calibration:
     num_pairs: int
     signature: dict[str, Any] = field(default_factory=dict)
     normal_spread: float = 0.0
+    term_spreads: dict[str, float] = field(default_factory=dict)
     field_key: str = ""
 
     def score_threshold(self, fpr: float = 0.05) -> float:
@@ -71,6 +73,7 @@ class Calibration:
             "normal_pixel_quantiles": dict(self.normal_pixel_quantiles),
             "num_pairs": int(self.num_pairs),
             "normal_spread": float(self.normal_spread),
+            "term_spreads": {name: float(value) for name, value in self.term_spreads.items()},
             "signature": dict(self.signature),
             "field_key": self.field_key,
         }
@@ -105,6 +108,7 @@ class Calibration:
                 normal_pixel_quantiles={str(k): float(v) for k, v in data["normal_pixel_quantiles"].items()},
                 num_pairs=int(data["num_pairs"]),
                 normal_spread=float(data["normal_spread"]),
+                term_spreads={str(name): float(value) for name, value in data["term_spreads"].items()},
                 signature=_read_signature(data.get("signature", {})),
                 field_key=str(data.get("field_key", "")),
             )
@@ -156,6 +160,19 @@ def combine_terms(
         return sum(weights[name] * value for name, value in terms.items())
     combined = sum(weights[name] * calibration.terms[name].standardize(value) for name, value in terms.items())
     return calibration.combined.standardize(combined)
+
+
+def combine_own_spread(
+    terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], calibration: Calibration, mask: torch.Tensor
+) -> torch.Tensor:
+    """Weighted mean of the terms (B, H, W), each standardised and then measured against its own
+    spread over ``mask`` (B, H, W) bool (``normalize_by_own_spread`` with the term's normal spread).
+    Returns (B, H, W), 0 outside the mask."""
+    total = sum(weights[name] for name in terms)
+    return sum(
+        weights[name] * normalize_by_own_spread(calibration.terms[name].standardize(value), mask, calibration.term_spreads[name])
+        for name, value in terms.items()
+    ) / total
 
 
 @torch.no_grad()
@@ -212,6 +229,12 @@ def fit_calibration(
     if config.own_spread:
         calibration.normal_spread = float(in_mask_spread(final, masks)[1].median())
         final = normalize_by_own_spread(final, masks, calibration.normal_spread)
+    if config.own_spread and config.own_spread_per_term:
+        calibration.term_spreads = {
+            name: float(in_mask_spread(calibration.terms[name].standardize(value), masks)[1].median())
+            for name, value in maps.items()
+        }
+        final = combine_own_spread(maps, config.weights, calibration, masks)
     scores = image_score(final, config.score_method, config.topk_fraction, masks if config.use_object_mask else None)
     inside = _gather(final, samples).double()
     levels = (0.5, 0.9, 0.99, 0.999)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from omnipose.compare.calibration import Calibration, check_signature, combine_terms, fit_calibration
+from omnipose.compare.calibration import Calibration, check_signature, combine_own_spread, combine_terms, fit_calibration
 from omnipose.compare.config import CompareConfig, CompareError
 from omnipose.compare.features import FeatureExtractor
 from omnipose.compare.inputs import prepare_neighbours, prepare_pair, prepare_unseen
@@ -174,7 +174,10 @@ class Comparator:
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         score = fit_score
         if self._calibration is not None and cfg.own_spread:  # PAD mode never holds a calibration
-            anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
+            if cfg.own_spread_per_term:
+                anomaly_map = combine_own_spread(terms, cfg.weights, self._calibration, mask)
+            else:
+                anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
             score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         return ComparisonResult(anomaly_map, score, terms, mask, self._calibration is not None, fit_score)
 

@@ -93,6 +93,12 @@ class CompareConfig(Config):
     own_spread: bool = True
     """Measure each map against its own spread (``normalize_by_own_spread``): a novel view the field
     renders worse everywhere raises the whole map, a defect a small part of it."""
+    own_spread_per_term: bool = True
+    """With ``own_spread``, measure each term against its own spread and average them with their
+    weights (``calibration.combine_own_spread``), rather than the weighted sum against its spread: a
+    view the field renders worse in one respect only (features everywhere, colours right) then
+    keeps the other terms at full weight, and maps of different queries are on one scale, which the
+    pixel-level metrics pool (``docs/RESULTS.md``)."""
     neighbour_views: int = 2
     """Training views re-projected to the query's pose that the Detector compares besides the render
     (``omnipose.compare.reproject``): per pixel the smallest residual over the references counts, so
@@ -206,7 +212,7 @@ CALIBRATION_FIELDS = (
     "color_weight", "color_shift", "structure_weight", "feature_weight", "features", "feature_layers", "feature_distance",
     "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask", "background",
     "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
-    "neighbour_views", "reprojection_tolerance", "match_exposure", "match_shading",
+    "own_spread_per_term", "neighbour_views", "reprojection_tolerance", "match_exposure", "match_shading",
 )  # fmt: skip
 
 
