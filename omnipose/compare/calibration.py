@@ -3,9 +3,10 @@
 ``fit_calibration`` (``Comparator.fit``) uses NORMAL data only: pairs of (real training view,
 render of the field at that view's own pose). Each raw term gets a location and scale per bin of
 the reference's contrast (``statistics.py``). The standardised terms are smoothed (``sigma``),
-zeroed outside the object, standardised once more, summed with their weights and the sum
-standardised again; last, each map is measured against its own spread (``own_spread``). The final
-map is in units of normal residual spread: comparable across images, objects and runs.
+zeroed outside the object and standardised once more. Last, each term is measured against its
+own spread and the terms averaged with their weights (``own_spread_per_term``), or the weighted sum,
+standardised, is measured against its spread (``own_spread`` alone). The final map is in units of
+normal residual spread: comparable across images, objects and runs.
 
 A calibration is saved as JSON (``CALIBRATION_FORMAT``) with the signature of the config it was
 fitted with; a config whose residuals differ from it is refused (``check_signature``).

@@ -4,9 +4,9 @@
 ``CompareConfig.mode``:
 
 - "calibrated" (default): residual terms (``terms.py``), each the smallest over the render and any
-  further references; standardised per contrast bin, smoothed, masked, weighted and summed with
-  the statistics of normal data (``calibration.py``), then measured against the map's own spread
-  (``scoring.normalize_by_own_spread``). The map is in units of normal residual spread, and a
+  further references; standardised per contrast bin, smoothed and masked with the statistics of
+  normal data (``calibration.py``), then each measured against its own spread and averaged with
+  the term weights (``calibration.combine_own_spread``). The map is in units of normal residual spread, and a
   threshold can be set from normal data alone (``Calibration.score_threshold``).
 - "pad": PAD's recipe (``pad.py``), uncalibrated, for ablations.
 
@@ -21,7 +21,13 @@ from typing import Any, Sequence
 
 import torch
 
-from omnipose.compare.calibration import Calibration, check_signature, combine_own_spread, combine_terms, fit_calibration
+from omnipose.compare.calibration import (
+    Calibration,
+    check_signature,
+    combine_own_spread,
+    combine_terms,
+    fit_calibration,
+)
 from omnipose.compare.config import CompareConfig, CompareError
 from omnipose.compare.features import FeatureExtractor
 from omnipose.compare.inputs import prepare_neighbours, prepare_pair, prepare_unseen
