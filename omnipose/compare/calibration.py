@@ -229,13 +229,14 @@ def fit_calibration(
     final = calibration.combined.standardize(combined)
     if config.own_spread:
         calibration.normal_spread = float(in_mask_spread(final, masks)[1].median())
-        final = normalize_by_own_spread(final, masks, calibration.normal_spread)
         if config.own_spread_per_term:
             calibration.term_spreads = {
                 name: float(in_mask_spread(calibration.terms[name].standardize(value), masks)[1].median())
                 for name, value in maps.items()
             }
             final = combine_own_spread(maps, config.weights, calibration, masks)
+        else:
+            final = normalize_by_own_spread(final, masks, calibration.normal_spread)
     scores = image_score(final, config.score_method, config.topk_fraction, masks if config.use_object_mask else None)
     inside = _gather(final, samples).double()
     levels = (0.5, 0.9, 0.99, 0.999)
