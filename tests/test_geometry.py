@@ -92,6 +92,20 @@ def test_roll_turns_image_content():
     assert torch.allclose(pixel, torch.tensor([[50.0, 80.0]]), atol=1e-3)
 
 
+def test_a_turn_about_a_point_carries_the_camera_and_keeps_what_it_sees():
+    """A camera carried by a rotation about a point sees that point where it saw it before, from the
+    same distance, turned by exactly the rotation's angle."""
+    point = torch.tensor([0.2, -0.1, 0.3])
+    c2w = g.spherical_pose(0.4, 0.5, 3.0, target=point.tolist())
+    K = g.intrinsics_from_fov(0.7, 100, 100)
+    rotation = g.so3_exp(torch.tensor([0.3, -0.2, 0.5]))
+    turned = g.turn_about(torch.stack([c2w, c2w]), rotation, point)  # batched
+    assert torch.allclose(g.project(point[None], turned[0], K)[0], g.project(point[None], c2w, K)[0], atol=1e-4)
+    assert float((turned[0, :3, 3] - point).norm()) == pytest.approx(3.0, rel=1e-6)
+    angle = math.degrees(float(torch.tensor([0.3, -0.2, 0.5]).norm()))
+    assert float(g.rotation_error_deg(turned[1, :3, :3], c2w[:3, :3])) == pytest.approx(angle, abs=1e-3)
+
+
 def test_a_half_turn_about_the_vertical_shows_the_other_side_at_the_same_height():
     point, up = torch.tensor([0.2, -0.1, 0.3]), torch.tensor([0.0, 0.0, 2.0])  # any length of axis
     c2w = g.spherical_pose(0.4, 0.5, 3.0, target=point.tolist())

@@ -276,12 +276,17 @@ def half_turn(c2w: torch.Tensor, axis: torch.Tensor, point: torch.Tensor) -> tor
     c2w: (..., 4, 4); axis, point: (3,) world (axis need not be unit). Returns (..., 4, 4).
     """
     axis = torch.as_tensor(axis, dtype=c2w.dtype, device=c2w.device)
+    return turn_about(c2w, so3_exp(axis / axis.norm() * math.pi), point)
+
+
+def turn_about(c2w: torch.Tensor, rotation: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """Cameras c2w (..., 4, 4) carried by the world rotation (3, 3) about ``point`` (3,), as if
+    fixed to the object turned the other way. Returns (..., 4, 4)."""
+    rotation = torch.as_tensor(rotation, dtype=c2w.dtype, device=c2w.device)
     point = torch.as_tensor(point, dtype=c2w.dtype, device=c2w.device)
-    axis = axis / axis.norm()
-    turn = 2.0 * torch.outer(axis, axis) - torch.eye(3, dtype=c2w.dtype, device=c2w.device)
     out = c2w.clone()
-    out[..., :3, :3] = turn @ c2w[..., :3, :3]
-    out[..., :3, 3] = (c2w[..., :3, 3] - point) @ turn.T + point
+    out[..., :3, :3] = rotation @ c2w[..., :3, :3]
+    out[..., :3, 3] = (c2w[..., :3, 3] - point) @ rotation.T + point
     return out
 
 

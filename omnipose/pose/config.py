@@ -170,6 +170,19 @@ class PoseConfig(Config):
     bridge. 0 retrieves against the training views alone."""
     gap_angle_deg: float = 15.0
     """Angle from every training view beyond which a direction counts as a gap."""
+    restart_deg: float | None = 8.0
+    """Where the best aligned pose fits the query worse than the field fits its own training views,
+    poses this many degrees around it (orbited in 4 directions across the view, and rolled both
+    ways; ``PoseScene.nearby``) are aligned too, and those that fit clearly better compete with it:
+    from a global-appearance hypothesis, alignment on a plain object can settle 5-10 degrees off, in
+    a basin the true pose is a short step from. None: no restarts."""
+    restart_from: int = 2
+    """Aligned hypotheses (lowest residual first) the first ring of restarts goes around: on a
+    near-symmetric object the best can be the object's other side, and the runner-up a few degrees
+    from the true pose."""
+    restart_rounds: int = 2
+    """Rings of restarts at most, each at half the angle of the one before and around the best pose
+    alone, run while a restart beats the best pose."""
     refine_top: int = 1
     """How many aligned hypotheses (best residual first) go on to iNeRF refinement."""
     min_inliers: int = 15
@@ -233,8 +246,10 @@ class PoseConfig(Config):
     def check(self) -> None:
         require(self, "matcher", isinstance(self.matcher, str) and self.matcher.lower() in MATCHER_NAMES,
                 f"must be one of {', '.join(MATCHER_NAMES)}")
-        positive(self, "max_keypoints", "rotations", "shortlist", "hypotheses", "appearance_step_deg",
+        positive(self, "max_keypoints", "restart_from", "restart_rounds", "rotations", "shortlist", "hypotheses", "appearance_step_deg",
                  "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk", "min_inliers")
+        require(self, "restart_deg", self.restart_deg is None or (_finite(self.restart_deg) and 0 < self.restart_deg < 90),
+                "must be None or a number of degrees between 0 and 90, e.g. 8")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
         for name in ("match_query_colour", "rank_by_chromaticity"):

@@ -2,6 +2,7 @@
 intrinsics, the training cameras and the cameras added where they leave gaps."""
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omnipose.core.device import pick_device
-from omnipose.core.geometry import axes_focus, gap_directions, half_turn, look_at
+from omnipose.core.geometry import axes_focus, gap_directions, half_turn, look_at, roll_camera, so3_exp, turn_about
 from omnipose.pose.config import PoseConfig
 from omnipose.pose.query import PoseError, info_value
 from omnipose.pose.scoring import frozen
@@ -102,6 +103,17 @@ class PoseScene:
         the view of its other side, which a plain object lit from another side can be taken for."""
         focus, up = upright_axis(self.train_c2w)
         return half_turn(c2w, up.to(c2w), focus.to(c2w))
+
+    def nearby(self, c2w: torch.Tensor, angle_deg: float, directions: int = 4) -> torch.Tensor:
+        """Poses ``angle_deg`` away from one c2w (4, 4): orbited about the point it looks at, at the
+        object's distance, in ``directions`` directions across the view, then rolled both ways.
+        Returns (directions + 2, 4, 4)."""
+        angle = math.radians(angle_deg)
+        looked_at = c2w[:3, 3] - float((c2w[:3, 3] - self.centre.to(c2w)).norm()) * c2w[:3, 2]
+        turns = [2.0 * math.pi * k / directions for k in range(directions)]
+        axes = [math.cos(t) * c2w[:3, 0] + math.sin(t) * c2w[:3, 1] for t in turns]
+        orbits = [turn_about(c2w, so3_exp(axis * angle), looked_at) for axis in axes]
+        return torch.stack(orbits + [roll_camera(c2w, angle), roll_camera(c2w, -angle)])
 
     def view_name(self, view: int) -> str:
         """'view 12' for a training view, 'gap render 3' for a render added at a gap."""
