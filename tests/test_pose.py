@@ -22,6 +22,7 @@ from omnipose.pose.align import _hopeful, align_poses
 from omnipose.pose.hypotheses import Hypothesis, fit_similarity, pose_from_similarity, solve_pnp
 from omnipose.pose.matching import make_matcher
 from omnipose.pose.refine import refine_poses
+from omnipose.pose.restart import ring, worth_restarting
 from omnipose.pose.results import pose_confidence
 from omnipose.pose.retrieval import (
     DescriptorBank,
@@ -317,8 +318,8 @@ def test_restarts_lie_the_given_angle_away_and_still_look_at_the_object():
 def test_a_pose_alignment_left_far_off_is_restarted_nearby_and_found(field, tmp_path):
     """From starts 22 degrees off the field's own render, alignment alone stalls (measured 3.5-24
     degrees off, residuals 15-60x the right pose's); restarts 8 degrees around where it stalled,
-    aligned in their turn, find the true pose. ``_doubtful`` asks for them only where the pose fits
-    worse than the field fits its own training views."""
+    aligned in their turn, find the true pose. ``worth_restarting`` asks for them only where the pose
+    fits worse than the field fits its own training views."""
     model, info = field
     estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0), cache_path=tmp_path / "features.pt")
     true = g.roll_camera(info.train_c2w[10], 0.6)
@@ -327,6 +328,7 @@ def test_a_pose_alignment_left_far_off_is_restarted_nearby_and_found(field, tmp_
         query = model.render_image(true, info.K, 200, 200)["rgb"].clamp(0, 1)
     region = _object_region(query)
     scoring = estimator.scoring(query.numpy(), region)
+    residual_of = lambda poses: estimator.residual(poses, scoring)  # noqa: E731
     starts = estimator.scene.nearby(true, 22.0, directions=8)[[0, 2, 4]]
     with estimator.scene.frozen():
         for start in starts:  # one by one: side by side, alignment would drop all but the best
@@ -336,21 +338,20 @@ def test_a_pose_alignment_left_far_off_is_restarted_nearby_and_found(field, tmp_
             residual = estimator.residual(start[None], scoring)
             assert float(residual[0]) > 5 * float(estimator.residual(true[None], scoring)[0])
             hypothesis = Hypothesis(start, "test", 0, 7, 0.0)
-            poses, residuals, hypotheses, rounds = estimator._restarts(start[None], residual, [hypothesis], [0], 8.0,
-                                                                       query, region, region, scoring)
+            poses, residuals, hypotheses, rounds = ring(estimator.scene, start[None], residual, [hypothesis], [0], 8.0,
+                                                        estimator.config, query, region, region, residual_of)
             best = int(residuals.argmin())
             assert best > 0 and rounds >= 1 and len(poses) == len(residuals) == len(hypotheses) <= 7
             assert float(g.pose_errors(poses[best], true)[0]) < 0.3
             assert "restarted 8 deg away" in hypotheses[best].source and hypotheses[best].view == 7
         # From the right pose nothing nearby fits clearly better, and nothing joins it.
         residual = estimator.residual(true[None], scoring)
-        poses, _, hypotheses, _ = estimator._restarts(true[None], residual, [Hypothesis(true, "test", 0, 7, 0.0)], [0],
-                                                      8.0, query, region, region, scoring)
+        poses, _, hypotheses, _ = ring(estimator.scene, true[None], residual, [Hypothesis(true, "test", 0, 7, 0.0)], [0],
+                                       8.0, estimator.config, query, region, region, residual_of)
         assert len(poses) == len(hypotheses) == 1
     own = estimator.index.baseline_residual
-    assert not estimator._doubtful(0.9 * own) and estimator._doubtful(1.1 * own)
-    assert not PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, restart_deg=None),
-                             cache_path=tmp_path / "features.pt")._doubtful(1.0)
+    assert not worth_restarting(0.9 * own, own, estimator.config) and worth_restarting(1.1 * own, own, estimator.config)
+    assert not worth_restarting(1.0, own, PoseConfig(restart_deg=None))
 
 
 def test_under_rank_by_chromaticity_the_confidence_follows_chromaticity(field, tmp_path):

@@ -246,9 +246,11 @@ class PoseConfig(Config):
     def check(self) -> None:
         require(self, "matcher", isinstance(self.matcher, str) and self.matcher.lower() in MATCHER_NAMES,
                 f"must be one of {', '.join(MATCHER_NAMES)}")
-        positive(self, "max_keypoints", "restart_from", "restart_rounds", "rotations", "shortlist", "hypotheses", "appearance_step_deg",
-                 "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk", "min_inliers")
-        require(self, "restart_deg", self.restart_deg is None or (_finite(self.restart_deg) and 0 < self.restart_deg < 90),
+        positive(self, "max_keypoints", "rotations", "shortlist", "hypotheses", "appearance_step_deg", "restart_from",
+                 "restart_rounds", "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk",
+                 "min_inliers")
+        restart = self.restart_deg
+        require(self, "restart_deg", restart is None or (_finite(restart) and 0 < restart < 90),
                 "must be None or a number of degrees between 0 and 90, e.g. 8")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")

@@ -16,10 +16,10 @@
    of colour and depth per round, then robust Gauss-Newton on the query's blurred image gradients,
    so a round costs a single forward render and converges from tens of degrees; hypotheses that
    meet a better one or fall far behind stop being rendered. Where the best then fits worse than the
-   field fits its own training views, poses a few degrees around it are aligned too and kept if
-   they fit clearly better (``PoseConfig.restart_deg``): on a plain object, alignment from a
-   global-appearance hypothesis can settle in a basin beside the true pose. Then iNeRF (``refine``) on the best:
-   an se(3) twist applied to c2w in the camera frame, optimised with Adam through the
+   field fits its own training views, poses a few degrees around the two best are aligned too and
+   kept if they fit clearly better (``PoseConfig.restart_deg``): on a plain object, alignment from a
+   global-appearance hypothesis can settle in a basin beside the true pose. Then iNeRF (``refine``)
+   on the best: an se(3) twist applied to c2w in the camera frame, optimised with Adam through the
    differentiable renderer, rays drawn around the query's keypoints (PAD's interest regions) and
    over the dilated object, coarse-to-fine box levels, a Cauchy loss so that a defect does not drag
    the pose, stopping when the pose stops moving. The best pose is kept by its photometric error
@@ -60,17 +60,14 @@ from omnipose.pose.matching import Matcher, shared_matcher
 from omnipose.pose.pad import estimate_pad_recipe
 from omnipose.pose.query import keypoint_mask, object_region, prepare_query
 from omnipose.pose.refine import refine_best
-from omnipose.pose.results import COLOUR_FLOOR, PoseResult, pose_confidence
+from omnipose.pose.restart import restart_nearby, worth_restarting
+from omnipose.pose.results import PoseResult, pose_confidence
 from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
 from omnipose.pose.scoring import PoseScoring
 
 QUERY_COLOUR_TOLERANCE = 0.3
 """``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
-RESTART_GAIN = 0.9
-"""A restart (``PoseConfig.restart_deg``) joins the hypotheses only where its residual is below this
-share of the pose it started from: on a defective or near-symmetric object, poses degrees apart fit
-within a few per cent of each other, and which of them wins is noise."""
 DUEL_PIXELS = 8192
 """Pixels of the object a pose and its half turn are compared on (``_other_side``): the few where
 they disagree are a share of these."""
@@ -224,16 +221,11 @@ class PoseEstimator:
                 candidates = [candidates[int(i)] for i in kept]
             residual = self.residual(poses, scoring)
             best = int(residual.argmin())
-            if self._doubtful(float(residual[best])):
-                angle, around = self.config.restart_deg, residual.argsort()[: self.config.restart_from].tolist()
-                for _ in range(self.config.restart_rounds):
-                    poses, residual, candidates, rounds = self._restarts(poses, residual, candidates, around, angle,
-                                                                         query_t, region, interest, scoring)
-                    steps += rounds
-                    if int(residual.argmin()) == best:
-                        break  # nothing nearby fits better
-                    best, angle = int(residual.argmin()), angle / 2
-                    around = [best]
+            if worth_restarting(float(residual[best]), self.index.baseline_residual, self.config):
+                poses, residual, candidates, best, rounds = restart_nearby(
+                    self.scene, poses, residual, candidates, self.config, query_t, region, interest,
+                    lambda restarts: self.residual(restarts, scoring))
+                steps += rounds
             if self.config.rank_by_chromaticity:
                 best = self._best_by_chromaticity(poses, scoring, best, notes)
                 poses, residual, candidates, best, rounds = self._other_side(poses, residual, candidates, best, query_t,
@@ -264,32 +256,6 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
-
-    def _doubtful(self, residual: float) -> bool:
-        """Whether the best aligned pose deserves restarts nearby (``PoseConfig.restart_deg``): it fits
-        the query worse than the field fits its own training views."""
-        if self.config.restart_deg is None or self.config.align is None:
-            return False
-        return residual > max(self.index.baseline_residual, COLOUR_FLOOR)
-
-    def _restarts(self, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], around: list[int],
-                  angle_deg: float, query: torch.Tensor, region: np.ndarray, interest: np.ndarray,
-                  scoring: PoseScoring) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int]:
-        """The aligned poses (P, 4, 4), residuals (P,) and hypotheses with the poses ``angle_deg``
-        around each pose of ``around`` (``PoseScene.nearby``) added once aligned in their turn, those
-        that fit clearly better than the best so far (``RESTART_GAIN``), and the alignment rounds run."""
-        rings = [self.scene.nearby(poses[i].cpu(), angle_deg) for i in around]
-        aligned, rounds, kept = align_poses(self.render_rays, torch.cat(rings).to(poses), self.render_K, query,
-                                            self.config.align, region, interest, self.distance)
-        fits = self.residual(aligned, scoring)
-        better = fits < RESTART_GAIN * residual.min()
-        aligned, fits, kept = aligned[better.to(aligned.device)], fits[better], kept[better]
-        restarted = []
-        for c2w, k in zip(aligned, kept.tolist()):
-            origin = candidates[around[k // len(rings[0])]]
-            restarted.append(Hypothesis(c2w.cpu(), f"{origin.source}, restarted {angle_deg:g} deg away", origin.inliers,
-                                        origin.view, origin.angle_deg))
-        return torch.cat([poses, aligned]), torch.cat([residual, fits]), candidates + restarted, rounds
 
     def _other_side(self, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], best: int,
                     query: torch.Tensor, region: np.ndarray, interest: np.ndarray, scoring: PoseScoring,

@@ -1,0 +1,72 @@
+"""Restarts around aligned poses that fit worse than the field fits its own training views.
+
+On a plain object, alignment from a global-appearance hypothesis (no keypoint matches) can settle
+5-10 degrees off, in a basin the true pose is a short step from; on a near-symmetric one the best
+hypothesis can be the object's other side while the runner-up lies a few degrees from the true pose.
+Poses a few degrees around them (``PoseScene.nearby``), aligned in their turn, reach the true basin
+(``PoseConfig.restart_deg``)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from omnipose.pose.align import align_poses
+from omnipose.pose.config import PoseConfig
+from omnipose.pose.hypotheses import Hypothesis
+from omnipose.pose.results import COLOUR_FLOOR
+from omnipose.pose.scene import PoseScene
+
+RESTART_GAIN = 0.9
+"""A restart joins the hypotheses only where its residual is below this share of the best so far:
+on a defective or near-symmetric object, poses degrees apart fit within a few per cent of each
+other, and which of them wins is noise."""
+
+
+def worth_restarting(residual: float, own_residual: float, config: PoseConfig) -> bool:
+    """Whether the best aligned pose, of this residual, deserves restarts nearby: it fits the query
+    worse than the field fits its own training views (``own_residual``)."""
+    if config.restart_deg is None or config.align is None:
+        return False
+    return residual > max(own_residual, COLOUR_FLOOR)
+
+
+def restart_nearby(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis],
+                   config: PoseConfig, query: torch.Tensor, region: np.ndarray, interest: np.ndarray,
+                   residual_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int, int]:
+    """Rings of restarts (``PoseConfig.restart_deg``, ``restart_from``, ``restart_rounds``): the first
+    around the ``restart_from`` best aligned poses (P, 4, 4) by ``residual`` (P,), each next one at
+    half the angle around a restart that won. residual_of: poses (R, 4, 4) -> their residuals (R,).
+    Returns the poses, residuals and hypotheses with the restarts that joined, the index of the best
+    and the alignment rounds run."""
+    best, rounds = int(residual.argmin()), 0
+    angle, around = config.restart_deg, residual.argsort()[: config.restart_from].tolist()
+    for _ in range(config.restart_rounds):
+        poses, residual, candidates, ran = ring(scene, poses, residual, candidates, around, angle, config, query, region,
+                                                interest, residual_of)
+        rounds += ran
+        if int(residual.argmin()) == best:
+            break  # nothing nearby fits better
+        best, angle, around = int(residual.argmin()), angle / 2, [int(residual.argmin())]
+    return poses, residual, candidates, best, rounds
+
+
+def ring(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], around: list[int],
+         angle_deg: float, config: PoseConfig, query: torch.Tensor, region: np.ndarray, interest: np.ndarray,
+         residual_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int]:
+    """The poses (P, 4, 4), residuals (P,) and hypotheses with the poses ``angle_deg`` around each pose
+    of ``around`` (``PoseScene.nearby``) added once aligned in their turn, those that fit clearly
+    better than the best so far (``RESTART_GAIN``), and the alignment rounds run."""
+    rings = [scene.nearby(poses[i].cpu(), angle_deg) for i in around]
+    aligned, rounds, kept = align_poses(scene.render_rays, torch.cat(rings).to(poses), scene.render_K, query,
+                                        config.align, region, interest, scene.distance)
+    fits = residual_of(aligned)
+    better = fits < RESTART_GAIN * residual.min()
+    aligned, fits, kept = aligned[better.to(aligned.device)], fits[better], kept[better]
+    restarted = []
+    for c2w, k in zip(aligned, kept.tolist()):
+        origin = candidates[around[k // len(rings[0])]]
+        restarted.append(Hypothesis(c2w.cpu(), f"{origin.source}, restarted {angle_deg:g} deg away", origin.inliers,
+                                    origin.view, origin.angle_deg))
+    return torch.cat([poses, aligned]), torch.cat([residual, fits]), candidates + restarted, rounds
