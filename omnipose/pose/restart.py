@@ -48,7 +48,8 @@ def restart_nearby(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor
         rounds += ran
         if int(residual.argmin()) == best:
             break  # nothing nearby fits better
-        best, angle, around = int(residual.argmin()), angle / 2, [int(residual.argmin())]
+        best = int(residual.argmin())
+        angle, around = angle / 2, [best]
     return poses, residual, candidates, best, rounds
 
 
