@@ -216,7 +216,7 @@ def test_retrieval_pairs_each_photo_with_its_most_similar_ones(tmp_path):
 
 
 def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
-    from omnipose.data.sfm import MirroredPhotosError, mirrored_views
+    from omnipose.data.sfm_checks import MirroredPhotosError, mirrored_views
 
     c2w = _cameras(12)
     names = [f"v{i}" for i in range(12)]
@@ -269,6 +269,76 @@ def test_photos_that_do_not_overlap_are_named(tmp_path):
     out = tmp_path / "root" / "thing"
     with pytest.raises(DataError, match="noise_0.png"):
         onboard(photos, out, OnboardConfig(num_threads=2))
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def _lego_photos(lego_dir, folder, names, size=200):
+    """The lego training views ``names`` (r_0, ...) as photos of ``size`` pixels, on white, in ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.open(lego_dir / "train" / f"{name}.png").resize((size, size), Image.LANCZOS).save(folder / f"{name}.png")
+
+
+def _lego_directions(lego_dir) -> dict[str, np.ndarray]:
+    frames = json.loads((lego_dir / "transforms_train.json").read_text())["frames"]
+    return {f["file_path"].split("/")[-1]: np.array(f["transform_matrix"])[:3, 3] / np.linalg.norm(
+        np.array(f["transform_matrix"])[:3, 3]) for f in frames}
+
+
+def test_sharp_lego_views_are_not_blurred_and_a_blurred_one_is_found(lego_200):
+    """``detail_kept`` on the 100 real lego views: none is blurred beyond the others; one of them
+    blurred by a pixel, or by a 7-pixel motion blur, is, and only it."""
+    from scipy.ndimage import gaussian_filter, uniform_filter1d
+
+    from omnipose.data.sfm_checks import blurred_photos, detail_kept
+
+    images = lego_200.images.numpy()
+    kept = {f"r_{k}": detail_kept(image) for k, image in enumerate(images)}
+    assert blurred_photos(kept, 0.2) == {} and max(kept.values()) < 0.5
+    focus = np.stack([gaussian_filter(images[7][..., c], 1.0) for c in range(3)], -1)
+    motion = uniform_filter1d(images[9], 7, axis=1)
+    flagged = blurred_photos({**kept, "r_7": detail_kept(focus), "r_9": detail_kept(motion)}, 0.2)
+    assert set(flagged) == {"r_7", "r_9"} and min(flagged.values()) > 0.6
+
+
+def test_blurred_photos_are_named_and_nothing_is_written(tmp_path, lego_dir):
+    from PIL import Image, ImageFilter
+
+    names = [f"r_{k}" for k in range(8)]
+    _lego_photos(lego_dir, tmp_path / "photos", names)
+    for name in ("r_2", "r_5"):
+        path = tmp_path / "photos" / f"{name}.png"
+        Image.open(path).filter(ImageFilter.GaussianBlur(1.5)).save(path)
+    out = tmp_path / "root" / "lego"
+    with pytest.raises(DataError, match=r"2 photo\(s\) blurred beyond the others: r_2.png \(0\.\d\d\), r_5.png"):
+        onboard(tmp_path / "photos", out)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_photos_in_groups_that_share_no_match_are_refused_as_two_objects():
+    from omnipose.data.sfm_checks import check_one_object, photo_groups
+
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    pairs = {("a", "b"): 80, ("b", "c"): 40, ("d", "e"): 120, ("e", "f"): 60, ("c", "d"): 0}
+    assert photo_groups(names, pairs) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    with pytest.raises(DataError, match=r"2 groups .*group 1 \(3 photos\): a, b, c; group 2 \(3 photos\): d, e, f"):
+        check_one_object(names, pairs, 3)
+    check_one_object(names, {**pairs, ("c", "d"): 20}, 3)  # one verified pair joins them
+    check_one_object(names, pairs, 4)  # groups under min_images are left to the per-photo reasons
+
+
+def test_photos_of_two_sides_never_bridged_are_named_in_their_groups(tmp_path, lego_dir):
+    """Ten lego views around r_0 and the ten most opposite ones: no verified match joins the two
+    sets, and onboard says so, listing each group, before mapping."""
+    pytest.importorskip("pycolmap")
+    directions = _lego_directions(lego_dir)
+    order = sorted(directions, key=lambda name: -directions[name] @ directions["r_0"])
+    near, far = order[:10], order[-10:]
+    _lego_photos(lego_dir, tmp_path / "photos", near + far)
+    with pytest.raises(DataError, match=r"2 groups with no verified match between them \(group 1 \(10 photos\)"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "lego", OnboardConfig(num_threads=2))
     assert list((tmp_path / "root").iterdir()) == []
 
 

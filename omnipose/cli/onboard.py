@@ -17,6 +17,8 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--camera-model", default=OnboardConfig.camera_model, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"),
                         help=f"COLMAP camera model (default {OnboardConfig.camera_model}; SIMPLE_RADIAL or OPENCV for real lenses)")
     parser.add_argument("--max-features", type=int, default=OnboardConfig.max_features, help="most SIFT features per photo")
+    parser.add_argument("--keep-blurred", action="store_true",
+                        help="keep photos blurred beyond the others (default: refused, named)")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log (default: its warnings and errors only)")
     return parser
@@ -24,7 +26,8 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 def run_onboard(args: argparse.Namespace) -> int:
     config = OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
-                           num_threads=args.threads, verbose=args.verbose)  # fmt: skip
+                           blur_margin=None if args.keep_blurred else OnboardConfig.blur_margin, num_threads=args.threads,
+                           verbose=args.verbose)  # fmt: skip
     report = onboard(args.images, args.out, config, masks=args.masks)
     camera = report["camera"]
     print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "

@@ -53,7 +53,8 @@ from omnipose.data.mad import (
     list_classes,
     open_mad_class,
 )
-from omnipose.data.sfm import MirroredPhotosError, OnboardConfig, onboard
+from omnipose.data.sfm import OnboardConfig, onboard
+from omnipose.data.sfm_checks import MirroredPhotosError
 
 __getattr__ = legacy_getattr("omnipose.data")
 

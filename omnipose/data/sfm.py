@@ -37,6 +37,14 @@ from omnipose.data.colmap import (
     read_colmap_model,
     transforms_from_model,
 )
+from omnipose.data.sfm_checks import (
+    blurred_photos,
+    check_not_mirrored,
+    check_one_object,
+    detail_kept,
+    read_matches,
+    unregistered_reasons,
+)
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
 
@@ -79,6 +87,11 @@ class OnboardConfig(Config):
     left out: with most of the object's points known they now register correctly."""
     pose_max_error: float = 4.0
     """Largest reprojection error in pixels of an inlier when registering a photo."""
+    blur_margin: float | None = 0.2
+    """Refuse photos blurred beyond the others: a photo is named when the share of its detail that a
+    1-pixel blur leaves (``detail_kept``: about 0.3-0.45 for sharp photos, 0.6 and more after motion
+    or focus blur) exceeds the median photo's by this much (and ``BLURRED`` in any case). Blurred
+    photos give few, imprecise keypoints. None: no check."""
     use_masks: bool = True
     """Extract features on the object only: from the alpha channel, or from the masks given."""
     mask_erosion: float = 0.0
@@ -110,6 +123,8 @@ class OnboardConfig(Config):
             raise ConfigError(f"init_min_inliers must be at least 8, not {self.init_min_inliers}.")
         if not 0 <= self.mask_erosion < 0.25:
             raise ConfigError(f"mask_erosion is a fraction of the width in [0, 0.25), not {self.mask_erosion}.")
+        if self.blur_margin is not None and not 0 < self.blur_margin < 1:
+            raise ConfigError(f"blur_margin is a share of detail in (0, 1), or None for no check; not {self.blur_margin}.")
         if self.pose_max_error <= 0 or self.final_ba_iterations < 0:
             raise ConfigError("pose_max_error must be positive and final_ba_iterations not negative.")
 
@@ -151,7 +166,8 @@ def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: O
     """Copy the photos to ``work/images`` as RGB PNGs (alpha composited on white) and their masks to
     ``work/masks`` in COLMAP's naming (``<name>.png``, 0 where features are ignored).
 
-    Refuses too few photos, mixed sizes and duplicates, naming them. Returns {'size': (w, h), 'masked': bool}.
+    Refuses too few photos, mixed sizes, duplicates and photos blurred beyond the others
+    (``OnboardConfig.blur_margin``), naming them. Returns {'size': (w, h), 'masked': bool}.
     """
     if len(photos) < config.min_images:
         raise DataError(
@@ -160,6 +176,7 @@ def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: O
         )
     (work / "images").mkdir(parents=True)
     seen: dict[str, str] = {}
+    kept: dict[str, float] = {}
     size, masked = None, False
     for photo in photos:
         rgba = read_image_rgba(photo)
@@ -197,6 +214,17 @@ def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: O
                 mask = ~dilate(~mask, erosion)
             (work / "masks").mkdir(exist_ok=True)
             save_image(work / "masks" / f"{name}.png", np.repeat(mask[..., None].astype(np.float32), 3, -1))
+        if config.blur_margin is not None:
+            kept[photo.name] = detail_kept(rgb, mask if mask is not None and mask.any() else None, config.max_image_size)
+    blurred = blurred_photos(kept, config.blur_margin) if kept else {}
+    if blurred:
+        median = float(np.median(list(kept.values())))
+        listed = ", ".join(f"{name} ({value:.2f})" for name, value in blurred.items())
+        raise DataError(
+            f"{len(blurred)} photo(s) blurred beyond the others: {listed} of their detail survive a 1-pixel blur, "
+            f"against {median:.2f} for the median photo (motion or focus blur gives few, imprecise keypoints). "
+            "Retake or remove them (--keep-blurred, or OnboardConfig.blur_margin=None, keeps them)."
+        )
     return {"size": size, "masked": masked}
 
 
@@ -279,101 +307,6 @@ def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fix
     pycolmap.bundle_adjustment(reconstruction, options)
 
 
-def unregistered_reasons(pycolmap, database: Path, names: list[str], registered: set[str]) -> dict[str, str]:
-    """Why each photo not in ``registered`` failed: its features, and its best geometrically verified
-    match with a registered photo and with any photo."""
-    db = pycolmap.Database.open(str(database))
-    try:
-        by_id = {image.image_id: image.name for image in db.read_all_images()}
-        best: dict[str, tuple[int, str]] = {}
-        best_registered: dict[str, int] = {}
-        pair_ids, counts = db.read_two_view_geometry_num_inliers()
-        for pair_id, inliers in zip(pair_ids, counts):
-            first, second = (by_id[i] for i in pycolmap.pair_id_to_image_pair(pair_id))
-            for name, other in ((first, second), (second, first)):
-                if int(inliers) > best.get(name, (0, ""))[0]:
-                    best[name] = (int(inliers), other)
-                if other in registered:
-                    best_registered[name] = max(best_registered.get(name, 0), int(inliers))
-        ids = {name: image_id for image_id, name in by_id.items()}
-        reasons = {}
-        for name in names:
-            if name in registered:
-                continue
-            features = db.num_keypoints_for_image(ids[name]) if name in ids else 0
-            inliers, partner = best.get(name, (0, ""))
-            if features < 100:
-                reasons[name] = f"{features} features (too little texture on the object)"
-            elif inliers == 0:
-                reasons[name] = f"{features} features but no verified match with any other photo (no overlap)"
-            elif best_registered.get(name, 0) < 30:
-                reasons[name] = (f"at most {best_registered.get(name, 0)} verified matches with a registered photo, "
-                                 f"{inliers} with {partner} (it overlaps only photos that did not register either)")
-            else:
-                reasons[name] = (f"{best_registered[name]} verified matches with a registered photo, but its pose did "
-                                 "not fit the model's points (repetitive or mismatched structure)")
-        return reasons
-    finally:
-        db.close()
-
-
-def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inliers: dict[tuple[str, str], int],
-                   partners: int = 3, max_angle_deg: float = 90.0) -> dict[str, tuple[float, list[str]]]:
-    """Photos registered on the wrong side of the object: the photos they match best sit far around it.
-
-    Around an object, a photo shares features with its neighbours; a photo registered mirrored (180 degrees
-    off, on repetitive structure) lands across the object from them. centres: camera centre (3,) by name;
-    target: the object's centre (3,); pair_inliers: verified matches by (name, name).
-    Returns {name: (median angle in degrees to its ``partners`` best-matched photos, their names)} for the
-    photos beyond ``max_angle_deg``.
-    """
-    directions = {name: (c - target) / max(np.linalg.norm(c - target), 1e-12) for name, c in centres.items()}
-    matches: dict[str, list[tuple[int, str]]] = {name: [] for name in centres}
-    for (first, second), inliers in pair_inliers.items():
-        if first in centres and second in centres:
-            matches[first].append((inliers, second))
-            matches[second].append((inliers, first))
-    flagged = {}
-    for name, found in matches.items():
-        best = [other for _, other in sorted(found, reverse=True)[:partners]]
-        if not best:
-            continue
-        angles = [np.degrees(np.arccos(np.clip(directions[name] @ directions[o], -1.0, 1.0))) for o in best]
-        if np.median(angles) > max_angle_deg:
-            flagged[name] = (float(np.median(angles)), best)
-    return flagged
-
-
-class MirroredPhotosError(DataError):
-    """Photos registered across the object from the photos they match best; ``photos`` names them, so
-    that a caller can do what the message asks (remove them and run again) without reading it."""
-
-    def __init__(self, flagged: dict[str, tuple[float, list[str]]]):
-        self.photos = list(flagged)
-        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
-        super().__init__(
-            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
-            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
-        )
-
-
-def check_not_mirrored(pycolmap, database: Path, reconstruction) -> None:
-    """Refuse a reconstruction in which some photos sit across the object from the photos they match."""
-    db = pycolmap.Database.open(str(database))
-    try:
-        by_id = {image.image_id: image.name for image in db.read_all_images()}
-        pair_ids, counts = db.read_two_view_geometry_num_inliers()
-        pairs = {tuple(by_id[i] for i in pycolmap.pair_id_to_image_pair(p)): int(n) for p, n in zip(pair_ids, counts)}
-    finally:
-        db.close()
-    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
-    points = np.array([point.xyz for point in reconstruction.points3D.values()])
-    target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
-    flagged = mirrored_views(centres, target, pairs)
-    if flagged:
-        raise MirroredPhotosError(flagged)
-
-
 def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, dict]:
     """Features, matches, mapping and final bundle adjustment in ``work``. Returns (reconstruction, stats)."""
     pycolmap = import_pycolmap()
@@ -395,13 +328,15 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
     start = time.perf_counter()
     strategy = match_features(pycolmap, database, work, len(names), config)
     timings["matching_s"] = time.perf_counter() - start
+    pairs, features = read_matches(pycolmap, database)
+    check_one_object(names, pairs, config.min_images)
     start = time.perf_counter()
     fixed_focal = config.focal is not None
     (work / "mapping").mkdir()
     options = _mapper_options(pycolmap, config, fixed_focal, config.min_pose_inliers)
     models = pycolmap.incremental_mapping(database, work / "images", work / "mapping", options)
     if not models:
-        reasons = unregistered_reasons(pycolmap, database, names, set())
+        reasons = unregistered_reasons(pairs, features, names, set())
         worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
         raise DataError(
             f"structure from motion found no initial pair among the {len(names)} photos ({worst}). Photograph the "
@@ -423,7 +358,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
     timings["mapping_s"] = time.perf_counter() - start
     registered = {image.name for image in reconstruction.images.values() if image.has_pose}
     if len(registered) < len(names):
-        reasons = unregistered_reasons(pycolmap, database, names, registered)
+        reasons = unregistered_reasons(pairs, features, names, registered)
         listed = "; ".join(f"{n}: {r}" for n, r in reasons.items())
         raise DataError(
             f"{len(reasons)} of {len(names)} photos did not register ({listed}). Remove them, or add photos "
@@ -432,7 +367,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
     start = time.perf_counter()
     final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal)
     timings["bundle_adjustment_s"] = time.perf_counter() - start
-    check_not_mirrored(pycolmap, database, reconstruction)
+    check_not_mirrored(pairs, reconstruction)
     stats = {"matching": strategy, "registered_first_pass": first_pass, "timings": timings}
     return reconstruction, stats
 

@@ -1,0 +1,182 @@
+"""What onboarding refuses, and why: photos blurred beyond the others, photos in groups that share
+no match, photos that did not register, photos registered across the object from their matches.
+
+Each check names the photos and what to do; pycolmap is passed in by the caller (``omnipose.data.sfm``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from omnipose.core.errors import DataError
+from omnipose.core.image import dilate, resize_image
+
+BLURRED = 0.5
+"""Share of its detail a photo keeps under a 1-pixel blur above which it counts as blurred however
+blurred the others are (``detail_kept``): sharp photos keep 0.3-0.45, a 1-pixel Gaussian or a
+9-pixel motion blur leaves 0.6-0.7."""
+
+
+def detail_kept(rgb: np.ndarray, region: np.ndarray | None = None, max_size: int | None = None) -> float:
+    """How blurred a photo is: the share of its gradient energy that survives a Gaussian blur of one
+    pixel (1 for a photo with nothing finer than the blur, lower the sharper it is; independent of how
+    much texture it shows). rgb: (H, W, 3) in [0, 1]; region: optional (H, W) bool, where to measure
+    (the object); max_size: measured at no more than this many pixels on the longer side (the size
+    features are extracted at)."""
+    from scipy.ndimage import gaussian_filter
+
+    grey = rgb.mean(-1)
+    scale = 1.0 if max_size is None else min(1.0, max_size / max(grey.shape))
+    if scale < 1.0:
+        size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+        grey = resize_image(grey.astype(np.float32), size)
+        region = None if region is None else resize_image(region.astype(np.float32), size) > 0.5
+    weights = np.ones_like(grey) if region is None else dilate(region, 2).astype(grey.dtype)
+
+    def energy(image: np.ndarray) -> float:
+        dy, dx = np.gradient(image)
+        return float(((dx * dx + dy * dy) * weights).sum())
+
+    total = energy(grey)
+    return energy(gaussian_filter(grey, 1.0)) / total if total > 0 else 1.0
+
+
+def blurred_photos(kept: dict[str, float], margin: float) -> dict[str, float]:
+    """The photos of ``kept`` (name -> ``detail_kept``) blurred beyond the others: above the median by
+    ``margin`` and above ``BLURRED``."""
+    limit = max(float(np.median(list(kept.values()))) + margin, BLURRED)
+    return {name: value for name, value in kept.items() if value > limit}
+
+
+def read_matches(pycolmap, database: Path) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """The verified matches of every matched pair of photos, {(name, name): inliers}, and the features
+    of every photo, {name: keypoints}, from a COLMAP database."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        by_id = {image.image_id: image.name for image in db.read_all_images()}
+        pair_ids, counts = db.read_two_view_geometry_num_inliers()
+        pairs = {tuple(by_id[i] for i in pycolmap.pair_id_to_image_pair(p)): int(n) for p, n in zip(pair_ids, counts)}
+        return pairs, {name: db.num_keypoints_for_image(image_id) for image_id, name in by_id.items()}
+    finally:
+        db.close()
+
+
+def unregistered_reasons(pairs: dict[tuple[str, str], int], features: dict[str, int], names: list[str],
+                         registered: set[str]) -> dict[str, str]:
+    """Why each photo not in ``registered`` failed: its features, and its best geometrically verified
+    match with a registered photo and with any photo (``read_matches``)."""
+    best: dict[str, tuple[int, str]] = {}
+    best_registered: dict[str, int] = {}
+    for (first, second), inliers in pairs.items():
+        for name, other in ((first, second), (second, first)):
+            if inliers > best.get(name, (0, ""))[0]:
+                best[name] = (inliers, other)
+            if other in registered:
+                best_registered[name] = max(best_registered.get(name, 0), inliers)
+    reasons = {}
+    for name in names:
+        if name in registered:
+            continue
+        found = features.get(name, 0)
+        inliers, partner = best.get(name, (0, ""))
+        if found < 100:
+            reasons[name] = f"{found} features (too little texture on the object)"
+        elif inliers == 0:
+            reasons[name] = f"{found} features but no verified match with any other photo (no overlap)"
+        elif best_registered.get(name, 0) < 30:
+            reasons[name] = (f"at most {best_registered.get(name, 0)} verified matches with a registered photo, "
+                             f"{inliers} with {partner} (it overlaps only photos that did not register either)")
+        else:
+            reasons[name] = (f"{best_registered[name]} verified matches with a registered photo, but its pose did "
+                             "not fit the model's points (repetitive or mismatched structure)")
+    return reasons
+
+
+def photo_groups(names: list[str], pairs: dict[tuple[str, str], int]) -> list[list[str]]:
+    """The photos split into groups linked by verified matches (connected components of the match
+    graph), largest first, each in the order of ``names``."""
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for (first, second), inliers in pairs.items():
+        if inliers > 0 and first in parent and second in parent:
+            parent[root(first)] = root(second)
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(root(name), []).append(name)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def check_one_object(names: list[str], pairs: dict[tuple[str, str], int], min_images: int) -> None:
+    """Refuse photos that fall into two or more groups of ``min_images`` or more with no verified match
+    between them: no reconstruction can join them (two objects in one folder, or sides of one object
+    never photographed in between)."""
+    groups = [group for group in photo_groups(names, pairs) if len(group) >= min_images]
+    if len(groups) < 2:
+        return
+
+    def listed(group: list[str]) -> str:
+        return ", ".join(group[:6]) + (f" and {len(group) - 6} more" if len(group) > 6 else "")
+
+    described = "; ".join(f"group {k + 1} ({len(group)} photos): {listed(group)}" for k, group in enumerate(groups))
+    raise DataError(
+        f"the photos fall into {len(groups)} groups with no verified match between them ({described}): they show "
+        "two objects, or sides of one object never photographed in between. Onboard one object per folder, or add "
+        "photos that bridge the groups."
+    )
+
+
+def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inliers: dict[tuple[str, str], int],
+                   partners: int = 3, max_angle_deg: float = 90.0) -> dict[str, tuple[float, list[str]]]:
+    """Photos registered on the wrong side of the object: the photos they match best sit far around it.
+
+    Around an object, a photo shares features with its neighbours; a photo registered mirrored (180 degrees
+    off, on repetitive structure) lands across the object from them. centres: camera centre (3,) by name;
+    target: the object's centre (3,); pair_inliers: verified matches by (name, name).
+    Returns {name: (median angle in degrees to its ``partners`` best-matched photos, their names)} for the
+    photos beyond ``max_angle_deg``.
+    """
+    directions = {name: (c - target) / max(np.linalg.norm(c - target), 1e-12) for name, c in centres.items()}
+    matches: dict[str, list[tuple[int, str]]] = {name: [] for name in centres}
+    for (first, second), inliers in pair_inliers.items():
+        if first in centres and second in centres:
+            matches[first].append((inliers, second))
+            matches[second].append((inliers, first))
+    flagged = {}
+    for name, found in matches.items():
+        best = [other for _, other in sorted(found, reverse=True)[:partners]]
+        if not best:
+            continue
+        angles = [np.degrees(np.arccos(np.clip(directions[name] @ directions[o], -1.0, 1.0))) for o in best]
+        if np.median(angles) > max_angle_deg:
+            flagged[name] = (float(np.median(angles)), best)
+    return flagged
+
+
+class MirroredPhotosError(DataError):
+    """Photos registered across the object from the photos they match best; ``photos`` names them, so
+    that a caller can do what the message asks (remove them and run again) without reading it."""
+
+    def __init__(self, flagged: dict[str, tuple[float, list[str]]]):
+        self.photos = list(flagged)
+        listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
+        super().__init__(
+            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
+            "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
+        )
+
+
+def check_not_mirrored(pairs: dict[tuple[str, str], int], reconstruction) -> None:
+    """Refuse a reconstruction in which some photos sit across the object from the photos they match
+    (pairs: ``read_matches``)."""
+    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
+    points = np.array([point.xyz for point in reconstruction.points3D.values()])
+    target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
+    flagged = mirrored_views(centres, target, pairs)
+    if flagged:
+        raise MirroredPhotosError(flagged)
