@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from omnipose.core.config import Config
 from omnipose.core.errors import ConfigError, DataError
@@ -76,6 +77,9 @@ class OnboardConfig(Config):
     ``retrieval_neighbours`` most similar thumbnails."""
     retrieval_neighbours: int = 30
     """Pairs per photo when matching by retrieval."""
+    learned_neighbours: int = 10
+    """With a learned matcher (``onboard(matcher=...)``, ``--matcher``), the pairs per photo matched, by
+    thumbnail retrieval: learned matching costs about half a second a pair on a CPU."""
     min_images: int = 3
     """Fewest photos structure from motion can start from."""
     min_pose_inliers: int = 60
@@ -113,8 +117,8 @@ class OnboardConfig(Config):
             raise ConfigError(f"focal must be a positive number of pixels, not {self.focal}.")
         if self.min_images < 2:
             raise ConfigError("min_images must be at least 2: structure from motion starts from a pair.")
-        for name in ("max_features", "max_image_size", "exhaustive_limit", "retrieval_neighbours", "min_pose_inliers",
-                     "late_pose_inliers"):
+        for name in ("max_features", "max_image_size", "exhaustive_limit", "retrieval_neighbours", "learned_neighbours",
+                     "min_pose_inliers", "late_pose_inliers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.first_octave is not None and self.first_octave not in (-2, -1, 0, 1):
@@ -278,6 +282,58 @@ def match_features(pycolmap, database: Path, work: Path, count: int, config: Onb
     return f"retrieval ({config.retrieval_neighbours} neighbours, {len(pairs)} pairs)"
 
 
+LEARNED_MAX_SIZE = 1024
+"""Photos are described by a learned matcher at no more than this many pixels on the longer side."""
+
+
+def learned_matches(pycolmap, database: Path, work: Path, prepared: dict, config: OnboardConfig, matcher) -> str:
+    """Replace the database's SIFT keypoints and matches by a learned matcher's (keypoints on the object
+    when masks say where it is), for each photo and its ``learned_neighbours`` most similar thumbnails,
+    then verify them geometrically as COLMAP does. Returns the strategy."""
+    from tqdm.auto import tqdm
+
+    db = pycolmap.Database.open(str(database))
+    try:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        names = sorted(ids)
+        width, height = prepared["size"]
+        scale = min(1.0, LEARNED_MAX_SIZE / max(width, height))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        described = {}
+        for name in tqdm(names, desc="describing photos", leave=False, disable=None):
+            image = read_image_rgba(work / "images" / name)[..., :3]
+            features = matcher.extract(resize_image(image, size) if scale < 1 else image)[0]
+            features = dataclasses.replace(features, keypoints=features.keypoints / scale, image_size=(width, height))
+            mask_file = work / "masks" / f"{name}.png"
+            if prepared["masked"] and mask_file.is_file():
+                mask = torch.from_numpy(read_mask(mask_file, size=(width, height)))
+                u, v = features.keypoints.floor().long().unbind(-1)
+                features = features.subset(mask[v.clamp(0, height - 1), u.clamp(0, width - 1)])
+            described[name] = features
+        db.clear_keypoints()
+        db.clear_descriptors()
+        db.clear_matches()
+        db.clear_two_view_geometries()
+        for name, features in described.items():
+            db.write_keypoints(ids[name], features.keypoints.cpu().numpy().astype(np.float32))
+        pairs = [(a, b) for k, a in enumerate(names) for b in names[k + 1:]]
+        if len(pairs) > len(names) * config.learned_neighbours:
+            pairs = retrieval_pairs(work / "images", config.learned_neighbours)
+        for first, second in tqdm(pairs, desc="matching pairs", leave=False, disable=None):
+            found = matcher.match(described[first], described[second])
+            if found.index0 is None:
+                raise DataError(f"{type(matcher).__name__} does not match keypoints (a detector-free matcher): give "
+                                "XFeat, ALIKED or DISK for onboarding.")
+            indices = torch.stack([found.index0, found.index1], -1).cpu().numpy().astype(np.uint32)
+            db.write_matches(ids[first], ids[second], indices)
+    finally:
+        db.close()
+    pair_file = work / "pairs.txt"
+    pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    pycolmap.verify_matches(database, pair_file)
+    return f"{type(matcher).__name__} on {len(pairs)} pairs"
+
+
 def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inliers: int):
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = config.num_threads
@@ -307,8 +363,9 @@ def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fix
     pycolmap.bundle_adjustment(reconstruction, options)
 
 
-def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, dict]:
-    """Features, matches, mapping and final bundle adjustment in ``work``. Returns (reconstruction, stats)."""
+def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> tuple[object, dict]:
+    """Features, matches (SIFT, or ``matcher``'s: ``learned_matches``), mapping and final bundle
+    adjustment in ``work``. Returns (reconstruction, stats)."""
     pycolmap = import_pycolmap()
     pycolmap.set_random_seed(config.seed)
     database = work / "database.db"
@@ -326,7 +383,10 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
                               extraction_options=extraction)  # fmt: skip
     timings["features_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    strategy = match_features(pycolmap, database, work, len(names), config)
+    if matcher is None:
+        strategy = match_features(pycolmap, database, work, len(names), config)
+    else:
+        strategy = learned_matches(pycolmap, database, work, prepared, config, matcher)
     timings["matching_s"] = time.perf_counter() - start
     pairs, features = read_matches(pycolmap, database)
     check_one_object(names, pairs, config.min_images)
@@ -341,7 +401,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig) -> tuple[object, 
         raise DataError(
             f"structure from motion found no initial pair among the {len(names)} photos ({worst}). Photograph the "
             "object with more overlap between neighbouring views (every 10-15 degrees), on a textured turntable or "
-            "with the object filling more of the frame."
+            "with the object filling more of the frame; or match with a learned matcher (--matcher xfeat)."
         )
     reconstruction = max(models.values(), key=lambda r: r.num_reg_images())
     first_pass = reconstruction.num_reg_images()
@@ -459,11 +519,14 @@ def write_class(stage: Path, reconstruction, images_dir: Path, prepared: dict, s
     return report
 
 
-def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = None, masks: str | Path | None = None) -> dict:
+def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = None, masks: str | Path | None = None,
+            matcher=None) -> dict:
     """Poses of the photos in ``images`` by structure from motion, written as a class folder at ``out``.
 
     masks: optional folder of object masks (same names as the photos; white = object); without it the
-    photos' alpha channel, when they have one, says where the object is.
+    photos' alpha channel, when they have one, says where the object is. matcher: a learned keypoint
+    matcher (``omnipose.pose.make_matcher("xfeat")``: ``extract`` and ``match``) used instead of SIFT:
+    it matches photos 15-30 degrees apart over repeating texture where SIFT finds a handful of matches.
     Returns the report (also in ``out/onboard_report.json``). Nothing is left at ``out`` on failure.
     """
     config = config or OnboardConfig()
@@ -481,7 +544,7 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         work, stage = temp / "work", temp / "class"
         prepared = prepare_photos(photos, work, masks, config)
         with colmap_log(config.verbose):
-            reconstruction, stats = run_sfm(work, prepared, config)
+            reconstruction, stats = run_sfm(work, prepared, config, matcher)
         images_dir = work / "images"
         if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
             pycolmap = import_pycolmap()

@@ -11,7 +11,7 @@ from omnipose._legacy import legacy_getattr
 from omnipose.pose.config import AlignConfig, PoseConfig, RefineConfig
 from omnipose.pose.estimator import PoseEstimator
 from omnipose.pose.index import feature_cache_path, model_fingerprint
-from omnipose.pose.matching import MATCHER_NAMES, matcher_availability
+from omnipose.pose.matching import MATCHER_NAMES, make_matcher, matcher_availability
 from omnipose.pose.pad import pad_refine_config
 from omnipose.pose.query import PoseError, prepare_query, query_zoom, zoom_affine
 from omnipose.pose.results import PoseResult
@@ -28,6 +28,7 @@ __all__ = [
     "PoseResult",
     "RefineConfig",
     "feature_cache_path",
+    "make_matcher",
     "matcher_availability",
     "model_fingerprint",
     "pad_refine_config",
