@@ -390,7 +390,7 @@ def test_onboard_with_a_learned_matcher_recovers_the_true_poses(tmp_path, lego_d
     """The 16 lego views nearest r_0 at 300 px, matched by XFeat + LighterGlue instead of SIFT (their
     keypoints and matches written to COLMAP's database, verified there): all register, each within 2
     degrees (0.56 median, 1.0 worst when measured: XFeat's keypoints are coarser than SIFT's, about
-    1.3 px of reprojection error against 0.4, which refining the poses with the field absorbs)."""
+    1.3 px of reprojection error against 0.4)."""
     pytest.importorskip("pycolmap")
     from omnipose.pose import make_matcher
 
