@@ -45,17 +45,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_common import git_commit  # noqa: E402
+from bench_common import git_commit, onboard_removing_mirrored  # noqa: E402
 
+from omnipose.cli.onboard import ONBOARD_MATCHERS, onboard_matcher  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.core.geometry import rotation_error_deg  # noqa: E402
 from omnipose.data import (  # noqa: E402
-    MirroredPhotosError,
     OnboardConfig,
     apply_similarity,
     camera_similarity,
     colmap_to_c2w,
-    onboard,
     read_colmap_model,
 )
 
@@ -122,18 +121,8 @@ def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, 
     config = OnboardConfig(num_threads=threads, **VARIANTS[name])
     out = work / name / "lego"
     start = time.perf_counter()
-    removed: list[str] = []
     try:
-        for attempt in range(MIRROR_RETRIES + 1):
-            try:
-                report = onboard(photos, out, config, matcher=matcher)
-                break
-            except MirroredPhotosError as error:  # as its message asks: without them, again
-                if attempt == MIRROR_RETRIES:
-                    raise
-                removed += error.photos
-                for photo in error.photos:
-                    (photos / photo).unlink()
+        report, removed = onboard_removing_mirrored(photos, out, config, matcher, MIRROR_RETRIES)
     except Exception as error:  # a variant that fails is a result too
         return {"variant": name, "error": str(error)[:500], "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
@@ -170,7 +159,7 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--photo", type=Path, default=None,
                         help="a photographed class folder (omnipose synth --style photo) instead of the lego")
-    parser.add_argument("--matcher", default="sift", choices=("sift", "xfeat", "aliked", "disk"),
+    parser.add_argument("--matcher", default="sift", choices=ONBOARD_MATCHERS,
                         help="keypoints and matches (as omnipose onboard --matcher)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench") / "onboard.json", help="JSON results")
@@ -178,12 +167,7 @@ def main() -> int:
     if args.photo is None and not (args.lego / "transforms_train.json").is_file():
         print(f"lego not found at {args.lego}: give --lego", file=sys.stderr)
         return 2
-    matcher = None
-    if args.matcher != "sift":
-        from omnipose.cli.onboard import LEARNED_KEYPOINTS
-        from omnipose.pose import make_matcher
-
-        matcher = make_matcher(args.matcher, device="cpu", max_keypoints=LEARNED_KEYPOINTS)
+    matcher = onboard_matcher(args.matcher)
     work = Path(tempfile.mkdtemp(prefix="bench_onboard_"))
     rows = []
     try:

