@@ -19,9 +19,10 @@ Variants (an ablation on the same images, each one change from the one before):
     python scripts/bench_onboard.py --variants final_ba --size 400
 
 The photographed stand-in instead of the lego (``omnipose synth --style photo``; its true training
-poses from ``<root>/ground_truth_poses/<class>_true_frame.json``), with a learned matcher: photos the
-mirror check names are removed and the run repeated (up to 3 times), as its message asks, and counted
-as not registered (the issue's target there: >= 95 % registered, median rotation error <= 0.3 deg):
+poses from ``<root>/ground_truth_poses/<class>_true_frame.json``), with a learned matcher. ``onboard``
+maps again with the next seed while its mirror check names photos ("maps" in the table); photos it
+names in every mapping are removed and the run repeated (up to 3 times), as its message asks, and
+counted as not registered (the issue's target there: >= 95 % registered, median rotation error <= 0.3 deg):
 
     python scripts/bench_onboard.py --photo data/photo/01Robot --matcher xfeat --variants final_ba
 
@@ -60,6 +61,8 @@ from omnipose.data import (  # noqa: E402
 
 LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 TARGETS = {"median_rotation_deg": 0.05, "max_rotation_deg": 0.2, "max_centre_pct": 0.1, "focal_pct": 0.3, "seconds": 120}
+PHOTO_TARGETS = {"registered_pct": 95.0, "median_rotation_deg": 0.3}
+"""The issue's targets for the photographed stand-in (--photo)."""
 
 VARIANTS = {
     "baseline": dict(camera_model="SIMPLE_RADIAL", use_masks=False, min_pose_inliers=30, late_pose_inliers=30,
@@ -132,20 +135,21 @@ def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, 
     actual = np.stack([truth[image.name] for image in images])
     # An undistorted model's focal is the undistorter's choice; the estimate is in the report.
     focal = report["camera"]["fl_x"] if not report.get("undistorted") else report.get("focal_before_undistortion", np.nan)
-    return {"variant": name, "registered": len(images), "removed_mirrored": removed, "seconds": seconds,
+    return {"variant": name, "registered": len(images), "registered_pct": 100 * len(images) / (len(truth) - 1),
+            "removed_mirrored": removed, "mapping_attempts": report.get("mapping_attempts"), "seconds": seconds,
             "reprojection_px": report["mean_reprojection_error_px"], "camera": report["camera"]["model"],
             "focal_px": focal, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
             **similarity_errors(estimated, actual), "timings": report["timings"], "config": config.to_dict()}  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
-    header = ("variant", "reg", "rot med (deg)", "rot max (deg)", "centre med %", "centre max %", "focal %", "reproj px", "s")
+    header = ("variant", "reg", "maps", "rot med (deg)", "rot max (deg)", "centre med %", "centre max %", "focal %", "reproj px", "s")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['variant']} | failed: {row['error'][:80]} | | | | | | | {row['seconds']:.0f}")
+            lines.append(f"{row['variant']} | failed: {row['error'][:80]} | | | | | | | | {row['seconds']:.0f}")
             continue
-        lines.append(" | ".join([row["variant"], str(row["registered"]), f"{row['median_rotation_deg']:.3f}",
+        lines.append(" | ".join([row["variant"], str(row["registered"]), str(row["mapping_attempts"]), f"{row['median_rotation_deg']:.3f}",
                                  f"{row['max_rotation_deg']:.3f}", f"{row['median_centre_pct']:.3f}",
                                  f"{row['max_centre_pct']:.3f}", f"{row['focal_pct']:+.2f}",
                                  f"{row['reprojection_px']:.3f}", f"{row['seconds']:.0f}"]))  # fmt: skip
@@ -180,11 +184,12 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     subject = f"lego, 100 views at {args.size}x{args.size}" if args.photo is None else f"{args.photo}, {len(truth) - 1} photos"
-    print(f"\n{subject}, no poses or intrinsics given, {args.matcher} matches; targets: {TARGETS}\n")
+    targets = TARGETS if args.photo is None else PHOTO_TARGETS
+    print(f"\n{subject}, no poses or intrinsics given, {args.matcher} matches; targets: {targets}\n")
     print(table(rows))
     commit = git_commit()
     atomic_write_json(args.out, {"size": args.size, "photo": None if args.photo is None else str(args.photo),
-                                 "matcher": args.matcher, "targets": TARGETS, "rows": rows, "commit": commit,
+                                 "matcher": args.matcher, "targets": targets, "rows": rows, "commit": commit,
                                  "machine": platform.platform(), "cpus": os.cpu_count(),
                                  "load_average": os.getloadavg()})  # fmt: skip
     print(f"\nwrote {args.out}")

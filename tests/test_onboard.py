@@ -347,6 +347,32 @@ def test_photos_of_two_sides_never_bridged_are_named_in_their_groups(tmp_path, l
     assert list((tmp_path / "root").iterdir()) == []
 
 
+def test_a_mapping_with_mirrored_photos_is_redone_with_the_next_seed(tmp_path, lego_dir, monkeypatch):
+    """When the mirror check flags photos, onboard maps again with the next seed and keeps the first
+    mapping it passes; when every attempt is flagged it names the photos and writes nothing. (The check
+    itself: test_a_photo_registered_across_the_object_from_its_matches_is_flagged.)"""
+    pytest.importorskip("pycolmap")
+    from omnipose.data import MirroredPhotosError, sfm
+
+    _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
+    real_check, seen = sfm.mirrored_photos, []
+
+    def flag_first(pairs, reconstruction):
+        seen.append(sorted(image.name for image in reconstruction.images.values() if image.has_pose))
+        found = real_check(pairs, reconstruction)
+        return found if len(seen) > 1 else {"r_0.png": (170.0, ["r_1.png"])}
+
+    monkeypatch.setattr(sfm, "mirrored_photos", flag_first)
+    report = onboard(tmp_path / "photos", tmp_path / "root" / "once", OnboardConfig(num_threads=2))
+    assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and len(seen) == 2
+    assert seen[1] == sorted(p.name for p in (tmp_path / "photos").iterdir())
+
+    monkeypatch.setattr(sfm, "mirrored_photos", lambda pairs, reconstruction: {"r_0.png": (170.0, ["r_1.png"])})
+    with pytest.raises(MirroredPhotosError, match=r"in each of 3 mappings \(r_0.png: 170 deg from r_1.png\)"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2))
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["once"]
+
+
 # ----------------------------------------------------------------------------- onboard: a real run
 def _rotation_errors(views, true_c2w: dict[str, np.ndarray]) -> np.ndarray:
     """Each onboarded camera's rotation error in degrees, after the rotation between the two frames

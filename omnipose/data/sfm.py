@@ -40,9 +40,10 @@ from omnipose.data.colmap import (
 )
 from omnipose.data.sfm_checks import (
     blurred_photos,
-    check_not_mirrored,
+    MirroredPhotosError,
     check_one_object,
     detail_kept,
+    mirrored_photos,
     read_matches,
     unregistered_reasons,
 )
@@ -103,8 +104,13 @@ class OnboardConfig(Config):
     keypoints on the silhouette (where the outline meets the background: no fixed 3-D point) are left out."""
     final_ba_iterations: int = 200
     """Iterations of the final, tightly converged global bundle adjustment (0: none)."""
+    mapping_attempts: int = 3
+    """Mappings tried, each with the next seed, while some photos sit across the object from the photos they
+    match best (``mirrored_views``): wrong matches between the sides of a symmetric object (30 % of the
+    verified pairs of the photographed stand-in with learned matches) mislead a mapping now and then (1 of 7
+    seeds there), and another start order avoids them. The photos are named if every mapping places some so."""
     seed: int = 0
-    """Seed of COLMAP's random sampling, so that a run repeats."""
+    """Seed of COLMAP's random sampling, so that a run repeats (the n-th mapping attempt uses seed + n)."""
     num_threads: int = -1
     """CPU threads for pycolmap (-1: all)."""
     verbose: bool = False
@@ -118,7 +124,7 @@ class OnboardConfig(Config):
         if self.min_images < 2:
             raise ConfigError("min_images must be at least 2: structure from motion starts from a pair.")
         for name in ("max_features", "max_image_size", "exhaustive_limit", "retrieval_neighbours", "learned_neighbours",
-                     "min_pose_inliers", "late_pose_inliers"):
+                     "min_pose_inliers", "late_pose_inliers", "mapping_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.first_octave is not None and self.first_octave not in (-2, -1, 0, 1):
@@ -334,11 +340,11 @@ def learned_matches(pycolmap, database: Path, work: Path, prepared: dict, config
     return f"{type(matcher).__name__} on {len(pairs)} pairs"
 
 
-def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inliers: int):
+def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inliers: int, seed: int):
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = config.num_threads
-    options.random_seed = config.seed
-    options.mapper.random_seed = config.seed
+    options.random_seed = seed
+    options.mapper.random_seed = seed
     options.mapper.abs_pose_min_num_inliers = min_inliers
     options.mapper.init_min_num_inliers = config.init_min_inliers
     options.mapper.abs_pose_max_error = config.pose_max_error
@@ -346,6 +352,32 @@ def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inli
     options.mapper.abs_pose_refine_focal_length = not fixed_focal
     options.ba_refine_principal_point = False
     return options
+
+
+def incremental_mapping(pycolmap, database: Path, images: Path, work: Path, count: int, config: OnboardConfig, seed: int):
+    """COLMAP's incremental mapping of the ``count`` photos in ``images`` into ``work`` (a new folder): a first pass at ``min_pose_inliers``, then,
+    if photos were left out, a second pass at ``late_pose_inliers`` that continues the first pass's model.
+    Returns (the model with the most photos, or None when no pair could start one; photos registered by the
+    first pass)."""
+    fixed_focal = config.focal is not None
+    (work / "first_pass").mkdir(parents=True)
+    options = _mapper_options(pycolmap, config, fixed_focal, config.min_pose_inliers, seed)
+    models = pycolmap.incremental_mapping(database, images, work / "first_pass", options)
+    if not models:
+        return None, 0
+    reconstruction = max(models.values(), key=lambda r: r.num_reg_images())
+    first_pass = reconstruction.num_reg_images()
+    if first_pass < count and config.late_pose_inliers < config.min_pose_inliers:
+        (work / "first_model").mkdir()
+        (work / "second_pass").mkdir()
+        reconstruction.write(work / "first_model")
+        options = _mapper_options(pycolmap, config, fixed_focal, config.late_pose_inliers, seed)
+        options.multiple_models = False
+        second = pycolmap.incremental_mapping(database, images, work / "second_pass", options,
+                                              input_path=work / "first_model")  # fmt: skip
+        if second:
+            reconstruction = max(second.values(), key=lambda r: r.num_reg_images())
+    return reconstruction, first_pass
 
 
 def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fixed_focal: bool) -> None:
@@ -391,30 +423,20 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
     pairs, features = read_matches(pycolmap, database)
     check_one_object(names, pairs, config.min_images)
     start = time.perf_counter()
-    fixed_focal = config.focal is not None
-    (work / "mapping").mkdir()
-    options = _mapper_options(pycolmap, config, fixed_focal, config.min_pose_inliers)
-    models = pycolmap.incremental_mapping(database, work / "images", work / "mapping", options)
-    if not models:
-        reasons = unregistered_reasons(pairs, features, names, set())
-        worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
-        raise DataError(
-            f"structure from motion found no initial pair among the {len(names)} photos ({worst}). Photograph the "
-            "object with more overlap between neighbouring views (every 10-15 degrees), on a textured turntable or "
-            "with the object filling more of the frame; or match with a learned matcher (--matcher xfeat)."
-        )
-    reconstruction = max(models.values(), key=lambda r: r.num_reg_images())
-    first_pass = reconstruction.num_reg_images()
-    if first_pass < len(names) and config.late_pose_inliers < config.min_pose_inliers:
-        (work / "first_pass").mkdir()
-        (work / "second_pass").mkdir()
-        reconstruction.write(work / "first_pass")
-        options = _mapper_options(pycolmap, config, fixed_focal, config.late_pose_inliers)
-        options.multiple_models = False
-        second = pycolmap.incremental_mapping(database, work / "images", work / "second_pass", options,
-                                              input_path=work / "first_pass")  # fmt: skip
-        if second:
-            reconstruction = max(second.values(), key=lambda r: r.num_reg_images())
+    for attempt in range(config.mapping_attempts):
+        reconstruction, first_pass = incremental_mapping(pycolmap, database, work / "images", work / "mapping" / str(attempt),
+                                                         len(names), config, config.seed + attempt)  # fmt: skip
+        if reconstruction is None:
+            reasons = unregistered_reasons(pairs, features, names, set())
+            worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
+            raise DataError(
+                f"structure from motion found no initial pair among the {len(names)} photos ({worst}). Photograph the "
+                "object with more overlap between neighbouring views (every 10-15 degrees), on a textured turntable or "
+                "with the object filling more of the frame; or match with a learned matcher (--matcher xfeat)."
+            )
+        mirrored = mirrored_photos(pairs, reconstruction)
+        if not mirrored:
+            break
     timings["mapping_s"] = time.perf_counter() - start
     registered = {image.name for image in reconstruction.images.values() if image.has_pose}
     if len(registered) < len(names):
@@ -424,11 +446,13 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
             f"{len(reasons)} of {len(names)} photos did not register ({listed}). Remove them, or add photos "
             "between them and their neighbours so that each overlaps others."
         )
+    if mirrored:
+        raise MirroredPhotosError(mirrored, config.mapping_attempts)
     start = time.perf_counter()
-    final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal)
+    final_bundle_adjustment(pycolmap, reconstruction, config, config.focal is not None)
     timings["bundle_adjustment_s"] = time.perf_counter() - start
-    check_not_mirrored(pairs, reconstruction)
-    stats = {"matching": strategy, "registered_first_pass": first_pass, "timings": timings}
+    stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
+             "timings": timings}
     return reconstruction, stats
 
 

@@ -162,21 +162,19 @@ class MirroredPhotosError(DataError):
     """Photos registered across the object from the photos they match best; ``photos`` names them, so
     that a caller can do what the message asks (remove them and run again) without reading it."""
 
-    def __init__(self, flagged: dict[str, tuple[float, list[str]]]):
+    def __init__(self, flagged: dict[str, tuple[float, list[str]]], attempts: int = 1):
         self.photos = list(flagged)
         listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
+        tried = f" in each of {attempts} mappings" if attempts > 1 else ""
         super().__init__(
-            f"{len(flagged)} photos registered across the object from the photos they match best ({listed}): "
+            f"{len(flagged)} photos registered across the object from the photos they match best{tried} ({listed}): "
             "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
         )
 
 
-def check_not_mirrored(pairs: dict[tuple[str, str], int], reconstruction) -> None:
-    """Refuse a reconstruction in which some photos sit across the object from the photos they match
-    (pairs: ``read_matches``)."""
+def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[str, tuple[float, list[str]]]:
+    """``mirrored_views`` of a pycolmap reconstruction (pairs: ``read_matches``), around the median of its points."""
     centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
     points = np.array([point.xyz for point in reconstruction.points3D.values()])
     target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
-    flagged = mirrored_views(centres, target, pairs)
-    if flagged:
-        raise MirroredPhotosError(flagged)
+    return mirrored_views(centres, target, pairs)
