@@ -186,14 +186,17 @@ def raw_residuals(
     render shows there, so it is the field's guess and a residual says nothing of the object.
     With ``match_exposure`` the references are first brought to the query's exposure and white balance
     (``exposure_gains``, measured against the render, applied to every reference: all come from the
-    training session), and with ``match_shading`` each reference to its shading (``shading_matched``)."""
+    training session), and with ``match_shading`` each reference to its shading (``shading_matched``);
+    with ``shade_color`` alone, the colour term only."""
     mask = comparison_mask(config, query, reference, alpha)
-    if config.match_exposure or config.match_shading > 0:
+    shade_color = config.shade_color > 0 and config.match_shading == 0 and config.color_weight > 0
+    if config.match_exposure or config.match_shading > 0 or shade_color:
         # Only the object is matched: the background is the model's colour in every image.
         if alpha is not None:
             solid = alpha.to(query.device).reshape(mask.shape)[:, None]
         else:
             solid = shows_object(reference, config.background, config.object_tolerance)[:, None].to(query.dtype)
+    if config.match_exposure or config.match_shading > 0:
         gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure else 1.0
 
         def matched(image: torch.Tensor) -> torch.Tensor:
@@ -205,6 +208,10 @@ def raw_residuals(
     for neighbour in neighbours:
         others = residual_terms(config, extract, query, neighbour).values()
         terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
+    if shade_color:
+        radius = max(1, round(config.shade_color * query.shape[-1]))
+        shaded = [image + solid * (shading_matched(image, query, radius) - image) for image in (reference, *neighbours)]
+        terms["color"] = torch.stack([color_residual(query, image, config.color_shift) for image in shaded]).amin(0)
     if unseen is not None:
         terms = {name: value.masked_fill(unseen, 0.0) for name, value in terms.items()}
     return terms, mask

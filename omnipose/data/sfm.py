@@ -39,8 +39,8 @@ from omnipose.data.colmap import (
     transforms_from_model,
 )
 from omnipose.data.sfm_checks import (
-    blurred_photos,
     MirroredPhotosError,
+    blurred_photos,
     check_one_object,
     detail_kept,
     mirrored_photos,
