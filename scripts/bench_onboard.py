@@ -143,14 +143,15 @@ def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, 
 
 
 def table(rows: list[dict]) -> str:
-    header = ("variant", "reg", "maps", "rot med (deg)", "rot max (deg)", "centre med %", "centre max %", "focal %", "reproj px", "s")
+    header = ("variant", "reg", "maps", "rot med (deg)", "rot max (deg)", "centre med %", "centre max %", "focal %",
+              "reproj px", "s")
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for row in rows:
         if "error" in row:
             lines.append(f"{row['variant']} | failed: {row['error'][:80]} | | | | | | | | {row['seconds']:.0f}")
             continue
-        lines.append(" | ".join([row["variant"], str(row["registered"]), str(row["mapping_attempts"]), f"{row['median_rotation_deg']:.3f}",
-                                 f"{row['max_rotation_deg']:.3f}", f"{row['median_centre_pct']:.3f}",
+        lines.append(" | ".join([row["variant"], str(row["registered"]), str(row["mapping_attempts"]),
+                                 f"{row['median_rotation_deg']:.3f}", f"{row['max_rotation_deg']:.3f}", f"{row['median_centre_pct']:.3f}",
                                  f"{row['max_centre_pct']:.3f}", f"{row['focal_pct']:+.2f}",
                                  f"{row['reprojection_px']:.3f}", f"{row['seconds']:.0f}"]))  # fmt: skip
     return "\n".join(lines)

@@ -354,11 +354,12 @@ def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inli
     return options
 
 
-def incremental_mapping(pycolmap, database: Path, images: Path, work: Path, count: int, config: OnboardConfig, seed: int):
-    """COLMAP's incremental mapping of the ``count`` photos in ``images`` into ``work`` (a new folder): a first pass at ``min_pose_inliers``, then,
-    if photos were left out, a second pass at ``late_pose_inliers`` that continues the first pass's model.
-    Returns (the model with the most photos, or None when no pair could start one; photos registered by the
-    first pass)."""
+def incremental_mapping(pycolmap, database: Path, images: Path, work: Path, count: int, config: OnboardConfig,
+                        seed: int):
+    """COLMAP's incremental mapping of the ``count`` photos in ``images`` into ``work`` (a new folder): a
+    first pass at ``min_pose_inliers``, then, if photos were left out, a second pass at
+    ``late_pose_inliers`` that continues the first pass's model. Returns (the model with the most photos,
+    or None when no pair could start one; photos registered by the first pass)."""
     fixed_focal = config.focal is not None
     (work / "first_pass").mkdir(parents=True)
     options = _mapper_options(pycolmap, config, fixed_focal, config.min_pose_inliers, seed)
@@ -424,8 +425,9 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
     check_one_object(names, pairs, config.min_images)
     start = time.perf_counter()
     for attempt in range(config.mapping_attempts):
-        reconstruction, first_pass = incremental_mapping(pycolmap, database, work / "images", work / "mapping" / str(attempt),
-                                                         len(names), config, config.seed + attempt)  # fmt: skip
+        reconstruction, first_pass = incremental_mapping(
+            pycolmap, database, work / "images", work / "mapping" / str(attempt), len(names), config, config.seed + attempt
+        )
         if reconstruction is None:
             reasons = unregistered_reasons(pairs, features, names, set())
             worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
