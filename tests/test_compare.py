@@ -184,11 +184,12 @@ def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_ou
 
 
 def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_stain(views):
-    """A real lego view whose object is lit more brightly over a broad patch (a highlight at its mirror
-    angle: up to 1.5 times as bright, falling off over about 30 px) and, elsewhere, painted with a
-    16-pixel stain. With ``shade_color`` (0.08; off by default) the colour term, measured against the reference
-    brought to the query's shading, keeps under half of the highlight's residual and most of the
-    stain's (0.46 and 0.79 when measured); the structure term is computed as before."""
+    """A real lego view with white light added over a broad patch of the object (a highlight at its
+    mirror angle: up to 0.3 brighter in each channel, falling off over about 30 px) and, elsewhere, a
+    16-pixel stain painted. With ``shade_color`` (0.08; off by default) the colour term, measured
+    against the reference brought to the query's lightness, keeps under half of the highlight's
+    residual and most of the stain's (0.40 and 0.84 when measured); the structure term is computed as
+    before."""
     from omnipose.compare.terms import raw_residuals
 
     normal = views[3]
@@ -198,7 +199,7 @@ def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_st
     row, col = (int(v) for v in patch_away_from(normal, stain).nonzero()[0])
     glow = torch.exp(-((rows - row - 8) ** 2 + (cols - col - 8) ** 2) / (2 * 12.0**2))
     query = defective.clone()
-    query[on_object] = (defective * (1 + 0.5 * glow)[..., None])[on_object].clamp(0, 1)
+    query[on_object] = (defective + 0.3 * glow[..., None])[on_object].clamp(0, 1)
     highlight = (glow > 0.3) & on_object & ~stain
 
     def terms(config):
@@ -209,8 +210,8 @@ def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_st
     colour_only = CompareConfig(structure_weight=0.0, feature_weight=0.0, shade_color=0.08)
     shaded, plain = terms(colour_only)["color"][0], terms(replace(colour_only, shade_color=0.0))["color"][0]
     assert float(plain[highlight].mean()) > 5  # CIE Lab units: a visible difference
-    assert float(shaded[highlight].mean()) < 0.55 * float(plain[highlight].mean())
-    assert float(shaded[stain].mean()) > 0.7 * float(plain[stain].mean())
+    assert float(shaded[highlight].mean()) < 0.5 * float(plain[highlight].mean())
+    assert float(shaded[stain].mean()) > 0.75 * float(plain[stain].mean())
     structure = CompareConfig(color_weight=0.0, feature_weight=0.0, shade_color=0.08)
     torch.testing.assert_close(terms(structure)["structure"], terms(replace(structure, shade_color=0.0))["structure"])
 

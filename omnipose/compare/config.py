@@ -118,14 +118,15 @@ class CompareConfig(Config):
     camera set otherwise. Off by default: on queries 5 % darker it helped one built-in class and hurt
     another more (``docs/RESULTS.md``, backdrops)."""
     shade_color: float = 0.0
-    """Measure the colour term against the references brought to the query's shading
-    (``omnipose.compare.terms.shading_matched``, in windows whose radius is this share of the compared
-    image's width, 0.08 for 16 px at 200; 0: off): a face that the query shows lighter or darker than
-    the training views do (a highlight at its mirror angle, which no training view caught) then adds
-    less than half the colour residual, while a stain, whose hue and outline no function of the
-    reference draws, keeps most of its own. The structure and feature terms compare the references as rendered. Off by
-    default: on the built-in benchmark it lifted image AUROC by 0.2 (the weakest classes by 1.6) but
-    cost the lego's fine defects 0.75 and the recall at the normal-data threshold 5-9 points
+    """Measure the colour term against the references brought to the query's lightness
+    (``omnipose.compare.terms.shading_matched`` with one affine function for the three channels, in
+    windows whose radius is this share of the compared image's width, 0.08 for 16 px at 200; 0: off):
+    a face that the query shows lighter or darker than the training views do (a highlight at its
+    mirror angle, which no training view caught) then adds less than half the colour residual, while
+    a stain, whose hue and outline no such function of the reference draws, keeps most of its own.
+    The structure and feature terms compare the references as rendered. Off by default: on the
+    built-in benchmark it lifted image AUROC by 0.2 (the weakest classes by 1.6 and 2.1), left the
+    lego's fine defects where they were, and cost the recall at the normal-data threshold 5-9 points
     (``docs/RESULTS.md``)."""
     match_shading: int = 0
     """Bring each reference to the query's shading before comparing, for queries lit from another

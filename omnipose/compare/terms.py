@@ -210,7 +210,8 @@ def raw_residuals(
         terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
     if shade_color:
         radius = max(1, round(config.shade_color * query.shape[-1]))
-        shaded = [image + solid * (shading_matched(image, query, radius) - image) for image in (reference, *neighbours)]
+        shaded = [image + solid * (shading_matched(image, query, radius, per_channel=False) - image)
+                  for image in (reference, *neighbours)]
         terms["color"] = torch.stack([color_residual(query, image, config.color_shift) for image in shaded]).amin(0)
     if unseen is not None:
         terms = {name: value.masked_fill(unseen, 0.0) for name, value in terms.items()}
@@ -246,21 +247,27 @@ SHADING_REGULARISATION = 1e-3
 rather than a slope: flat faces are brightened or darkened, never given the query's details."""
 
 
-def shading_matched(reference: torch.Tensor, query: torch.Tensor, radius: int) -> torch.Tensor:
-    """The reference brought to the query's shading, channel by channel: in every window of
-    (2 radius + 1)^2 pixels, the affine function of the reference that best draws the query there
-    (a guided filter with the reference as the guide, slopes regularised by
-    ``SHADING_REGULARISATION``), averaged over the windows holding each pixel.
+def shading_matched(reference: torch.Tensor, query: torch.Tensor, radius: int, per_channel: bool = True) -> torch.Tensor:
+    """The reference brought to the query's shading: in every window of (2 radius + 1)^2 pixels,
+    the affine function of the reference that best draws the query there (a guided filter with the
+    reference as the guide, slopes regularised by ``SHADING_REGULARISATION``), averaged over the
+    windows holding each pixel; one function per colour channel, or with ``per_channel`` False one
+    for the three together.
 
     Light from another direction brightens and darkens whole faces, each by its own factor; an
     affine function per window follows that up to the faces' edges, which the reference shows. What
     the reference does not show (a stain on a flat face, a missing part's new outline) is drawn by no
-    function of it: the window's mean absorbs only the defect's share of the window.
+    function of it: the window's mean absorbs only the defect's share of the window. One function for
+    the three channels changes lightness, not hue: light of the same colour, brighter or dimmer, or a
+    white highlight; a stain's hue is then left to the comparison whole, whatever its share of the
+    window. Per channel it also follows light of another colour (another session's lamps).
     reference, query: (B, 3, H, W) in [0, 1]. Returns (B, 3, H, W).
     """
 
     def window_mean(x: torch.Tensor) -> torch.Tensor:
         # A box filter is separable: two 1-D passes cost 2 (2 radius + 1) per pixel instead of its square.
+        if not per_channel:
+            x = x.mean(1, keepdim=True)
         padded = F.pad(x, (radius,) * 4, mode="replicate")
         return F.avg_pool2d(F.avg_pool2d(padded, (2 * radius + 1, 1), stride=1), (1, 2 * radius + 1), stride=1)
 
