@@ -105,10 +105,8 @@ class OnboardConfig(Config):
     final_ba_iterations: int = 200
     """Iterations of the final, tightly converged global bundle adjustment (0: none)."""
     final_ba_loss_px: float = 0.35
-    """Scale in pixels of the Cauchy loss of the final bundle adjustment (0: plain least squares). The
-    matches that sit a pixel or more off, on outlines and highlights that move with the view, then pull
-    little on the cameras. On the lego views the true cameras explain most keypoints better than the
-    least-squares ones, which those few pull a tenth of a degree away."""
+    """Scale in pixels of the Cauchy loss of the final bundle adjustment (0: least squares), so that the few
+    keypoints a pixel or more off (outlines, highlights) do not pull every camera a tenth of a degree."""
     mapping_attempts: int = 3
     """Mappings tried, each with the next seed, while some photos sit across the object from the photos they
     match best (``mirrored_views``): wrong matches between the sides of a symmetric object (30 % of the
