@@ -17,7 +17,7 @@ Variants (an ablation on the same images, each one change from the one before):
     octave2    + SIFT's first octave at -2 (4x upsampling)
 
     python scripts/bench_onboard.py --out bench/onboard.json
-    python scripts/bench_onboard.py --variants robust_ba --size 400
+    python scripts/bench_onboard.py --variants octave2 --size 400     (onboard's defaults at 400 px)
 
 The photographed stand-in instead of the lego (``omnipose synth --style photo``; its true training
 poses from ``<root>/ground_truth_poses/<class>_true_frame.json``), with a learned matcher. ``onboard``

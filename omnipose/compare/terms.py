@@ -247,7 +247,9 @@ SHADING_REGULARISATION = 1e-3
 rather than a slope: flat faces are brightened or darkened, never given the query's details."""
 
 
-def shading_matched(reference: torch.Tensor, query: torch.Tensor, radius: int, per_channel: bool = True) -> torch.Tensor:
+def shading_matched(
+    reference: torch.Tensor, query: torch.Tensor, radius: int, per_channel: bool = True
+) -> torch.Tensor:
     """The reference brought to the query's shading: in every window of (2 radius + 1)^2 pixels,
     the affine function of the reference that best draws the query there (a guided filter with the
     reference as the guide, slopes regularised by ``SHADING_REGULARISATION``), averaged over the

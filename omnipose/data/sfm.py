@@ -139,7 +139,7 @@ class OnboardConfig(Config):
         if self.blur_margin is not None and not 0 < self.blur_margin < 1:
             raise ConfigError(f"blur_margin is a share of detail in (0, 1), or None for no check; not {self.blur_margin}.")
         if self.pose_max_error <= 0 or self.final_ba_iterations < 0 or self.final_ba_loss_px < 0:
-            raise ConfigError("pose_max_error must be positive, final_ba_iterations and final_ba_loss_px not negative.")
+            raise ConfigError("pose_max_error must be positive; final_ba_iterations, final_ba_loss_px >= 0.")
 
 
 def import_pycolmap():
