@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from omnipose.core.errors import DataError
-from omnipose.core.geometry import make_intrinsics, project, spherical_pose
+from omnipose.core.geometry import make_intrinsics, project, rotation_error_deg, spherical_pose
 from omnipose.core.image import save_image
 from omnipose.data import (
     ColmapCamera,
@@ -376,15 +376,11 @@ def test_a_mapping_with_mirrored_photos_is_redone_with_the_next_seed(tmp_path, l
 def _relative_rotation_errors(reconstruction, c2w: np.ndarray) -> np.ndarray:
     """Degrees between each pair of cameras' relative rotations in the reconstruction and in c2w (no
     alignment of frames needed)."""
-    cv = np.diag([1.0, -1.0, -1.0])
-    actual = [(c[:3, :3] @ cv).T for c in c2w]  # world-to-camera, OpenCV axes
-    estimated = [reconstruction.image(k + 1).cam_from_world().rotation.matrix() for k in range(len(c2w))]
-    errors = []
-    for a in range(len(c2w)):
-        for b in range(a + 1, len(c2w)):
-            d = (estimated[a] @ estimated[b].T) @ (actual[a] @ actual[b].T).T
-            errors.append(np.degrees(np.arccos(np.clip((np.trace(d) - 1) / 2, -1, 1))))
-    return np.array(errors)
+    actual = np.stack([qvec_to_rotmat(c2w_to_colmap(pose)[0]) for pose in c2w])  # world-to-camera
+    estimated = np.stack([reconstruction.image(k + 1).cam_from_world().rotation.matrix() for k in range(len(c2w))])
+    a, b = np.triu_indices(len(c2w), k=1)
+    relative = lambda R: torch.from_numpy(R[a] @ R[b].transpose(0, 2, 1))  # noqa: E731
+    return rotation_error_deg(relative(estimated), relative(actual)).numpy()
 
 
 def _reconstruction_with_outliers(pycolmap, seed: int):

@@ -267,9 +267,9 @@ def shading_matched(
     """
 
     def window_mean(x: torch.Tensor) -> torch.Tensor:
-        # A box filter is separable: two 1-D passes cost 2 (2 radius + 1) per pixel instead of its square.
         if not per_channel:
             x = x.mean(1, keepdim=True)
+        # A box filter is separable: two 1-D passes cost 2 (2 radius + 1) per pixel instead of its square.
         padded = F.pad(x, (radius,) * 4, mode="replicate")
         return F.avg_pool2d(F.avg_pool2d(padded, (2 * radius + 1, 1), stride=1), (1, 2 * radius + 1), stride=1)
 
