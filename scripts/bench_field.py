@@ -83,6 +83,7 @@ def run_case(case: dict) -> dict:
     config = TrainConfig(
         field=field_config, aabb=aabb, steps=case["steps"], minutes=case["minutes"], seed=case["seed"], device=case["device"], eval_every=case["eval_every"],
         eval_views=4, dataset=case["dataset"], class_name=case["class_name"], checkpoint_every_seconds=1e9,
+        distortion_weight=case["distortion"],
     )  # fmt: skip
     start = time.time()
     model = train_model(train, config, None, holdout=held, progress=case["progress"], callback=log)
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                              "the aabb its transforms.json declares (omnipose synth and onboard write one; lego declares none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--distortion", type=float, default=0.0, help="TrainConfig.distortion_weight (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 minute per case at 100 px")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = 1.0 if args.quick else args.minutes
     base = {"minutes": minutes, "steps": args.steps, "holdout": args.holdout, "eval_every": 100 if args.quick else args.eval_every,
             "threads": args.threads, "device": args.device, "seed": args.seed, "progress": args.progress, "log_every": 25,
-            "encoding": args.encoding, "box": args.box}  # fmt: skip
+            "encoding": args.encoding, "box": args.box, "distortion": args.distortion}  # fmt: skip
     cases = []
     if not args.no_lego:
         if (args.lego / "transforms_train.json").is_file():

@@ -19,6 +19,10 @@ Variants (an ablation on the same images, each one change from the one before):
     python scripts/bench_onboard.py --out bench/onboard.json
     python scripts/bench_onboard.py --variants octave2 --size 400     (onboard's defaults at 400 px)
 
+With --keypoint-floor each variant's tracks also go through its final bundle adjustment with ideal
+keypoints (where the true cameras project each point, plus noise as wide as the real keypoints' core):
+what is left then is what the tracks and the adjustment allow, the rest is the keypoints' own offsets.
+
 The photographed stand-in instead of the lego (``omnipose synth --style photo``; its true training
 poses from ``<root>/ground_truth_poses/<class>_true_frame.json``), with a learned matcher. ``onboard``
 maps again with the next seed while its mirror check names photos ("maps" in the table); photos it
@@ -55,6 +59,7 @@ from omnipose.core.geometry import rotation_error_deg  # noqa: E402
 from omnipose.data import (  # noqa: E402
     OnboardConfig,
     apply_similarity,
+    c2w_to_colmap,
     camera_similarity,
     colmap_to_c2w,
     read_colmap_model,
@@ -118,11 +123,67 @@ def similarity_errors(estimated: np.ndarray, actual: np.ndarray) -> dict:
             "median_centre_pct": float(np.median(centre_pct)), "max_centre_pct": float(centre_pct.max())}  # fmt: skip
 
 
+def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int = 0) -> dict:
+    """What onboard's final bundle adjustment would reach on the same tracks if every keypoint sat where the
+    true cameras project its point, give or take isotropic noise as wide as the real keypoints' core.
+
+    The points are fitted to the true cameras (and focal length) held fixed, in the reconstruction's frame;
+    the noise's sigma is the median distance of the real keypoints from their points' projections over
+    sqrt(2 ln 2) (a 2-D Gaussian's median radius); each keypoint then becomes that projection plus noise,
+    the cameras and focal length go back to onboard's, and ``final_bundle_adjustment`` runs as in onboard.
+    Against the bench's own row it splits the error into what the keypoints bring (their view-dependent
+    offsets) and what noise on these tracks leaves. Pinhole cameras only."""
+    from omnipose.data.sfm import final_bundle_adjustment, import_pycolmap
+
+    pycolmap = import_pycolmap()
+    reconstruction = pycolmap.Reconstruction(str(sparse))
+    camera = next(iter(reconstruction.cameras.values()))
+    if camera.model.name != "SIMPLE_PINHOLE":
+        return {}
+    ids = sorted(reconstruction.reg_image_ids(), key=lambda i: reconstruction.image(i).name)
+    onboarded = {i: reconstruction.image(i).cam_from_world() for i in ids}
+    estimated = np.stack([colmap_to_c2w(onboarded[i].rotation.quat[[3, 0, 1, 2]], onboarded[i].translation) for i in ids])
+    actual = np.stack([truth[reconstruction.image(i).name] for i in ids])
+    similarity = camera_similarity(actual, estimated)
+    true_in_frame = apply_similarity(similarity, actual)
+    true_in_frame[:, :3, :3] /= np.cbrt(np.linalg.det(similarity[:3, :3]))
+    for i, c2w in zip(ids, true_in_frame):
+        q, t = c2w_to_colmap(c2w)
+        reconstruction.frame(reconstruction.image(i).frame_id).rig_from_world = pycolmap.Rigid3d(
+            pycolmap.Rotation3d(np.array([q[1], q[2], q[3], q[0]])), t)
+    onboarded_focal = float(camera.params[0])
+    camera.params = np.array([truth["_focal"], *camera.params[1:]])
+    options = pycolmap.BundleAdjustmentOptions()
+    options.print_summary, options.refine_rig_from_world = False, False
+    options.refine_focal_length = options.refine_principal_point = False
+    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    options.ceres.loss_function_scale = config.final_ba_loss_px or 1.0
+    options.ceres.solver_options.num_threads = config.num_threads
+    pycolmap.bundle_adjustment(reconstruction, options)
+    observations = [(i, k, reconstruction.point3D(point.point3D_id).xyz) for i in ids
+                    for k, point in enumerate(reconstruction.image(i).points2D) if point.has_point3D()]  # fmt: skip
+    ideal = np.stack([camera.img_from_cam(reconstruction.image(i).cam_from_world() * xyz) for i, _, xyz in observations])
+    real = np.stack([reconstruction.image(i).points2D[k].xy for i, k, _ in observations])
+    sigma = float(np.median(np.linalg.norm(real - ideal, axis=1)) / np.sqrt(2 * np.log(2)))
+    noisy = ideal + np.random.default_rng(seed).normal(0.0, sigma, ideal.shape)
+    for (i, k, _), xy in zip(observations, noisy):
+        reconstruction.image(i).points2D[k].xy = xy
+    for i in ids:
+        reconstruction.frame(reconstruction.image(i).frame_id).rig_from_world = onboarded[i]
+    camera.params = np.array([onboarded_focal, *camera.params[1:]])
+    final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal=False)
+    adjusted = np.stack([colmap_to_c2w(reconstruction.image(i).cam_from_world().rotation.quat[[3, 0, 1, 2]],
+                                       reconstruction.image(i).cam_from_world().translation) for i in ids])  # fmt: skip
+    focal = float(camera.params[0])
+    return {"noise_px": sigma, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
+            **similarity_errors(adjusted, actual)}
+
+
 MIRROR_RETRIES = 3
 """Runs again without the photos the mirror check names, at most this many times."""
 
 
-def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, matcher=None) -> dict:
+def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, matcher=None, floor: bool = False) -> dict:
     config = OnboardConfig(num_threads=threads, **VARIANTS[name])
     out = work / name / "lego"
     start = time.perf_counter()
@@ -141,7 +202,8 @@ def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, 
             "removed_mirrored": removed, "mapping_attempts": report.get("mapping_attempts"), "seconds": seconds,
             "reprojection_px": report["mean_reprojection_error_px"], "camera": report["camera"]["model"],
             "focal_px": focal, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
-            **similarity_errors(estimated, actual), "timings": report["timings"], "config": config.to_dict()}  # fmt: skip
+            **similarity_errors(estimated, actual), "timings": report["timings"], "config": config.to_dict(),
+            "keypoint_floor": keypoint_floor(out / "sparse" / "0", truth, config) if floor else None}  # fmt: skip
 
 
 def table(rows: list[dict]) -> str:
@@ -168,6 +230,10 @@ def main() -> int:
                         help="a photographed class folder (omnipose synth --style photo) instead of the lego")
     parser.add_argument("--matcher", default="sift", choices=ONBOARD_MATCHERS,
                         help="keypoints and matches (as omnipose onboard --matcher)")
+    parser.add_argument("--keypoint-floor", action="store_true",
+                        help="also run each variant's final bundle adjustment on its tracks with ideal keypoints (the "
+                             "true cameras' projections plus noise as wide as the real keypoints' core): what the "
+                             "keypoints' own offsets cost")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench") / "onboard.json", help="JSON results")
     args = parser.parse_args()
@@ -182,7 +248,7 @@ def main() -> int:
             shutil.rmtree(work / "photos", ignore_errors=True)
             truth = prepare(args.lego, args.size, work / "photos") if args.photo is None else \
                 prepare_photo(args.photo, work / "photos")
-            rows.append(run_variant(name, work / "photos", truth, args.threads, work, matcher))
+            rows.append(run_variant(name, work / "photos", truth, args.threads, work, matcher, args.keypoint_floor))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -190,6 +256,13 @@ def main() -> int:
     targets = TARGETS if args.photo is None else PHOTO_TARGETS
     print(f"\n{subject}, no poses or intrinsics given, {args.matcher} matches; targets: {targets}\n")
     print(table(rows))
+    floors = [(row["variant"], row["keypoint_floor"]) for row in rows if row.get("keypoint_floor")]
+    if floors:
+        print("\nthe same tracks and final bundle adjustment with ideal keypoints (true projections + noise):")
+        for name, floor in floors:
+            print(f"{name}: noise {floor['noise_px']:.3f} px -> rotation {floor['median_rotation_deg']:.3f} / "
+                  f"{floor['max_rotation_deg']:.3f} deg, centres {floor['median_centre_pct']:.3f} / "
+                  f"{floor['max_centre_pct']:.3f} %, focal {floor['focal_pct']:+.2f} %")
     commit = git_commit()
     atomic_write_json(args.out, {"size": args.size, "photo": None if args.photo is None else str(args.photo),
                                  "matcher": args.matcher, "targets": targets, "rows": rows, "commit": commit,

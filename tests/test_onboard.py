@@ -1,8 +1,10 @@
 """COLMAP models, nerfstudio transforms and ``omnipose onboard``: conventions on synthetic cameras with known
 poses (exact round trips), bad input refused with nothing written, and a small real run on the lego views."""
 import json
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -425,6 +427,22 @@ def test_the_final_bundle_adjustment_is_not_pulled_by_keypoints_pixels_off():
                                     fixed_focal=True)
             errors[loss] = np.median(_relative_rotation_errors(reconstruction, c2w))
         assert errors[OnboardConfig().final_ba_loss_px] < 0.05 and errors[0.0] > 0.06, errors
+
+
+def test_the_keypoint_floor_of_the_onboarding_bench_finds_the_noise_and_the_true_cameras(tmp_path):
+    """``bench_onboard.py --keypoint-floor`` on a reconstruction whose keypoints are 0.2 px of noise around
+    the true projections (and 8 % of them 2-4 px off): it measures that noise, and the same tracks with
+    keypoints that are noise alone bring the cameras and focal length back to the truth."""
+    pycolmap = pytest.importorskip("pycolmap")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_onboard import keypoint_floor
+
+    reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
+    reconstruction.write(str(tmp_path))
+    truth = {f"{k}.png": pose for k, pose in enumerate(c2w)} | {"_focal": 500.0}
+    floor = keypoint_floor(tmp_path, truth, OnboardConfig(num_threads=1))
+    assert floor["noise_px"] == pytest.approx(0.2, rel=0.15)
+    assert floor["median_rotation_deg"] < 0.03 and abs(floor["focal_pct"]) < 0.1, floor
 
 
 # ----------------------------------------------------------------------------- onboard: a real run

@@ -16,6 +16,7 @@ from omnipose.nerf import (
     RenderConfig,
     composite,
     composite_samples,
+    distortion,
     ray_aabb_intersect,
     resolve_aabb,
 )
@@ -148,6 +149,37 @@ def test_composite_of_the_samples_is_the_padded_composite():
     assert float(packed["opacity"][3].detach()) == 0.0 and float(packed["depth"][3].detach()) == 0.0
 
 
+def test_distortion_is_the_sum_over_pairs_of_samples():
+    """Mip-NeRF 360's distortion, from running sums, against its definition written out pair by pair;
+    and its gradient against finite differences."""
+    g = torch.Generator().manual_seed(1)
+    rays, steps, dt = 6, 13, 0.1
+    present = torch.rand(rays, steps, generator=g) < 0.6
+    row, step = present.nonzero(as_tuple=True)
+    t = 0.7 + step.double() * dt
+    weights = torch.rand(row.numel(), generator=g, dtype=torch.float64).requires_grad_(True)
+    fast = distortion(weights, t, row, step, rays, steps, dt)
+    for r in range(rays):
+        w, s = weights[row == r], t[row == r]
+        by_pairs = (w[:, None] * w[None] * (s[:, None] - s[None]).abs()).sum() + dt / 3 * (w**2).sum()
+        torch.testing.assert_close(fast[r], by_pairs)
+    assert torch.autograd.gradcheck(lambda w: distortion(w, t, row, step, rays, steps, dt), (weights,))
+
+
+def test_a_solid_surface_has_little_distortion_and_fog_much():
+    """The model's distortion per ray: a solid sphere stops the ray within a step or two, a faint blob
+    spreads its weight along the whole chord."""
+    solid = sphere_model(occupancy_resolution=32, steps_per_diagonal=512)
+    fog = RadianceModel(BlobField(peak=4.0), aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]),
+                        config=RenderConfig(occupancy_resolution=32, steps_per_diagonal=512)).eval()  # fmt: skip
+    rays_o, rays_d = torch.tensor([[0.0, -3.0, 0.0], [0.0, -3.0, 1.5]]), torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    surface = solid.render_rays(rays_o, rays_d, with_distortion=True)["distortion"]
+    spread = fog.render_rays(rays_o, rays_d, with_distortion=True)["distortion"]
+    assert float(surface[1]) == 0.0  # the ray misses the sphere
+    assert float(surface[0]) < solid.step_size
+    assert float(spread[0]) > 20 * float(surface[0])
+
+
 # ----------------------------------------------------------------------------- occupancy and marching
 def sphere_model(**config):
     model = RadianceModel(SphereField(), aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]), config=RenderConfig(**config))
@@ -193,7 +225,7 @@ def brute_force_render(model, rays_o, rays_d):
     sigma, features = model.field.density(points.reshape(-1, 3), with_features=True)
     rgb = model.field.color(features, rays_d[:, None].expand_as(points).reshape(-1, 3)).reshape(points.shape)
     out = composite(torch.where(keep, sigma.reshape(keep.shape), 0.0), rgb, t, dt, model.background)
-    return {**out, "occupied": int(keep.sum())}
+    return {**out, "occupied": int(keep.sum()), "t": t}
 
 
 def test_marching_only_the_occupied_front_renders_what_every_step_renders():
@@ -216,6 +248,10 @@ def test_marching_only_the_occupied_front_renders_what_every_step_renders():
     assert float(reference["opacity"].max()) > 0.99 and float(reference["opacity"][-1]) == 0.0
     for name in ("rgb", "opacity", "depth"):
         torch.testing.assert_close(fast[name], reference[name], atol=1e-5, rtol=0)
+    every_step = torch.ones_like(reference["weights"], dtype=torch.bool).nonzero(as_tuple=True)
+    torch.testing.assert_close(model.render_rays(rays_o, rays_d, with_distortion=True)["distortion"],
+                               distortion(reference["weights"][every_step], reference["t"][every_step], *every_step,
+                                          *reference["weights"].shape, model.step_size), atol=1e-5, rtol=0)  # fmt: skip
     # Steps behind an opaque front were neither evaluated nor rendered.
     assert fast["samples"] <= fast["candidates"] < reference["occupied"]
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -18,7 +18,7 @@ from omnipose.nerf.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from omnipose.nerf.compositing import composite, composite_samples, nerf_raw_to_outputs
+from omnipose.nerf.compositing import composite, composite_samples, distortion, nerf_raw_to_outputs
 from omnipose.nerf.encoding import PositionalEncoding, SphericalHarmonicsEncoding
 from omnipose.nerf.field import NGPField, NGPFieldConfig, truncated_exp
 from omnipose.nerf.hash_grid import (
@@ -65,6 +65,7 @@ __all__ = [
     "VanillaNeRFModel",
     "composite",
     "composite_samples",
+    "distortion",
     "default_field_config",
     "estimate_aabb",
     "evaluate_views",

@@ -65,6 +65,29 @@ def composite_samples(
     return {"rgb": color, "depth": depth, "opacity": opacity, "weights": weights}
 
 
+def distortion(
+    weights: torch.Tensor, t: torch.Tensor, ray_index: torch.Tensor, step_index: torch.Tensor, n_rays: int,
+    n_steps: int, dt: float,
+) -> torch.Tensor:
+    """Mip-NeRF 360's distortion of each ray's weights: the sum over pairs of samples of w_i w_j |t_i - t_j|,
+    plus dt / 3 times the sum of w_i^2 (each sample an interval of length dt). Small when a ray's
+    weight sits in one short stretch (a surface), large when it is spread along the ray (fog,
+    floaters, a thin part drawn half-transparent over a depth range).
+
+    weights, t: (M,) of samples at (ray_index, step_index) of a (n_rays, n_steps) layout, each pair
+    once, t increasing with the step. Returns (n_rays,), in the units of t.
+    """
+    layout = weights.new_zeros(n_rays, n_steps)
+    dense_w = layout.index_put((ray_index, step_index), weights)
+    dense_t = layout.index_put((ray_index, step_index), t)
+    # Each pair once, the nearer sample j in front of i: 2 sum_i w_i (t_i sum_{j<i} w_j - sum_{j<i} w_j t_j).
+    weight_before = torch.cumsum(dense_w, 1) - dense_w
+    moment_before = torch.cumsum(dense_w * dense_t, 1) - dense_w * dense_t
+    between = 2.0 * (dense_w * (dense_t * weight_before - moment_before)).sum(1)
+    within = (dt / 3.0) * (dense_w**2).sum(1)
+    return between + within
+
+
 def nerf_raw_to_outputs(raw: torch.Tensor, z: torch.Tensor, direction_norm: torch.Tensor, background: torch.Tensor) -> dict:
     """nerf-pytorch's ``raw2outputs`` (no density noise).
 

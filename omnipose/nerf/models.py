@@ -37,7 +37,7 @@ from omnipose.core.config import (
 from omnipose.core.errors import OmniposeError
 from omnipose.core.geometry import generate_rays, pixel_centers
 from omnipose.nerf.bounds import DEFAULT_AABB, ray_aabb_intersect
-from omnipose.nerf.compositing import composite_samples, nerf_raw_to_outputs, transmittance_before
+from omnipose.nerf.compositing import composite_samples, distortion, nerf_raw_to_outputs, transmittance_before
 from omnipose.nerf.hash_grid import HashGridEncoding, resample_grid
 from omnipose.nerf.nerf_mlp import NeRFMLP
 from omnipose.nerf.occupancy import OccupancyGrid
@@ -147,11 +147,13 @@ class RadianceModel(torch.nn.Module):
             mask &= self.occupancy.is_occupied_along(rays_o[rows], rays_d[rows], t)
         return t, mask, rows
 
-    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, generator: torch.Generator | None = None,
+                    with_distortion: bool = False) -> dict:  # fmt: skip
         """Render rays. rays_o, rays_d: (N, 3), unit directions, world frame.
 
         Returns 'rgb' (N, 3), 'depth' (N,), 'opacity' (N,), and the counts 'candidates' (occupied
-        steps whose density was taken without gradient) and 'samples' (steps rendered).
+        steps whose density was taken without gradient) and 'samples' (steps rendered); with
+        ``with_distortion`` also 'distortion' (N,), ``compositing.distortion`` of each ray's weights.
         Gradients reach the field and ``rays_o`` / ``rays_d`` (sample positions are o + t d with
         the step distances t held fixed).
         """
@@ -187,13 +189,17 @@ class RadianceModel(torch.nn.Module):
         # Rays that cross no occupied space see the background alone.
         n_rays = rays_o.shape[0]
         empty = rays_o.new_zeros(n_rays)
-        return {
+        out = {
             "rgb": self.background.to(rays_o).expand(n_rays, 3).index_put((rows,), crossing["rgb"]),
             "depth": empty.index_put((rows,), crossing["depth"]),
             "opacity": empty.index_put((rows,), crossing["opacity"]),
             "samples": int(ray_index.numel()),
             "candidates": candidates,
         }
+        if with_distortion:
+            along = distortion(crossing["weights"], t[row_index, step_index], row_index, step_index, n_rows, n_steps, dt)
+            out["distortion"] = empty.index_put((rows,), along)
+        return out
 
     def _densities_in_front(
         self, rays_o: torch.Tensor, rays_d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor,
