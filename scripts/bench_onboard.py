@@ -142,7 +142,8 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
         return {}
     ids = sorted(reconstruction.reg_image_ids(), key=lambda i: reconstruction.image(i).name)
     onboarded = {i: reconstruction.image(i).cam_from_world() for i in ids}
-    estimated = np.stack([colmap_to_c2w(onboarded[i].rotation.quat[[3, 0, 1, 2]], onboarded[i].translation) for i in ids])
+    estimated = np.stack([colmap_to_c2w(onboarded[i].rotation.quat[[3, 0, 1, 2]], onboarded[i].translation)
+                          for i in ids])  # fmt: skip
     actual = np.stack([truth[reconstruction.image(i).name] for i in ids])
     similarity = camera_similarity(actual, estimated)
     true_in_frame = apply_similarity(similarity, actual)
@@ -157,12 +158,14 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
     options.print_summary, options.refine_rig_from_world = False, False
     options.refine_focal_length = options.refine_principal_point = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+    # Robust, so that the real keypoints far off (outlines, highlights) do not pull the points off the true cameras.
     options.ceres.loss_function_scale = config.final_ba_loss_px or 1.0
     options.ceres.solver_options.num_threads = config.num_threads
     pycolmap.bundle_adjustment(reconstruction, options)
     observations = [(i, k, reconstruction.point3D(point.point3D_id).xyz) for i in ids
                     for k, point in enumerate(reconstruction.image(i).points2D) if point.has_point3D()]  # fmt: skip
-    ideal = np.stack([camera.img_from_cam(reconstruction.image(i).cam_from_world() * xyz) for i, _, xyz in observations])
+    ideal = np.stack([camera.img_from_cam(reconstruction.image(i).cam_from_world() * xyz)
+                      for i, _, xyz in observations])  # fmt: skip
     real = np.stack([reconstruction.image(i).points2D[k].xy for i, k, _ in observations])
     sigma = float(np.median(np.linalg.norm(real - ideal, axis=1)) / np.sqrt(2 * np.log(2)))
     noisy = ideal + np.random.default_rng(seed).normal(0.0, sigma, ideal.shape)
@@ -183,7 +186,8 @@ MIRROR_RETRIES = 3
 """Runs again without the photos the mirror check names, at most this many times."""
 
 
-def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, matcher=None, floor: bool = False) -> dict:
+def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, matcher=None,
+                floor: bool = False) -> dict:  # fmt: skip
     config = OnboardConfig(num_threads=threads, **VARIANTS[name])
     out = work / name / "lego"
     start = time.perf_counter()

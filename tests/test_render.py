@@ -172,7 +172,8 @@ def test_a_solid_surface_has_little_distortion_and_fog_much():
     solid = sphere_model(occupancy_resolution=32, steps_per_diagonal=512)
     fog = RadianceModel(BlobField(peak=4.0), aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]),
                         config=RenderConfig(occupancy_resolution=32, steps_per_diagonal=512)).eval()  # fmt: skip
-    rays_o, rays_d = torch.tensor([[0.0, -3.0, 0.0], [0.0, -3.0, 1.5]]), torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    rays_o = torch.tensor([[0.0, -3.0, 0.0], [0.0, -3.0, 1.5]])
+    rays_d = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
     surface = solid.render_rays(rays_o, rays_d, with_distortion=True)["distortion"]
     spread = fog.render_rays(rays_o, rays_d, with_distortion=True)["distortion"]
     assert float(surface[1]) == 0.0  # the ray misses the sphere

@@ -197,7 +197,8 @@ class RadianceModel(torch.nn.Module):
             "candidates": candidates,
         }
         if with_distortion:
-            along = distortion(crossing["weights"], t[row_index, step_index], row_index, step_index, n_rows, n_steps, dt)
+            along = distortion(crossing["weights"], t[row_index, step_index], row_index, step_index, n_rows, n_steps,
+                               dt)  # fmt: skip
             out["distortion"] = empty.index_put((rows,), along)
         return out
 

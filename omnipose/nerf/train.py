@@ -162,8 +162,8 @@ class TrainConfig(Config):
                 "must be True or False, and True only with refine_poses")  # fmt: skip
         positive(self, "checkpoint_every_steps", "checkpoint_every_seconds")
         optional_positive(self, "minutes", "target_samples", "max_rays", "lr")
-        non_negative(self, "lr_warmup_steps", "weight_decay", "occupancy_warmup", "shrink_box_at", "eval_every", "eval_views",
-                     "distortion_weight")
+        non_negative(self, "lr_warmup_steps", "weight_decay", "occupancy_warmup", "shrink_box_at", "eval_every",
+                     "eval_views", "distortion_weight")
         fraction(self, "occupancy_fraction", open_low=True)
         require(self, "lr_milestones", isinstance(self.lr_milestones, (tuple, list)) and all(
             isinstance(m, (int, float)) and 0 <= m <= 1 for m in self.lr_milestones), "must be fractions of the progress in [0, 1]")  # fmt: skip
