@@ -123,6 +123,11 @@ def similarity_errors(estimated: np.ndarray, actual: np.ndarray) -> dict:
             "median_centre_pct": float(np.median(centre_pct)), "max_centre_pct": float(centre_pct.max())}  # fmt: skip
 
 
+def focal_error_pct(focal: float, truth: dict) -> float:
+    """The focal length's error in % of the true one (``truth["_focal"]``)."""
+    return float(100 * (focal - truth["_focal"]) / truth["_focal"])
+
+
 def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int = 0) -> dict:
     """What onboard's final bundle adjustment would reach on the same tracks if every keypoint sat where the
     true cameras project its point, give or take isotropic noise as wide as the real keypoints' core.
@@ -136,22 +141,27 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
     from omnipose.data.sfm import final_bundle_adjustment, import_pycolmap
 
     pycolmap = import_pycolmap()
+
+    def as_c2w(cam_from_world) -> np.ndarray:  # pycolmap's quaternion is (x, y, z, w), COLMAP's files' (w, x, y, z)
+        return colmap_to_c2w(cam_from_world.rotation.quat[[3, 0, 1, 2]], cam_from_world.translation)
+
+    def as_rigid(c2w: np.ndarray):
+        qvec, tvec = c2w_to_colmap(c2w)
+        return pycolmap.Rigid3d(pycolmap.Rotation3d(qvec[[1, 2, 3, 0]]), tvec)
+
     reconstruction = pycolmap.Reconstruction(str(sparse))
     camera = next(iter(reconstruction.cameras.values()))
     if camera.model.name != "SIMPLE_PINHOLE":
         return {}
     ids = sorted(reconstruction.reg_image_ids(), key=lambda i: reconstruction.image(i).name)
     onboarded = {i: reconstruction.image(i).cam_from_world() for i in ids}
-    estimated = np.stack([colmap_to_c2w(onboarded[i].rotation.quat[[3, 0, 1, 2]], onboarded[i].translation)
-                          for i in ids])  # fmt: skip
+    estimated = np.stack([as_c2w(onboarded[i]) for i in ids])
     actual = np.stack([truth[reconstruction.image(i).name] for i in ids])
     similarity = camera_similarity(actual, estimated)
     true_in_frame = apply_similarity(similarity, actual)
     true_in_frame[:, :3, :3] /= np.cbrt(np.linalg.det(similarity[:3, :3]))
     for i, c2w in zip(ids, true_in_frame):
-        q, t = c2w_to_colmap(c2w)
-        reconstruction.frame(reconstruction.image(i).frame_id).rig_from_world = pycolmap.Rigid3d(
-            pycolmap.Rotation3d(np.array([q[1], q[2], q[3], q[0]])), t)
+        reconstruction.frame(reconstruction.image(i).frame_id).rig_from_world = as_rigid(c2w)
     onboarded_focal = float(camera.params[0])
     camera.params = np.array([truth["_focal"], *camera.params[1:]])
     options = pycolmap.BundleAdjustmentOptions()
@@ -175,10 +185,8 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
         reconstruction.frame(reconstruction.image(i).frame_id).rig_from_world = onboarded[i]
     camera.params = np.array([onboarded_focal, *camera.params[1:]])
     final_bundle_adjustment(pycolmap, reconstruction, config, fixed_focal=False)
-    adjusted = np.stack([colmap_to_c2w(reconstruction.image(i).cam_from_world().rotation.quat[[3, 0, 1, 2]],
-                                       reconstruction.image(i).cam_from_world().translation) for i in ids])  # fmt: skip
-    focal = float(camera.params[0])
-    return {"noise_px": sigma, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
+    adjusted = np.stack([as_c2w(reconstruction.image(i).cam_from_world()) for i in ids])
+    return {"noise_px": sigma, "focal_pct": focal_error_pct(float(camera.params[0]), truth),
             **similarity_errors(adjusted, actual)}
 
 
@@ -205,7 +213,7 @@ def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, 
     return {"variant": name, "registered": len(images), "registered_pct": 100 * len(images) / (len(truth) - 1),
             "removed_mirrored": removed, "mapping_attempts": report.get("mapping_attempts"), "seconds": seconds,
             "reprojection_px": report["mean_reprojection_error_px"], "camera": report["camera"]["model"],
-            "focal_px": focal, "focal_pct": float(100 * (focal - truth["_focal"]) / truth["_focal"]),
+            "focal_px": focal, "focal_pct": focal_error_pct(focal, truth),
             **similarity_errors(estimated, actual), "timings": report["timings"], "config": config.to_dict(),
             "keypoint_floor": keypoint_floor(out / "sparse" / "0", truth, config) if floor else None}  # fmt: skip
 
