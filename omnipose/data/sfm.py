@@ -2,7 +2,8 @@
 
 ``onboard(images, out, config)`` runs SIFT features (on the object only, when masks or an alpha
 channel say where it is), exhaustive matching for small sets and thumbnail retrieval for large
-ones, incremental mapping and a final bundle adjustment, then writes::
+ones, incremental mapping, each track's keypoints refined photometrically (``keypoint_refinement``)
+and a final bundle adjustment, then writes::
 
     <out>/train/good/<name>.png     the registered photos (composited on white when they have alpha)
     <out>/transforms.json           Blender convention, in the object frame (colmap.object_frame)
@@ -25,12 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from omnipose.core.config import Config
 from omnipose.core.errors import ConfigError, DataError
 from omnipose.core.files import atomic_path, atomic_write_json
-from omnipose.core.image import dilate, read_image_rgba, read_mask, resize_image, save_image
+from omnipose.core.image import dilate, read_image_rgba, read_mask, save_image
 from omnipose.data.blender import IMAGE_SUFFIXES, natural_key
 from omnipose.data.colmap import (
     colmap_to_c2w,
@@ -38,6 +38,7 @@ from omnipose.data.colmap import (
     read_colmap_model,
     transforms_from_model,
 )
+from omnipose.data.keypoint_refinement import refine_reconstruction
 from omnipose.data.sfm_checks import (
     MirroredPhotosError,
     blurred_photos,
@@ -47,6 +48,7 @@ from omnipose.data.sfm_checks import (
     read_matches,
     unregistered_reasons,
 )
+from omnipose.data.sfm_matching import learned_matches, match_features
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
 
@@ -104,6 +106,12 @@ class OnboardConfig(Config):
     keypoints on the silhouette (where the outline meets the background: no fixed 3-D point) are left out."""
     final_ba_iterations: int = 200
     """Iterations of the final, tightly converged global bundle adjustment (0: none)."""
+    refine_keypoints: bool = True
+    """Before the final bundle adjustment, move each track's keypoints so that the image around them agrees
+    across its views (``keypoint_refinement``): detectors place a point a little differently in each view,
+    which bounds the cameras' accuracy. Pinhole cameras of square pixels only (the default camera model)."""
+    keypoint_max_shift: float = 2.0
+    """Farthest in pixels, along each axis, the refinement moves a keypoint from where it was detected."""
     final_ba_loss_px: float = 0.35
     """Scale in pixels of the Cauchy loss of the final bundle adjustment (0: least squares), so that the few
     keypoints a pixel or more off (outlines, highlights) do not pull every camera a tenth of a degree."""
@@ -138,6 +146,8 @@ class OnboardConfig(Config):
             raise ConfigError(f"mask_erosion is a fraction of the width in [0, 0.25), not {self.mask_erosion}.")
         if self.blur_margin is not None and not 0 < self.blur_margin < 1:
             raise ConfigError(f"blur_margin is a share of detail in (0, 1), or None for no check; not {self.blur_margin}.")
+        if not self.keypoint_max_shift > 0:
+            raise ConfigError(f"keypoint_max_shift must be a positive number of pixels, not {self.keypoint_max_shift}.")
         if self.pose_max_error <= 0 or self.final_ba_iterations < 0 or self.final_ba_loss_px < 0:
             raise ConfigError("pose_max_error must be positive; final_ba_iterations, final_ba_loss_px >= 0.")
 
@@ -241,24 +251,6 @@ def prepare_photos(photos: list[Path], work: Path, masks: Path | None, config: O
     return {"size": size, "masked": masked}
 
 
-def retrieval_pairs(image_dir: Path, neighbours: int) -> list[tuple[str, str]]:
-    """Pairs of each photo with its most similar ones by a 32x32 grey thumbnail (normalised correlation),
-    the cheap retrieval that needs no vocabulary file. Returns sorted, unique name pairs."""
-    names = sorted(p.name for p in image_dir.iterdir())
-    thumbs = []
-    for name in names:
-        grey = resize_image(read_image_rgba(image_dir / name)[..., :3], (32, 32)).mean(-1).ravel()
-        grey = grey - grey.mean()
-        thumbs.append(grey / (np.linalg.norm(grey) + 1e-8))
-    similarity = np.stack(thumbs) @ np.stack(thumbs).T
-    np.fill_diagonal(similarity, -np.inf)
-    pairs = set()
-    for i, row in enumerate(similarity):
-        for j in np.argsort(-row)[:neighbours]:
-            pairs.add(tuple(sorted((names[i], names[int(j)]))))
-    return sorted(pairs)
-
-
 # ----------------------------------------------------------------------------- structure from motion
 def _reader_options(pycolmap, work: Path, prepared: dict, config: OnboardConfig):
     reader = pycolmap.ImageReaderOptions()
@@ -272,75 +264,6 @@ def _reader_options(pycolmap, work: Path, prepared: dict, config: OnboardConfig)
                   "OPENCV": [config.focal, *base, 0.0, 0.0, 0.0, 0.0]}[config.camera_model]  # fmt: skip
         reader.camera_params = ",".join(f"{v:.6f}" for v in params)
     return reader
-
-
-def match_features(pycolmap, database: Path, work: Path, count: int, config: OnboardConfig) -> str:
-    """Match every pair up to ``exhaustive_limit`` photos, else pairs by retrieval. Returns the strategy."""
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = config.num_threads
-    matching.guided_matching = config.guided_matching
-    if count <= config.exhaustive_limit:
-        pycolmap.match_exhaustive(database, matching_options=matching)
-        return "exhaustive"
-    pairs = retrieval_pairs(work / "images", config.retrieval_neighbours)
-    pair_file = work / "pairs.txt"
-    pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
-    pairing = pycolmap.ImportedPairingOptions()
-    pairing.match_list_path = pair_file
-    pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing)
-    return f"retrieval ({config.retrieval_neighbours} neighbours, {len(pairs)} pairs)"
-
-
-LEARNED_MAX_SIZE = 1024
-"""Photos are described by a learned matcher at no more than this many pixels on the longer side."""
-
-
-def learned_matches(pycolmap, database: Path, work: Path, prepared: dict, config: OnboardConfig, matcher) -> str:
-    """Replace the database's SIFT keypoints and matches by a learned matcher's (keypoints on the object
-    when masks say where it is), for each photo and its ``learned_neighbours`` most similar thumbnails,
-    then verify them geometrically as COLMAP does. Returns the strategy."""
-    from tqdm.auto import tqdm
-
-    db = pycolmap.Database.open(str(database))
-    try:
-        ids = {image.name: image.image_id for image in db.read_all_images()}
-        names = sorted(ids)
-        width, height = prepared["size"]
-        scale = min(1.0, LEARNED_MAX_SIZE / max(width, height))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        described = {}
-        for name in tqdm(names, desc="describing photos", leave=False, disable=None):
-            image = read_image_rgba(work / "images" / name)[..., :3]
-            features = matcher.extract(resize_image(image, size) if scale < 1 else image)[0]
-            features = dataclasses.replace(features, keypoints=features.keypoints / scale, image_size=(width, height))
-            mask_file = work / "masks" / f"{name}.png"
-            if prepared["masked"] and mask_file.is_file():
-                mask = torch.from_numpy(read_mask(mask_file, size=(width, height)))
-                u, v = features.keypoints.floor().long().unbind(-1)
-                features = features.subset(mask[v.clamp(0, height - 1), u.clamp(0, width - 1)])
-            described[name] = features
-        db.clear_keypoints()
-        db.clear_descriptors()
-        db.clear_matches()
-        db.clear_two_view_geometries()
-        for name, features in described.items():
-            db.write_keypoints(ids[name], features.keypoints.cpu().numpy().astype(np.float32))
-        pairs = [(a, b) for k, a in enumerate(names) for b in names[k + 1:]]
-        if len(pairs) > len(names) * config.learned_neighbours:
-            pairs = retrieval_pairs(work / "images", config.learned_neighbours)
-        for first, second in tqdm(pairs, desc="matching pairs", leave=False, disable=None):
-            found = matcher.match(described[first], described[second])
-            if found.index0 is None:
-                raise DataError(f"{type(matcher).__name__} does not match keypoints (a detector-free matcher): give "
-                                "XFeat, ALIKED or DISK for onboarding.")
-            indices = torch.stack([found.index0, found.index1], -1).cpu().numpy().astype(np.uint32)
-            db.write_matches(ids[first], ids[second], indices)
-    finally:
-        db.close()
-    pair_file = work / "pairs.txt"
-    pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
-    pycolmap.verify_matches(database, pair_file)
-    return f"{type(matcher).__name__} on {len(pairs)} pairs"
 
 
 def _mapper_options(pycolmap, config: OnboardConfig, fixed_focal: bool, min_inliers: int, seed: int):
@@ -456,11 +379,16 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
         )
     if mirrored:
         raise MirroredPhotosError(mirrored, config.mapping_attempts)
+    refinement = {}
+    if config.refine_keypoints and config.final_ba_iterations > 0:
+        refinement = refine_reconstruction(reconstruction, work / "images", config.keypoint_max_shift,
+                                           config.max_image_size)
+        timings["keypoint_refinement_s"] = refinement.get("seconds", 0.0)
     start = time.perf_counter()
     final_bundle_adjustment(pycolmap, reconstruction, config, config.focal is not None)
     timings["bundle_adjustment_s"] = time.perf_counter() - start
     stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
-             "timings": timings}
+             "keypoint_refinement": {k: v for k, v in refinement.items() if k != "seconds"}, "timings": timings}
     return reconstruction, stats
 
 
