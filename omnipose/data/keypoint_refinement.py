@@ -37,7 +37,9 @@ where a patch has too little texture to say."""
 
 def _project(points: torch.Tensor, rotations: torch.Tensor, translations: torch.Tensor, focal: float,
              principal: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """points (N, K, 3) into views (N, 3, 3) / (N, 3), pinhole; returns (N, K, 2) pixels."""
+    """points (N, K, 3) into views (N, 3, 3) / (N, 3), pinhole; returns (N, K, 2) pixels. COLMAP's
+    world-to-camera (OpenCV axes), one view per row of points, as the tracks come; ``core.geometry.project``
+    takes one OpenGL camera-to-world instead."""
     camera = (rotations[:, None] @ points[..., None])[..., 0] + translations[:, None]
     return focal * camera[..., :2] / camera[..., 2:] + principal
 
