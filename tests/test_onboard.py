@@ -504,6 +504,16 @@ def test_keypoints_refined_photometrically_agree_on_one_point_of_the_surface():
     assert before > 0.5 and after < 0.15, (before, after)
 
 
+def test_the_onboard_command_refines_keypoints_unless_told_not_to():
+    from omnipose.cli.app import build_parser
+    from omnipose.cli.onboard import config_from_args
+
+    base = ["onboard", "--images", "photos", "--out", "root/thing", "--keep-blurred", "--threads", "2"]
+    config = config_from_args(build_parser().parse_args(base))
+    assert config.refine_keypoints and config.blur_margin is None and config.num_threads == 2
+    assert not config_from_args(build_parser().parse_args([*base, "--no-keypoint-refinement"])).refine_keypoints
+
+
 # ----------------------------------------------------------------------------- onboard: a real run
 def _rotation_errors(views, true_c2w: dict[str, np.ndarray]) -> np.ndarray:
     """Each onboarded camera's rotation error in degrees, after the rotation between the two frames

