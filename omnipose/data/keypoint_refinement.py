@@ -54,11 +54,11 @@ def _tangent_bases(normals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first, torch.linalg.cross(normals, first)
 
 
-def _track_mean(values: torch.Tensor, observation_track: torch.Tensor, tracks: int) -> torch.Tensor:
-    """The mean over each track's observations of values (N, ...). Returns (T, ...)."""
-    total = torch.zeros(tracks, *values.shape[1:], dtype=values.dtype).index_add_(0, observation_track, values)
-    count = torch.bincount(observation_track, minlength=tracks).clamp_min(1).to(values.dtype)
-    return total / count.view(-1, *([1] * (values.dim() - 1)))
+def _track_mean(values: torch.Tensor, observation_track: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The mean over each track's observations of values (N, ...); counts: (T,) observations per track, at
+    least 1. Returns (T, ...)."""
+    total = torch.zeros(len(counts), *values.shape[1:], dtype=values.dtype).index_add_(0, observation_track, values)
+    return total / counts.to(values.dtype).view(-1, *([1] * (values.dim() - 1)))
 
 
 class _ViewSampler:
@@ -66,7 +66,7 @@ class _ViewSampler:
     call for all views: the positions are laid out per view, padded to the busiest view's count."""
 
     def __init__(self, images: torch.Tensor, observation_view: torch.Tensor, size: int):
-        self.images, self.size = images, size
+        self.images = images
         views, count = images.shape[0], observation_view.shape[0]
         per_view = torch.bincount(observation_view, minlength=views)
         order = torch.argsort(observation_view)
@@ -111,16 +111,17 @@ def refine_keypoints(
     def project(world: torch.Tensor) -> torch.Tensor:  # (N, K, 3) -> (N, K, 2), each in its own view
         return _project(world, rotations, translations, focal, principal_t)
 
+    counts = torch.bincount(observation_track, minlength=tracks).clamp_min(1)
     centres = -(rotations.transpose(1, 2) @ translations[..., None])[..., 0]
     track_points = points.to(dtype)[observation_track]
     to_camera = centres - track_points
     distance = to_camera.norm(dim=-1)
     # The plane first faces the mean direction to the track's cameras; the tilt refines it.
-    normals = _track_mean(to_camera / distance[:, None], observation_track, tracks)
+    normals = _track_mean(to_camera / distance[:, None], observation_track, counts)
     normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     normals, first, second = (basis[observation_track] for basis in (normals, *_tangent_bases(normals)))
     # One step on the patch is about one image pixel at the track's mean distance.
-    step = (_track_mean(distance, observation_track, tracks) / focal)[observation_track][:, None, None]
+    step = (_track_mean(distance, observation_track, counts) / focal)[observation_track][:, None, None]
     centre_pixels = project(track_points[:, None])
 
     shift = torch.zeros(count, 2, requires_grad=True)
@@ -143,7 +144,7 @@ def refine_keypoints(
                             + track_tilt[..., 1:] * turned[1])  # fmt: skip
             values = values - values.mean(1, keepdim=True)
             values = values / (values.norm(dim=1, keepdim=True) + 1e-6)
-            disagreement = ((values - _track_mean(values, observation_track, tracks)[observation_track]) ** 2).sum()
+            disagreement = ((values - _track_mean(values, observation_track, counts)[observation_track]) ** 2).sum()
             loss = disagreement + shift_prior * (shift**2).sum() + TILT_PRIOR * (tilt**2).sum()
             optimiser.zero_grad()
             loss.backward()
@@ -153,7 +154,8 @@ def refine_keypoints(
     return (detected + shift.detach()).to(keypoints.dtype)
 
 
-def refine_reconstruction(reconstruction, images_dir: Path, max_shift: float = 2.0, max_image_size: int = 1600) -> dict:
+def refine_reconstruction(reconstruction, images_dir: Path, max_shift: float = 2.0,
+                          max_image_size: int = 1600) -> dict:  # fmt: skip
     """``refine_keypoints`` on a pycolmap reconstruction of one SIMPLE_PINHOLE or PINHOLE camera with
     square pixels: its registered images read (grey) from images_dir, its points' observations moved
     in place. Photos larger than ``max_image_size`` are refined shrunk to it, the scale their features
