@@ -64,7 +64,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_common import git_commit, onboard_removing_mirrored  # noqa: E402
+from bench_common import git_commit  # noqa: E402
 
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
@@ -308,12 +308,12 @@ def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
 
 def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
     """``omnipose onboard`` of ``photos`` into ``folder`` unless a finished run is there; returns its report."""
-    from omnipose.data import OnboardConfig
+    from omnipose.data import OnboardConfig, onboard_leaving_out
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        onboard_removing_mirrored(photos, folder, OnboardConfig(num_threads=threads))
+        onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads))
     return json.loads(report.read_text())
 
 

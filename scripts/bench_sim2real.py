@@ -5,7 +5,8 @@ with the ablations without photometric matching and without background handling 
 The data are the built-in classes twice: exact renders on white (``omnipose synth``, MAD-Sim's
 conditions) and photographs (``omnipose synth --style photo``, MAD-Real's: path-traced plastic,
 other lighting for training and test, another lens, noise, JPEG, training poses with a
-reconstruction's error in an arbitrary frame). Both are made under ``--work`` unless ``--sim`` /
+reconstruction's error in an arbitrary frame, or with ``--onboard-poses`` those ``omnipose onboard``
+recovers from the photographs). Both are made under ``--work`` unless ``--sim`` /
 ``--real`` name roots to use as they are (MAD-Sim and MAD-Real themselves, say). The study is
 ``omnipose.evaluation.sim2real`` (``omnipose sim2real``): fields and queries are resumed, so a rerun
 only adds what is missing.
@@ -37,6 +38,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from bench_common import git_commit  # noqa: E402
 
+from omnipose.cli.onboard import onboard_matcher  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.data.synth import SynthConfig, ensure_class  # noqa: E402
 from omnipose.detector import DetectorConfig  # noqa: E402
@@ -48,16 +50,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_roots(args) -> tuple[Path, Path]:
     """The sim and photo roots of ``args.classes`` under ``args.work`` (made or kept by ``ensure_class``)."""
     sim_root = args.sim or args.work / f"sim_{args.size}"
-    tag = "" if args.backdrop is None else f"_tent{args.backdrop:g}"
+    tag = ("" if args.backdrop is None else f"_tent{args.backdrop:g}") + ("_onboarded" if args.onboard_poses else "")
     real_root = args.real or args.work / f"photo_{args.size}{tag}"
+    matcher = onboard_matcher("xfeat") if args.onboard_poses and args.real is None else None
     for name in args.classes.split(","):
         if args.sim is None:
             ensure_class(sim_root, name, SynthConfig(size=args.size, progress=False))
         if args.real is None:
             photo = SynthConfig(size=args.size, style="photo", train_views=50, progress=False)
             backdrop = None if args.backdrop is None else (args.backdrop,) * 3
-            photo.photo = replace(photo.photo, backdrop=backdrop, threads=args.threads)
-            ensure_class(real_root, name, photo)
+            photo.photo = replace(photo.photo, backdrop=backdrop, threads=args.threads, onboard_poses=args.onboard_poses)
+            ensure_class(real_root, name, photo, matcher)
     return sim_root, real_root
 
 
@@ -72,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backdrop", type=float, default=None,
                         help="photographs in a light tent of this grey instead of on a table among clutter")
     parser.add_argument("--threads", type=int, default=None, help="render threads for the photographs")
+    parser.add_argument("--onboard-poses", action="store_true",
+                        help="the photographs' training poses recovered by omnipose onboard (XFeat) from the photographs "
+                             "instead of the true ones with 0.5 deg of noise (a root of their own: *_onboarded)")
     parser.add_argument("--refine-poses", action="store_true",
                         help="train the photographs' fields with their poses refined (fields of their own: <real>-refined)")
     parser.add_argument("--rank-by-chromaticity", action="store_true",

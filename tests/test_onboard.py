@@ -274,6 +274,35 @@ def test_photos_that_do_not_overlap_are_named(tmp_path):
     assert list((tmp_path / "root").iterdir()) == []
 
 
+def test_onboard_leaving_out_runs_again_without_the_photos_it_refused(tmp_path, monkeypatch):
+    """``onboard_leaving_out`` does what the refusal of single photos asks, from a folder of links: the photos
+    given stay as they are; a refusal after the last retry reaches the caller."""
+    from omnipose.data import UnregisteredPhotosError, onboard_leaving_out, sfm
+
+    photos = tmp_path / "photos"
+    _write_images(photos, ["a.png", "b.png", "c.png", "d.png"])
+    seen = []
+
+    def refuse_b(images, out, config=None, masks=None, matcher=None):
+        names = sorted(p.name for p in Path(images).iterdir())
+        seen.append(names)
+        if "b.png" in names:
+            raise UnregisteredPhotosError({"b.png": "12 features (too little texture on the object)"}, len(names))
+        assert all((Path(images) / n).read_bytes() == (photos / n).read_bytes() for n in names)
+        return {"images_registered": len(names)}
+
+    monkeypatch.setattr(sfm, "onboard", refuse_b)
+    with pytest.warns(UserWarning, match=r"1 of 4 photos did not register \(b.png: 12 features.*Running again"):
+        report, left_out = onboard_leaving_out(photos, tmp_path / "root" / "thing")
+    assert left_out == ["b.png"] and report == {"images_registered": 3}
+    assert seen == [["a.png", "b.png", "c.png", "d.png"], ["a.png", "c.png", "d.png"]]
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+    assert [p.name for p in (tmp_path / "root").iterdir()] == []  # its folder of links is gone
+    with pytest.raises(UnregisteredPhotosError, match="b.png") as refused:
+        onboard_leaving_out(photos, tmp_path / "root" / "thing", retries=0)
+    assert refused.value.photos == ["b.png"]
+
+
 def _lego_photos(lego_dir, folder, names, size=200):
     """The lego training views ``names`` (r_0, ...) as photos of ``size`` pixels, on white, in ``folder``."""
     from PIL import Image
@@ -429,6 +458,67 @@ def test_the_final_bundle_adjustment_is_not_pulled_by_keypoints_pixels_off():
         assert errors[OnboardConfig().final_ba_loss_px] < 0.05 and errors[0.0] > 0.06, errors
 
 
+def test_cameras_thrown_off_by_an_adjustment_are_named_whatever_its_change_of_frame():
+    """``moved_cameras`` takes out the similarity a bundle adjustment is free to apply and names only the cameras
+    moved beyond it: turned half a circle, sent 1e150 away (what a diverged adjustment left), or not finite."""
+    from omnipose.data.sfm_checks import moved_cameras
+
+    rng = np.random.default_rng(0)
+    before = dict(zip((f"v{i}" for i in range(12)), _cameras(12)))
+    T = np.eye(4)
+    T[:3, :3] = 2.5 * qvec_to_rotmat(rotmat_to_qvec(spherical_pose(1.0, 0.4, 1.0).double().numpy()[:3, :3]))
+    T[:3, 3] = [5.0, -3.0, 1.0]
+    after = dict(zip(before, apply_similarity(T, np.stack(list(before.values())))))
+    for pose in after.values():  # what a converged adjustment moves: a tenth of a degree, 0.2 % of the distance
+        pose[:3, :3] = qvec_to_rotmat(rotmat_to_qvec(pose[:3, :3]) + rng.normal(0, 1e-3, 4)) @ np.eye(3)
+        pose[:3, 3] += rng.normal(0, 0.01, 3)
+    assert moved_cameras(before, after) == {}
+    after["v3"][:3, :3] = after["v3"][:3, :3] @ np.diag([-1.0, 1.0, -1.0])
+    after["v5"][:3, 3] = 1e150
+    after["v8"][0, 0] = np.nan
+    flagged = moved_cameras(before, after)
+    assert sorted(flagged) == ["v3", "v5", "v8"] and flagged["v3"][0] == pytest.approx(180, abs=1), flagged
+    assert flagged["v5"][1] > 1e100 and flagged["v5"][0] < 1
+
+
+def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_left_out(monkeypatch):
+    """When the final adjustment throws a camera off (once in 7 onboardings of the lego views), onboard does it
+    again without the keypoint refinement; when that fails too, it keeps the mapping's cameras. It says which in
+    the report and warns; the cameras kept are never the thrown-off ones."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from omnipose.data import sfm
+
+    real_adjustment, calls = sfm.final_bundle_adjustment, []
+
+    def throw_off(pycolmap, reconstruction, config, fixed_focal, bad=(1,)):
+        real_adjustment(pycolmap, reconstruction, config, fixed_focal)
+        calls.append(len(calls) + 1)
+        if calls[-1] in bad:  # camera 3.png turned half a circle, as in the failed bench
+            frame = reconstruction.frame(reconstruction.image(4).frame_id)
+            pose = frame.rig_from_world
+            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(np.array([0.0, np.pi, 0.0])) * pose.rotation,
+                                                    pose.translation)  # fmt: skip
+
+    monkeypatch.setattr(sfm, "final_bundle_adjustment", throw_off)
+    monkeypatch.setattr(sfm, "refine_reconstruction", lambda *args: {"observations": 3600, "median_shift_px": 0.1})
+    config = OnboardConfig(num_threads=1, focal=500.0)
+    reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
+    with pytest.warns(UserWarning, match=r"adjustment of refined keypoints was refused .*3.png \(179.\d deg, \d+ %\)"):
+        adjusted, stats = sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
+    assert calls == [1, 2] and stats["final_adjustment"].startswith("adjusted, after the adjustment of refined")
+    assert stats["keypoint_refinement"] == {} and np.median(_relative_rotation_errors(adjusted, c2w)) < 0.05
+
+    monkeypatch.setattr(sfm, "final_bundle_adjustment", lambda *args: throw_off(*args, bad=(3, 4)))
+    reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
+    with pytest.warns(UserWarning):
+        kept, stats = sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
+    assert calls == [1, 2, 3, 4] and stats["final_adjustment"].startswith("the mapping's cameras kept")
+    reconstruction.update_point_3d_errors()
+    assert kept.compute_mean_reprojection_error() == pytest.approx(reconstruction.compute_mean_reprojection_error())
+    assert np.median(_relative_rotation_errors(kept, c2w)) == pytest.approx(
+        np.median(_relative_rotation_errors(reconstruction, c2w)))
+
+
 def test_the_keypoint_floor_of_the_onboarding_bench_finds_the_noise_and_the_true_cameras(tmp_path):
     """``bench_onboard.py --keypoint-floor`` on a reconstruction whose keypoints are 0.2 px of noise around
     the true projections (and 8 % of them 2-4 px off): it measures that noise, and the same tracks with
@@ -542,6 +632,7 @@ def test_onboard_small_lego_run_recovers_the_true_poses(tmp_path, lego_dir, capf
     # Every observation went through the photometric refinement, which moved them by a fraction of a pixel.
     refinement = report["keypoint_refinement"]
     assert refinement["observations"] > 1000 and 0 < refinement["median_shift_px"] < OnboardConfig.keypoint_max_shift
+    assert report["final_adjustment"] == "keypoints refined, then adjusted"
     assert elapsed < 60
     # COLMAP's INFO log (thousands of lines) stays off unless asked for with verbose.
     assert "Processed file" not in capfd.readouterr().err

@@ -106,6 +106,47 @@ def test_without_reconstruction_poses_the_true_poses_are_written(tmp_path):
         np.testing.assert_allclose(frame["transform_matrix"], truth["train"][frame["file_path"]].numpy(), atol=1e-6)
 
 
+def test_onboarded_training_poses_are_what_onboard_recovers_and_the_test_poses_follow(tmp_path, monkeypatch):
+    """With ``onboard_poses`` the class holds what ``onboard`` made of its training photos: its poses, frame and
+    focal length, without the photos it left out; the published test poses are carried into its frame by the
+    similarity between the true and the onboarded cameras. Structure from motion is replaced here by poses in
+    a known frame, with 1 photo left out (real onboardings of these photos: scripts/bench_onboard.py --photo)."""
+    pytest.importorskip("mitsuba")
+    from omnipose.data.synth import photo
+
+    known = np.diag([2.0, 2.0, 2.0, 1.0]) @ np.array([[0, -1, 0, 0.5], [1, 0, 0, -1.0], [0, 0, 1, 2.0], [0, 0, 0, 1]])
+    seen = {}
+
+    def fake_onboard(images, out, config, matcher=None):
+        names = sorted(p.name for p in images.iterdir())
+        seen.update(names=names, matcher=matcher)
+        true = PhotoStyle(CLASS, config_used).train_poses().numpy().astype(np.float64)
+        frames = [{"file_path": f"train/good/{name}", "transform_matrix": apply_similarity(known, true[[int(name[:-4])]])[0].tolist()}
+                  for name in names if name != "1.png"]  # fmt: skip
+        out.mkdir(parents=True)
+        (out / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.55, "frames": frames}))
+        report = {"images_registered": len(frames), "mean_reprojection_error_px": 0.4, "matching": "fake"}
+        return report, ["1.png"]
+
+    monkeypatch.setattr(photo, "onboard_leaving_out", fake_onboard)
+    config_used = SynthConfig(**{**TINY, "train_views": 4, "test_views_per_type": 1},
+                              photo=PhotoConfig(**FAST, onboard_poses=True))  # fmt: skip
+    generate_class(tmp_path, CLASS, config_used, matcher="the matcher")
+    assert seen == {"names": ["0.png", "1.png", "2.png", "3.png"], "matcher": "the matcher"}
+    meta = json.loads((tmp_path / CLASS / "transforms.json").read_text())
+    assert [frame["file_path"] for frame in meta["frames"]] == ["train/good/0.png", "train/good/2.png", "train/good/3.png"]
+    assert sorted(p.name for p in (tmp_path / CLASS / "train" / "good").iterdir()) == ["0.png", "2.png", "3.png"]
+    assert meta["camera_angle_x"] == 0.55
+    truth = load_true_poses(tmp_path, CLASS)
+    np.testing.assert_allclose(truth["similarity"], known, atol=1e-5)
+    assert sorted(truth["train"]) == ["train/good/0.png", "train/good/2.png", "train/good/3.png"]
+    for key, pose in load_ground_truth_poses(tmp_path, CLASS).items():
+        expected = apply_similarity(known, truth["test"][key].numpy()[None].astype(np.float64))[0]
+        np.testing.assert_allclose(pose.numpy(), expected, atol=1e-4)
+    marker = json.loads((tmp_path / CLASS / "synth.json").read_text())["onboarded_training_poses"]
+    assert marker["left_out"] == ["1.png"] and marker["rotation_error_deg"]["max"] < 1e-3
+
+
 # ----------------------------------------------------------------------------- what photographs bring
 def test_train_and_test_photos_are_taken_under_different_lighting(photo_class):
     folder = photo_class / CLASS
@@ -271,7 +312,9 @@ def test_the_command_line_chooses_the_style():
     parser = add_synth_arguments(argparse.ArgumentParser())
     photo = config_from_args(parser.parse_args(["--out", "x", "--style", "photo", "--spp", "8", "--threads", "1"]))
     assert photo.style == "photo" and photo.train_views == PHOTO_TRAIN_VIEWS
-    assert photo.photo.samples_per_pixel == 8 and photo.photo.threads == 1
+    assert photo.photo.samples_per_pixel == 8 and photo.photo.threads == 1 and not photo.photo.onboard_poses
+    onboarded = config_from_args(parser.parse_args(["--out", "x", "--style", "photo", "--onboard-poses"]))
+    assert onboarded.photo.onboard_poses and parser.parse_args(["--out", "x"]).matcher == "xfeat"
     sim = config_from_args(parser.parse_args(["--out", "x"]))
     assert sim.style == "sim" and sim.train_views == 40 and sim.photo == PhotoConfig()
     tent = config_from_args(parser.parse_args(["--out", "x", "--style", "photo", "--backdrop", "0.8"]))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from omnipose.cli.app import main as omnipose_main
+from omnipose.cli.onboard import ONBOARD_MATCHERS, onboard_matcher
 from omnipose.core.errors import ConfigError, OmniposeError
 from omnipose.data.synth import GROUND_TRUTH_POSES, STYLES, SYNTH_CLASSES, PhotoConfig, SynthConfig, generate_dataset
 
@@ -41,6 +42,12 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--threads", type=int, default=None, help="photo: render threads (default: all cores)")
     parser.add_argument("--jpeg-quality", type=int, default=None,
                         help=f"photo: JPEG quality of the photos (default {PhotoConfig().jpeg_quality})")
+    parser.add_argument("--onboard-poses", action="store_true",
+                        help="photo: recover the training poses from the training photos with omnipose onboard (as a "
+                             "user of these photos would; needs the sfm extra) instead of the true poses with 0.5 deg "
+                             "of noise")  # fmt: skip
+    parser.add_argument("--matcher", default="xfeat", choices=ONBOARD_MATCHERS,
+                        help="photo, with --onboard-poses: onboard's keypoints and matches (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -49,7 +56,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig the options ask for."""
     classes = tuple(name.strip() for name in (args.classes or "").split(",") if name.strip())
     train_views = args.train_views or (PHOTO_TRAIN_VIEWS if args.style == "photo" else SynthConfig.train_views)
-    photo = {"samples_per_pixel": args.spp, "threads": args.threads, "jpeg_quality": args.jpeg_quality}
+    photo = {"samples_per_pixel": args.spp, "threads": args.threads, "jpeg_quality": args.jpeg_quality,
+             "onboard_poses": args.onboard_poses or None}
     lighting = SynthConfig().lighting
     if args.backdrop is not None and args.style == "sim":
         lighting = dataclasses.replace(lighting, background=_colour(args.backdrop))
@@ -80,7 +88,8 @@ def run_synth(args: argparse.Namespace) -> int:
     """``omnipose synth``: returns 0 on success, 2 on a bad request (message on stderr)."""
     try:
         config = config_from_args(args)
-        folders = generate_dataset(args.out, config)
+        matcher = onboard_matcher(args.matcher) if config.style == "photo" and config.photo.onboard_poses else None
+        folders = generate_dataset(args.out, config, matcher)
     except OmniposeError as error:
         print(f"omnipose synth: error: {error}", file=sys.stderr)
         return 2

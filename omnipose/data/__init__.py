@@ -53,8 +53,8 @@ from omnipose.data.mad import (
     list_classes,
     open_mad_class,
 )
-from omnipose.data.sfm import OnboardConfig, onboard
-from omnipose.data.sfm_checks import MirroredPhotosError
+from omnipose.data.sfm import OnboardConfig, onboard, onboard_leaving_out
+from omnipose.data.sfm_checks import MirroredPhotosError, PhotosRefusedError, UnregisteredPhotosError
 
 __getattr__ = legacy_getattr("omnipose.data")
 
@@ -64,6 +64,8 @@ __all__ = [
     "ColmapImage",
     "ColmapModel",
     "MirroredPhotosError",
+    "PhotosRefusedError",
+    "UnregisteredPhotosError",
     "OnboardConfig",
     "apply_similarity",
     "c2w_to_colmap",
@@ -72,6 +74,7 @@ __all__ = [
     "load_colmap",
     "object_frame",
     "onboard",
+    "onboard_leaving_out",
     "read_colmap_model",
     "transforms_from_model",
     "write_colmap_model",

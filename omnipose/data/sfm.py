@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,10 +42,13 @@ from omnipose.data.colmap import (
 from omnipose.data.keypoint_refinement import refine_reconstruction
 from omnipose.data.sfm_checks import (
     MirroredPhotosError,
+    PhotosRefusedError,
+    UnregisteredPhotosError,
     blurred_photos,
     check_one_object,
     detail_kept,
     mirrored_photos,
+    moved_cameras,
     read_matches,
     unregistered_reasons,
 )
@@ -325,6 +329,60 @@ def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fix
     pycolmap.bundle_adjustment(reconstruction, options)
 
 
+def camera_poses(reconstruction) -> dict[str, np.ndarray]:
+    """Camera-to-world (4, 4), in COLMAP's axes, of each registered image by name."""
+    poses = {}
+    for image in reconstruction.images.values():
+        if image.has_pose:
+            pose = np.eye(4)
+            pose[:3] = image.cam_from_world().matrix()
+            poses[image.name] = np.linalg.inv(pose)
+    return poses
+
+
+def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config: OnboardConfig) -> tuple[object, dict]:
+    """The keypoint refinement and the final bundle adjustment of a mapping, refused where they threw cameras off.
+
+    Now and then (once in 7 onboardings of the lego views measured) the final adjustment diverges:
+    a camera turned half a circle, a reprojection error of 1e150 px. So its result is checked against
+    the mapping (``moved_cameras``, and the reprojection error no more than doubled); where it fails,
+    the adjustment is done again without the keypoint refinement, and where that fails too the mapping's
+    own (less tightly adjusted) cameras are kept. Returns (reconstruction, stats): 'keypoint_refinement',
+    'final_adjustment' (what was kept, and why) and 'timings'."""
+    if config.final_ba_iterations == 0:
+        return reconstruction, {"final_adjustment": "none (final_ba_iterations is 0)", "timings": {}}
+    mapped = pycolmap.Reconstruction(reconstruction)
+    mapped.update_point_3d_errors()
+    before, error_before = camera_poses(mapped), mapped.compute_mean_reprojection_error()
+    timings, problems = {}, []
+    for refine in (True, False) if config.refine_keypoints else (False,):
+        adjusted = pycolmap.Reconstruction(mapped)
+        refinement = refine_reconstruction(adjusted, images_dir, config.keypoint_max_shift,
+                                           config.max_image_size) if refine else {}  # fmt: skip
+        if refine:
+            timings["keypoint_refinement_s"] = refinement.get("seconds", 0.0)
+        start = time.perf_counter()
+        final_bundle_adjustment(pycolmap, adjusted, config, config.focal is not None)
+        timings["bundle_adjustment_s"] = timings.get("bundle_adjustment_s", 0.0) + time.perf_counter() - start
+        adjusted.update_point_3d_errors()
+        error = adjusted.compute_mean_reprojection_error()
+        moved = moved_cameras(before, camera_poses(adjusted))
+        if np.isfinite(error) and error <= 2 * error_before + 0.5 and not moved:
+            kept = "keypoints refined, then adjusted" if refinement else "adjusted"
+            if problems:
+                kept += f", after {'; '.join(problems)}"
+            counts = {k: v for k, v in refinement.items() if k != "seconds"}
+            return adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings}
+        listed = ", ".join(f"{name} ({deg:.1f} deg, {100 * shift:.0f} %)" for name, (deg, shift) in list(moved.items())[:5])
+        problems.append(f"the adjustment{' of refined keypoints' if refinement else ''} was refused (reprojection error "
+                        f"{error:.3g} px against {error_before:.3g} before; cameras thrown off: {listed or 'none'})")
+        warnings.warn(f"onboard: {problems[-1]}.", stacklevel=3)
+        if not refinement:  # nothing was refined (another camera model): the same adjustment would fail again
+            break
+    return mapped, {"keypoint_refinement": {}, "final_adjustment": f"the mapping's cameras kept: {'; '.join(problems)}",
+                    "timings": timings}
+
+
 def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> tuple[object, dict]:
     """Features, matches (SIFT, or ``matcher``'s: ``learned_matches``), mapping and final bundle
     adjustment in ``work``. Returns (reconstruction, stats)."""
@@ -371,24 +429,13 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
     timings["mapping_s"] = time.perf_counter() - start
     registered = {image.name for image in reconstruction.images.values() if image.has_pose}
     if len(registered) < len(names):
-        reasons = unregistered_reasons(pairs, features, names, registered)
-        listed = "; ".join(f"{n}: {r}" for n, r in reasons.items())
-        raise DataError(
-            f"{len(reasons)} of {len(names)} photos did not register ({listed}). Remove them, or add photos "
-            "between them and their neighbours so that each overlaps others."
-        )
+        raise UnregisteredPhotosError(unregistered_reasons(pairs, features, names, registered), len(names))
     if mirrored:
         raise MirroredPhotosError(mirrored, config.mapping_attempts)
-    refinement = {}
-    if config.refine_keypoints and config.final_ba_iterations > 0:
-        refinement = refine_reconstruction(reconstruction, work / "images", config.keypoint_max_shift,
-                                           config.max_image_size)
-        timings["keypoint_refinement_s"] = refinement.get("seconds", 0.0)
-    start = time.perf_counter()
-    final_bundle_adjustment(pycolmap, reconstruction, config, config.focal is not None)
-    timings["bundle_adjustment_s"] = time.perf_counter() - start
+    reconstruction, adjustment = checked_final_adjustment(pycolmap, reconstruction, work / "images", config)
+    timings.update(adjustment.pop("timings"))
     stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
-             "keypoint_refinement": {k: v for k, v in refinement.items() if k != "seconds"}, "timings": timings}
+             **adjustment, "timings": timings}
     return reconstruction, stats
 
 
@@ -526,3 +573,28 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         return report
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def onboard_leaving_out(images: str | Path, out: str | Path, config: OnboardConfig | None = None,
+                        masks: str | Path | None = None, matcher=None, retries: int = 1) -> tuple[dict, list[str]]:
+    """``onboard`` doing what a user does when it refuses single photos (they did not register, or
+    registered mirrored): run again without them, at most ``retries`` times. ``images`` is left as it
+    is (the others are linked into a temporary folder). Returns the report and the photos left out."""
+    images, left_out = Path(images), []
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".onboard-photos-", dir=Path(out).parent) as kept:
+        for attempt in range(retries + 1):
+            try:
+                return onboard(kept if left_out else images, out, config, masks, matcher), left_out
+            except PhotosRefusedError as error:
+                if attempt == retries:
+                    raise
+                warnings.warn(f"onboard: {error} Running again without them.", stacklevel=2)
+                left_out += error.photos
+                for photo in list_photos(images):
+                    link = Path(kept) / photo.name
+                    if photo.name in left_out:
+                        link.unlink(missing_ok=True)
+                    elif not link.exists():
+                        os.symlink(photo.resolve(), link)
+    raise AssertionError("unreachable")

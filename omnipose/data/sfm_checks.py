@@ -1,5 +1,6 @@
 """What onboarding refuses, and why: photos blurred beyond the others, photos in groups that share
-no match, photos that did not register, photos registered across the object from their matches.
+no match, photos that did not register, photos registered across the object from their matches, cameras that the
+final bundle adjustment threw off.
 
 Each check names the photos and what to do; pycolmap is passed in by the caller (``omnipose.data.sfm``)."""
 from __future__ import annotations
@@ -7,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from omnipose.core.errors import DataError
+from omnipose.core.geometry import rotation_error_deg
 from omnipose.core.image import dilate, resize_image
+from omnipose.data.colmap import apply_similarity, camera_similarity
 
 BLURRED = 0.5
 """Share of its detail a photo keeps under a 1-pixel blur above which it counts as blurred however
@@ -158,15 +162,32 @@ def mirrored_views(centres: dict[str, np.ndarray], target: np.ndarray, pair_inli
     return flagged
 
 
-class MirroredPhotosError(DataError):
-    """Photos registered across the object from the photos they match best; ``photos`` names them, so
-    that a caller can do what the message asks (remove them and run again) without reading it."""
+class PhotosRefusedError(DataError):
+    """Onboarding refused some of the photos (``photos`` names them), so that a caller can do what the
+    message asks, remove them and run again (``sfm.onboard_leaving_out``), without reading it."""
+
+    def __init__(self, photos: list[str], message: str):
+        self.photos = list(photos)
+        super().__init__(message)
+
+
+class UnregisteredPhotosError(PhotosRefusedError):
+    """Photos that did not register, with why (``unregistered_reasons``)."""
+
+    def __init__(self, reasons: dict[str, str], given: int):
+        listed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        super().__init__(list(reasons), f"{len(reasons)} of {given} photos did not register ({listed}). Remove them, or "
+                                        "add photos between them and their neighbours so that each overlaps others.")
+
+
+class MirroredPhotosError(PhotosRefusedError):
+    """Photos registered across the object from the photos they match best."""
 
     def __init__(self, flagged: dict[str, tuple[float, list[str]]], attempts: int = 1):
-        self.photos = list(flagged)
         listed = "; ".join(f"{name}: {angle:.0f} deg from {', '.join(others)}" for name, (angle, others) in flagged.items())
         tried = f" in each of {attempts} mappings" if attempts > 1 else ""
         super().__init__(
+            list(flagged),
             f"{len(flagged)} photos registered across the object from the photos they match best{tried} ({listed}): "
             "mirrored on repetitive structure. Remove them, or add photos between them and their neighbours."
         )
@@ -178,3 +199,38 @@ def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[s
     points = np.array([point.xyz for point in reconstruction.points3D.values()])
     target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
     return mirrored_views(centres, target, pairs)
+
+
+def moved_cameras(before: dict[str, np.ndarray], after: dict[str, np.ndarray], max_deg: float = 5.0,
+                  max_shift: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Cameras that an adjustment moved beyond what refining them can: more than ``max_deg`` degrees of
+    rotation, or a centre shift of more than ``max_shift`` of the cameras' median distance from their
+    centroid, once the adjustment's change of frame is taken out.
+
+    before, after: camera-to-world (4, 4) by name, in any frames that differ by a similarity (bundle
+    adjustment leaves the frame free). The similarity is fitted again without the camera farthest
+    beyond the limits until none of those fitted is (half of them at least), so that one camera thrown
+    across the object does not tilt the fit for the others.
+    Returns {name: (degrees, shift as a fraction)} of the cameras beyond either limit."""
+    names = sorted(set(before) & set(after))
+    a = np.stack([before[name] for name in names]).astype(np.float64)
+    b = np.stack([after[name] for name in names]).astype(np.float64)
+    radius = max(float(np.median(np.linalg.norm(a[:, :3, 3] - a[:, :3, 3].mean(0), axis=1))), 1e-12)
+    finite = np.isfinite(b).all(axis=(1, 2))
+    degrees, shifts = np.full(len(names), np.inf), np.full(len(names), np.inf)
+    keep = finite.copy()
+    if finite.any():  # a camera thrown far off would dominate the least-squares fit: it starts without them
+        centres = b[finite, :3, 3]
+        spread = np.linalg.norm(centres - np.median(centres, axis=0), axis=1)
+        keep[finite] = spread <= 10 * np.median(spread)
+    while keep.sum() >= 3:
+        moved = apply_similarity(np.linalg.inv(camera_similarity(a[keep], b[keep])), b[finite])
+        turned = rotation_error_deg(torch.from_numpy(moved[:, :3, :3]), torch.from_numpy(a[finite, :3, :3])).numpy()
+        degrees[finite] = np.nan_to_num(turned, nan=np.inf)
+        shifts[finite] = np.nan_to_num(np.linalg.norm(moved[:, :3, 3] - a[finite, :3, 3], axis=1) / radius, nan=np.inf)
+        beyond = keep & ((degrees > max_deg) | (shifts > max_shift))
+        if not beyond.any() or keep.sum() <= len(names) // 2:
+            break
+        keep[np.argmax(np.where(keep, degrees / max_deg + shifts / max_shift, -np.inf))] = False
+    flagged = (degrees > max_deg) | (shifts > max_shift)
+    return {names[k]: (float(degrees[k]), float(shifts[k])) for k in np.flatnonzero(flagged)}

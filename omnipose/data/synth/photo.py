@@ -20,12 +20,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from omnipose.core.geometry import intrinsics_from_fov, look_at, roll_camera, so3_exp
-from omnipose.data import GOOD, apply_similarity
+from omnipose.core.errors import DataError
+from omnipose.core.files import read_json
+from omnipose.core.geometry import intrinsics_from_fov, look_at, roll_camera, rotation_error_deg, so3_exp
+from omnipose.data import GOOD, OnboardConfig, apply_similarity, camera_similarity, onboard_leaving_out
 from omnipose.data.synth.config import TEST_TYPES, SynthConfig
 from omnipose.data.synth.defects import Proposal, RenderedTestView, defect_not_placed, fit_defect
 from omnipose.data.synth.designs import build_figure
@@ -180,20 +184,52 @@ class PhotoStyle:
         self.intrinsics = intrinsics_from_fov(self.camera_angle_x, config.size, config.size).numpy().astype(np.float64)
         self._scenes: dict = {}  # the defect-free figure's scene per session
         self.frame = np.eye(4)
+        self.onboarded: dict = {}  # what onboard made of the training photos (PhotoConfig.onboard_poses)
 
     # -- what the writer asks
     def marker(self) -> dict:
-        return {"camera_distance": self.distance, "mask": "geometric (exact ray casting at pixel centres)"}
+        onboarded = {"onboarded_training_poses": self.onboarded} if self.onboarded else {}
+        return {"camera_distance": self.distance, "mask": "geometric (exact ray casting at pixel centres)", **onboarded}
 
     def train_poses(self) -> torch.Tensor:
         return photo_training_poses(self.class_name, self.config, self.distance)
 
-    def written_train_poses(self, true_c2w: torch.Tensor) -> torch.Tensor:
+    def written_train_poses(self, true_c2w: torch.Tensor, photos: Path, matcher=None) -> dict[int, torch.Tensor]:
+        """The training poses to write, by index of ``true_c2w`` (N, 4, 4), of the photos rendered into
+        ``photos`` as ``<index>.png``: the true ones, the true ones with a reconstruction's noise, or those
+        ``onboard`` recovers from the photos (``matcher`` as ``onboard`` takes it), which leaves out the
+        photos it cannot place and sets ``camera_angle_x`` to the focal length it found."""
+        if self.photo.onboard_poses:
+            return self._onboarded_poses(true_c2w, photos, matcher)
         if not self.photo.reconstruction_poses:
-            return true_c2w
+            return dict(enumerate(true_c2w))
         rng = class_rng(self.config.seed, self.class_name, _RECONSTRUCTION)
         written, self.frame = reconstruction_error(true_c2w, rng, self.photo, self.distance)
-        return torch.tensor(written, dtype=torch.float32)
+        return dict(enumerate(torch.tensor(written, dtype=torch.float32)))
+
+    def _onboarded_poses(self, true_c2w: torch.Tensor, photos: Path, matcher) -> dict[int, torch.Tensor]:
+        config = OnboardConfig(seed=self.config.seed, num_threads=self.photo.threads or -1)
+        with tempfile.TemporaryDirectory(prefix=".onboard-", dir=photos.parent) as work:
+            try:
+                report, left_out = onboard_leaving_out(photos, Path(work) / "class", config, matcher=matcher)
+            except DataError as error:
+                raise DataError(f"onboarding the {len(true_c2w)} training photos of {self.class_name} failed: {error} "
+                                "Make the class with the true poses and a reconstruction's noise instead "
+                                "(without --onboard-poses).") from None
+            meta = read_json(Path(work) / "class" / "transforms.json", DataError, "Run again.")
+        self.onboarded = {"registered": report["images_registered"], "left_out": left_out,
+                          "mean_reprojection_error_px": report["mean_reprojection_error_px"],
+                          "matching": report["matching"]}  # fmt: skip
+        written = {int(Path(frame["file_path"]).stem): torch.tensor(frame["transform_matrix"], dtype=torch.float32)
+                   for frame in meta["frames"]}  # fmt: skip
+        order = sorted(written)
+        estimated = np.stack([written[k].numpy() for k in order]).astype(np.float64)
+        self.frame = camera_similarity(np.asarray(true_c2w[order], np.float64), estimated)
+        true_there = apply_similarity(self.frame, np.asarray(true_c2w[order], np.float64))
+        errors = rotation_error_deg(torch.from_numpy(true_there[:, :3, :3]), torch.from_numpy(estimated[:, :3, :3])).numpy()
+        self.onboarded["rotation_error_deg"] = {"median": float(np.median(errors)), "max": float(errors.max())}
+        self.camera_angle_x = float(meta["camera_angle_x"])
+        return {k: written[k] for k in order}
 
     def to_written_frame(self, c2w: torch.Tensor) -> torch.Tensor:
         return torch.tensor(apply_similarity(self.frame, np.asarray(c2w, np.float64)[None])[0], dtype=torch.float32)

@@ -124,6 +124,11 @@ class PhotoConfig(Config):
     """JPEG quality the photos go through (saved back as PNG, the file names MAD readers expect); None: none."""
     reconstruction_poses: bool = True
     """Write training poses as a reconstruction leaves them (noise, an arbitrary frame); False: the true poses."""
+    onboard_poses: bool = False
+    """Recover the training poses from the training photos themselves with ``omnipose onboard`` (structure
+    from motion; needs the sfm extra): the poses, the frame, the scale and the focal length a user
+    onboarding these photos would get, with their own errors, instead of the true poses with noise. The
+    photos it cannot register are left out of the training views."""
     pose_rotation_noise_deg: float = 0.5
     """Root-mean-square rotation error of each written training pose, in degrees."""
     pose_position_noise: float = 0.004
@@ -149,7 +154,8 @@ class PhotoConfig(Config):
         require(self, "defocus", self.defocus <= 0.05, "must be 0.05 or less (slight defocus)")
         positive(self, "plastic_roughness", "exposure")
         require(self, "plastic_roughness", self.plastic_roughness <= 1.0, "must be a roughness in (0, 1]")
-        for name in ("specular", "soft_shadows", "environment", "table", "test_lighting_differs", "reconstruction_poses"):
+        for name in ("specular", "soft_shadows", "environment", "table", "test_lighting_differs", "reconstruction_poses",
+                     "onboard_poses"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         _whole(self, "clutter", 0)
         require(self, "clutter", self.clutter <= 24, "must be 24 or fewer objects")

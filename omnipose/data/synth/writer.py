@@ -83,8 +83,8 @@ class SimStyle:
     def train_poses(self) -> torch.Tensor:
         return training_poses(self.class_name, self.config, self.distance)
 
-    def written_train_poses(self, true_c2w: torch.Tensor) -> torch.Tensor:
-        return true_c2w
+    def written_train_poses(self, true_c2w: torch.Tensor, photos: Path, matcher=None) -> dict[int, torch.Tensor]:
+        return dict(enumerate(true_c2w))
 
     def to_written_frame(self, c2w: torch.Tensor) -> torch.Tensor:
         return c2w
@@ -99,8 +99,12 @@ class SimStyle:
         return make_test_view(self.class_name, defect_type, index, self.config, self.distance)
 
 
-def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | None = None) -> Path:
+def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | None = None, matcher=None) -> Path:
     """Render one class in the MAD-Sim layout under ``out_root``; returns the class folder.
+
+    matcher: the keypoint matcher ``onboard`` uses when the photo style recovers its training poses by
+    structure from motion (``PhotoConfig.onboard_poses``; ``omnipose.pose.make_matcher("xfeat")``);
+    None: COLMAP's SIFT.
 
     The class is built in ``<out_root>/.synth-staging/<class>`` and moved into place when complete,
     so an interrupted run never leaves a half-made class where readers would find it. Its
@@ -119,16 +123,17 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     stage.mkdir(parents=True)
 
     train = style.train_poses()
-    written = style.written_train_poses(train)
     total = len(train) + config.test_views_per_type * len(TEST_TYPES)
     bar = tqdm(total=total, desc=f"synth {class_name}", disable=not config.progress, leave=False)
-    frames, true_train = [], {}
-    for index, c2w in enumerate(train):
-        name = f"train/{GOOD}/{index}.png"
+    names = [f"train/{GOOD}/{index}.png" for index in range(len(train))]
+    for index, (name, c2w) in enumerate(zip(names, train)):
         save_image(stage / name, style.render_train(index, c2w))
-        frames.append({"file_path": name, "transform_matrix": _pose_list(written[index])})
-        true_train[name] = _pose_list(c2w)
         bar.update()
+    written = style.written_train_poses(train, stage / "train" / GOOD, matcher)
+    for index in set(range(len(train))) - set(written):  # photos a reconstruction could not place
+        (stage / names[index]).unlink()
+    frames = [{"file_path": names[index], "transform_matrix": _pose_list(pose)} for index, pose in written.items()]
+    true_train = {names[index]: _pose_list(train[index]) for index in written}
     atomic_write_json(
         stage / "transforms.json",
         {"camera_angle_x": style.camera_angle_x, "aabb": style.aabb(), "frames": frames},
@@ -173,7 +178,7 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     return folder
 
 
-def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig) -> set[str]:
+def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig, matcher=None) -> set[str]:
     """Make a class unless one made by ``omnipose synth`` with these settings is already there.
 
     A class made with other settings (say another size or fewer test views) is made again; a
@@ -187,7 +192,7 @@ def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig) -> 
     if (folder / MARKER).is_file() and read_synth_config(folder).settings() == config.settings():
         return set()
     before = _training_fingerprint(folder)
-    generate_class(out_root, class_name, config)
+    generate_class(out_root, class_name, config, matcher)
     return {"test"} if before is not None and before == _training_fingerprint(folder) else {"train", "test"}
 
 
@@ -202,15 +207,16 @@ def _training_fingerprint(folder: Path) -> str | None:
     return digest.hexdigest()
 
 
-def generate_dataset(out_root: str | Path, config: SynthConfig | None = None) -> list[Path]:
-    """Render every class the config names (all SYNTH_CLASSES by default); returns the class folders."""
+def generate_dataset(out_root: str | Path, config: SynthConfig | None = None, matcher=None) -> list[Path]:
+    """Render every class the config names (all SYNTH_CLASSES by default); returns the class folders.
+    matcher: as ``generate_class`` takes it."""
     config = config or SynthConfig()
     config.validate()
     names = config.class_names()
     for name in names:  # refuse before rendering anything
         _check_target(Path(out_root) / name, config.overwrite)
     quiet = not config.progress or len(names) < 2
-    return [generate_class(out_root, name, config) for name in tqdm(names, desc="synth classes", disable=quiet)]
+    return [generate_class(out_root, name, config, matcher) for name in tqdm(names, desc="synth classes", disable=quiet)]
 
 
 def read_synth_config(class_folder: str | Path) -> SynthConfig:
