@@ -28,7 +28,8 @@ The photographed stand-in instead of the lego (``omnipose synth --style photo``;
 poses from ``<root>/ground_truth_poses/<class>_true_frame.json``), with a learned matcher. ``onboard``
 maps again with the next seed while its mirror check names photos ("maps" in the table); photos it
 names in every mapping, or that do not register, are left out and the run repeated (up to 3 times),
-as its message asks (``onboard_leaving_out``), and counted as not registered (the issue's target there: >= 95 % registered, median rotation error <= 0.3 deg):
+as its message asks (``onboard_leaving_out``), and counted as not registered (the issue's target there:
+>= 95 % registered, median rotation error <= 0.3 deg):
 
     python scripts/bench_onboard.py --photo data/photo/01Robot --matcher xfeat --variants octave2,refined
 
@@ -141,7 +142,8 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
     the cameras and focal length go back to onboard's, and ``final_bundle_adjustment`` runs as in onboard.
     Against the bench's own row it splits the error into what the keypoints bring (their view-dependent
     offsets) and what noise on these tracks leaves. Pinhole cameras only."""
-    from omnipose.data.sfm import final_bundle_adjustment, import_pycolmap
+    from omnipose.data.sfm import import_pycolmap
+    from omnipose.data.sfm_adjustment import final_bundle_adjustment
 
     pycolmap = import_pycolmap()
 
@@ -234,6 +236,8 @@ def table(rows: list[dict]) -> str:
                                  f"{row['median_rotation_deg']:.3f}", f"{row['max_rotation_deg']:.3f}", f"{row['median_centre_pct']:.3f}",
                                  f"{row['max_centre_pct']:.3f}", f"{row['focal_pct']:+.2f}",
                                  f"{row['reprojection_px']:.3f}", f"{row['seconds']:.0f}"]))  # fmt: skip
+        if "refused" in (row.get("final_adjustment") or ""):
+            lines.append(f"({row['variant']}: {row['final_adjustment']})")
     return "\n".join(lines)
 
 
@@ -250,6 +254,9 @@ def main() -> int:
                         help="also run each variant's final bundle adjustment on its tracks with ideal keypoints (the "
                              "true cameras' projections plus noise as wide as the real keypoints' core): what the "
                              "keypoints' own offsets cost")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy each variant's onboarded class (COLMAP model, report, cameras) to KEEP/<variant>, "
+                             "to look into a result afterwards")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench") / "onboard.json", help="JSON results")
     args = parser.parse_args()
@@ -265,7 +272,9 @@ def main() -> int:
             truth = prepare(args.lego, args.size, work / "photos") if args.photo is None else \
                 prepare_photo(args.photo, work / "photos")
             rows.append(run_variant(name, work / "photos", truth, args.threads, work, matcher, args.keypoint_floor))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            if args.keep is not None and (work / name / "lego").is_dir():
+                shutil.copytree(work / name / "lego", args.keep / name, dirs_exist_ok=True)
+            print("\n".join(table(rows[-1:]).splitlines()[2:]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     subject = f"lego, 100 views at {args.size}x{args.size}" if args.photo is None else f"{args.photo}, {len(truth) - 1} photos"

@@ -59,7 +59,8 @@ def make_roots(args) -> tuple[Path, Path]:
         if args.real is None:
             photo = SynthConfig(size=args.size, style="photo", train_views=50, progress=False)
             backdrop = None if args.backdrop is None else (args.backdrop,) * 3
-            photo.photo = replace(photo.photo, backdrop=backdrop, threads=args.threads, onboard_poses=args.onboard_poses)
+            photo.photo = replace(photo.photo, backdrop=backdrop, threads=args.threads,
+                                  onboard_poses=args.onboard_poses)
             ensure_class(real_root, name, photo, matcher)
     return sim_root, real_root
 
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="photographs in a light tent of this grey instead of on a table among clutter")
     parser.add_argument("--threads", type=int, default=None, help="render threads for the photographs")
     parser.add_argument("--onboard-poses", action="store_true",
-                        help="the photographs' training poses recovered by omnipose onboard (XFeat) from the photographs "
-                             "instead of the true ones with 0.5 deg of noise (a root of their own: *_onboarded)")
+                        help="the photographs' training poses recovered by omnipose onboard (XFeat) from the "
+                             "photographs instead of the true ones with 0.5 deg of noise (a root of their own: "
+                             "*_onboarded)")
     parser.add_argument("--refine-poses", action="store_true",
                         help="train the photographs' fields with their poses refined (fields of their own: <real>-refined)")
     parser.add_argument("--rank-by-chromaticity", action="store_true",

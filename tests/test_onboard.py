@@ -446,7 +446,7 @@ def test_the_final_bundle_adjustment_is_not_pulled_by_keypoints_pixels_off():
     """Least squares lets the few keypoints 2-4 px off pull every camera (0.08-0.11 deg median error
     between pairs when measured); the Cauchy loss (``final_ba_loss_px``) leaves them aside (0.02-0.03)."""
     pycolmap = pytest.importorskip("pycolmap")
-    from omnipose.data.sfm import final_bundle_adjustment
+    from omnipose.data.sfm_adjustment import final_bundle_adjustment
 
     for seed in range(2):
         errors = {}
@@ -481,12 +481,12 @@ def test_cameras_thrown_off_by_an_adjustment_are_named_whatever_its_change_of_fr
     assert flagged["v5"][1] > 1e100 and flagged["v5"][0] < 1
 
 
-def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_left_out(monkeypatch):
+def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_refused(monkeypatch):
     """When the final adjustment throws a camera off (once in 7 onboardings of the lego views), onboard does it
-    again without the keypoint refinement; when that fails too, it keeps the mapping's cameras. It says which in
-    the report and warns; the cameras kept are never the thrown-off ones."""
+    again without the keypoint refinement, says so in the report and warns; when that fails too, the mapping does
+    not hold together (a plain figure's sides folded onto each other) and onboarding stops, naming the cameras."""
     pycolmap = pytest.importorskip("pycolmap")
-    from omnipose.data import sfm
+    from omnipose.data import sfm_adjustment as sfm
 
     real_adjustment, calls = sfm.final_bundle_adjustment, []
 
@@ -510,13 +510,26 @@ def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_left_out(m
 
     monkeypatch.setattr(sfm, "final_bundle_adjustment", lambda *args: throw_off(*args, bad=(3, 4)))
     reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
-    with pytest.warns(UserWarning):
-        kept, stats = sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
-    assert calls == [1, 2, 3, 4] and stats["final_adjustment"].startswith("the mapping's cameras kept")
-    reconstruction.update_point_3d_errors()
-    assert kept.compute_mean_reprojection_error() == pytest.approx(reconstruction.compute_mean_reprojection_error())
-    assert np.median(_relative_rotation_errors(kept, c2w)) == pytest.approx(
-        np.median(_relative_rotation_errors(reconstruction, c2w)))
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"does not hold together.*3.png \(179.\d deg"):
+        sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
+    assert calls == [1, 2, 3, 4]
+
+    # Cameras drifting by degrees, the reprojection error holding (a folded mapping): refused at once.
+    def drift(pycolmap, reconstruction, config, fixed_focal):
+        real_adjustment(pycolmap, reconstruction, config, fixed_focal)
+        calls.append(len(calls) + 1)
+        for image_id in (2, 5, 9):
+            frame = reconstruction.frame(reconstruction.image(image_id).frame_id)
+            pose = frame.rig_from_world
+            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(np.radians([0.0, 4.0, 0.0])) * pose.rotation,
+                                                    pose.translation)  # fmt: skip
+
+    monkeypatch.setattr(sfm, "final_bundle_adjustment", drift)
+    reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
+    folded = r"does not hold together.*refined keypoints.*thrown off: 1.png \(4.\d deg, \d %\), 4.png .*8.png"
+    with pytest.raises(DataError, match=folded):
+        sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
+    assert calls == [1, 2, 3, 4, 5]
 
 
 def test_the_keypoint_floor_of_the_onboarding_bench_finds_the_noise_and_the_true_cameras(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from omnipose.cli.synth import PHOTO_TRAIN_VIEWS, add_synth_arguments, config_from_args
-from omnipose.core.errors import ConfigError
-from omnipose.core.geometry import rotation_error_deg
+from omnipose.core.errors import ConfigError, DataError
+from omnipose.core.geometry import rotation_error_deg, spherical_pose
 from omnipose.core.image import dilate
 from omnipose.data import apply_similarity, camera_similarity, load_transforms, open_mad_class
 from omnipose.data.synth import (
@@ -115,13 +115,17 @@ def test_onboarded_training_poses_are_what_onboard_recovers_and_the_test_poses_f
     from omnipose.data.synth import photo
 
     known = np.diag([2.0, 2.0, 2.0, 1.0]) @ np.array([[0, -1, 0, 0.5], [1, 0, 0, -1.0], [0, 0, 1, 2.0], [0, 0, 0, 1]])
-    seen = {}
+    seen, turn = {}, {"deg": 0.0}
 
     def fake_onboard(images, out, config, matcher=None):
         names = sorted(p.name for p in images.iterdir())
         seen.update(names=names, matcher=matcher)
         true = PhotoStyle(CLASS, config_used).train_poses().numpy().astype(np.float64)
-        frames = [{"file_path": f"train/good/{name}", "transform_matrix": apply_similarity(known, true[[int(name[:-4])]])[0].tolist()}
+        # Each camera turned about its own axis by turn["deg"]: a wrong reconstruction when large.
+        true[:, :3, :3] = true[:, :3, :3] @ spherical_pose(0.0, 0.0, 1.0).numpy()[:3, :3].T @ \
+            spherical_pose(np.radians(turn["deg"]), 0.0, 1.0).numpy()[:3, :3]
+        frames = [{"file_path": f"train/good/{name}",
+                   "transform_matrix": apply_similarity(known, true[[int(name[:-4])]])[0].tolist()}
                   for name in names if name != "1.png"]  # fmt: skip
         out.mkdir(parents=True)
         (out / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.55, "frames": frames}))
@@ -134,17 +138,23 @@ def test_onboarded_training_poses_are_what_onboard_recovers_and_the_test_poses_f
     generate_class(tmp_path, CLASS, config_used, matcher="the matcher")
     assert seen == {"names": ["0.png", "1.png", "2.png", "3.png"], "matcher": "the matcher"}
     meta = json.loads((tmp_path / CLASS / "transforms.json").read_text())
-    assert [frame["file_path"] for frame in meta["frames"]] == ["train/good/0.png", "train/good/2.png", "train/good/3.png"]
+    kept = ["train/good/0.png", "train/good/2.png", "train/good/3.png"]
+    assert [frame["file_path"] for frame in meta["frames"]] == kept
     assert sorted(p.name for p in (tmp_path / CLASS / "train" / "good").iterdir()) == ["0.png", "2.png", "3.png"]
     assert meta["camera_angle_x"] == 0.55
     truth = load_true_poses(tmp_path, CLASS)
     np.testing.assert_allclose(truth["similarity"], known, atol=1e-5)
-    assert sorted(truth["train"]) == ["train/good/0.png", "train/good/2.png", "train/good/3.png"]
+    assert sorted(truth["train"]) == kept
     for key, pose in load_ground_truth_poses(tmp_path, CLASS).items():
         expected = apply_similarity(known, truth["test"][key].numpy()[None].astype(np.float64))[0]
         np.testing.assert_allclose(pose.numpy(), expected, atol=1e-4)
     marker = json.loads((tmp_path / CLASS / "synth.json").read_text())["onboarded_training_poses"]
     assert marker["left_out"] == ["1.png"] and marker["rotation_error_deg"]["max"] < 1e-3
+    # A reconstruction many degrees off the truth (plain faces matched across the figure) is refused.
+    turn["deg"] = 30.0
+    with pytest.raises(DataError, match=r"30.0 deg off their true poses in median .*\(without --onboard-poses\)"):
+        generate_class(tmp_path / "wrong", CLASS, config_used)
+    assert not (tmp_path / "wrong" / CLASS).exists()
 
 
 # ----------------------------------------------------------------------------- what photographs bring

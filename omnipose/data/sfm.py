@@ -39,7 +39,7 @@ from omnipose.data.colmap import (
     read_colmap_model,
     transforms_from_model,
 )
-from omnipose.data.keypoint_refinement import refine_reconstruction
+from omnipose.data.sfm_adjustment import checked_final_adjustment
 from omnipose.data.sfm_checks import (
     MirroredPhotosError,
     PhotosRefusedError,
@@ -48,7 +48,6 @@ from omnipose.data.sfm_checks import (
     check_one_object,
     detail_kept,
     mirrored_photos,
-    moved_cameras,
     read_matches,
     unregistered_reasons,
 )
@@ -309,78 +308,6 @@ def incremental_mapping(pycolmap, database: Path, images: Path, work: Path, coun
         if second:
             reconstruction = max(second.values(), key=lambda r: r.num_reg_images())
     return reconstruction, first_pass
-
-
-def final_bundle_adjustment(pycolmap, reconstruction, config: OnboardConfig, fixed_focal: bool) -> None:
-    """A global bundle adjustment run to convergence (the mapper's stops early to save time)."""
-    if config.final_ba_iterations == 0:
-        return
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    options.refine_focal_length = not fixed_focal
-    options.refine_principal_point = False
-    if config.final_ba_loss_px > 0:
-        options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-        options.ceres.loss_function_scale = config.final_ba_loss_px
-    solver = options.ceres.solver_options
-    solver.max_num_iterations = config.final_ba_iterations
-    solver.function_tolerance = solver.gradient_tolerance = solver.parameter_tolerance = 1e-12
-    solver.num_threads = config.num_threads
-    pycolmap.bundle_adjustment(reconstruction, options)
-
-
-def camera_poses(reconstruction) -> dict[str, np.ndarray]:
-    """Camera-to-world (4, 4), in COLMAP's axes, of each registered image by name."""
-    poses = {}
-    for image in reconstruction.images.values():
-        if image.has_pose:
-            pose = np.eye(4)
-            pose[:3] = image.cam_from_world().matrix()
-            poses[image.name] = np.linalg.inv(pose)
-    return poses
-
-
-def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config: OnboardConfig) -> tuple[object, dict]:
-    """The keypoint refinement and the final bundle adjustment of a mapping, refused where they threw cameras off.
-
-    Now and then (once in 7 onboardings of the lego views measured) the final adjustment diverges:
-    a camera turned half a circle, a reprojection error of 1e150 px. So its result is checked against
-    the mapping (``moved_cameras``, and the reprojection error no more than doubled); where it fails,
-    the adjustment is done again without the keypoint refinement, and where that fails too the mapping's
-    own (less tightly adjusted) cameras are kept. Returns (reconstruction, stats): 'keypoint_refinement',
-    'final_adjustment' (what was kept, and why) and 'timings'."""
-    if config.final_ba_iterations == 0:
-        return reconstruction, {"final_adjustment": "none (final_ba_iterations is 0)", "timings": {}}
-    mapped = pycolmap.Reconstruction(reconstruction)
-    mapped.update_point_3d_errors()
-    before, error_before = camera_poses(mapped), mapped.compute_mean_reprojection_error()
-    timings, problems = {}, []
-    for refine in (True, False) if config.refine_keypoints else (False,):
-        adjusted = pycolmap.Reconstruction(mapped)
-        refinement = refine_reconstruction(adjusted, images_dir, config.keypoint_max_shift,
-                                           config.max_image_size) if refine else {}  # fmt: skip
-        if refine:
-            timings["keypoint_refinement_s"] = refinement.get("seconds", 0.0)
-        start = time.perf_counter()
-        final_bundle_adjustment(pycolmap, adjusted, config, config.focal is not None)
-        timings["bundle_adjustment_s"] = timings.get("bundle_adjustment_s", 0.0) + time.perf_counter() - start
-        adjusted.update_point_3d_errors()
-        error = adjusted.compute_mean_reprojection_error()
-        moved = moved_cameras(before, camera_poses(adjusted))
-        if np.isfinite(error) and error <= 2 * error_before + 0.5 and not moved:
-            kept = "keypoints refined, then adjusted" if refinement else "adjusted"
-            if problems:
-                kept += f", after {'; '.join(problems)}"
-            counts = {k: v for k, v in refinement.items() if k != "seconds"}
-            return adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings}
-        listed = ", ".join(f"{name} ({deg:.1f} deg, {100 * shift:.0f} %)" for name, (deg, shift) in list(moved.items())[:5])
-        problems.append(f"the adjustment{' of refined keypoints' if refinement else ''} was refused (reprojection error "
-                        f"{error:.3g} px against {error_before:.3g} before; cameras thrown off: {listed or 'none'})")
-        warnings.warn(f"onboard: {problems[-1]}.", stacklevel=3)
-        if not refinement:  # nothing was refined (another camera model): the same adjustment would fail again
-            break
-    return mapped, {"keypoint_refinement": {}, "final_adjustment": f"the mapping's cameras kept: {'; '.join(problems)}",
-                    "timings": timings}
 
 
 def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> tuple[object, dict]:

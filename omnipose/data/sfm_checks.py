@@ -176,8 +176,8 @@ class UnregisteredPhotosError(PhotosRefusedError):
 
     def __init__(self, reasons: dict[str, str], given: int):
         listed = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
-        super().__init__(list(reasons), f"{len(reasons)} of {given} photos did not register ({listed}). Remove them, or "
-                                        "add photos between them and their neighbours so that each overlaps others.")
+        super().__init__(list(reasons), f"{len(reasons)} of {given} photos did not register ({listed}). Remove "
+                         "them, or add photos between them and their neighbours so that each overlaps others.")
 
 
 class MirroredPhotosError(PhotosRefusedError):

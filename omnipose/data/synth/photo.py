@@ -41,6 +41,10 @@ from omnipose.data.synth.views import class_rng, render_scene
 
 # Streams of class_rng, apart from the sim style's 0 (training rings) and 1 (test views).
 _STUDIO, _TRAIN_POSES, _TEST_VIEWS, _RENDER_SEEDS, _SENSOR, _RECONSTRUCTION = 20, 21, 22, 23, 24, 25
+ONBOARDED_MAX_ERROR_DEG = 1.0
+"""Median rotation error, against the true poses, beyond which onboarded training poses are refused: a
+reconstruction of these photos that registers them is 0.1-0.3 deg off; one many degrees off matched
+the figure's sides with each other and would stand in for no user's poses."""
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
 
@@ -226,8 +230,16 @@ class PhotoStyle:
         estimated = np.stack([written[k].numpy() for k in order]).astype(np.float64)
         self.frame = camera_similarity(np.asarray(true_c2w[order], np.float64), estimated)
         true_there = apply_similarity(self.frame, np.asarray(true_c2w[order], np.float64))
-        errors = rotation_error_deg(torch.from_numpy(true_there[:, :3, :3]), torch.from_numpy(estimated[:, :3, :3])).numpy()
+        errors = rotation_error_deg(torch.from_numpy(true_there[:, :3, :3]),
+                                    torch.from_numpy(estimated[:, :3, :3])).numpy()  # fmt: skip
         self.onboarded["rotation_error_deg"] = {"median": float(np.median(errors)), "max": float(errors.max())}
+        if np.median(errors) > ONBOARDED_MAX_ERROR_DEG:
+            raise DataError(
+                f"onboard placed the {len(order)} training photos of {self.class_name} {np.median(errors):.1f} deg off "
+                f"their true poses in median ({errors.max():.0f} at worst): a wrong reconstruction (the figure's plain "
+                "faces matched across its sides), not the poses a user would train on. Make the class with the true "
+                "poses and a reconstruction's noise instead (without --onboard-poses)."
+            )
         self.camera_angle_x = float(meta["camera_angle_x"])
         return {k: written[k] for k in order}
 

@@ -154,8 +154,8 @@ class PhotoConfig(Config):
         require(self, "defocus", self.defocus <= 0.05, "must be 0.05 or less (slight defocus)")
         positive(self, "plastic_roughness", "exposure")
         require(self, "plastic_roughness", self.plastic_roughness <= 1.0, "must be a roughness in (0, 1]")
-        for name in ("specular", "soft_shadows", "environment", "table", "test_lighting_differs", "reconstruction_poses",
-                     "onboard_poses"):
+        for name in ("specular", "soft_shadows", "environment", "table", "test_lighting_differs",
+                     "reconstruction_poses", "onboard_poses"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         _whole(self, "clutter", 0)
         require(self, "clutter", self.clutter <= 24, "must be 24 or fewer objects")

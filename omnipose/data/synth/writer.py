@@ -129,7 +129,9 @@ def generate_class(out_root: str | Path, class_name: str, config: SynthConfig | 
     for index, (name, c2w) in enumerate(zip(names, train)):
         save_image(stage / name, style.render_train(index, c2w))
         bar.update()
+    bar.set_postfix_str("training poses")  # onboarding them, in the photo style, takes minutes
     written = style.written_train_poses(train, stage / "train" / GOOD, matcher)
+    bar.set_postfix_str("")
     for index in set(range(len(train))) - set(written):  # photos a reconstruction could not place
         (stage / names[index]).unlink()
     frames = [{"file_path": names[index], "transform_matrix": _pose_list(pose)} for index, pose in written.items()]
@@ -216,7 +218,8 @@ def generate_dataset(out_root: str | Path, config: SynthConfig | None = None, ma
     for name in names:  # refuse before rendering anything
         _check_target(Path(out_root) / name, config.overwrite)
     quiet = not config.progress or len(names) < 2
-    return [generate_class(out_root, name, config, matcher) for name in tqdm(names, desc="synth classes", disable=quiet)]
+    names = tqdm(names, desc="synth classes", disable=quiet)
+    return [generate_class(out_root, name, config, matcher) for name in names]
 
 
 def read_synth_config(class_folder: str | Path) -> SynthConfig:
