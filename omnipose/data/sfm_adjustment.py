@@ -63,7 +63,8 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
     Returns (reconstruction, stats): 'keypoint_refinement',
     'final_adjustment' (what was kept, and why) and 'timings'."""
     if config.final_ba_iterations == 0:
-        return reconstruction, {"final_adjustment": "none (final_ba_iterations is 0)", "timings": {}}
+        return reconstruction, {"keypoint_refinement": {}, "final_adjustment": "none (final_ba_iterations is 0)",
+                                "timings": {}}
     mapped = pycolmap.Reconstruction(reconstruction)
     mapped.update_point_3d_errors()
     before, error_before = camera_poses(mapped), mapped.compute_mean_reprojection_error()
