@@ -87,7 +87,7 @@ from omnipose.evaluation import (  # noqa: E402
     evaluate_pad,
     is_defined,  # noqa: E402
 )
-from omnipose.nerf import split_holdout  # noqa: E402
+from omnipose.nerf import default_field_config, split_holdout  # noqa: E402
 from omnipose.pose import (
     prepare_query,  # noqa: E402
     rotation_affine,  # noqa: E402
@@ -558,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most this many queries per built-in class, the first ones (default: all; for smoke runs)")
     parser.add_argument("--false-alarm-rate", type=float, default=DetectorConfig.false_alarm_rate,
                         help="target false-alarm rate the decision threshold is set at, from normal data alone")
+    parser.add_argument("--reflection", action="store_true",
+                        help="fields that colour by the reflected view direction (NGPFieldConfig.reflection; kept apart)")
     parser.add_argument("--distortion", type=float, default=0.0,
                         help="TrainConfig.distortion_weight of every field (0: off; fields are kept apart by it)")
     parser.add_argument("--train-poses", choices=("true", "onboard"), default="true",
@@ -593,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     onboarded = args.train_poses == "onboard"
     refined = ("_refined" if args.refine_poses else "") + ("_focal" if args.refine_focal else "")
     suffix = (("_onboarded" if onboarded else "") + refined + (f"_seed{args.seed}" if args.seed else "")
-              + (f"_distortion{args.distortion:g}" if args.distortion else ""))
+              + (f"_distortion{args.distortion:g}" if args.distortion else "") + ("_reflection" if args.reflection else ""))
+    field = replace(default_field_config(), reflection=True) if args.reflection else None
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         data = args.work / f"builtin_{args.size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
@@ -632,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
                 queries = in_frame(queries, onboarded_frame(train_root / name / "transforms.json", data / name / "transforms.json"))
             config.train = replace(config.train, steps=args.train_steps, minutes=None, seed=args.seed,
                                    refine_poses=args.refine_poses or args.refine_focal,
-                                   refine_focal=args.refine_focal, distortion_weight=args.distortion)  # fmt: skip
+                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field)  # fmt: skip
             start = time.perf_counter()
             detector = Detector(config).fit(train_root, name, progress=False)
             fit_seconds = time.perf_counter() - start
@@ -678,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed,
                                    refine_poses=args.refine_poses or args.refine_focal,
-                                   refine_focal=args.refine_focal, distortion_weight=args.distortion)  # fmt: skip
+                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field)  # fmt: skip
             start = time.perf_counter()
             if backdrop is None:
                 detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)

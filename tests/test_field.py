@@ -1,10 +1,11 @@
 """Fields: the NGP field, and nerf-pytorch / PAD checkpoints loaded and rendered like nerf-pytorch."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from omnipose.core.errors import CheckpointError
+from omnipose.core.errors import CheckpointError, OmniposeError
 from omnipose.core.geometry import look_at, make_intrinsics
 from omnipose.nerf import HashGridConfig, NGPField, NGPFieldConfig, VanillaNeRFModel, load_checkpoint, truncated_exp
 
@@ -25,6 +26,42 @@ def test_ngp_field_outputs_and_gradients():
     (sigma.sum() + rgb.sum()).backward()
     assert field.encoding.table.grad is not None and field.encoding.table.grad.abs().sum() > 0
     assert all(p.grad is not None for p in field.network_parameters())
+
+
+def test_a_reflecting_field_colours_by_the_view_direction_mirrored_about_its_density_gradient():
+    """``NGPFieldConfig.reflection``: normals are the density's gradient (against central differences),
+    colour is the plain field's colour of the mirrored direction, and the normals' own pass leaves the
+    hash grid's in-place gradient alone (training sees the colour loss's gradient only)."""
+    torch.manual_seed(0)
+    config = NGPFieldConfig(grid=replace(SMALL_GRID, init_scale=1.0), encoding_backend="torch", reflection=True)
+    field = NGPField(config, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])).double().train()
+    x = (torch.rand(32, 3, dtype=torch.float64) * 1.6 - 0.8)
+    d = torch.nn.functional.normalize(torch.randn(32, 3, dtype=torch.float64), dim=-1)
+
+    def logit(points):
+        return field.density_net(field.encoding(field.normalize(points)))[:, 0]
+
+    h, eye = 1e-8, torch.eye(3, dtype=torch.float64)  # narrower than the gap to any kink of these points
+    with torch.no_grad():
+        gradient = torch.stack([(logit(x + h * e) - logit(x - h * e)) / (2 * h) for e in eye], -1)
+        normals = field.surface_normals(x)
+    torch.testing.assert_close(normals, -torch.nn.functional.normalize(gradient, dim=-1), atol=1e-6, rtol=0)
+    assert field.encoding.table.grad is None
+
+    mirrored = d - 2 * (d * normals).sum(-1, keepdim=True) * normals
+    sigma, features = field.density(x, with_features=True)
+    field.color(features, d, x).sum().backward()
+    reflected_grad = field.encoding.table.grad.clone()
+    field.zero_grad(set_to_none=True)
+    field.config.reflection = False
+    sigma, features = field.density(x, with_features=True)
+    plain = field.color(features, mirrored)
+    plain.sum().backward()
+    torch.testing.assert_close(reflected_grad, field.encoding.table.grad)
+    field.config.reflection = True
+    torch.testing.assert_close(field.color(features, d, x), plain)
+    with pytest.raises(OmniposeError, match="needs the points"):
+        field.color(features, d)
 
 
 def test_truncated_exp_gradient_is_clamped():

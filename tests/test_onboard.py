@@ -378,12 +378,13 @@ def test_photos_of_two_sides_never_bridged_are_named_in_their_groups(tmp_path, l
     assert list((tmp_path / "root").iterdir()) == []
 
 
-def test_a_mapping_with_mirrored_photos_is_redone_with_the_next_seed(tmp_path, lego_dir, monkeypatch):
-    """When the mirror check flags photos, onboard maps again with the next seed and keeps the first
-    mapping it passes; when every attempt is flagged it names the photos and writes nothing. (The check
-    itself: test_a_photo_registered_across_the_object_from_its_matches_is_flagged.)"""
+def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_next_seed(tmp_path, lego_dir, monkeypatch):
+    """When the mirror check flags photos, or the final adjustment finds the mapping folded, onboard maps again
+    with the next seed and keeps the first mapping that passes; when every attempt is refused it says why and
+    writes nothing. (The checks themselves: test_a_photo_registered_across_the_object_from_its_matches_is_flagged,
+    test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_refused.)"""
     pytest.importorskip("pycolmap")
-    from omnipose.data import MirroredPhotosError, sfm
+    from omnipose.data import FoldedMappingError, MirroredPhotosError, sfm
 
     _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
     real_check, seen = sfm.mirrored_photos, []
@@ -402,6 +403,29 @@ def test_a_mapping_with_mirrored_photos_is_redone_with_the_next_seed(tmp_path, l
     with pytest.raises(MirroredPhotosError, match=r"in each of 3 mappings \(r_0.png: 170 deg from r_1.png\)"):
         onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2))
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["once"]
+
+    # A mapping whose final adjustment moves cameras by degrees (folded) is mapped again the same way.
+    real_adjustment, adjusted = sfm.checked_final_adjustment, []
+
+    def fold_first(pycolmap, reconstruction, images, config):
+        adjusted.append(len(reconstruction.images))
+        if len(adjusted) == 1:
+            raise FoldedMappingError(["r_3.png"], "the reconstruction does not hold together (r_3.png: 4.0 deg)")
+        return real_adjustment(pycolmap, reconstruction, images, config)
+
+    monkeypatch.setattr(sfm, "mirrored_photos", real_check)
+    monkeypatch.setattr(sfm, "checked_final_adjustment", fold_first)
+    with pytest.warns(UserWarning, match=r"final adjustment of mapping 1 moved cameras by degrees \(r_3.png\)"):
+        report = onboard(tmp_path / "photos", tmp_path / "root" / "folded once", OnboardConfig(num_threads=2))
+    assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and adjusted == [12, 12]
+
+    def always_folded(*args):
+        raise FoldedMappingError(["r_3.png"], "the reconstruction does not hold together")
+
+    monkeypatch.setattr(sfm, "checked_final_adjustment", always_folded)
+    with pytest.warns(UserWarning), pytest.raises(FoldedMappingError, match="does not hold together"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2, mapping_attempts=2))
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once"]
 
 
 def _relative_rotation_errors(reconstruction, c2w: np.ndarray) -> np.ndarray:
@@ -527,9 +551,9 @@ def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_refused(mo
     monkeypatch.setattr(sfm, "final_bundle_adjustment", drift)
     reconstruction, c2w = _reconstruction_with_outliers(pycolmap, 0)
     folded = r"does not hold together.*refined keypoints.*thrown off: 1.png \(4.\d deg, \d %\), 4.png .*8.png"
-    with pytest.raises(DataError, match=folded):
+    with pytest.raises(sfm.FoldedMappingError, match=folded) as refused:
         sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
-    assert calls == [1, 2, 3, 4, 5]
+    assert calls == [1, 2, 3, 4, 5] and refused.value.cameras == ["1.png", "4.png", "8.png"]
 
 
 def test_the_keypoint_floor_of_the_onboarding_bench_finds_the_noise_and_the_true_cameras(tmp_path):

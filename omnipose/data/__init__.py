@@ -54,7 +54,12 @@ from omnipose.data.mad import (
     open_mad_class,
 )
 from omnipose.data.sfm import OnboardConfig, onboard, onboard_leaving_out
-from omnipose.data.sfm_checks import MirroredPhotosError, PhotosRefusedError, UnregisteredPhotosError
+from omnipose.data.sfm_checks import (
+    FoldedMappingError,
+    MirroredPhotosError,
+    PhotosRefusedError,
+    UnregisteredPhotosError,
+)
 
 __getattr__ = legacy_getattr("omnipose.data")
 
@@ -63,6 +68,7 @@ __all__ = [
     "ColmapCamera",
     "ColmapImage",
     "ColmapModel",
+    "FoldedMappingError",
     "MirroredPhotosError",
     "OnboardConfig",
     "PhotosRefusedError",

@@ -41,6 +41,7 @@ from omnipose.data.colmap import (
 )
 from omnipose.data.sfm_adjustment import checked_final_adjustment
 from omnipose.data.sfm_checks import (
+    FoldedMappingError,
     MirroredPhotosError,
     PhotosRefusedError,
     UnregisteredPhotosError,
@@ -120,9 +121,10 @@ class OnboardConfig(Config):
     keypoints a pixel or more off (outlines, highlights) do not pull every camera a tenth of a degree."""
     mapping_attempts: int = 3
     """Mappings tried, each with the next seed, while some photos sit across the object from the photos they
-    match best (``mirrored_views``): wrong matches between the sides of a symmetric object (30 % of the
-    verified pairs of the photographed stand-in with learned matches) mislead a mapping now and then (1 of 7
-    seeds there), and another start order avoids them. The photos are named if every mapping places some so."""
+    match best (``mirrored_views``) or the final adjustment moves cameras by degrees (``FoldedMappingError``):
+    wrong matches between the sides of a symmetric object (30 % of the verified pairs of the photographed
+    stand-in with learned matches) mislead a mapping now and then (1 of 7 seeds there), and another start order
+    avoids them. The last mapping's refusal is raised if every mapping is refused."""
     seed: int = 0
     """Seed of COLMAP's random sampling, so that a run repeats (the n-th mapping attempt uses seed + n)."""
     num_threads: int = -1
@@ -337,12 +339,15 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
     timings["matching_s"] = time.perf_counter() - start
     pairs, features = read_matches(pycolmap, database)
     check_one_object(names, pairs, config.min_images)
-    start = time.perf_counter()
+    failure: DataError | None = None
+    timings["mapping_s"], mirrored_mappings = 0.0, 0
     for attempt in range(config.mapping_attempts):
-        reconstruction, first_pass = incremental_mapping(
+        start = time.perf_counter()
+        mapped, first_pass = incremental_mapping(
             pycolmap, database, work / "images", work / "mapping" / str(attempt), len(names), config, config.seed + attempt
         )
-        if reconstruction is None:
+        timings["mapping_s"] += time.perf_counter() - start
+        if mapped is None:
             reasons = unregistered_reasons(pairs, features, names, set())
             worst = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:8])
             raise DataError(
@@ -350,16 +355,26 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
                 "object with more overlap between neighbouring views (every 10-15 degrees), on a textured turntable or "
                 "with the object filling more of the frame; or match with a learned matcher (--matcher xfeat)."
             )
-        mirrored = mirrored_photos(pairs, reconstruction)
-        if not mirrored:
-            break
-    timings["mapping_s"] = time.perf_counter() - start
-    registered = {image.name for image in reconstruction.images.values() if image.has_pose}
-    if len(registered) < len(names):
-        raise UnregisteredPhotosError(unregistered_reasons(pairs, features, names, registered), len(names))
-    if mirrored:
-        raise MirroredPhotosError(mirrored, config.mapping_attempts)
-    reconstruction, adjustment = checked_final_adjustment(pycolmap, reconstruction, work / "images", config)
+        mirrored = mirrored_photos(pairs, mapped)
+        if mirrored:
+            mirrored_mappings += 1
+            failure = MirroredPhotosError(mirrored, mirrored_mappings)
+            continue
+        registered = {image.name for image in mapped.images.values() if image.has_pose}
+        if len(registered) < len(names):
+            raise UnregisteredPhotosError(unregistered_reasons(pairs, features, names, registered), len(names))
+        try:
+            reconstruction, adjustment = checked_final_adjustment(pycolmap, mapped, work / "images", config)
+        except FoldedMappingError as folded:
+            failure = folded
+            if attempt + 1 < config.mapping_attempts:
+                warnings.warn(f"onboard: the final adjustment of mapping {attempt + 1} moved cameras by degrees "
+                              f"({', '.join(folded.cameras[:5])}): the mapping does not hold together; mapping again "
+                              "with the next seed.", stacklevel=3)
+            continue
+        break
+    else:
+        raise failure
     timings.update(adjustment.pop("timings"))
     stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
              **adjustment, "timings": timings}

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from omnipose.core.errors import DataError
 from omnipose.data.keypoint_refinement import refine_reconstruction
-from omnipose.data.sfm_checks import moved_cameras
+from omnipose.data.sfm_checks import FoldedMappingError, moved_cameras
 
 if TYPE_CHECKING:
     from omnipose.data.sfm import OnboardConfig
@@ -59,7 +58,8 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
     circle, a reprojection error of 1e150 px; it is then done again without the keypoint refinement.
     Cameras that drift by degrees while the reprojection error holds say that the mapping itself does not
     hold together (a plain, symmetric figure's sides matched and folded onto each other: 3-5 cameras moved
-    2-6 deg), and so does a second failure: onboarding stops with a DataError naming the cameras.
+    2-6 deg), and so does a second failure: ``FoldedMappingError``, naming the cameras (``run_sfm`` then maps
+    again with the next seed).
     Returns (reconstruction, stats): 'keypoint_refinement',
     'final_adjustment' (what was kept, and why) and 'timings'."""
     if config.final_ba_iterations == 0:
@@ -68,7 +68,7 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
     mapped = pycolmap.Reconstruction(reconstruction)
     mapped.update_point_3d_errors()
     before, error_before = camera_poses(mapped), mapped.compute_mean_reprojection_error()
-    timings, problems = {}, []
+    timings, problems, thrown_off = {}, [], {}
     for refine in (True, False) if config.refine_keypoints else (False,):
         adjusted = pycolmap.Reconstruction(mapped)
         refinement = refine_reconstruction(adjusted, images_dir, config.keypoint_max_shift,
@@ -88,6 +88,7 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
                 kept += f", after {'; '.join(problems)}"
             counts = {k: v for k, v in refinement.items() if k != "seconds"}
             return adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings}
+        thrown_off.update(moved)
         listed = ", ".join(f"{name} ({deg:.1f} deg, {100 * shift:.0f} %)"
                            for name, (deg, shift) in list(moved.items())[:5])  # fmt: skip
         more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
@@ -98,7 +99,8 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
         if not (refinement and diverged):  # cameras that drift by degrees: the mapping itself does not hold together
             break
         warnings.warn(f"onboard: {problems[-1]}; adjusting again without the keypoint refinement.", stacklevel=3)
-    raise DataError(
+    raise FoldedMappingError(
+        sorted(thrown_off),
         f"the reconstruction does not hold together: its final bundle adjustment moved cameras far from where the "
         f"mapping put them ({'; '.join(problems)}). On a plain or symmetric object, matches between its sides fold "
         "the cameras onto each other. Photograph the object on a textured surface (a printed page, a marked "

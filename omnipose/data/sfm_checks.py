@@ -193,6 +193,16 @@ class MirroredPhotosError(PhotosRefusedError):
         )
 
 
+class FoldedMappingError(DataError):
+    """The final bundle adjustment moved cameras by degrees from where the mapping put them, the reprojection
+    error holding: the mapping does not hold together (a plain, symmetric figure's sides folded onto each
+    other). ``cameras`` names them; another mapping (another seed) may not fold."""
+
+    def __init__(self, cameras: list[str], message: str):
+        self.cameras = list(cameras)
+        super().__init__(message)
+
+
 def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[str, tuple[float, list[str]]]:
     """``mirrored_views`` of a pycolmap reconstruction (pairs: ``read_matches``), around the median of its points."""
     centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}

@@ -77,6 +77,12 @@ class NGPFieldConfig(Config):
     """Bands of the view-direction encoding (4 -> 16 coefficients, Instant-NGP's; 2 -> 4). Two
     bands by default: queries come from anywhere on the sphere, training views from a band of
     elevations, and higher bands let colour drift on directions no view constrained."""
+    reflection: bool = False
+    """Colour from the view direction reflected about the surface normal (Ref-NeRF's idea), the normal being
+    the density's gradient, in place of the view direction: a highlight of a light fixed around the object
+    is then one function of that direction on every face, so a view between the training views gets its
+    highlights where they fall; from the view direction the field learns each face's highlights apart and
+    blurs them between views. One more pass of the density (and its gradient) per coloured sample."""
     density_bias: float = -1.0
     """Added before the exponential; negative starts the scene nearly empty, which lets the
     occupancy grid skip space from the first updates."""
@@ -133,14 +139,41 @@ class NGPField(torch.nn.Module):
         sigma = truncated_exp(out[:, 0] + self.config.density_bias)
         return (sigma, out[:, 1:]) if with_features else sigma
 
-    def color(self, features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-        """Radiance from geometry features (N, G) and unit view directions (N, 3). Returns (N, 3)."""
+    @property
+    def reflects(self) -> bool:
+        """Whether ``color`` needs the points (``NGPFieldConfig.reflection``)."""
+        return self.config.reflection
+
+    def color(self, features: torch.Tensor, directions: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Radiance from geometry features (N, G) and unit view directions (N, 3) at world points x (N, 3),
+        which only a field with ``reflection`` needs. Returns (N, 3)."""
+        if self.config.reflection:
+            if x is None:
+                raise OmniposeError("a field with reflection needs the points its colours are taken at.")
+            normals = self.surface_normals(x)
+            directions = directions - 2.0 * (directions * normals).sum(-1, keepdim=True) * normals
         return torch.sigmoid(self.color_net(torch.cat([features, self.direction_encoding(directions)], -1)))
+
+    def surface_normals(self, x: torch.Tensor) -> torch.Tensor:
+        """Outward unit normals (N, 3) at world points x (N, 3): the density's gradient, reversed, held
+        constant (no gradient reaches the field or x through it, which keeps a training step one backward pass)."""
+        trained = [p for p in self.parameters() if p.requires_grad]
+        for p in trained:  # no table gradient: the hash grid would add it to table.grad in place
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                points = x.detach().requires_grad_(True)
+                logit = self.density_net(self.encoding(self.normalize(points)))[:, 0]
+                (gradient,) = torch.autograd.grad(logit.sum(), points)
+        finally:
+            for p in trained:
+                p.requires_grad_(True)
+        return -gradient / gradient.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x, directions: (N, 3). Returns sigma: (N,) and rgb: (N, 3)."""
         sigma, features = self.density(x, with_features=True)
-        return sigma, self.color(features, directions)
+        return sigma, self.color(features, directions, x)
 
     def grid_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.encoding.parameters())
