@@ -176,14 +176,16 @@ class RadianceModel(torch.nn.Module):
             colored = weight[visible] > self.config.color_threshold
         candidates = int(visible.numel())
         row_index, step_index, ray_index = row_index[visible], step_index[visible], ray_index[visible]
-        points = rays_o[ray_index] + rays_d[ray_index] * t[row_index, step_index, None]
+        # Only a field colouring by the reflected direction takes the points; the protocol is color(features, d).
+        reflects = getattr(self.field, "reflects", False)
+        if needs_grad or reflects:
+            points = rays_o[ray_index] + rays_d[ray_index] * t[row_index, step_index, None]
         if needs_grad:  # pass 2 with gradients on the visible steps only
             sigma, features = self.field.density(points, with_features=True)
         else:
             sigma, features = sigma[visible], features[visible]
         rgb = sigma.new_zeros(sigma.shape[0], 3)
-        # Only a field colouring by the reflected direction takes the points; the protocol is color(features, d).
-        at = (points[colored],) if getattr(self.field, "reflects", False) else ()
+        at = (points[colored],) if reflects else ()
         colour = self.field.color(features[colored], rays_d[ray_index[colored]], *at)
         rgb = rgb.index_put((colored,), colour)
         crossing = composite_samples(sigma, rgb, t[row_index, step_index], row_index, step_index, n_rows, n_steps, dt,
