@@ -21,6 +21,9 @@ ablations share everything else:
 - ``pixel only`` / ``features only``: the same pose and references, one kind of term (each calibrated);
 - ``with`` / ``no exposure matching``: the same, with ``compare.match_exposure`` the other way (the references
   brought to the query's exposure and white balance, or not);
+- ``highlights discounted`` / ``counted``: the same, with ``compare.highlight_floor`` the other way (0.05
+  when the default is off: white light the query has over the reference beyond that lift taken off
+  before the colour difference);
 - ``ground-truth pose``: our comparison at the true pose (the upper bound of pose estimation);
 - ``PAD recipe``: PAD's pose (best retrieved view + 300 fixed iNeRF steps) and PAD's comparison
   (RGB + feature squared differences, sigma 4 at 224, min-max over the class's test set), on the
@@ -97,8 +100,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LEGO = ROOT.parent / "shared" / "data" / "nerf_synthetic" / "lego"
 EVALUATION = EvaluationConfig(protocol="pad", image_size="native", gaussian_sigma=0.0,
                               metrics=("AUROC_sp", "AUROC_px", "AUPRO_px"))  # fmt: skip
-METHODS = ("ours", "pixel only", "features only", "no exposure matching", "with exposure matching", "ground-truth pose",
-           "ours (PAD subset)", "PAD recipe")
+METHODS = ("ours", "pixel only", "features only", "no exposure matching", "with exposure matching",
+           "highlights counted", "highlights discounted", "ground-truth pose", "ours (PAD subset)", "PAD recipe")
+HIGHLIGHT_FLOOR = 0.05  # CompareConfig.highlight_floor of the "highlights discounted" ablation when the default is off
 
 
 @dataclass
@@ -358,11 +362,15 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     compare = detector.config.compare
     pairs = detector.normal_pairs(views, progress=False)
     exposure_variant = "no exposure matching" if compare.match_exposure else "with exposure matching"
+    counted = compare.highlight_floor is None
+    highlight_variant = "highlights discounted" if counted else "highlights counted"
     variants = {
         "ours": detector.comparator,
         "pixel only": fit_variant(detector, replace(compare, feature_weight=0.0), pairs),
         "features only": fit_variant(detector, replace(compare, color_weight=0.0, structure_weight=0.0), pairs),
         exposure_variant: fit_variant(detector, replace(compare, match_exposure=not compare.match_exposure), pairs),
+        highlight_variant: fit_variant(detector, replace(compare, highlight_floor=HIGHLIGHT_FLOOR if counted else None),
+                                       pairs),
         "PAD recipe": Comparator(CompareConfig.pad(), device=detector.device),
     }
     methods = {m: MethodMaps() for m in METHODS}
@@ -381,7 +389,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
                   "decided_anomalous": decide(score, detector.decision_threshold(), not pose.low_confidence),
                   "above_threshold": decide(score, detector.decision_threshold(), True)}  # fmt: skip
         outputs = {"ours": ours}
-        for method in ("pixel only", "features only", exposure_variant):
+        for method in ("pixel only", "features only", exposure_variant, highlight_variant):
             outputs[method] = reference.compare(variants[method], image_t)
         truth_reference = None
         if query.c2w is not None:
@@ -448,7 +456,7 @@ def mean_row(classes: list[dict], method: str) -> dict:
 
 def print_table(title: str, classes: list[dict]) -> None:
     print(f"\n{title}")
-    header = f"{'method':<20} {'img AUROC':>10} {'px AUROC':>9} {'AUPRO':>7}   per class (img / px)"
+    header = f"{'method':<22} {'img AUROC':>10} {'px AUROC':>9} {'AUPRO':>7}   per class (img / px)"
     print(header)
     print("-" * len(header))
     for method in METHODS:
@@ -460,7 +468,7 @@ def print_table(title: str, classes: list[dict]) -> None:
             f"{c['class']} {_fmt(c['metrics'][method]['AUROC_sp'])}/{_fmt(c['metrics'][method]['AUROC_px'])}"
             for c in classes if method in c["metrics"]
         )
-        print(f"{method:<20} {cells[0]:>10} {cells[1]:>9} {cells[2]:>7}   {per_class}")
+        print(f"{method:<22} {cells[0]:>10} {cells[1]:>9} {cells[2]:>7}   {per_class}")
     records = [r for c in classes for r in c["records"]]
     print(f"decisions (ours; threshold from normal data alone, target {100 * classes[0]['false_alarm_target']:g} % "
           f"false alarms; {sum(r['low_confidence'] for r in records)} of {len(records)} poses low-confidence):")

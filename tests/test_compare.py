@@ -183,6 +183,22 @@ def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_ou
     assert defect.flatten()[matched.compare(photographed(defective, 81), normal).anomaly_map[0].argmax()]
 
 
+def highlight_and_stain(normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """normal (H, W, 3) with a 16-pixel stain of ``PAINT`` and, at least 30 px away, white light added over a
+    broad patch of the object (up to 0.3 in each channel, falling off over about 30 px). Returns the query,
+    the stain (H, W) bool, the highlight (where the light added is over 0.3 of its peak, off the stain) and
+    where no channel reached white under it."""
+    defective, stain = plant_square(normal, PAINT)
+    on_object = normal.amin(-1) < 0.95
+    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    row, col = (int(v) for v in patch_away_from(normal, stain).nonzero()[0])
+    glow = torch.exp(-((rows - row - 8) ** 2 + (cols - col - 8) ** 2) / (2 * 12.0**2))
+    lit = defective + 0.3 * glow[..., None]
+    query = defective.clone()
+    query[on_object] = lit[on_object].clamp(0, 1)
+    return query, stain, (glow > 0.3) & on_object & ~stain, (lit < 1).all(-1)
+
+
 def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_stain(views):
     """A real lego view with white light added over a broad patch of the object (a highlight at its
     mirror angle: up to 0.3 brighter in each channel, falling off over about 30 px) and, elsewhere, a
@@ -193,14 +209,7 @@ def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_st
     from omnipose.compare.terms import raw_residuals
 
     normal = views[3]
-    defective, stain = plant_square(normal, PAINT)
-    on_object = normal.amin(-1) < 0.95
-    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-    row, col = (int(v) for v in patch_away_from(normal, stain).nonzero()[0])
-    glow = torch.exp(-((rows - row - 8) ** 2 + (cols - col - 8) ** 2) / (2 * 12.0**2))
-    query = defective.clone()
-    query[on_object] = (defective + 0.3 * glow[..., None])[on_object].clamp(0, 1)
-    highlight = (glow > 0.3) & on_object & ~stain
+    query, stain, highlight, _ = highlight_and_stain(normal)
 
     def terms(config):
         found, _ = raw_residuals(config, None, query.permute(2, 0, 1)[None], normal.permute(2, 0, 1)[None], None)
@@ -214,6 +223,38 @@ def test_shade_color_forgives_a_highlight_no_training_view_caught_more_than_a_st
     assert float(shaded[stain].mean()) > 0.75 * float(plain[stain].mean())
     structure = CompareConfig(color_weight=0.0, feature_weight=0.0, shade_color=0.08)
     torch.testing.assert_close(terms(structure)["structure"], terms(replace(structure, shade_color=0.0))["structure"])
+
+
+def test_highlight_floor_takes_off_the_white_light_a_highlight_adds_but_not_a_stain_nor_a_soft_render(views):
+    """A real lego view with white light added over a broad patch of the object (a highlight at its
+    mirror angle: up to 0.3 brighter in each channel, falling off over about 30 px) and, elsewhere, a
+    16-pixel stain of a colour the lego has nowhere. With ``highlight_floor`` 0.05 (off by default)
+    the colour term keeps about half of the highlight's residual or less where no channel reached
+    white (0.39 and 0.52 measured without and with a 1-pixel shift: what the floor leaves; where a
+    channel did, the light added is no longer the same in every channel, and less is taken off) and
+    nearly all of the stain's (which darkens some channels and lightens others); a view lighter
+    everywhere by less than the floor, a soft render's noise, keeps its residual."""
+    from omnipose.compare.terms import color_residual
+
+    normal = views[3]
+    query, stain, highlight, unclipped = highlight_and_stain(normal)
+    highlight = highlight & unclipped
+    assert int(highlight.sum()) > 50
+    on_object = normal.amin(-1) < 0.95
+    as_batch = lambda image: image.permute(2, 0, 1)[None]  # noqa: E731
+
+    assert CompareConfig().highlight_floor is None  # the default
+    for shift in (0, 1):
+        plain = color_residual(as_batch(query), as_batch(normal), shift)[0]
+        forgiving = color_residual(as_batch(query), as_batch(normal), shift, highlight_floor=0.05)[0]
+        assert float(plain[highlight].mean()) > 5  # CIE Lab units: a visible difference
+        assert float(forgiving[highlight].mean()) < 0.6 * float(plain[highlight].mean())
+        assert float(forgiving[stain].mean()) > 0.95 * float(plain[stain].mean())
+    lighter = (normal + 0.04 * on_object[..., None]).clamp(0, 1)
+    torch.testing.assert_close(color_residual(as_batch(lighter), as_batch(normal), highlight_floor=0.05),
+                               color_residual(as_batch(lighter), as_batch(normal)))
+    with pytest.raises(ConfigError, match="highlight_floor"):
+        CompareConfig(highlight_floor=1.5).validate()
 
 
 def test_the_colour_term_forgives_an_edge_drawn_two_pixels_off_but_not_a_defect(views):
@@ -673,6 +714,14 @@ def test_topk_and_topk_mean_are_one_score_and_old_calibrations_still_fit(compara
     again = Comparator(replace(comparator.config, score_method="topk"), loaded, device="cpu", extractor=comparator.extractor)
     query = perturb(views[7], 5)
     assert torch.equal(again.score(query, views[7]), topk.score(query, views[7]))
+    # A calibration stored before highlight_floor existed was fitted without it: it fits that setting turned off.
+    older = Calibration.from_dict({**calibration.to_dict(), "signature": {k: v for k, v in calibration.signature.items()
+                                                                          if k != "highlight_floor"}})
+    with pytest.raises(CompareError, match="highlight_floor: calibrated with None, configured 0.05"):
+        Comparator(replace(comparator.config, score_method="topk", highlight_floor=0.05), older, device="cpu",
+                   extractor=comparator.extractor)
+    Comparator(replace(comparator.config, score_method="topk", highlight_floor=None), older, device="cpu",
+               extractor=comparator.extractor)
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(comparator, views):

@@ -626,3 +626,18 @@ def test_detect_and_sim2real_rank_by_chromaticity_and_match_shading_only_when_as
     assert config_from_size_arguments(args).pose.rank_by_chromaticity
     assert config_from_size_arguments(args).compare.match_shading == 16
     assert detector_config_from_args(parser.parse_args(base)).compare.match_shading == 0
+
+
+def test_detect_takes_the_highlight_floor_as_a_lift_or_off_and_refuses_other_values(capsys):
+    from omnipose.cli.app import build_parser
+    from omnipose.cli.detect import detector_config_from_args
+    from omnipose.compare import CompareConfig
+
+    parser = build_parser()
+    base = ["detect", "--data", "data", "--class", "01Robot"]
+    assert detector_config_from_args(parser.parse_args(base)).compare.highlight_floor == CompareConfig().highlight_floor
+    assert detector_config_from_args(parser.parse_args([*base, "--highlight-floor", "0.05"])).compare.highlight_floor == 0.05
+    assert detector_config_from_args(parser.parse_args([*base, "--highlight-floor", "off"])).compare.highlight_floor is None
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--highlight-floor", "1.5"])
+    assert "not a lift in [0, 1) nor 'off'" in capsys.readouterr().err

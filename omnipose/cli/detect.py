@@ -29,8 +29,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --refine-poses for a field
-    trained on the way, --focal, the queries' lens, and --rank-by-chromaticity and --match-shading, for
-    queries lit otherwise."""
+    trained on the way, --focal, the queries' lens, --rank-by-chromaticity and --match-shading, for
+    queries lit otherwise, and --highlight-floor."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
@@ -45,6 +45,23 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-shading", type=int, default=CompareConfig.match_shading, metavar="PX",
                         help="for the same queries: bring each reference to the query's shading in windows of this "
                              "radius before comparing (CompareConfig.match_shading; 16 at 200 px; default 0, off)")
+    parser.add_argument("--highlight-floor", type=lift_or_off, default=CompareConfig.highlight_floor, metavar="LIFT|off",
+                        help="in the colour term, take off the query the white light it has over the reference beyond "
+                             "this lift (a highlight no training view caught; CompareConfig.highlight_floor; default "
+                             f"{'off' if CompareConfig.highlight_floor is None else CompareConfig.highlight_floor})")
+
+
+def lift_or_off(text: str) -> float | None:
+    """--highlight-floor's value: a lift in [0, 1), or 'off' (None)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        lift = float(text)
+    except ValueError:
+        lift = -1.0
+    if not 0.0 <= lift < 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a lift in [0, 1) nor 'off': give e.g. 0.05, or off")
+    return lift
 
 
 def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorConfig:
@@ -56,7 +73,7 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
-    config.compare = replace(config.compare, match_shading=args.match_shading)
+    config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor)
     return config
 
 

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from omnipose.compare.config import CompareConfig, CompareError, calibration_signature, canonical_score_method
+from omnipose.compare.config import (
+    FITTED_BEFORE_FIELD,
+    CompareConfig,
+    CompareError,
+    calibration_signature,
+    canonical_score_method,
+)
 from omnipose.compare.inputs import as_image_batch, prepare_neighbours, prepare_pair
 from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
 from omnipose.compare.statistics import ContrastStatistics, TermStatistics, fit_contrast_statistics, location_scale
@@ -136,10 +142,11 @@ def _read_signature(signature: Mapping[str, Any]) -> dict[str, Any]:
 def check_signature(calibration: Calibration, config: CompareConfig) -> None:
     """Raise CompareError when ``calibration`` was fitted with a config whose residuals differ from ``config``'s."""
     expected = calibration_signature(config)
+    stored = {**FITTED_BEFORE_FIELD, **calibration.signature}
     differences = [
-        f"{name}: calibrated with {calibration.signature[name]!r}, configured {expected[name]!r}"
+        f"{name}: calibrated with {stored[name]!r}, configured {expected[name]!r}"
         for name in expected
-        if name in calibration.signature and calibration.signature[name] != expected[name]
+        if name in stored and stored[name] != expected[name]
     ]
     missing_terms = [
         term for term in config.active_terms if term not in calibration.terms or term not in calibration.contrast

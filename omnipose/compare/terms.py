@@ -28,27 +28,49 @@ from omnipose.core.image import dilate, gaussian_blur
 Extract = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
-def color_residual(query: torch.Tensor, reference: torch.Tensor, shift: int = 0) -> torch.Tensor:
+def color_residual(
+    query: torch.Tensor, reference: torch.Tensor, shift: int = 0, highlight_floor: float | None = None
+) -> torch.Tensor:
     """CIE76 colour difference ΔE in CIE Lab. query, reference: (B, 3, H, W) sRGB in [0, 1] -> (B, H, W).
 
     With ``shift`` > 0, per pixel the smallest difference to the reference moved by up to ``shift``
     pixels each way (borders repeated): an edge the reference draws that far from the query's costs
     nothing, a patch wider than the shift still costs its full difference.
+    With a ``highlight_floor``, white light the query has over the reference beyond that floor
+    (``without_highlight``) is taken off the query before the difference.
     """
     from kornia.color import rgb_to_lab
 
-    lab_query, lab_reference = rgb_to_lab(query), rgb_to_lab(reference)
-    if shift <= 0:
-        return torch.sqrt(((lab_query - lab_reference) ** 2).sum(1) + 1e-12) - 1e-6  # eps: finite gradient at 0
     height, width = query.shape[-2:]
-    padded = F.pad(lab_reference, (shift,) * 4, mode="replicate")
+    lab_query = rgb_to_lab(query) if highlight_floor is None else None
+    padded = F.pad(reference, (shift,) * 4, mode="replicate") if shift > 0 else reference
+    padded_lab = rgb_to_lab(padded)
     smallest = None
     for dy in range(2 * shift + 1):
         for dx in range(2 * shift + 1):
-            moved = padded[..., dy:dy + height, dx:dx + width]
-            squared = ((lab_query - moved) ** 2).sum(1)
+            window = (..., slice(dy, dy + height), slice(dx, dx + width))
+            if highlight_floor is None:
+                seen = lab_query
+            else:
+                seen = rgb_to_lab(without_highlight(query, padded[window], highlight_floor))
+            squared = ((seen - padded_lab[window]) ** 2).sum(1)
             smallest = squared if smallest is None else torch.minimum(smallest, squared)
-    return torch.sqrt(smallest + 1e-12) - 1e-6
+    return torch.sqrt(smallest + 1e-12) - 1e-6  # eps: finite gradient at 0
+
+
+def without_highlight(query: torch.Tensor, reference: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """query (B, 3, H, W) less the white light it has over reference: per pixel, the mean over the
+    channels of query - reference beyond ``floor``, taken off every channel.
+
+    A specular highlight adds the light's colour (white) to the surface's, so a highlight at a mirror
+    angle no training view caught makes the query lighter by about as much in each channel, which the
+    field cannot draw. A stain or a missing part changes the hue or darkens: what is left of it after
+    the lift is the colour difference that counts (and its outline stays in the structure and feature
+    terms). The floor leaves the small lifts of a soft render alone: they are half of a normal view's
+    residual, and taking them off would leave the other half, the render too light, to count double.
+    """
+    lift = ((query - reference).mean(1, keepdim=True) - floor).clamp_min(0.0)
+    return (query - lift).clamp(0.0, 1.0)
 
 
 def structure_residual(query: torch.Tensor, reference: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -155,7 +177,7 @@ def residual_terms(
     """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W)."""
     terms: dict[str, torch.Tensor] = {}
     if config.color_weight > 0:
-        terms["color"] = color_residual(query, reference, config.color_shift)
+        terms["color"] = color_residual(query, reference, config.color_shift, config.highlight_floor)
     if config.structure_weight > 0:
         terms["structure"] = structure_residual(query, reference, config.ssim_window)
     if config.feature_weight > 0:
@@ -212,7 +234,8 @@ def raw_residuals(
         radius = max(1, round(config.shade_color * query.shape[-1]))
         shaded = [image + solid * (shading_matched(image, query, radius, per_channel=False) - image)
                   for image in (reference, *neighbours)]
-        terms["color"] = torch.stack([color_residual(query, image, config.color_shift) for image in shaded]).amin(0)
+        terms["color"] = torch.stack([color_residual(query, image, config.color_shift, config.highlight_floor)
+                                      for image in shaded]).amin(0)
     if unseen is not None:
         terms = {name: value.masked_fill(unseen, 0.0) for name, value in terms.items()}
     return terms, mask
