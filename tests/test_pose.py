@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from omnipose.core import geometry as g
-from omnipose.core.device import one_torch_thread
+from omnipose.core.device import frozen, one_torch_thread
 from omnipose.core.image import dilate, foreground_mask, warp_image
 from omnipose.pose import (
     AlignConfig,
@@ -30,7 +30,7 @@ from omnipose.pose.retrieval import (
     mutual_nn_counts,
     rotation_affine,
 )
-from omnipose.pose.scoring import PoseScoring, frozen
+from omnipose.pose.scoring import PoseScoring
 
 INFO_200 = SimpleNamespace(width=200, height=200, background=(1.0, 1.0, 1.0))
 

@@ -1,4 +1,4 @@
-"""Where tensors live and how many threads small torch calls use."""
+"""Where tensors live, how many threads small torch calls use, and which parameters take gradients."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -47,3 +47,20 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def frozen(module: "torch.nn.Module | None") -> Iterator[None]:  # noqa: F821
+    """Switch off gradients of a module's parameters (only the pose, or only the points, is
+    differentiated), then restore each one's flag."""
+    if module is None:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from omnipose.core.config import Config, non_negative, one_of, positive, require
+from omnipose.core.device import frozen
 from omnipose.core.errors import OmniposeError
 from omnipose.nerf.encoding import SphericalHarmonicsEncoding
 from omnipose.nerf.hash_grid import HashGridConfig, make_grid_encoding
@@ -157,17 +158,11 @@ class NGPField(torch.nn.Module):
     def surface_normals(self, x: torch.Tensor) -> torch.Tensor:
         """Outward unit normals (N, 3) at world points x (N, 3): the density's gradient, reversed, held
         constant (no gradient reaches the field or x through it, which keeps a training step one backward pass)."""
-        trained = [p for p in self.parameters() if p.requires_grad]
-        for p in trained:  # no table gradient: the hash grid would add it to table.grad in place
-            p.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                points = x.detach().requires_grad_(True)
-                logit = self.density_net(self.encoding(self.normalize(points)))[:, 0]
-                (gradient,) = torch.autograd.grad(logit.sum(), points)
-        finally:
-            for p in trained:
-                p.requires_grad_(True)
+        # Frozen: with its parameters trainable the hash grid would add a table gradient to table.grad in place.
+        with frozen(self), torch.enable_grad():
+            points = x.detach().requires_grad_(True)
+            logit = self.density_net(self.encoding(self.normalize(points)))[:, 0]
+            (gradient,) = torch.autograd.grad(logit.sum(), points)
         return -gradient / gradient.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

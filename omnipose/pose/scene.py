@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from omnipose.core.device import pick_device
+from omnipose.core.device import frozen, pick_device
 from omnipose.core.geometry import axes_focus, gap_directions, half_turn, look_at, roll_camera, so3_exp, turn_about
 from omnipose.pose.config import PoseConfig
 from omnipose.pose.query import PoseError, info_value
-from omnipose.pose.scoring import frozen
 
 
 def upright_axis(train_c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

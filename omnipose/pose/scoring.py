@@ -2,9 +2,8 @@
 query, and the fixed yardstick hypotheses are ranked by (``PoseScoring``)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,22 +43,6 @@ def render_pixels(
     result["depth"] = result["depth"].reshape(poses, count)
     result["opacity"] = result["opacity"].reshape(poses, count)
     return result
-
-
-@contextmanager
-def frozen(module: torch.nn.Module | None) -> Iterator[None]:
-    """Switch off gradients of a module's parameters (only the pose is optimised), then restore."""
-    if module is None:
-        yield
-        return
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 # ----------------------------------------------------------------------------- pixels of the query
