@@ -164,7 +164,8 @@ def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_ou
     lit = photographed(normal)
     drawn = shading_matched(channels_first(normal), channels_first(lit), 16)[0].permute(1, 2, 0)
     assert float((drawn - lit).abs()[on_object].mean()) < 0.5 * float((normal - lit).abs()[on_object].mean())
-    colour_only = replace(comparator.config, structure_weight=0.0, feature_weight=0.0)
+    # Without the highlight floor, which takes the lighter half's lift off before any matching.
+    colour_only = replace(comparator.config, structure_weight=0.0, feature_weight=0.0, highlight_floor=None)
 
     def colour_residual(photo, radius):
         terms, _ = raw_residuals(replace(colour_only, match_shading=radius), None, channels_first(photo),
@@ -233,8 +234,9 @@ def test_highlight_floor_takes_off_the_white_light_a_highlight_adds_but_not_a_st
     white (0.39 and 0.52 measured without and with a 1-pixel shift: what the floor leaves; where a
     channel did, the light added is no longer the same in every channel, and less is taken off) and
     nearly all of the stain's (which darkens some channels and lightens others); a view lighter
-    everywhere by less than the floor, a soft render's noise, keeps its residual."""
-    from omnipose.compare.terms import color_residual
+    everywhere by less than the floor, a soft render's noise, keeps its residual; and a part erased to
+    the white backdrop, a lift too, keeps all of its residual."""
+    from omnipose.compare.terms import color_residual, raw_residuals
 
     normal = views[3]
     query, stain, highlight, unclipped = highlight_and_stain(normal)
@@ -243,7 +245,7 @@ def test_highlight_floor_takes_off_the_white_light_a_highlight_adds_but_not_a_st
     on_object = normal.amin(-1) < 0.95
     as_batch = lambda image: image.permute(2, 0, 1)[None]  # noqa: E731
 
-    assert CompareConfig().highlight_floor is None  # the default
+    assert CompareConfig().highlight_floor == 0.05  # the default
     for shift in (0, 1):
         plain = color_residual(as_batch(query), as_batch(normal), shift)[0]
         forgiving = color_residual(as_batch(query), as_batch(normal), shift, highlight_floor=0.05)[0]
@@ -253,6 +255,16 @@ def test_highlight_floor_takes_off_the_white_light_a_highlight_adds_but_not_a_st
     lighter = (normal + 0.04 * on_object[..., None]).clamp(0, 1)
     torch.testing.assert_close(color_residual(as_batch(lighter), as_batch(normal), highlight_floor=0.05),
                                color_residual(as_batch(lighter), as_batch(normal)))
+    erased, hole = plant_square(normal, (1.0, 1.0, 1.0), half=10)
+    colour_only = CompareConfig(structure_weight=0.0, feature_weight=0.0)
+
+    def colour(config):
+        found, _ = raw_residuals(config, None, as_batch(erased), as_batch(normal), None)
+        return found["color"][0]
+
+    counted = colour(replace(colour_only, highlight_floor=None))
+    assert float(counted[hole].mean()) > 10
+    torch.testing.assert_close(colour(colour_only)[hole], counted[hole])
     with pytest.raises(ConfigError, match="highlight_floor"):
         CompareConfig(highlight_floor=1.5).validate()
 

@@ -45,15 +45,15 @@ class CompareConfig(Config):
     pixel to pixel. A field draws an edge a pixel or so from where a photograph has it (a softer
     render, a pose a tenth of a degree off), and that line of colour difference outscored small
     defects; a defect wider than the shift keeps most of its difference."""
-    highlight_floor: float | None = None
+    highlight_floor: float | None = 0.05
     """In the colour term, take off the query the white light it has over the reference beyond this
-    lift (in [0, 1), of each channel; ``terms.without_highlight``) before the difference; None: off. A
-    specular highlight at a mirror angle no training view caught makes a face lighter by about as
-    much in every channel, which the field cannot draw, while a stain changes the hue or darkens and
-    keeps that difference. 0.05 leaves a soft render's small lifts alone. Off by default: on the
-    built-in classes' references it raised image AUROC by 0.2 (the weakest class by 3) and the recall
-    at the normal-data threshold, but a part erased to a white backdrop is a lift too and loses its
-    colour residual (the lego's recall 85 -> 75 %; ``docs/RESULTS.md``)."""
+    lift (in [0, 1), of each channel; ``terms.highlight_lift``) before the difference, except where
+    the query shows the backdrop colour (``terms.query_backdrop``); None: off. A specular highlight at
+    a mirror angle no training view caught makes a face lighter by about as much in every channel,
+    which the field cannot draw, while a stain changes the hue or darkens and keeps that difference;
+    a part missing against the backdrop is a lift too, and keeps its. 0.05 leaves a soft render's
+    small lifts alone. On the built-in classes' and the lego's references it cut the false alarms at
+    the normal-data threshold and kept the recall (``docs/RESULTS.md``)."""
     structure_weight: float = 1.0
     """Weight of the structure term: 1 - SSIM of the luminance (edges and texture the colour misses)."""
     feature_weight: float = 1.0

@@ -29,7 +29,11 @@ Extract = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
 def color_residual(
-    query: torch.Tensor, reference: torch.Tensor, shift: int = 0, highlight_floor: float | None = None
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    shift: int = 0,
+    highlight_floor: float | None = None,
+    backdrop: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CIE76 colour difference ΔE in CIE Lab. query, reference: (B, 3, H, W) sRGB in [0, 1] -> (B, H, W).
 
@@ -37,40 +41,50 @@ def color_residual(
     pixels each way (borders repeated): an edge the reference draws that far from the query's costs
     nothing, a patch wider than the shift still costs its full difference.
     With a ``highlight_floor``, white light the query has over the reference beyond that floor
-    (``without_highlight``) is taken off the query before the difference.
+    (``highlight_lift``) is taken off the query before the difference, except where ``backdrop``
+    (B, H, W) bool says the query shows the backdrop: a part missing against a white backdrop is a
+    lift too, and the whole of its difference counts.
     """
     from kornia.color import rgb_to_lab
 
     height, width = query.shape[-2:]
-    lab_query = rgb_to_lab(query) if highlight_floor is None else None
+    lab_query = rgb_to_lab(query)
+    query_pixels = query.permute(0, 2, 3, 1).contiguous() if highlight_floor is not None else None
     padded = F.pad(reference, (shift,) * 4, mode="replicate") if shift > 0 else reference
     padded_lab = rgb_to_lab(padded)
     smallest = None
     for dy in range(2 * shift + 1):
         for dx in range(2 * shift + 1):
             window = (..., slice(dy, dy + height), slice(dx, dx + width))
-            if highlight_floor is None:
-                seen = lab_query
-            else:
-                seen = rgb_to_lab(without_highlight(query, padded[window], highlight_floor))
+            seen = lab_query
+            if highlight_floor is not None:
+                lift = highlight_lift(query, padded[window], highlight_floor, backdrop)
+                lit = lift[:, 0] > 0
+                if lit.any():  # few pixels are lit: convert only those to Lab again
+                    seen = lab_query.clone()
+                    pixels = (query_pixels[lit] - lift[:, 0][lit][:, None]).clamp(0.0, 1.0)  # (N, 3)
+                    seen.permute(0, 2, 3, 1)[lit] = rgb_to_lab(pixels.T[None, :, :, None])[0, :, :, 0].T
             squared = ((seen - padded_lab[window]) ** 2).sum(1)
             smallest = squared if smallest is None else torch.minimum(smallest, squared)
     return torch.sqrt(smallest + 1e-12) - 1e-6  # eps: finite gradient at 0
 
 
-def without_highlight(query: torch.Tensor, reference: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
-    """query (B, 3, H, W) less the white light it has over reference: per pixel, the mean over the
-    channels of query - reference beyond ``floor``, taken off every channel.
+def highlight_lift(
+    query: torch.Tensor, reference: torch.Tensor, floor: float = 0.0, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The white light query (B, 3, H, W) has over reference, (B, 1, H, W): per pixel, the mean over
+    the channels of query - reference beyond ``floor``; 0 where ``keep`` (B, H, W) bool is set.
 
     A specular highlight adds the light's colour (white) to the surface's, so a highlight at a mirror
     angle no training view caught makes the query lighter by about as much in each channel, which the
     field cannot draw. A stain or a missing part changes the hue or darkens: what is left of it after
-    the lift is the colour difference that counts (and its outline stays in the structure and feature
-    terms). The floor leaves the small lifts of a soft render alone: they are half of a normal view's
-    residual, and taking them off would leave the other half, the render too light, to count double.
+    the lift is taken off is the colour difference that counts (and its outline stays in the structure
+    and feature terms). The floor leaves the small lifts of a soft render alone: they are half of a
+    normal view's residual, and taking them off would leave the other half, the render too light, to
+    count double.
     """
     lift = ((query - reference).mean(1, keepdim=True) - floor).clamp_min(0.0)
-    return (query - lift).clamp(0.0, 1.0)
+    return lift if keep is None else lift.masked_fill(keep[:, None], 0.0)
 
 
 def structure_residual(query: torch.Tensor, reference: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -161,6 +175,14 @@ def shows_object(image: torch.Tensor, background: Sequence[float], tolerance: fl
     return (image - colour).abs().amax(1) > tolerance
 
 
+def query_backdrop(config: CompareConfig, query: torch.Tensor) -> torch.Tensor | None:
+    """(B, H, W) bool: where the query shows the backdrop colour, the pixels the colour term takes no
+    highlight off; None when ``highlight_floor`` is off."""
+    if config.highlight_floor is None:
+        return None
+    return ~shows_object(query, config.background, config.object_tolerance)
+
+
 def comparison_mask(
     config: CompareConfig, query: torch.Tensor, reference: torch.Tensor, alpha: torch.Tensor | None
 ) -> torch.Tensor:
@@ -177,7 +199,8 @@ def residual_terms(
     """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W)."""
     terms: dict[str, torch.Tensor] = {}
     if config.color_weight > 0:
-        terms["color"] = color_residual(query, reference, config.color_shift, config.highlight_floor)
+        terms["color"] = color_residual(query, reference, config.color_shift, config.highlight_floor,
+                                        query_backdrop(config, query))
     if config.structure_weight > 0:
         terms["structure"] = structure_residual(query, reference, config.ssim_window)
     if config.feature_weight > 0:
@@ -234,7 +257,8 @@ def raw_residuals(
         radius = max(1, round(config.shade_color * query.shape[-1]))
         shaded = [image + solid * (shading_matched(image, query, radius, per_channel=False) - image)
                   for image in (reference, *neighbours)]
-        terms["color"] = torch.stack([color_residual(query, image, config.color_shift, config.highlight_floor)
+        backdrop = query_backdrop(config, query)
+        terms["color"] = torch.stack([color_residual(query, image, config.color_shift, config.highlight_floor, backdrop)
                                       for image in shaded]).amin(0)
     if unseen is not None:
         terms = {name: value.masked_fill(unseen, 0.0) for name, value in terms.items()}
