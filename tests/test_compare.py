@@ -269,6 +269,30 @@ def test_highlight_floor_takes_off_the_white_light_a_highlight_adds_but_not_a_st
         CompareConfig(highlight_floor=1.5).validate()
 
 
+def test_the_highlight_lift_converted_on_the_lit_pixels_alone_equals_the_whole_image_converted(views):
+    """The colour term converts to Lab again only the pixels it takes a lift off: the same ΔE as taking
+    the lift off the whole query and converting all of it, at every shift, with pixels kept from it."""
+    from kornia.color import rgb_to_lab
+
+    from omnipose.compare.terms import color_residual, highlight_lift
+
+    reference = views[3].permute(2, 0, 1)[None]
+    rng = torch.Generator().manual_seed(0)
+    query = (reference + 0.15 * torch.rand(reference.shape, generator=rng) - 0.05).clamp(0, 1)
+    keep = torch.rand(reference.shape[-2:], generator=rng)[None] > 0.7
+    for shift in (0, 1, 2):
+        padded = F.pad(reference, (shift,) * 4, mode="replicate")
+        smallest = None
+        for dy in range(2 * shift + 1):
+            for dx in range(2 * shift + 1):
+                moved = padded[..., dy : dy + SIZE, dx : dx + SIZE]
+                seen = rgb_to_lab((query - highlight_lift(query, moved, 0.05, keep)).clamp(0, 1))
+                squared = ((seen - rgb_to_lab(moved)) ** 2).sum(1)
+                smallest = squared if smallest is None else torch.minimum(smallest, squared)
+        torch.testing.assert_close(color_residual(query, reference, shift, 0.05, keep), smallest.sqrt(),
+                                   atol=1e-3, rtol=1e-4)
+
+
 def test_the_colour_term_forgives_an_edge_drawn_two_pixels_off_but_not_a_defect(views):
     """A real lego view as the query, its reference drawn 2 pixels to the right (how far a field's
     edge at 400 px can sit from the photograph's): with a ``color_shift`` of 2 pixels the colour
