@@ -37,7 +37,12 @@ noise-free backdrop does not swallow anti-aliased edges."""
 RAMP = 0.05
 """Colour distance over which a pixel's opacity rises from 0 to 1 beyond that start."""
 PINHOLE_SHARE = 0.0005
-"""An enclosed patch of backdrop colour up to this share of the image (at least 2 pixels) is object."""
+"""An enclosed patch of backdrop colour up to this share of the image (at least 2 pixels) may be object: a
+highlight, when it looks like one (``HIGHLIGHT_LEVEL``, ``HIGHLIGHT_TINT``)."""
+HIGHLIGHT_LEVEL = 0.75
+"""An enclosed patch is taken for a highlight only where every channel of its mean colour is at least this."""
+HIGHLIGHT_TINT = 0.15
+"""... and where its channels differ by at most this: a highlight has the light's colour, nearly white."""
 OUTLINE_WIDTH = 1
 """Pixels inside the object's outline whose opacity is matted rather than taken as 1."""
 EDGE_SIGMA = 1.0
@@ -74,11 +79,11 @@ class Backdrop:
 
         A pixel far enough from the backdrop is object. Near the outline, where a pixel mixes the two, its
         opacity is where it lies on the line from the backdrop to the object's colour beside it
-        (known-background matting). What the object encloses is filled only where it is a pinhole: a larger
-        enclosed patch is mostly backdrop seen through a gap, and a part of the backdrop's own colour is
-        lost the same way in every view.
+        (known-background matting). What the object encloses is filled only where it is a small highlight
+        (``_highlights``): any other enclosed patch is backdrop seen through a gap, and a part of the
+        backdrop's own colour is lost the same way in every view.
         """
-        from scipy.ndimage import binary_dilation, binary_erosion, binary_fill_holes, gaussian_filter, label
+        from scipy.ndimage import binary_dilation, binary_erosion, gaussian_filter, label
 
         distance = np.abs(image - self.field).max(-1)
         start = max(NOISE_SIGMAS * self.noise, MIN_EDGE)
@@ -89,12 +94,7 @@ class Backdrop:
         solid_patches = np.unique(patches[alpha >= 1.0])
         alpha[~np.isin(patches, solid_patches[solid_patches > 0])] = 0.0
         shape = alpha > 0.5
-        # Pinholes inside the object are its own pixels that happen to match the backdrop (a highlight
-        # on light plastic in front of light paper); gaps through it, where the backdrop shows, are larger.
-        holes, _ = label(binary_fill_holes(shape) & ~shape)
-        sizes = np.bincount(holes.ravel())
-        pinholes = np.flatnonzero(sizes <= max(PINHOLE_SHARE * shape.size, 2))
-        shape |= np.isin(holes, pinholes[pinholes > 0])
+        shape |= self._highlights(image, shape)
         solid = binary_erosion(shape, iterations=OUTLINE_WIDTH)
         alpha[solid] = 1.0
         weight = gaussian_filter(solid.astype(np.float32), EDGE_SIGMA)
@@ -105,6 +105,26 @@ class Backdrop:
         projected = ((image - self.field) * contrast).sum(-1) / np.maximum(squared, 1e-6)
         alpha[outline] = np.clip(projected[outline], 0.0, 1.0)
         return alpha
+
+    @staticmethod
+    def _highlights(image: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """The small patches the object ``shape`` (H, W) encloses that are its own highlights: (H, W) bool.
+
+        A highlight on light plastic in front of light paper matches the backdrop, and only there: it has
+        the light's colour, bright and nearly white. A patch of a coloured or darker backdrop, or a larger
+        one, is the backdrop seen through a gap, as the lego's studs and axle holes show it.
+        """
+        from scipy.ndimage import binary_fill_holes, label, mean
+
+        holes, count = label(binary_fill_holes(shape) & ~shape)
+        if count == 0:
+            return np.zeros_like(shape)
+        index = np.arange(1, count + 1)
+        sizes = np.bincount(holes.ravel(), minlength=count + 1)[1:]
+        colour = np.stack([mean(image[..., c], holes, index) for c in range(3)], -1)
+        white = (colour.min(-1) >= HIGHLIGHT_LEVEL) & (colour.max(-1) - colour.min(-1) <= HIGHLIGHT_TINT)
+        small = sizes <= max(PINHOLE_SHARE * shape.size, 2)
+        return np.isin(holes, index[small & white | (sizes <= 2)])
 
 
 def find_backdrop(image: np.ndarray) -> Backdrop | None:
