@@ -125,6 +125,30 @@ def test_mutual_nn_counts_prefers_the_image_itself(lego, xfeat):
         assert counts[i] == len(f)  # every keypoint is its own mutual nearest neighbour
 
 
+def test_the_shortlist_inside_the_single_threaded_pose_search_counts_the_same_on_the_callers_threads(lego, xfeat):
+    """mutual_nn_counts runs its matrix products on the threads torch had outside ``one_torch_thread``
+    (the pose search's), and counts exactly what one thread counts."""
+    from omnipose.core.device import all_torch_threads, one_torch_thread
+
+    features = xfeat.extract(lego.images[[0, 20, 40, 60]].numpy())
+    bank = DescriptorBank.from_features(features[1:])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_torch_thread():
+            with all_torch_threads():
+                assert torch.get_num_threads() == 2
+            with one_torch_thread(), all_torch_threads():  # nested, as the matcher's inside the pose search
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+            inside = mutual_nn_counts(features[0], bank, xfeat.shortlist_similarity)
+        torch.set_num_threads(1)
+        alone = mutual_nn_counts(features[0], bank, xfeat.shortlist_similarity)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(inside, alone) and int(inside.max()) > 0
+
+
 def test_loftr_runs_with_user_weights(tmp_path, lego):
     """LoFTR takes weights only from the user; a checkpoint in its layout loads and matches run."""
     from kornia.feature import LoFTR

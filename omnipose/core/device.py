@@ -35,6 +35,11 @@ def pick_device(device: "str | torch.device | None" = None) -> "torch.device":  
     return chosen
 
 
+_OUTER_THREADS: list[int] = []
+"""torch's thread count outside each ``one_torch_thread`` now entered, outermost first (one list for the
+process, as torch's thread count is)."""
+
+
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Run the few small torch calls (rays, projection) on one thread: on a busy machine, waking
@@ -42,7 +47,24 @@ def one_torch_thread() -> Iterator[None]:
     import torch
 
     previous = torch.get_num_threads()
+    _OUTER_THREADS.append(previous)
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _OUTER_THREADS.pop()
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def all_torch_threads() -> Iterator[None]:
+    """Run one large computation inside ``one_torch_thread`` on the threads torch had outside it: a
+    matrix product of tens of millions of multiply-adds gains from each thread what small calls lose."""
+    import torch
+
+    previous = torch.get_num_threads()
+    # The innermost one_torch_thread that took threads away; one nested in it found one thread already.
+    torch.set_num_threads(next((count for count in reversed(_OUTER_THREADS) if count > 1), previous))
     try:
         yield
     finally:

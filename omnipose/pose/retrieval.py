@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from omnipose.core.device import one_torch_thread
+from omnipose.core.device import all_torch_threads
 from omnipose.core.errors import OmniposeError
 from omnipose.core.image import invert_affine, warp_image
 from omnipose.pose.matching import Features, Matcher
@@ -60,7 +60,7 @@ def mutual_nn_counts(query: Features, bank: DescriptorBank, min_similarity: floa
         return torch.zeros(V)
     counts = []
     rows = torch.arange(q.shape[0], device=q.device)
-    with one_torch_thread():
+    with all_torch_threads():
         for start in range(0, V, view_chunk):
             chunk = bank.descriptors[start:start + view_chunk]  # (C, P, D)
             # Padding rows are zero vectors: similarity 0, below any useful threshold, so no mask is needed.
