@@ -42,7 +42,8 @@ highlight, when it looks like one (``HIGHLIGHT_LEVEL``, ``HIGHLIGHT_TINT``)."""
 HIGHLIGHT_LEVEL = 0.75
 """An enclosed patch is taken for a highlight only where every channel of its mean colour is at least this."""
 HIGHLIGHT_TINT = 0.15
-"""... and where its channels differ by at most this: a highlight has the light's colour, nearly white."""
+"""... and where its channels differ by at most this: a highlight has the light's colour, nearly white in a
+white-balanced photograph (a light pastel backdrop, whose gaps are not highlights, differs by more)."""
 OUTLINE_WIDTH = 1
 """Pixels inside the object's outline whose opacity is matted rather than taken as 1."""
 EDGE_SIGMA = 1.0
@@ -112,7 +113,8 @@ class Backdrop:
 
         A highlight on light plastic in front of light paper matches the backdrop, and only there: it has
         the light's colour, bright and nearly white. A patch of a coloured or darker backdrop, or a larger
-        one, is the backdrop seen through a gap, as the lego's studs and axle holes show it.
+        one, is the backdrop seen through a gap, as the lego's studs and axle holes show it; one of one or two
+        pixels is the object's, whatever its colour (a speck of noise on a face).
         """
         from scipy.ndimage import binary_fill_holes, label, mean
 
@@ -124,7 +126,7 @@ class Backdrop:
         colour = np.stack([mean(image[..., c], holes, index) for c in range(3)], -1)
         white = (colour.min(-1) >= HIGHLIGHT_LEVEL) & (colour.max(-1) - colour.min(-1) <= HIGHLIGHT_TINT)
         small = sizes <= max(PINHOLE_SHARE * shape.size, 2)
-        return np.isin(holes, index[small & white | (sizes <= 2)])
+        return np.isin(holes, index[(small & white) | (sizes <= 2)])
 
 
 def find_backdrop(image: np.ndarray) -> Backdrop | None:
