@@ -393,7 +393,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
             outputs[method] = reference.compare(variants[method], image_t)
         truth_reference = None
         if query.c2w is not None:
-            rotation, translation = pose_errors(reference.c2w, query.c2w)
+            rotation, translation = pose_errors(torch.as_tensor(pose.c2w).float().cpu(), query.c2w)  # as Prediction.c2w
             record.update(rotation_deg=round(float(rotation), 3), translation=round(float(translation), 5))
             truth_reference = detector.reference_at(query.c2w)
             outputs["ground-truth pose"] = truth_reference.compare(variants["ours"], image_t)

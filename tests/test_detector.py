@@ -59,9 +59,10 @@ def test_outputs_are_complete_and_resumable(fitted):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before
 
 
-def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
+def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted, monkeypatch):
     """The true pose, second by a hair on the pose residual, beats a wrong estimate once both
-    references are compared with the query; a runner-up far behind on the residual is not tried."""
+    references are compared with the query; a runner-up far behind on the residual is not tried.
+    The prediction still reports the search's pose as the query's, and the runner-up as the reference's."""
     import math
 
     from omnipose.core.geometry import pose_errors, roll_camera
@@ -82,6 +83,11 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted):
     assert len(detector.pose_candidates(pose(true, 0.051))) == 2
     _, chosen = detector.compare_at_pose(query, pose(true, 0.051))
     assert float(pose_errors(chosen.c2w, true)[0]) < 0.1
+    monkeypatch.setattr(detector, "estimate_pose", lambda image: pose(true, 0.051))
+    prediction = detector.predict_one(item.image_path)
+    assert float(pose_errors(torch.as_tensor(prediction.c2w), wrong)[0]) < 1e-3
+    assert float(pose_errors(torch.as_tensor(prediction.reference_c2w), true)[0]) < 0.1
+    assert any("runner-up" in note for note in prediction.notes) and prediction.summary()["reference_c2w"]
     # 4x the estimate's residual is no contender, and a near twin of the estimate is not tried.
     assert len(detector.pose_candidates(pose(true, 0.2))) == 1
     assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(0.5)), 0.05))) == 1

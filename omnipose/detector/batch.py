@@ -6,9 +6,10 @@ One unreadable or unusable query must not cost the others, nor hide among them: 
 rest are scored, and the next run tries it again. Outputs of ``detect_class``::
 
     <out>/<class>/<Type>/<stem>.npy              anomaly map, float32 (H, W)
-    <out>/<class>/<Type>/<stem>.json             score, decision, pose c2w, pose residual/confidence, seconds
+    <out>/<class>/<Type>/<stem>.json             score, decision, pose c2w, reference_c2w, pose residual/confidence,
+                                                 seconds
                                                  (or, for a failed query, {"failed": true, "error": ...})
-    <out>/<class>/<Type>/<stem>_reference.png    the normal reference rendered at the estimated pose
+    <out>/<class>/<Type>/<stem>_reference.png    the normal reference (rendered at reference_c2w)
     <out>/<class>/scores.json                    {"Type/stem": image score} of every scored query
     <out>/<class>/summary.json                   counts, threshold, and the keys that failed, were
                                                  decided anomalous, or have a pose not to be trusted

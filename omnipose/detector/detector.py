@@ -151,7 +151,9 @@ class DetectorConfig(Config):
 class Prediction:
     """The result for one query.
 
-    anomaly_map: (H, W) float32 in normal standard deviations; reference: (H, W, 3) render at c2w.
+    anomaly_map: (H, W) float32 in normal standard deviations; c2w: the pose search's estimate of the
+    query's pose; reference: (H, W, 3) render at reference_c2w, which is c2w unless a runner-up of the
+    search explained the query better (``Detector.best_reference``; ``notes`` say so).
     anomalous: the decision at ``threshold`` (None when the comparison has no calibration, as in
     PAD's mode); a query whose pose is not confident is decided anomalous (``notes`` say so) unless
     ``review_uncertain_poses`` is off.
@@ -161,6 +163,7 @@ class Prediction:
     score: float
     c2w: np.ndarray
     reference: np.ndarray
+    reference_c2w: np.ndarray
     pose_residual: float
     pose_confident: bool
     seconds: float
@@ -175,6 +178,7 @@ class Prediction:
             "anomalous": self.anomalous,
             "threshold": self.threshold,
             "c2w": self.c2w.tolist(),
+            "reference_c2w": self.reference_c2w.tolist(),
             "pose_residual": self.pose_residual,
             "pose_confident": self.pose_confident,
             "seconds": self.seconds,
@@ -351,9 +355,10 @@ class Detector:
         query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold, self.config.query_focal)
         pose = self.estimate_pose(query)
         result, reference = self.compare_at_pose(query, pose)
-        if not torch.equal(reference.c2w, torch.as_tensor(pose.c2w).float().cpu()):
-            notes.append("compared at a runner-up of the pose search, whose reference explains the query better; "
-                         "pose_residual and pose_confident describe the best-fitting pose")
+        c2w = torch.as_tensor(pose.c2w).float().cpu()
+        if not torch.equal(reference.c2w, c2w):
+            notes.append("compared at a runner-up of the pose search (reference_c2w), whose reference explains the "
+                         "query better; c2w, pose_residual and pose_confident describe the search's best pose")
         score, threshold = float(result.score[0]), self.decision_threshold()
         anomalous = decide(score, threshold, not pose.low_confidence, self.config.review_uncertain_poses)
         if pose.low_confidence and self.config.review_uncertain_poses:
@@ -364,8 +369,9 @@ class Detector:
         return Prediction(
             anomaly_map=anomaly_map,
             score=score,
-            c2w=reference.c2w.numpy(),
+            c2w=c2w.numpy(),
             reference=reference_image,
+            reference_c2w=reference.c2w.numpy(),
             pose_residual=float(pose.residual),
             pose_confident=not pose.low_confidence,
             seconds=time.perf_counter() - start,
