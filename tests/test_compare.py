@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from omnipose.cli.compare import add_calibrate_arguments, add_compare_arguments, run_calibrate, run_compare
 from omnipose.compare import Calibration, Comparator, CompareConfig, CompareError, ContrastStatistics
+from omnipose.compare.calibration import combine_own_spread, combine_terms
 from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
 from omnipose.compare.statistics import fit_contrast_statistics, location_scale
 from omnipose.compare.terms import object_mask, reference_contrast
@@ -71,6 +72,15 @@ def comparator(views) -> Comparator:
 def raw_comparator(comparator: Comparator) -> Comparator:
     """Same config and feature network, no calibration."""
     return Comparator(comparator.config, device="cpu", extractor=comparator.extractor)
+
+
+def signed_map(comparator: Comparator, result) -> torch.Tensor:
+    """The calibrated map of ``result`` before its values below normal are raised to 0 (``above_normal``)."""
+    config, calibration = comparator.config, comparator.calibration
+    if config.own_spread and config.own_spread_per_term:
+        return combine_own_spread(result.terms, config.weights, calibration, result.mask)
+    standardised = combine_terms(result.terms, config.weights, calibration)
+    return normalize_by_own_spread(standardised, result.mask, calibration.normal_spread) if config.own_spread else standardised
 
 
 # ----------------------------------------------------------------------------- behaviour on real data
@@ -369,7 +379,7 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     standardising = Comparator(replace(comparator.config, own_spread=False), device="cpu", extractor=comparator.extractor)
     standardising.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
     result = standardising.compare(held_out, renders)
-    values = result.anomaly_map[result.mask].double()
+    values = signed_map(standardising, result)[result.mask].double()
     median = float(values.median())
     scale = 1.4826 * float((values - median).abs().median())
     assert abs(median) < 0.25, f"normal maps should centre on 0 normal deviations, got median {median:.3f}"
@@ -380,9 +390,14 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     whole.fit(views[:6], torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])]), progress=False)
     for chosen, centred in ((whole, 1e-6), (comparator, 0.1)):
         result = chosen.compare(held_out, renders)
-        for anomaly_map, mask in zip(result.anomaly_map, result.mask):
+        signed = signed_map(chosen, result)
+        for anomaly_map, mask in zip(signed, result.mask):
             low, median, high = torch.quantile(anomaly_map[mask], torch.tensor([0.25, 0.5, 0.75]))
             assert abs(float(median)) < centred and 0.3 < float(high - low) < 0.8
+        # The map says how far above normal: what lies below is 0, as off the object.
+        torch.testing.assert_close(result.anomaly_map, signed.clamp_min(0.0), rtol=0, atol=0)
+        assert float(signed.min()) < -0.3 and float(result.anomaly_map.min()) == 0.0
+        assert float((result.anomaly_map[result.mask] == 0).float().mean()) > 0.3
     assert 0.5 < comparator.calibration.normal_spread < 3.0 and standardising.calibration.normal_spread == 0.0
     defective, _ = plant_square(views[9], PAINT)
     defect_score = float(comparator.compare(perturb(defective, 90), views[9]).score[0])
@@ -390,7 +405,7 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
     calibration = comparator.calibration
     assert calibration.num_pairs == 6 and len(calibration.normal_scores) == 6
     quantiles = [calibration.normal_pixel_quantiles[k] for k in ("0.5", "0.9", "0.99", "0.999")]
-    assert quantiles == sorted(quantiles) and abs(quantiles[0]) < 0.25
+    assert quantiles == sorted(quantiles) and 0.0 <= quantiles[0] < 0.25
 
 
 def test_a_render_worse_everywhere_does_not_outscore_a_small_defect(comparator, views):

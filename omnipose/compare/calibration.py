@@ -30,7 +30,13 @@ from omnipose.compare.config import (
     canonical_score_method,
 )
 from omnipose.compare.inputs import as_image_batch, prepare_neighbours, prepare_pair
-from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
+from omnipose.compare.scoring import (
+    above_normal,
+    image_score,
+    in_mask_spread,
+    normalize_by_own_spread,
+    threshold_for_fpr,
+)
 from omnipose.compare.statistics import ContrastStatistics, TermStatistics, fit_contrast_statistics, location_scale
 from omnipose.compare.terms import Extract, finish_terms, raw_residuals, reference_contrast
 from omnipose.core.files import atomic_write_json, read_json
@@ -244,6 +250,7 @@ def fit_calibration(
             final = combine_own_spread(maps, config.weights, calibration, masks)
         else:
             final = normalize_by_own_spread(final, masks, calibration.normal_spread)
+    final = above_normal(final)
     scores = image_score(final, config.score_method, config.topk_fraction, masks if config.use_object_mask else None)
     inside = _gather(final, samples).double()
     levels = (0.5, 0.9, 0.99, 0.999)

@@ -32,7 +32,7 @@ from omnipose.compare.config import CompareConfig, CompareError
 from omnipose.compare.features import FeatureExtractor
 from omnipose.compare.inputs import prepare_neighbours, prepare_pair, prepare_unseen
 from omnipose.compare.pad import pad_anomaly_map
-from omnipose.compare.scoring import image_score, normalize_by_own_spread
+from omnipose.compare.scoring import above_normal, image_score, normalize_by_own_spread
 from omnipose.compare.terms import comparison_mask, finish_terms, raw_residuals, reference_contrast
 from omnipose.core.device import pick_device
 
@@ -179,11 +179,12 @@ class Comparator:
         score_mask = mask if cfg.use_object_mask else None
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         score = fit_score
-        if self._calibration is not None and cfg.own_spread:  # PAD mode never holds a calibration
-            if cfg.own_spread_per_term:
+        if self._calibration is not None:  # PAD mode never holds a calibration
+            if cfg.own_spread and cfg.own_spread_per_term:
                 anomaly_map = combine_own_spread(terms, cfg.weights, self._calibration, mask)
-            else:
+            elif cfg.own_spread:
                 anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
+            anomaly_map = above_normal(anomaly_map)
             score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         return ComparisonResult(anomaly_map, score, terms, mask, self._calibration is not None, fit_score)
 

@@ -79,6 +79,14 @@ def normalize_by_own_spread(maps: torch.Tensor, mask: torch.Tensor, normal_sprea
     return normalised * mask
 
 
+def above_normal(maps: torch.Tensor) -> torch.Tensor:
+    """Calibrated maps (B, H, W) with their values below 0 raised to 0: a map says how far each pixel
+    lies above what normal data shows, and 0 is also its value off the object. Left negative, the
+    object's most normal-looking pixels ranked below the background, and the public AUPRO, whose 200
+    thresholds span each class's maps from their minimum up, spent part of them below 0."""
+    return maps.clamp_min(0.0)
+
+
 def threshold_for_fpr(normal_values: Any, fpr: float) -> float:
     """The smallest threshold t with at most a fraction ``fpr`` of normal values strictly above it.
 

@@ -151,9 +151,10 @@ class DetectorConfig(Config):
 class Prediction:
     """The result for one query.
 
-    anomaly_map: (H, W) float32 in normal standard deviations; c2w: the pose search's estimate of the
-    query's pose; reference: (H, W, 3) render at reference_c2w, which is c2w unless a runner-up of the
-    search explained the query better (``Detector.best_reference``; ``notes`` say so).
+    anomaly_map: (H, W) float32 in normal standard deviations above normal (0 where nothing is);
+    c2w: the pose search's estimate of the query's pose; reference: (H, W, 3) render at
+    reference_c2w, which is c2w unless a runner-up of the search explained the query better
+    (``Detector.best_reference``; ``notes`` say so).
     anomalous: the decision at ``threshold`` (None when the comparison has no calibration, as in
     PAD's mode); a query whose pose is not confident is decided anomalous (``notes`` say so) unless
     ``review_uncertain_poses`` is off.
