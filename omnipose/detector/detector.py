@@ -367,19 +367,10 @@ class Detector:
                          "cannot explain, or an unusable photo), so the score does not say the object is normal")
         anomaly_map, reference_image = in_query_frame(result.anomaly_map[0].cpu().numpy().astype(np.float32),
                                                       reference.image.numpy(), image, self, notes)
-        return Prediction(
-            anomaly_map=anomaly_map,
-            score=score,
-            c2w=c2w.numpy(),
-            reference=reference_image,
-            reference_c2w=reference.c2w.numpy(),
-            pose_residual=float(pose.residual),
-            pose_confident=not pose.low_confidence,
-            seconds=time.perf_counter() - start,
-            notes=notes + list(pose.notes),
-            threshold=threshold,
-            anomalous=anomalous,
-        )
+        return Prediction(anomaly_map=anomaly_map, score=score, c2w=c2w.numpy(), reference=reference_image,
+                          reference_c2w=reference.c2w.numpy(), pose_residual=float(pose.residual),
+                          pose_confident=not pose.low_confidence, seconds=time.perf_counter() - start,
+                          notes=notes + list(pose.notes), threshold=threshold, anomalous=anomalous)  # fmt: skip
 
     def render(self, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The field at c2w (4, 4): reference (H, W, 3) and opacity (1, H, W) on the CPU."""
