@@ -296,6 +296,21 @@ def test_every_prediction_carries_a_decision_at_the_normal_data_threshold(fitted
     assert "AUROC_sp_confident" in result.metrics
 
 
+def test_a_query_whose_object_cannot_be_separated_is_flagged_not_scored_as_normal(fitted_class):
+    """A good view of the fitted object, photographed in front of clutter instead of a plain backdrop."""
+    from omnipose.core.image import read_image_rgb
+
+    detector, mad, _ = fitted_class
+    item = next(item for item in mad.test_items if not item.is_anomalous)
+    view = read_image_rgb(item.image_path)
+    backdrop = np.abs(view - 1.0).max(-1, keepdims=True) < 0.02
+    clutter = np.random.default_rng(4).uniform(0.0, 0.7, view.shape).astype(np.float32)
+    prediction = detector.predict_one(np.where(backdrop, clutter, view))
+    assert not prediction.pose_confident and prediction.anomalous is True
+    assert any("not a plain backdrop" in note for note in prediction.notes), prediction.notes
+    assert any("decided anomalous for review" in note for note in prediction.notes)
+
+
 def test_a_query_of_another_object_is_flagged_not_scored_as_normal(fitted_class):
     detector, _, _ = fitted_class
     prediction = detector.predict_one(_other_object(detector.config.image_size))
