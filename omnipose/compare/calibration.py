@@ -6,7 +6,8 @@ the reference's contrast (``statistics.py``). The standardised terms are smoothe
 zeroed outside the object and standardised once more. Last, each term is measured against its
 own spread and the terms averaged with their weights (``own_spread_per_term``), or the weighted sum,
 standardised, is measured against its spread (``own_spread`` alone). The final map is in units of
-normal residual spread: comparable across images, objects and runs.
+normal residual spread, 0 where nothing is above normal (``scoring.above_normal``): comparable
+across images, objects and runs.
 
 A calibration is saved as JSON (``CALIBRATION_FORMAT``) with the signature of the config it was
 fitted with; a config whose residuals differ from it is refused (``check_signature``).

@@ -6,8 +6,9 @@
 - "calibrated" (default): residual terms (``terms.py``), each the smallest over the render and any
   further references; standardised per contrast bin, smoothed and masked with the statistics of
   normal data (``calibration.py``), then each measured against its own spread and averaged with
-  the term weights (``calibration.combine_own_spread``). The map is in units of normal residual spread, and a
-  threshold can be set from normal data alone (``Calibration.score_threshold``).
+  the term weights (``calibration.combine_own_spread``). The map is in units of normal residual spread,
+  0 where nothing is above normal (``scoring.above_normal``), and a threshold can be set from normal
+  data alone (``Calibration.score_threshold``).
 - "pad": PAD's recipe (``pad.py``), uncalibrated, for ablations.
 
 Images may come as (H, W, 3), (N, H, W, 3) or (B, 3, H, W) in [0, 1] (``inputs.as_image_batch``);
@@ -41,9 +42,10 @@ from omnipose.core.device import pick_device
 class ComparisonResult:
     """anomaly_map: (B, H, W) at the compared size; score: (B,); mask: (B, H, W) bool; terms: the (B, H, W)
     maps that were combined, smoothed (and, when calibrated, standardised per contrast bin first).
-    fit_score: (B,) the image score before each map is measured against its own spread (equal to
-    score when ``own_spread`` is off): how well the reference explains the query, to choose between
-    references (a wrong pose raises the whole map, which its own spread would excuse)."""
+    fit_score: (B,) the image score before each map is measured against its own spread and raised to
+    0 where below (``above_normal``; so the score when ``own_spread`` is off and a pixel is above 0):
+    how well the reference explains the query, to choose between references (a wrong pose raises
+    the whole map, which its own spread would excuse)."""
 
     anomaly_map: torch.Tensor
     score: torch.Tensor
