@@ -18,6 +18,7 @@ from omnipose.compare.terms import object_mask, reference_contrast
 from omnipose.core.errors import ConfigError
 from omnipose.core.image import gaussian_blur, save_image
 from omnipose.data import load_transforms
+from omnipose.evaluation.protocols import fuse_maps
 
 SIZE = 200
 PAINT = torch.tensor([0.1, 0.6, 0.9])  # a blue-green no lego brick has
@@ -398,6 +399,9 @@ def test_calibration_standardises_held_out_normal_pairs(comparator, views):
         torch.testing.assert_close(result.anomaly_map, signed.clamp_min(0.0), rtol=0, atol=0)
         assert float(signed.min()) < -0.3 and float(result.anomaly_map.min()) == 0.0
         assert float((result.anomaly_map[result.mask] == 0).float().mean()) > 0.3
+        # So M2AD-Synergy's geometric-mean fusion, which refuses negative values, takes the maps.
+        fused = fuse_maps(result.anomaly_map.numpy(), "mul")
+        np.testing.assert_allclose(fused, np.prod(result.anomaly_map.double().numpy(), 0) ** (1 / len(held_out)), atol=1e-5)
     assert 0.5 < comparator.calibration.normal_spread < 3.0 and standardising.calibration.normal_spread == 0.0
     defective, _ = plant_square(views[9], PAINT)
     defect_score = float(comparator.compare(perturb(defective, 90), views[9]).score[0])
