@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from omnipose.cli.compare import add_calibrate_arguments, add_compare_arguments, run_calibrate, run_compare
 from omnipose.compare import Calibration, Comparator, CompareConfig, CompareError, ContrastStatistics
-from omnipose.compare.calibration import combine_own_spread, combine_terms
+from omnipose.compare.calibration import combine_terms, own_spread_map
 from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
 from omnipose.compare.statistics import fit_contrast_statistics, location_scale
 from omnipose.compare.terms import object_mask, reference_contrast
@@ -78,10 +78,8 @@ def raw_comparator(comparator: Comparator) -> Comparator:
 def signed_map(comparator: Comparator, result) -> torch.Tensor:
     """The calibrated map of ``result`` before its values below normal are raised to 0 (``above_normal``)."""
     config, calibration = comparator.config, comparator.calibration
-    if config.own_spread and config.own_spread_per_term:
-        return combine_own_spread(result.terms, config.weights, calibration, result.mask)
     standardised = combine_terms(result.terms, config.weights, calibration)
-    return normalize_by_own_spread(standardised, result.mask, calibration.normal_spread) if config.own_spread else standardised
+    return own_spread_map(config, calibration, result.terms, standardised, result.mask)
 
 
 # ----------------------------------------------------------------------------- behaviour on real data

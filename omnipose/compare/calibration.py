@@ -190,6 +190,24 @@ def combine_own_spread(
     ) / total
 
 
+def own_spread_map(
+    config: CompareConfig,
+    calibration: Calibration,
+    terms: Mapping[str, torch.Tensor],
+    standardised: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """The calibrated map before ``above_normal``: with ``own_spread``, each term measured against its
+    own spread and averaged (``combine_own_spread``; ``own_spread_per_term``) or ``standardised``, their
+    standardised weighted sum (``combine_terms``), measured against its spread; without, ``standardised``
+    as it is. terms: {term: (B, H, W)}; mask: (B, H, W) bool. Returns (B, H, W)."""
+    if not config.own_spread:
+        return standardised
+    if config.own_spread_per_term:
+        return combine_own_spread(terms, config.weights, calibration, mask)
+    return normalize_by_own_spread(standardised, mask, calibration.normal_spread)
+
+
 @torch.no_grad()
 def fit_calibration(
     config: CompareConfig,
@@ -248,10 +266,7 @@ def fit_calibration(
                 name: float(in_mask_spread(calibration.terms[name].standardize(value), masks)[1].median())
                 for name, value in maps.items()
             }
-            final = combine_own_spread(maps, config.weights, calibration, masks)
-        else:
-            final = normalize_by_own_spread(final, masks, calibration.normal_spread)
-    final = above_normal(final)
+    final = above_normal(own_spread_map(config, calibration, maps, final, masks))
     scores = image_score(final, config.score_method, config.topk_fraction, masks if config.use_object_mask else None)
     inside = _gather(final, samples).double()
     levels = (0.5, 0.9, 0.99, 0.999)

@@ -25,15 +25,15 @@ import torch
 from omnipose.compare.calibration import (
     Calibration,
     check_signature,
-    combine_own_spread,
     combine_terms,
     fit_calibration,
+    own_spread_map,
 )
 from omnipose.compare.config import CompareConfig, CompareError
 from omnipose.compare.features import FeatureExtractor
 from omnipose.compare.inputs import prepare_neighbours, prepare_pair, prepare_unseen
 from omnipose.compare.pad import pad_anomaly_map
-from omnipose.compare.scoring import above_normal, image_score, normalize_by_own_spread
+from omnipose.compare.scoring import above_normal, image_score
 from omnipose.compare.terms import comparison_mask, finish_terms, raw_residuals, reference_contrast
 from omnipose.core.device import pick_device
 
@@ -182,11 +182,7 @@ class Comparator:
         fit_score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         score = fit_score
         if self._calibration is not None:  # PAD mode never holds a calibration
-            if cfg.own_spread and cfg.own_spread_per_term:
-                anomaly_map = combine_own_spread(terms, cfg.weights, self._calibration, mask)
-            elif cfg.own_spread:
-                anomaly_map = normalize_by_own_spread(anomaly_map, mask, self._calibration.normal_spread)
-            anomaly_map = above_normal(anomaly_map)
+            anomaly_map = above_normal(own_spread_map(cfg, self._calibration, terms, anomaly_map, mask))
             score = image_score(anomaly_map, cfg.score_method, cfg.topk_fraction, score_mask)
         return ComparisonResult(anomaly_map, score, terms, mask, self._calibration is not None, fit_score)
 
