@@ -62,7 +62,8 @@ def test_outputs_are_complete_and_resumable(fitted):
 def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted, monkeypatch):
     """The true pose, second by a hair on the pose residual, beats a wrong estimate once both
     references are compared with the query; a runner-up far behind on the residual is not tried.
-    The prediction still reports the search's pose as the query's, and the runner-up as the reference's."""
+    The prediction still reports the search's pose as the query's, and the runner-up as the reference's;
+    a runner-up on the object's other side is not compared."""
     import math
 
     from omnipose.core.geometry import pose_errors, roll_camera
@@ -91,6 +92,8 @@ def test_a_close_runner_up_pose_that_explains_the_query_wins(fitted, monkeypatch
     # 4x the estimate's residual is no contender, and a near twin of the estimate is not tried.
     assert len(detector.pose_candidates(pose(true, 0.2))) == 1
     assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(0.5)), 0.05))) == 1
+    # Nor is the object's other side: the pose search weighs it over the whole object (PoseConfig.half_turn).
+    assert len(detector.pose_candidates(pose(roll_camera(wrong, math.radians(120.0)), 0.051))) == 1
     _, chosen = detector.compare_at_pose(query, pose(true, 0.2))
     assert float(pose_errors(chosen.c2w, wrong)[0]) < 0.1
     # A pose chosen by chromaticity is not taken back by the comparison (light favours the same side).

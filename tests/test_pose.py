@@ -354,6 +354,39 @@ def test_a_pose_alignment_left_far_off_is_restarted_nearby_and_found(field, tmp_
     assert not worth_restarting(1.0, own, PoseConfig(restart_deg=None))
 
 
+def test_a_query_that_fits_worse_than_the_field_has_the_object_s_other_side_tried_where_it_could_fit(field, lego,
+                                                                                                       tmp_path):
+    """``PoseConfig.half_turn``: where restarts run (a held-out photograph with a painted patch fits
+    worse than the field fits its own views), the estimate turned half-way about the object's vertical
+    is aligned and kept as one more alternative if, as turned, it fits within ``half_turn`` times the
+    estimate's residual. The lego looks nothing alike from its other side: at the default ratio it is
+    not even aligned, and aligned anyway it still fits far worse, so the estimate stays where it was."""
+    model, info = field
+    true, query = lego.c2w[13], lego.images[13].numpy().copy()  # the field saw every third view: not this one
+    rows, cols = np.nonzero(foreground_mask(query, (1.0, 1.0, 1.0)))
+    row, col = int(rows.mean()), int(cols.mean())
+    query[row - 12:row + 12, col - 12:col + 12] = (0.1, 0.6, 0.9)
+    results = {}
+    for half_turn in (1000.0, PoseConfig.half_turn, None):
+        estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, half_turn=half_turn),
+                                  cache_path=tmp_path / "features.pt")
+        scoring = estimator.scoring(query, _object_region(torch.from_numpy(query)))
+        assert worth_restarting(float(estimator.residual(true[None], scoring)[0]), estimator.index.baseline_residual,
+                                estimator.config)
+        results[half_turn] = estimator.estimate(query)
+    tried, default, off = results[1000.0], results[PoseConfig.half_turn], results[None]
+    for result in (tried, default):
+        assert float(g.pose_errors(result.c2w, off.c2w)[0]) < 1e-3
+    assert float(g.pose_errors(off.c2w, true)[0]) < 2.0
+    assert len(default.alternatives) == len(off.alternatives) and len(tried.alternatives) == len(off.alternatives) + 1
+
+    def far(result):
+        return torch.tensor([float(g.pose_errors(c2w, result.c2w)[0]) > 90 for c2w in result.alternatives], dtype=bool)
+
+    assert int(far(tried).sum()) == int(far(off).sum()) + 1
+    assert float(tried.alternative_residuals[far(tried)].min()) > PoseConfig.half_turn * tried.residual
+
+
 def test_under_rank_by_chromaticity_the_confidence_follows_chromaticity(field, tmp_path):
     """With ``rank_by_chromaticity`` the flag follows the chromaticity residual against the field's
     own (``max_chromaticity_ratio``), and the colour residual only beyond ``relit_residual_ratio``:
@@ -512,6 +545,7 @@ def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
     (PoseConfig, "rank_by_chromaticity", "yes"),
     (PoseConfig, "restart_deg", 0.0),
     (PoseConfig, "restart_deg", 120.0),
+    (PoseConfig, "half_turn", 0.5),
     (PoseConfig, "restart_rounds", 0),
 ])
 def test_configs_refuse_nonsense_naming_the_field(config_class, name, value):

@@ -76,13 +76,22 @@ def make_reference(
     return Reference(c2w, out["rgb"], out["opacity"][None], neighbours, unseen)
 
 
+OTHER_SIDE_DEG = 90.0
+"""A runner-up turned this far from the estimate shows the object's other side, not a pose beside it."""
+
+
 def candidate_poses(pose: PoseResult, count: int, residual_ratio: float, separation_deg: float) -> list[torch.Tensor]:
     """The poses worth comparing at: the estimate and up to ``count - 1`` runners-up whose residual is
-    within ``residual_ratio`` of the estimate's and whose rotation differs from every pose already
-    taken by at least ``separation_deg``. Each (4, 4) on the CPU.
+    within ``residual_ratio`` of the estimate's, whose rotation differs from every pose already
+    taken by at least ``separation_deg`` and from the estimate by at most ``OTHER_SIDE_DEG``. Each
+    (4, 4) on the CPU.
 
     On dark or near-symmetric objects a wrong pose can win the residual by a hair. Near twins are
-    not tried: the lowest of several noisy scores would only pull small defects down.
+    not tried: the lowest of several noisy scores would only pull small defects down. The object's
+    other side is not tried either: the pose search weighs it over the whole object
+    (``PoseConfig.half_turn``), while the comparison's score follows the map's peak, and on a
+    near-symmetric object the wrong side can explain a defect away (a part missing on one side is
+    background on the other).
     """
     candidates = [torch.as_tensor(pose.c2w).float().cpu()]
     limit = residual_ratio * max(pose.residual, 1e-6)
@@ -90,6 +99,8 @@ def candidate_poses(pose: PoseResult, count: int, residual_ratio: float, separat
         if len(candidates) >= count or float(residual) > limit:
             break
         c2w = c2w.float().cpu()
+        if float(pose_errors(c2w, candidates[0])[0]) > OTHER_SIDE_DEG:
+            continue
         if all(float(pose_errors(c2w, taken)[0]) >= separation_deg for taken in candidates):
             candidates.append(c2w)
     return candidates

@@ -176,6 +176,17 @@ class PoseConfig(Config):
     ways; ``PoseScene.nearby``) are aligned too, and those that fit clearly better compete with it:
     from a global-appearance hypothesis, alignment on a plain object can settle 5-10 degrees off, in
     a basin the true pose is a short step from. None: no restarts."""
+    half_turn: float | None = 2.0
+    """With the restarts (where the best aligned pose fits worse than the field fits its own training
+    views), the best pose turned half-way about the object's vertical (``PoseScene.half_turned``) is
+    aligned too where, as turned, it fits within this many times the best's residual: it becomes the
+    estimate where it then fits clearly better, as a restart does, and is kept among the alternatives
+    otherwise. None: off. A near-symmetric object seen along its vertical (06Car from below) looks
+    almost alike from both sides (turned, 1.0 times the best's residual before any alignment), no
+    keypoint match tells them apart, and where the search settled on the wrong side the true one was
+    never tried; with a defect, the wrong side's reference can explain it away (a part missing on one
+    side is background on the other). An object that looks otherwise from behind fits 3-13 times worse
+    turned (two other views of 06Car, the lego's views), and is not aligned there."""
     restart_from: int = 2
     """Aligned hypotheses (lowest residual first) the first ring of restarts goes around: on a
     near-symmetric object the best can be the object's other side, and the runner-up a few degrees
@@ -249,6 +260,8 @@ class PoseConfig(Config):
         positive(self, "max_keypoints", "rotations", "shortlist", "hypotheses", "appearance_step_deg", "restart_from",
                  "restart_rounds", "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk",
                  "min_inliers")
+        require(self, "half_turn", self.half_turn is None or (_finite(self.half_turn) and self.half_turn >= 1),
+                "must be None (off) or a residual ratio of 1 or more, e.g. 2")
         restart = self.restart_deg
         require(self, "restart_deg", restart is None or (_finite(restart) and 0 < restart < 90),
                 "must be None or a number of degrees between 0 and 90, e.g. 8")

@@ -18,7 +18,9 @@
    meet a better one or fall far behind stop being rendered. Where the best then fits worse than the
    field fits its own training views, poses a few degrees around the two best are aligned too and
    kept if they fit clearly better (``PoseConfig.restart_deg``): on a plain object, alignment from a
-   global-appearance hypothesis can settle in a basin beside the true pose. Then iNeRF (``refine``)
+   global-appearance hypothesis can settle in a basin beside the true pose. The best turned half-way
+   about the object's vertical is aligned as well (``PoseConfig.half_turn``): a near-symmetric object
+   seen along that axis offers no keypoint that tells its two sides apart. Then iNeRF (``refine``)
    on the best: an se(3) twist applied to c2w in the camera frame, optimised with Adam through the
    differentiable renderer, rays drawn around the query's keypoints (PAD's interest regions) and
    over the dilated object, coarse-to-fine box levels, a Cauchy loss so that a defect does not drag
@@ -60,7 +62,7 @@ from omnipose.pose.matching import Matcher, shared_matcher
 from omnipose.pose.pad import estimate_pad_recipe
 from omnipose.pose.query import keypoint_mask, object_region, prepare_query
 from omnipose.pose.refine import refine_best
-from omnipose.pose.restart import restart_nearby, worth_restarting
+from omnipose.pose.restart import RESTART_GAIN, half_turned, restart_nearby, worth_restarting
 from omnipose.pose.results import PoseResult, pose_confidence
 from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
@@ -226,6 +228,16 @@ class PoseEstimator:
                     self.scene, poses, residual, candidates, self.config, query_t, region, interest,
                     lambda restarts: self.residual(restarts, scoring))
                 steps += rounds
+                if self.config.half_turn is not None and not self.config.rank_by_chromaticity:  # that mode duels below
+                    count = len(poses)
+                    poses, residual, candidates, rounds = half_turned(
+                        self.scene, poses, residual, candidates, best, self.config, query_t, region, interest,
+                        lambda turned: self.residual(turned, scoring), self.config.half_turn)
+                    steps += rounds
+                    if len(poses) > count and float(residual[-1]) < RESTART_GAIN * float(residual[best]):
+                        notes.append(f"pose turned half-way about the object's vertical: it fits {float(residual[-1]):.4f} "
+                                     f"against {float(residual[best]):.4f}, the other side's")
+                        best = len(poses) - 1
             if self.config.rank_by_chromaticity:
                 best = self._best_by_chromaticity(poses, scoring, best, notes)
                 poses, residual, candidates, best, rounds = self._other_side(poses, residual, candidates, best, query_t,
@@ -260,32 +272,24 @@ class PoseEstimator:
     def _other_side(self, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], best: int,
                     query: torch.Tensor, region: np.ndarray, interest: np.ndarray, scoring: PoseScoring,
                     notes: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int, int]:
-        """The aligned poses (P, 4, 4), residuals (P,) and hypotheses with pose ``best`` turned half-way
-        about the object's vertical (``PoseScene.half_turned``) and aligned in its turn; the index of
-        the one of the two whose chromaticity fits where their renders disagree
-        (``PoseScoring.disagreement`` on ``DUEL_PIXELS`` pixels), noted when it is the turned one; and the alignment rounds run.
+        """``restart.half_turned``, and the index of the one of pose ``best`` and its turn whose chromaticity fits
+        where their renders disagree (``PoseScoring.disagreement`` on ``DUEL_PIXELS`` pixels), noted when
+        it is the turned one. Returns poses, residuals, hypotheses, that index and the alignment rounds run.
 
         Lit from another side than the training views, a near-symmetric object's far side can fit
         the colours better than its near side, and neither keypoints nor alignment then offer the
         true pose; over the whole object its chromaticity ties the two."""
-        turned = self.scene.half_turned(poses[best:best + 1].cpu()).to(poses)
-        rounds = 0
-        if self.config.align is not None:
-            turned, rounds, _ = align_poses(self.render_rays, turned, self.render_K, query, self.config.align, region,
-                                            interest, self.distance)
-        pair = torch.cat([poses[best:best + 1], turned])
+        poses, residual, candidates, rounds = half_turned(self.scene, poses, residual, candidates, best, self.config,
+                                                          query, region, interest,
+                                                          lambda turned: self.residual(turned, scoring))
+        pair = poses[[best, len(poses) - 1]]
         duel = PoseScoring.of_region(query.cpu().numpy(), region, DUEL_PIXELS, 0.0).to(self.device)
         fit = duel.disagreement(self.render_rays, pair, self.render_K, chunk=self.config.chunk)
-        origin = candidates[best]
-        turn = Hypothesis(turned[0].cpu(), f"{origin.source}, turned about the object's vertical", 0, origin.view,
-                          origin.angle_deg)
-        poses = torch.cat([poses, turned])
-        residual = torch.cat([residual, self.residual(turned, scoring)])
         if float(fit[1]) < float(fit[0]):
             notes.append(f"pose turned half-way about the object's vertical: its chromaticity fits {float(fit[1]):.4f} "
                          f"against {float(fit[0]):.4f} where the two views of the object differ")
             best = len(poses) - 1
-        return poses, residual, candidates + [turn], best, rounds
+        return poses, residual, candidates, best, rounds
 
     def _best_by_chromaticity(self, poses: torch.Tensor, scoring: PoseScoring, best: int, notes: list[str]) -> int:
         """The pose (index into poses (P, 4, 4)) whose chromaticity residual is lowest, noted where it

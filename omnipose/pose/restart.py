@@ -4,7 +4,8 @@ On a plain object, alignment from a global-appearance hypothesis (no keypoint ma
 5-10 degrees off, in a basin the true pose is a short step from; on a near-symmetric one the best
 hypothesis can be the object's other side while the runner-up lies a few degrees from the true pose.
 Poses a few degrees around them (``PoseScene.nearby``), aligned in their turn, reach the true basin
-(``PoseConfig.restart_deg``)."""
+(``PoseConfig.restart_deg``); the best turned half-way about the object's vertical reaches the other side
+(``PoseConfig.half_turn``)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -71,3 +72,24 @@ def ring(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidat
         restarted.append(Hypothesis(c2w.cpu(), f"{origin.source}, restarted {angle_deg:g} deg away", origin.inliers,
                                     origin.view, origin.angle_deg))
     return torch.cat([poses, aligned]), torch.cat([residual, fits]), candidates + restarted, rounds
+
+
+def half_turned(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], best: int,
+                config: PoseConfig, query: torch.Tensor, region: np.ndarray, interest: np.ndarray,
+                residual_of: Callable[[torch.Tensor], torch.Tensor],
+                within: float | None = None) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int]:
+    """The poses (P, 4, 4), residuals (P,) and hypotheses with pose ``best`` turned half-way about the
+    object's vertical (``PoseScene.half_turned``) and aligned in its turn added last, and the alignment
+    rounds run. With ``within``, the turned pose is left out (nothing added, no alignment run) where, as
+    turned, it fits more than ``within`` times worse than pose ``best``. residual_of: see ``ring``."""
+    turned = scene.half_turned(poses[best:best + 1].cpu()).to(poses)
+    if within is not None and float(residual_of(turned)[0]) > within * float(residual[best]):
+        return poses, residual, candidates, 0
+    rounds = 0
+    if config.align is not None:
+        turned, rounds, _ = align_poses(scene.render_rays, turned, scene.render_K, query, config.align, region,
+                                        interest, scene.distance)
+    origin = candidates[best]
+    turn = Hypothesis(turned[0].cpu(), f"{origin.source}, turned about the object's vertical", 0, origin.view,
+                      origin.angle_deg)
+    return torch.cat([poses, turned]), torch.cat([residual, residual_of(turned)]), candidates + [turn], rounds
