@@ -83,7 +83,7 @@ from omnipose.data import (  # noqa: E402
     load_transforms,
     open_mad_class,  # noqa: E402
 )
-from omnipose.detector import Detector, DetectorConfig, decide  # noqa: E402
+from omnipose.detector import Detector, DetectorConfig, decide, split_held_out  # noqa: E402
 from omnipose.evaluation import (  # noqa: E402
     EvaluationConfig,
     decision_metrics,
@@ -360,6 +360,7 @@ def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
 def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
     """Pose and compare every query with every method; evaluate each. Returns the class's record."""
     compare = detector.config.compare
+    views, _ = split_held_out(views, detector.info, 0)  # the views the field learnt, as the detector's calibration has them
     pairs = detector.normal_pairs(views, progress=False)
     exposure_variant = "no exposure matching" if compare.match_exposure else "with exposure matching"
     counted = compare.highlight_floor is None
@@ -439,7 +440,10 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
     metrics["ours"].update({f"{k}_score_only": (100 * float(v) if is_defined(v) else None) for k, v in by_score.items()})
     metrics["ours"]["low_confidence"] = sum(r["low_confidence"] for r in records)
     seconds = [r["seconds"] for r in records]
+    calibration = detector.comparator.calibration
     return {"class": name, "metrics": metrics, "threshold": detector.decision_threshold(),
+            "held_out_scores": [] if calibration is None else calibration.held_out_scores,
+            "calibration_scores": [] if calibration is None else calibration.normal_scores,
             "false_alarm_target": detector.config.false_alarm_rate, "records": records, "mean_seconds": float(np.mean(seconds)),
             "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
 
@@ -566,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most this many queries per built-in class, the first ones (default: all; for smoke runs)")
     parser.add_argument("--false-alarm-rate", type=float, default=DetectorConfig.false_alarm_rate,
                         help="target false-alarm rate the decision threshold is set at, from normal data alone")
+    parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views,
+                        help="training views each new field does not learn from, run as queries to set the decision "
+                             "threshold (DetectorConfig.held_out_views; fields kept apart by it, 0 shares those "
+                             "trained on every view)")
     parser.add_argument("--reflection", action="store_true",
                         help="fields that colour by the reflected view direction (NGPFieldConfig.reflection; kept apart)")
     parser.add_argument("--distortion", type=float, default=0.0,
@@ -603,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     onboarded = args.train_poses == "onboard"
     refined = ("_refined" if args.refine_poses else "") + ("_focal" if args.refine_focal else "")
     suffix = (("_onboarded" if onboarded else "") + refined + (f"_seed{args.seed}" if args.seed else "")
-              + (f"_distortion{args.distortion:g}" if args.distortion else "") + ("_reflection" if args.reflection else ""))
+              + (f"_distortion{args.distortion:g}" if args.distortion else "")
+              + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else ""))
     field = replace(default_field_config(), reflection=True) if args.reflection else None
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
@@ -620,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
             config = DetectorConfig(image_size=args.size, pose_size=args.pose_size,
                                     dataset=f"bench_{args.size}_{args.train_steps}steps{suffix}{backdrop_tag}"
                                             + ("_photo" if args.style == "photo" else ""),
-                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)
+                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate,
+                                    held_out_views=args.held_out_views)
             train_root = data if not onboarded else args.work / f"onboarded_{args.size}"
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
                 shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
@@ -686,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
                 train, queries, extra["onboard"] = onboarded_lego(args, views, held, queries)
             dataset = ("nerf_synthetic" if size == 200 else f"nerf_synthetic_{size}") + backdrop_tag
             config = DetectorConfig(image_size=size, pose_size=args.pose_size, dataset=dataset,
-                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate)  # fmt: skip
+                                    ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate,
+                                    held_out_views=args.held_out_views)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed,
                                    refine_poses=args.refine_poses or args.refine_focal,
                                    refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field)  # fmt: skip

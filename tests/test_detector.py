@@ -6,6 +6,8 @@ complete and resumable, and bad input gets a clear error.
 """
 import json
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from conftest import FITTED_SIZE as SIZE
 
 from omnipose.core.errors import OmniposeError
 from omnipose.core.image import read_mask
+from omnipose.data import PosedImages
 from omnipose.detector import Detector, DetectorConfig
 from omnipose.evaluation import auroc, pixel_auroc
 
@@ -169,6 +172,43 @@ def test_a_detector_loaded_from_its_checkpoint_compares_as_the_fitted_one(fitted
     (folder / "normal_views.pt").unlink()
     with pytest.raises(OmniposeError, match="normal_views.pt is missing"):
         Detector.load(folder, detector.config)
+
+
+def test_normal_views_the_field_never_learnt_raise_the_threshold_to_where_new_normal_views_score(fitted):
+    """``held_out_views`` training views are kept out of the field, run as queries, and scale the decision
+    threshold by how much higher they score than the views the field learnt; a second fit on the same
+    checkpoint keeps the same split and the same scores."""
+    from omnipose.compare.scoring import threshold_for_fpr
+
+    detector, mad, _ = fitted
+    calibration = detector.comparator.calibration
+    trained = set(detector.info.train_image_paths)
+    held_out = [path for path in mad.train_images if str(path) not in trained]
+    assert len(held_out) == detector.config.held_out_views == len(calibration.held_out_scores)
+    assert len(trained) == len(mad.train_images) - len(held_out)
+    rate, seen = detector.config.false_alarm_rate, np.median(calibration.normal_scores)
+    learnt = threshold_for_fpr(calibration.normal_scores, rate)
+    ratio = max(1.0, np.median(calibration.held_out_scores) / seen)  # never lowered: a small field learns no view by heart
+    assert detector.decision_threshold() == pytest.approx(learnt * ratio)
+    assert replace(calibration, held_out_scores=[2.5 * seen] * 3).score_threshold(rate) == pytest.approx(2.5 * learnt)
+    assert replace(calibration, held_out_scores=[0.5 * seen] * 3).score_threshold(rate) == pytest.approx(learnt)
+    again = Detector(detector.config).fit(mad, progress=False)
+    assert again.comparator.calibration.held_out_scores == calibration.held_out_scores
+
+
+def test_the_views_kept_from_the_field_are_spread_evenly_and_follow_a_trained_fields_own_split():
+    from omnipose.detector import split_held_out
+
+    views = PosedImages(torch.zeros(10, 2, 2, 3), torch.eye(4).repeat(10, 1, 1), torch.eye(3), [Path(f"{i}.png") for i in range(10)])
+    kept, held_out = split_held_out(views, None, 2)
+    assert [p.name for p in held_out.paths] == ["2.png", "7.png"] and len(kept) == 8
+    assert split_held_out(views, None, 3)[1] is None  # under four training views per view kept out: none kept out
+    assert split_held_out(views, None, 0)[1] is None
+    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths if p.name != "4.png"])
+    kept, held_out = split_held_out(views, info, 2)
+    assert [p.name for p in held_out.paths] == ["4.png"] and len(kept) == 9
+    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths])  # a field trained on every view
+    assert split_held_out(views, info, 2)[1] is None
 
 
 def test_a_calibration_of_another_comparison_is_fitted_again_not_refused(fitted, tmp_path):

@@ -28,10 +28,13 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
-    """--size and --pose-size, the working widths of ``DetectorConfig``, --refine-poses for a field
+    """--size and --pose-size, the working widths of ``DetectorConfig``, --held-out-views, --refine-poses for a field
     trained on the way, --focal, the queries' lens, --rank-by-chromaticity and --match-shading, for
     queries lit otherwise, and --highlight-floor."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
+    parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views, metavar="N",
+                        help="training views a new field does not learn from, run as queries to set the decision "
+                             f"threshold where new normal views score (default {DetectorConfig.held_out_views}; 0: none)")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
                              "only the final reference is rendered at --size)")
@@ -68,7 +71,7 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
     """The DetectorConfig of ``add_size_arguments``' options with --ckpt-root, --device and --minutes,
     which every detecting command has, and ``fields`` (other DetectorConfig fields) besides."""
     config = DetectorConfig(image_size=args.size, pose_size=args.pose_size, ckpt_root=args.ckpt_root, device=args.device,
-                            query_focal=args.focal, **fields)
+                            query_focal=args.focal, held_out_views=args.held_out_views, **fields)
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)

@@ -59,7 +59,8 @@ class Calibration:
     (in final units); normal_pixel_quantiles: quantiles of their in-object final map values.
     signature: the CompareConfig fields the numbers depend on (checked when it is used).
     field_key: fingerprint of the radiance field whose renders it was fitted on ('' when unknown): a
-    field trained further needs a new calibration.
+    field trained further needs a new calibration. held_out_scores: image scores of normal views the field
+    never learnt from, each run as a query (empty when there were none; ``score_threshold``).
     """
 
     contrast: dict[str, ContrastStatistics]
@@ -72,10 +73,19 @@ class Calibration:
     normal_spread: float = 0.0
     term_spreads: dict[str, float] = field(default_factory=dict)
     field_key: str = ""
+    held_out_scores: list[float] = field(default_factory=list)
 
     def score_threshold(self, fpr: float = 0.05) -> float:
-        """Image-score threshold flagging at most ``fpr`` of the normal calibration images."""
-        return threshold_for_fpr(self.normal_scores, fpr)
+        """Image-score threshold flagging at most ``fpr`` of the normal calibration images, raised by the
+        ratio of the median scores of ``held_out_scores`` and of the calibration images where the held-out
+        views score higher: a field renders the views it learnt from closer to their photographs than any
+        new view, so every new normal view scores higher than the calibration's, and the few held-out views
+        give how much higher better than they give a tail quantile of their own."""
+        threshold = threshold_for_fpr(self.normal_scores, fpr)
+        if self.held_out_scores:
+            seen = max(float(np.median(self.normal_scores)), 1e-6)
+            threshold *= max(1.0, float(np.median(self.held_out_scores)) / seen)
+        return threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +100,7 @@ class Calibration:
             "term_spreads": {name: float(value) for name, value in self.term_spreads.items()},
             "signature": dict(self.signature),
             "field_key": self.field_key,
+            "held_out_scores": [float(s) for s in self.held_out_scores],
         }
 
     @classmethod
@@ -125,6 +136,7 @@ class Calibration:
                 term_spreads={str(name): float(value) for name, value in data["term_spreads"].items()},
                 signature=_read_signature(data.get("signature", {})),
                 field_key=str(data.get("field_key", "")),
+                held_out_scores=[float(s) for s in data.get("held_out_scores", [])],
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CompareError(f"calibration data is incomplete or malformed ({error!r}); refit it.") from error

@@ -13,6 +13,7 @@ from omnipose.detector.detector import (
     DetectorConfig,
     Prediction,
     decide,
+    split_held_out,
 )
 from omnipose.detector.references import (
     Reference,
@@ -40,6 +41,7 @@ __all__ = [
     "candidate_poses",
     "class_summary",
     "decide",
+    "split_held_out",
     "make_reference",
     "predict_or_fail",
     "read_finished",
