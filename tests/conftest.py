@@ -63,7 +63,9 @@ def fitted_class(tmp_path_factory):
     generate_class(data, FITTED_CLASS, SynthConfig(size=FITTED_SIZE, train_views=60, test_views_per_type=3, seed=3,
                                                    progress=False, defect_area=(0.005, 0.02)))
     # Where the original commands look (dataset LEGO-3D), so that they can reuse this fit.
-    config = DetectorConfig(image_size=FITTED_SIZE, dataset="LEGO-3D", ckpt_root=str(root / "ckpts"), calibration_views=12)
+    # Views held out of the field, for the threshold, so that the one end-to-end fit covers that path too.
+    config = DetectorConfig(image_size=FITTED_SIZE, dataset="LEGO-3D", ckpt_root=str(root / "ckpts"), calibration_views=12,
+                            held_out_views=8)
     config.train = replace(config.train, steps=600, minutes=None)  # a step budget: the same field on a busy machine
     mad = open_mad_class(data, FITTED_CLASS)
     detector = Detector(config).fit(mad, progress=False)
