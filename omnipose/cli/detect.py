@@ -34,7 +34,7 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views, metavar="N",
                         help="training views a new field does not learn from, run as queries to set the decision "
-                             f"threshold where new normal views score (default {DetectorConfig.held_out_views}; 0: none)")
+                             "threshold where new normal views score (default %(default)s: none; 8 of 80 was measured)")
     parser.add_argument("--pose-size", type=int, default=DetectorConfig.pose_size,
                         help="width the pose is searched at when below --size (default %(default)s; "
                              "only the final reference is rendered at --size)")
