@@ -41,9 +41,9 @@ __all__ = [
     "candidate_poses",
     "class_summary",
     "decide",
-    "split_held_out",
     "make_reference",
     "predict_or_fail",
     "read_finished",
     "registered_reference",
+    "split_held_out",
 ]
