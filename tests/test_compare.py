@@ -826,3 +826,25 @@ def test_command_line_calibrates_then_compares(views, tmp_path, capsys):
     assert summary["calibrated"] and summary["score"] > summary["score_threshold_fpr_0.05"]
     assert np.load(out / "anomaly_map.npy").shape == (SIZE, SIZE)
     assert "normal standard deviations" in capsys.readouterr().out
+
+
+def test_the_feature_term_describes_the_query_once_for_the_render_and_its_neighbours():
+    """With two re-projected neighbours the feature network runs once, on the query and the three
+    references together, and the feature term is still, pixel by pixel, the smallest of the three
+    references' terms taken one at a time."""
+    from omnipose.compare.terms import raw_residuals
+
+    batches = []
+
+    def extract(images):  # a feature map per stride 4 and 8: pooled colours
+        batches.append(images.shape[0])
+        return [F.avg_pool2d(images, 4), F.avg_pool2d(images, 8)]
+
+    generator = torch.Generator().manual_seed(0)
+    query, render, *neighbours = [torch.rand(1, 3, 32, 32, generator=generator) * 0.8 for _ in range(4)]
+    config = CompareConfig(color_weight=0.0, structure_weight=0.0)
+    together, _ = raw_residuals(config, extract, query, render, None, neighbours)
+    assert batches == [4]
+    apart = [raw_residuals(config, extract, query, reference, None)[0]["feature"] for reference in (render, *neighbours)]
+    assert batches == [4, 2, 2, 2]
+    torch.testing.assert_close(together["feature"], torch.stack(apart).amin(0))

@@ -194,9 +194,14 @@ def comparison_mask(
 
 
 def residual_terms(
-    config: CompareConfig, extract: Extract, query: torch.Tensor, reference: torch.Tensor
+    config: CompareConfig,
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    query_features: Sequence[torch.Tensor] | None = None,
+    reference_features: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W)."""
+    """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W);
+    the feature term needs both images' feature maps (``image_features``)."""
     terms: dict[str, torch.Tensor] = {}
     if config.color_weight > 0:
         terms["color"] = color_residual(query, reference, config.color_shift, config.highlight_floor,
@@ -204,15 +209,19 @@ def residual_terms(
     if config.structure_weight > 0:
         terms["structure"] = structure_residual(query, reference, config.ssim_window)
     if config.feature_weight > 0:
-        batch = query.shape[0]
-        features = extract(torch.cat([query, reference]))
-        terms["feature"] = feature_residual(
-            [f[:batch] for f in features],
-            [f[batch:] for f in features],
-            tuple(query.shape[-2:]),
-            config.feature_distance,
-        )
+        terms["feature"] = feature_residual(query_features, reference_features, tuple(query.shape[-2:]),
+                                            config.feature_distance)
     return terms
+
+
+def image_features(config: CompareConfig, extract: Extract, images: Sequence[torch.Tensor]) -> list:
+    """The feature maps of each of ``images`` (each (B, 3, H, W)), taken in one pass of the network, so that
+    a query compared with several references is described once; None for each without a feature term."""
+    if config.feature_weight <= 0:
+        return [None] * len(images)
+    batch = images[0].shape[0]
+    maps = extract(torch.cat(list(images)))
+    return [[level[i * batch:(i + 1) * batch] for level in maps] for i in range(len(images))]
 
 
 def raw_residuals(
@@ -249,9 +258,10 @@ def raw_residuals(
             return shading_matched(image, query, config.match_shading) if config.match_shading > 0 else image
 
         reference, *neighbours = [image + solid * (matched(image) - image) for image in (reference, *neighbours)]
-    terms = residual_terms(config, extract, query, reference)
-    for neighbour in neighbours:
-        others = residual_terms(config, extract, query, neighbour).values()
+    query_features, *reference_features = image_features(config, extract, (query, reference, *neighbours))
+    terms = residual_terms(config, query, reference, query_features, reference_features[0])
+    for neighbour, features in zip(neighbours, reference_features[1:]):
+        others = residual_terms(config, query, neighbour, query_features, features).values()
         terms = {name: torch.minimum(value, other) for (name, value), other in zip(terms.items(), others)}
     if shade_color:
         radius = max(1, round(config.shade_color * query.shape[-1]))
