@@ -215,12 +215,16 @@ def residual_terms(
 
 
 def image_features(config: CompareConfig, extract: Extract, images: Sequence[torch.Tensor]) -> list:
-    """The feature maps of each of ``images`` (each (B, 3, H, W)), taken in one pass of the network, so that
-    a query compared with several references is described once; None for each without a feature term."""
+    """The feature maps of each of ``images`` (each (B, 3, H, W)), each image through the network once, so
+    that a query compared with several references is described once; None for each without a feature term.
+    A pass takes at most 2 B images, a query and one reference: more at once would raise the peak memory of
+    a calibration (B = 8) at 800 px by gigabytes for no fewer operations."""
     if config.feature_weight <= 0:
         return [None] * len(images)
     batch = images[0].shape[0]
-    maps = extract(torch.cat(list(images)))
+    stacked = torch.cat(list(images))
+    passes = [extract(stacked[start:start + 2 * batch]) for start in range(0, stacked.shape[0], 2 * batch)]
+    maps = [torch.cat(level) for level in zip(*passes)]
     return [[level[i * batch:(i + 1) * batch] for level in maps] for i in range(len(images))]
 
 
