@@ -357,6 +357,18 @@ def fit_variant(detector: Detector, config: CompareConfig, pairs) -> Comparator:
     return comparator
 
 
+def evaluated(maps, masks, labels, scores, names, class_name: str = "") -> dict:
+    """One method's maps and scores on one class under the benchmark's protocol (``EVALUATION``): the
+    metrics in percent and the number of queries; no image AUROC below 3 queries of a label."""
+    result = evaluate_pad(maps, masks, labels, scores, names=names, config=EVALUATION, class_name=class_name)
+    metrics = {k: (100 * float(v) if is_defined(v) else None) for k, v in result.metrics.items()}
+    metrics["queries"] = len(labels)
+    anomalous = sum(bool(label) for label in labels)
+    if min(anomalous, len(labels) - anomalous) < 3:  # ranking 1 good against 1 defective is no AUROC
+        metrics["AUROC_sp"] = None
+    return metrics
+
+
 def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
     """Pose and compare every query with every method; evaluate each. Returns the class's record."""
     compare = detector.config.compare
@@ -425,13 +437,8 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
         if not collected.index:
             continue
         chosen = [queries[i] for i in collected.index]
-        result = evaluate_pad(collected.maps, [q.mask for q in chosen], [q.anomalous for q in chosen], collected.scores,
-                              names=[q.name for q in chosen], config=EVALUATION, class_name=name)
-        metrics[method] = {k: (100 * float(v) if is_defined(v) else None) for k, v in result.metrics.items()}
-        metrics[method]["queries"] = len(chosen)
-        anomalous = sum(q.anomalous for q in chosen)
-        if min(anomalous, len(chosen) - anomalous) < 3:  # ranking 1 good against 1 defective is no AUROC
-            metrics[method]["AUROC_sp"] = None
+        metrics[method] = evaluated(collected.maps, [q.mask for q in chosen], [q.anomalous for q in chosen],
+                                    collected.scores, [q.name for q in chosen], name)
     # The decisions a user acts on: false alarms and recall at the threshold set from normal data alone.
     labels = [r["anomalous"] for r in records]
     decided = decision_metrics(labels, [r["decided_anomalous"] for r in records])

@@ -5,9 +5,10 @@ references, so that only the comparison differs between rows.
 For each variant (``CompareConfig`` fields as JSON) the calibration is fitted again on the dumped normal
 pairs, and every query is compared with its dumped candidate references the way the detector compares
 them (``detector.references.best_reference``: the lowest fit score wins). Prints, per variant, image /
-pixel AUROC and AUPRO per class and their mean, then for each class the highest normal scores and the
-lowest defective ones (what decides the image AUROC); writes the lot as JSON. The dumps hold images at
-half precision, so a replay of the defaults can differ from its run by a pair or so.
+pixel AUROC and AUPRO per class (evaluated as ``bench_detect.py`` does) and their mean, then for each class
+the highest normal scores and the lowest defective ones (what decides the image AUROC); writes the lot as
+JSON. The dumps hold images at half precision, so a replay of the defaults can differ from its run by a
+pair or so.
 
     python scripts/bench_detect.py --cases lego --lego-defects fine --lego-size 400 --lego-steps 5000 \\
         --pad-queries 0 --dump bench/dump400
@@ -28,13 +29,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_common import git_commit  # noqa: E402
-from bench_detect import EVALUATION  # noqa: E402
+from bench_detect import EVALUATION, evaluated  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.detector.references import Reference, best_reference  # noqa: E402
-from omnipose.evaluation import evaluate_pad, is_defined  # noqa: E402
 
 SHOWN = 4  # normal and defective scores listed per class
 
@@ -86,10 +86,9 @@ def replay_class(dump: dict, config: CompareConfig, truth: bool) -> dict:
         queries.append(query)
     labels = [bool(q["anomalous"]) for q in queries]
     names = [q["name"] for q in queries]
-    result = evaluate_pad(maps, [q["mask"].numpy() for q in queries], labels, scores, names=names, config=EVALUATION)
     normal = sorted((s, n) for s, n, bad in zip(scores, names, labels) if not bad)
     defective = sorted((s, n) for s, n, bad in zip(scores, names, labels) if bad)
-    return {"metrics": {k: (100 * float(v) if is_defined(v) else None) for k, v in result.metrics.items()},
+    return {"metrics": evaluated(maps, [q["mask"].numpy() for q in queries], labels, scores, names),
             "scores": dict(zip(names, scores)),
             "highest_normal": [(n, round(s, 2)) for s, n in normal[::-1][:SHOWN]],
             "lowest_defective": [(n, round(s, 2)) for s, n in defective[:SHOWN]]}  # fmt: skip
