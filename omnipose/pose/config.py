@@ -161,6 +161,10 @@ class PoseConfig(Config):
     appearance_hypotheses: int = 4
     """More coarse poses from global appearance retrieval (``omnipose.pose.appearance``), which
     rescues queries the matches miss."""
+    appearance_on_demand: bool = True
+    """Align the appearance hypotheses only where the keypoint ones, aligned, leave the query fitting
+    worse than the field fits its own training views (else they cost a third of the alignment and
+    lose); False: align them beside the keypoint ones from the start."""
     appearance_step_deg: float = 10.0
     """Turn (degrees) between the query thumbnails compared in appearance retrieval."""
     gap_views: int = 24

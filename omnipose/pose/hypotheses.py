@@ -175,16 +175,24 @@ class CoarsePoses:
     def __init__(self, scene: PoseScene, matcher: Matcher, index: TrainingIndex, config: PoseConfig):
         self.scene, self.matcher, self.index, self.config = scene, matcher, index, config
 
-    def candidates(self, query: np.ndarray, notes: list[str]) -> tuple[list[Hypothesis], int, list[RotatedFeatures]]:
+    def candidates(self, query: np.ndarray, notes: list[str], appearance: bool = True) -> tuple[list[Hypothesis], int, list[RotatedFeatures]]:
         """The distinct hypotheses worth aligning, best first: the best keypoint ones (or, when no
-        match fits, the view the shortlist liked best, with a note), then the appearance ones.
+        match fits, the view the shortlist liked best, with a note), then the appearance ones (always
+        where no match fits; else only with ``appearance``, see ``more_candidates``).
         Returns them, how many keypoint hypotheses were found, and the query's described rotations."""
         hypotheses, rotated = self.keypoint_hypotheses(query)
+        found = len(hypotheses)
         if not hypotheses:
             hypotheses = [self.best_view(rotated)]
             notes.append("no consistent matches with any training view or gap render")
-        chosen = _distinct(hypotheses[: self.config.hypotheses] + self.appearance_hypotheses(query), self.scene.distance)
-        return chosen, len(hypotheses), rotated
+        hypotheses = hypotheses[: self.config.hypotheses]
+        if appearance or not found:
+            hypotheses = hypotheses + self.appearance_hypotheses(query)
+        return _distinct(hypotheses, self.scene.distance), found, rotated
+
+    def more_candidates(self, query: np.ndarray, known: list[Hypothesis]) -> list[Hypothesis]:
+        """The appearance hypotheses that ``candidates`` left out, less those twin to a ``known`` one."""
+        return _distinct(known + self.appearance_hypotheses(query), self.scene.distance)[len(known):]
 
     def rotation_angles(self) -> list[float]:
         if self.matcher.rotation_invariant or self.config.rotations <= 1:

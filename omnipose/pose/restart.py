@@ -30,6 +30,12 @@ def worth_restarting(residual: float, own_residual: float, config: PoseConfig) -
     worse than the field fits its own training views (``own_residual``)."""
     if config.restart_deg is None or config.align is None:
         return False
+    return fits_worse_than_training(residual, own_residual)
+
+
+def fits_worse_than_training(residual: float, own_residual: float) -> bool:
+    """Whether a pose of this residual fits the query worse than the field fits its own training views
+    (``own_residual``; at least ``COLOUR_FLOOR``, what noise alone leaves)."""
     return residual > max(own_residual, COLOUR_FLOOR)
 
 
