@@ -480,6 +480,35 @@ def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, l
     assert torch.equal(again.index.features[0].descriptors.cpu(), estimator.index.features[0].descriptors.cpu())
 
 
+def test_appearance_hypotheses_are_aligned_where_the_keypoint_pose_fits_poorly_and_only_there(field, lego, tmp_path,
+                                                                                            monkeypatch):  # fmt: skip
+    """A held-out view its keypoints find is posed without aligning the appearance hypotheses; where the
+    keypoints offer only a pose 90 degrees off, they are aligned and find the view."""
+    model, info = field
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None), cache_path=tmp_path / "features.pt")
+    coarse = estimator.coarse
+    asked, keypoint_hypotheses, appearance_hypotheses = [], coarse.keypoint_hypotheses, coarse.appearance_hypotheses
+    monkeypatch.setattr(coarse, "appearance_hypotheses", lambda query: asked.append(1) or appearance_hypotheses(query))
+    held_out = 40  # the field never saw it
+    true = lego.c2w[held_out]
+    result = estimator.estimate(lego.images[held_out].numpy())
+    assert g.pose_errors(result.c2w, true)[0] < 3.0 and not asked
+    turned = g.turn_about(true, g.so3_exp(torch.tensor([0.0, 0.0, math.pi / 2])), g.axes_focus(info.train_c2w))
+
+    def misled(query):
+        found, rotated = keypoint_hypotheses(query)
+        return [Hypothesis(turned, "keypoints", 60, found[0].view, 0.0)], rotated
+
+    monkeypatch.setattr(coarse, "keypoint_hypotheses", misled)
+    result = estimator.estimate(lego.images[held_out].numpy())
+    assert asked and g.pose_errors(result.c2w, true)[0] < 3.0
+    assert g.pose_errors(result.coarse_c2w, turned)[0] > 45.0  # another hypothesis than the keypoints' won
+    estimator.config.appearance_on_demand = False  # the appearance hypotheses aligned from the start: the same pose
+    asked.clear()
+    again = estimator.estimate(lego.images[held_out].numpy())
+    assert asked and g.pose_errors(again.c2w, result.c2w)[0] < 1.0
+
+
 def test_a_query_from_where_no_training_view_looked_is_posed_from_a_render_at_the_gap(field, tmp_path):
     """Blender's lego cameras all look from above. A query from below (here the field's own render
     there, turned and nudged) is 60+ degrees from every training view: retrieval finds it among the

@@ -228,7 +228,7 @@ class PoseEstimator:
                 candidates = [candidates[int(i)] for i in kept]
             residual = self.residual(poses, scoring)
             best = int(residual.argmin())
-            if on_demand and found and fits_worse_than_training(float(residual[best]), APPEARANCE_RATIO * self.index.baseline_residual):
+            if on_demand and self._appearance_needed(candidates[best], float(residual[best])):
                 poses, residual, candidates, rounds = self._appearance_too(query, poses, residual, candidates, query_t,
                                                                            region, interest, scoring)
                 steps += rounds
@@ -278,6 +278,13 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
+
+    def _appearance_needed(self, best: Hypothesis, residual: float) -> bool:
+        """Whether the appearance hypotheses must be aligned too (``PoseConfig.appearance_on_demand``): the
+        best aligned keypoint pose, of this residual, came from fewer than ``min_inliers`` matches or fits
+        the query worse than ``APPEARANCE_RATIO`` times the field fits its own training views."""
+        return (best.inliers < self.config.min_inliers
+                or fits_worse_than_training(residual, APPEARANCE_RATIO * self.index.baseline_residual))
 
     def _appearance_too(self, query: np.ndarray, poses: torch.Tensor, residual: torch.Tensor,
                         candidates: list[Hypothesis], query_t: torch.Tensor, region: np.ndarray, interest: np.ndarray,
