@@ -162,9 +162,10 @@ class PoseConfig(Config):
     """More coarse poses from global appearance retrieval (``omnipose.pose.appearance``), which
     rescues queries the matches miss."""
     appearance_on_demand: bool = True
-    """Align the appearance hypotheses only where the keypoint ones, aligned, leave the query fitting
-    worse than the field fits its own training views (else they cost a third of the alignment and
-    lose); False: align them beside the keypoint ones from the start."""
+    """Align the appearance hypotheses only where the best keypoint one, aligned, rests on fewer than
+    ``min_inliers`` matches or fits the query clearly worse than the field fits its own training views
+    (elsewhere they cost a third of the alignment and lose); False: align them beside the keypoint
+    ones from the start."""
     appearance_step_deg: float = 10.0
     """Turn (degrees) between the query thumbnails compared in appearance retrieval."""
     gap_views: int = 24

@@ -11,7 +11,9 @@
    matches (roll the view's camera, move it along its axis) is the fallback where too few keypoints
    have 3D points. Global appearance retrieval (``appearance``: object-centred thumbnails compared
    at every turn) adds hypotheses that need no keypoint at all, for queries the matches miss
-   (little texture, far from every training view, small images).
+   (little texture, far from every training view, small images); by default they are aligned only
+   where the keypoint hypotheses, aligned, leave the pose weakly supported or fitting poorly
+   (``PoseConfig.appearance_on_demand``).
 3. **Refinement.** First direct alignment (``align``) of every hypothesis side by side: one render
    of colour and depth per round, then robust Gauss-Newton on the query's blurred image gradients,
    so a round costs a single forward render and converges from tens of degrees; hypotheses that
@@ -72,8 +74,8 @@ QUERY_COLOUR_TOLERANCE = 0.3
 """``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
 APPEARANCE_RATIO = 1.5
 """With ``appearance_on_demand``, the appearance hypotheses are aligned where the best keypoint one fits
-the query worse than this many times the field's fit of its own training views: a held-out view at the
-true pose fits up to about 1.1 times as well, a wrong pose several times worse."""
+the query worse than this many times the field fits its own training views: the lego's held-out views,
+posed right, fit 0.95 - 1.1 times as well; beyond 1.5 the keypoints' pose may be wrong."""
 DUEL_PIXELS = 8192
 """Pixels of the object a pose and its half turn are compared on (``_other_side``): the few where
 they disagree are a share of these."""
