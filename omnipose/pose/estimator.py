@@ -64,7 +64,13 @@ from omnipose.pose.matching import Matcher, shared_matcher
 from omnipose.pose.pad import estimate_pad_recipe
 from omnipose.pose.query import keypoint_mask, object_region, prepare_query
 from omnipose.pose.refine import refine_best
-from omnipose.pose.restart import RESTART_GAIN, fits_worse_than_training, half_turned, restart_nearby, worth_restarting
+from omnipose.pose.restart import (
+    RESTART_GAIN,
+    half_turned,
+    restart_nearby,
+    with_appearance,
+    worth_restarting,
+)
 from omnipose.pose.results import PoseResult, pose_confidence
 from omnipose.pose.retrieval import RotatedFeatures
 from omnipose.pose.scene import PoseScene
@@ -72,10 +78,6 @@ from omnipose.pose.scoring import PoseScoring
 
 QUERY_COLOUR_TOLERANCE = 0.3
 """``match_query_colour`` leaves a query whose colour gains are all within this of 1."""
-APPEARANCE_RATIO = 1.5
-"""With ``appearance_on_demand``, the appearance hypotheses are aligned where the best keypoint one fits
-the query worse than this many times the field fits its own training views: the lego's held-out views,
-posed right, fit 0.95 - 1.1 times as well; beyond 1.5 the keypoints' pose may be wrong."""
 DUEL_PIXELS = 8192
 """Pixels of the object a pose and its half turn are compared on (``_other_side``): the few where
 they disagree are a share of these."""
@@ -213,8 +215,7 @@ class PoseEstimator:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
         query = self._matched_colour(query, notes)
-        on_demand = self.config.appearance_on_demand and self.config.align is not None
-        candidates, found, rotated = self.coarse.candidates(query, notes, appearance=not on_demand)
+        candidates, found, rotated = self.coarse.candidates(query, notes)
         timings = {"coarse": time.perf_counter() - start}
         query_t = torch.from_numpy(query).to(self.device)
         region = self.object_region(query)
@@ -230,11 +231,10 @@ class PoseEstimator:
                 candidates = [candidates[int(i)] for i in kept]
             residual = self.residual(poses, scoring)
             best = int(residual.argmin())
-            if on_demand and self._appearance_needed(candidates[best], float(residual[best])):
-                poses, residual, candidates, rounds = self._appearance_too(query, poses, residual, candidates, query_t,
-                                                                           region, interest, scoring)
-                steps += rounds
-                best = int(residual.argmin())
+            poses, residual, candidates, best, rounds = with_appearance(
+                self.scene, poses, residual, candidates, best, self.index.baseline_residual, self.config, query_t, region,
+                interest, lambda more: self.residual(more, scoring), lambda known: self.coarse.more_candidates(query, known))
+            steps += rounds
             if worth_restarting(float(residual[best]), self.index.baseline_residual, self.config):
                 poses, residual, candidates, best, rounds = restart_nearby(
                     self.scene, poses, residual, candidates, self.config, query_t, region, interest,
@@ -280,27 +280,6 @@ class PoseEstimator:
             source=chosen.source, steps=steps, coarse_c2w=chosen.c2w.cpu(), notes=notes + why, timings=timings,
             alternatives=poses[others].detach().cpu().reshape(-1, 4, 4), alternative_residuals=residual[others].reshape(-1),
         )
-
-    def _appearance_needed(self, best: Hypothesis, residual: float) -> bool:
-        """Whether the appearance hypotheses must be aligned too (``PoseConfig.appearance_on_demand``): the
-        best aligned keypoint pose, of this residual, came from fewer than ``min_inliers`` matches or fits
-        the query worse than ``APPEARANCE_RATIO`` times the field fits its own training views."""
-        return (best.inliers < self.config.min_inliers
-                or fits_worse_than_training(residual, APPEARANCE_RATIO * self.index.baseline_residual))
-
-    def _appearance_too(self, query: np.ndarray, poses: torch.Tensor, residual: torch.Tensor,
-                        candidates: list[Hypothesis], query_t: torch.Tensor, region: np.ndarray, interest: np.ndarray,
-                        scoring: PoseScoring) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int]:
-        """The aligned poses (P, 4, 4), their residuals and hypotheses, joined by the appearance hypotheses
-        (``PoseConfig.appearance_on_demand``), aligned in turn. Also returns the alignment rounds run."""
-        more = self.coarse.more_candidates(query, candidates)
-        if not more:
-            return poses, residual, candidates, 0
-        start = torch.stack([h.c2w for h in more]).to(self.device)
-        aligned, rounds, kept = align_poses(self.render_rays, start, self.render_K, query_t, self.config.align, region,
-                                            interest, self.distance)  # fmt: skip
-        return (torch.cat([poses, aligned]), torch.cat([residual, self.residual(aligned, scoring)]),
-                candidates + [more[int(i)] for i in kept], rounds)
 
     def _other_side(self, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis], best: int,
                     query: torch.Tensor, region: np.ndarray, interest: np.ndarray, scoring: PoseScoring,

@@ -175,10 +175,10 @@ class CoarsePoses:
     def __init__(self, scene: PoseScene, matcher: Matcher, index: TrainingIndex, config: PoseConfig):
         self.scene, self.matcher, self.index, self.config = scene, matcher, index, config
 
-    def candidates(self, query: np.ndarray, notes: list[str], appearance: bool = True) -> tuple[list[Hypothesis], int, list[RotatedFeatures]]:
+    def candidates(self, query: np.ndarray, notes: list[str]) -> tuple[list[Hypothesis], int, list[RotatedFeatures]]:
         """The distinct hypotheses worth aligning, best first: the best keypoint ones (or, when no
-        match fits, the view the shortlist liked best, with a note), then the appearance ones (always
-        where no match fits; else only with ``appearance``, see ``more_candidates``).
+        match fits, the view the shortlist liked best, with a note), then the appearance ones (with
+        ``appearance_on_demand`` only where no match fits: else ``more_candidates`` gives them later).
         Returns them, how many keypoint hypotheses were found, and the query's described rotations."""
         hypotheses, rotated = self.keypoint_hypotheses(query)
         found = len(hypotheses)
@@ -186,7 +186,7 @@ class CoarsePoses:
             hypotheses = [self.best_view(rotated)]
             notes.append("no consistent matches with any training view or gap render")
         hypotheses = hypotheses[: self.config.hypotheses]
-        if appearance or not found:
+        if not found or not (self.config.appearance_on_demand and self.config.align is not None):
             hypotheses = hypotheses + self.appearance_hypotheses(query)
         return _distinct(hypotheses, self.scene.distance), found, rotated
 

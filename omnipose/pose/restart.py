@@ -5,7 +5,8 @@ On a plain object, alignment from a global-appearance hypothesis (no keypoint ma
 hypothesis can be the object's other side while the runner-up lies a few degrees from the true pose.
 Poses a few degrees around them (``PoseScene.nearby``), aligned in their turn, reach the true basin
 (``PoseConfig.restart_deg``); the best turned half-way about the object's vertical reaches the other side
-(``PoseConfig.half_turn``)."""
+(``PoseConfig.half_turn``). Where the keypoints' best pose is weakly supported or fits poorly, the
+global-appearance hypotheses are aligned too (``PoseConfig.appearance_on_demand``)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -19,6 +20,10 @@ from omnipose.pose.hypotheses import Hypothesis
 from omnipose.pose.results import COLOUR_FLOOR
 from omnipose.pose.scene import PoseScene
 
+APPEARANCE_RATIO = 1.5
+"""With ``appearance_on_demand``, the appearance hypotheses are aligned where the best keypoint one fits
+the query worse than this many times the field fits its own training views: the lego's held-out views,
+posed right, fit 0.95 - 1.1 times as well; beyond 1.5 the keypoints' pose may be wrong."""
 RESTART_GAIN = 0.9
 """A restart joins the hypotheses only where its residual is below this share of the best so far:
 on a defective or near-symmetric object, poses degrees apart fit within a few per cent of each
@@ -37,6 +42,34 @@ def fits_worse_than_training(residual: float, own_residual: float) -> bool:
     """Whether a pose of this residual fits the query worse than the field fits its own training views
     (``own_residual``; at least ``COLOUR_FLOOR``, what noise alone leaves)."""
     return residual > max(own_residual, COLOUR_FLOOR)
+
+
+def appearance_needed(best: Hypothesis, residual: float, own_residual: float, config: PoseConfig) -> bool:
+    """Whether the appearance hypotheses, left out with ``PoseConfig.appearance_on_demand``, must be aligned
+    now: the best aligned keypoint pose, of this residual, came from fewer than ``min_inliers`` matches or
+    fits the query worse than ``APPEARANCE_RATIO`` times the field fits its own training views."""
+    if not config.appearance_on_demand or config.align is None:
+        return False
+    return best.inliers < config.min_inliers or fits_worse_than_training(residual, APPEARANCE_RATIO * own_residual)
+
+
+def with_appearance(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis],
+                    best: int, own_residual: float, config: PoseConfig, query: torch.Tensor, region: np.ndarray,
+                    interest: np.ndarray, residual_of: Callable[[torch.Tensor], torch.Tensor],
+                    appearance_of: Callable[[list[Hypothesis]], list[Hypothesis]],
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[Hypothesis], int, int]:  # fmt: skip
+    """The aligned poses (P, 4, 4), their residuals (P,) and hypotheses, joined where ``appearance_needed``
+    by the appearance hypotheses (``appearance_of(known)``: those not twin to a known one) aligned in
+    their turn; the index of the best and the alignment rounds that took. residual_of: poses -> residuals."""
+    more = appearance_of(candidates) if appearance_needed(candidates[best], float(residual[best]), own_residual,
+                                                          config) else []  # fmt: skip
+    if not more:
+        return poses, residual, candidates, best, 0
+    start = torch.stack([h.c2w for h in more]).to(poses)
+    aligned, rounds, kept = align_poses(scene.render_rays, start, scene.render_K, query, config.align, region, interest,
+                                        scene.distance)  # fmt: skip
+    residual = torch.cat([residual, residual_of(aligned)])
+    return torch.cat([poses, aligned]), residual, candidates + [more[int(i)] for i in kept], int(residual.argmin()), rounds
 
 
 def restart_nearby(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, candidates: list[Hypothesis],
