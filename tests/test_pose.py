@@ -483,7 +483,7 @@ def test_estimator_finds_a_turned_held_out_view_and_caches_its_features(field, l
 def test_appearance_hypotheses_are_aligned_where_the_keypoint_pose_fits_poorly_and_only_there(field, lego, tmp_path,
                                                                                             monkeypatch):  # fmt: skip
     """A held-out view its keypoints find is posed without aligning the appearance hypotheses; where the
-    keypoints offer only a pose 90 degrees off, they are aligned and find the view."""
+    keypoints offer only a pose 90 degrees off, or one from too few matches, they are aligned (and find the view)."""
     model, info = field
     estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None), cache_path=tmp_path / "features.pt")
     coarse = estimator.coarse
@@ -503,6 +503,11 @@ def test_appearance_hypotheses_are_aligned_where_the_keypoint_pose_fits_poorly_a
     result = estimator.estimate(lego.images[held_out].numpy())
     assert asked and g.pose_errors(result.c2w, true)[0] < 3.0
     assert g.pose_errors(result.coarse_c2w, turned)[0] > 45.0  # another hypothesis than the keypoints' won
+    asked.clear()  # the true pose from seven matches, too few to go without the appearance hypotheses
+    monkeypatch.setattr(coarse, "keypoint_hypotheses",
+                        lambda query: ([Hypothesis(true.clone(), "keypoints", 7, 0, 0.0)], keypoint_hypotheses(query)[1]))
+    estimator.estimate(lego.images[held_out].numpy())
+    assert asked
     estimator.config.appearance_on_demand = False  # the appearance hypotheses aligned from the start: the same pose
     asked.clear()
     again = estimator.estimate(lego.images[held_out].numpy())
