@@ -197,11 +197,11 @@ def residual_terms(
     config: CompareConfig,
     query: torch.Tensor,
     reference: torch.Tensor,
-    query_features: Sequence[torch.Tensor] | None = None,
-    reference_features: Sequence[torch.Tensor] | None = None,
+    query_features: Sequence[torch.Tensor] | None,
+    reference_features: Sequence[torch.Tensor] | None,
 ) -> dict[str, torch.Tensor]:
     """Unsmoothed terms {term: (B, H, W)} with weight > 0 of query against one reference, both (B, 3, H, W);
-    the feature term needs both images' feature maps (``image_features``)."""
+    the feature term takes both images' feature maps (``image_features``: None without a feature term)."""
     terms: dict[str, torch.Tensor] = {}
     if config.color_weight > 0:
         terms["color"] = color_residual(query, reference, config.color_shift, config.highlight_floor,
