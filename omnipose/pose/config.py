@@ -272,7 +272,7 @@ class PoseConfig(Config):
                 "must be None or a number of degrees between 0 and 90, e.g. 8")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
-        for name in ("match_query_colour", "rank_by_chromaticity"):
+        for name in ("match_query_colour", "rank_by_chromaticity", "appearance_on_demand"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         for name in ("max_residual_ratio", "max_chromaticity_ratio", "relit_residual_ratio"):
             require(self, name, _finite(getattr(self, name)) and getattr(self, name) > 1,
@@ -280,6 +280,12 @@ class PoseConfig(Config):
         for name, kind in (("align", AlignConfig), ("refine", RefineConfig)):
             require(self, name, getattr(self, name) is None or isinstance(getattr(self, name), kind),
                     f"must be an {kind.__name__} or None")
+
+    @property
+    def appearance_deferred(self) -> bool:
+        """Whether the appearance hypotheses wait until the keypoint ones are aligned and judged
+        (``appearance_on_demand``; without alignment there is nothing to judge them by)."""
+        return self.appearance_on_demand and self.align is not None
 
 
 def _finite(value) -> bool:

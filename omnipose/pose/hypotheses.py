@@ -186,7 +186,7 @@ class CoarsePoses:
             hypotheses = [self.best_view(rotated)]
             notes.append("no consistent matches with any training view or gap render")
         hypotheses = hypotheses[: self.config.hypotheses]
-        if not found or not (self.config.appearance_on_demand and self.config.align is not None):
+        if not found or not self.config.appearance_deferred:
             hypotheses = hypotheses + self.appearance_hypotheses(query)
         return _distinct(hypotheses, self.scene.distance), found, rotated
 

@@ -48,7 +48,7 @@ def appearance_needed(best: Hypothesis, residual: float, own_residual: float, co
     """Whether the appearance hypotheses, left out with ``PoseConfig.appearance_on_demand``, must be aligned
     now: the best aligned keypoint pose, of this residual, came from fewer than ``min_inliers`` matches or
     fits the query worse than ``APPEARANCE_RATIO`` times the field fits its own training views."""
-    if not config.appearance_on_demand or config.align is None:
+    if not config.appearance_deferred:
         return False
     return best.inliers < config.min_inliers or fits_worse_than_training(residual, APPEARANCE_RATIO * own_residual)
 
