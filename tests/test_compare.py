@@ -14,9 +14,9 @@ from omnipose.compare import Calibration, Comparator, CompareConfig, CompareErro
 from omnipose.compare.calibration import combine_terms, own_spread_map
 from omnipose.compare.scoring import image_score, in_mask_spread, normalize_by_own_spread, threshold_for_fpr
 from omnipose.compare.statistics import fit_contrast_statistics, location_scale
-from omnipose.compare.terms import object_mask, reference_contrast
+from omnipose.compare.terms import SHARPNESS_WIDTHS, object_mask, reference_contrast, sharpness_matched
 from omnipose.core.errors import ConfigError
-from omnipose.core.image import gaussian_blur, save_image
+from omnipose.core.image import gaussian_blur, narrow_blur, save_image
 from omnipose.data import load_transforms
 from omnipose.evaluation.protocols import fuse_maps
 
@@ -318,6 +318,53 @@ def test_the_colour_term_forgives_an_edge_drawn_two_pixels_off_but_not_a_defect(
     painted = color_residual(defective.permute(2, 0, 1)[None], query)[0]
     kept = color_residual(defective.permute(2, 0, 1)[None], query, 2)[0][inner]
     assert float(kept.min()) > 30 and float(kept.mean()) > 0.8 * float(painted[inner].mean())
+
+
+def softened(image: torch.Tensor, width: float, seed: int) -> torch.Tensor:
+    """(H, W, 3) -> the same blurred by ``width`` px with a little noise: a render softer than its photograph."""
+    generator = torch.Generator().manual_seed(seed)
+    soft = narrow_blur(image.permute(2, 0, 1), width)
+    return (soft + 0.01 * torch.randn(soft.shape, generator=generator)).clamp(0, 1).permute(1, 2, 0)
+
+
+def test_a_query_is_blurred_to_a_softer_render_and_its_defect_still_stands_out(views):
+    """Real lego views whose renders are softer than the photographs, as a field's are (calibration pairs
+    0.5 px, the novel view 1 px): the query brought to the render's sharpness scores lower when normal,
+    and a painted 8-pixel square scores far above it; without the matching the normal view's lost
+    detail scores higher."""
+    normal = views[7]
+    query = normal.permute(2, 0, 1)[None]
+    target = narrow_blur(query, 0.75)
+    everywhere = torch.ones(1, SIZE, SIZE, dtype=torch.bool)
+    assert float(((sharpness_matched(query, target, everywhere) - target) ** 2).max()) < 1e-10
+    assert sharpness_matched(query, query, everywhere).equal(query)
+    renders = torch.stack([softened(view, 0.5, seed) for seed, view in enumerate(views[:6])])
+    render = softened(normal, 1.0, 7)
+    defective, _ = plant_square(normal, PAINT, half=4)
+    scores = {}
+    for from_width in (SIZE, None, SIZE + 1):  # matched from this width up: the views' own, never, wider ones only
+        comparator = Comparator(CompareConfig(match_sharpness_from=from_width), device="cpu")
+        comparator.fit(views[:6], renders, progress=False)
+        scores[from_width] = [float(comparator.compare(image, render).score[0]) for image in (normal, defective)]
+    (normal_matched, defect_matched), (normal_unmatched, _) = scores[SIZE], scores[None]
+    assert normal_matched < 0.7 * normal_unmatched
+    assert defect_matched > 5 * normal_matched
+    assert scores[SIZE + 1] == scores[None]
+
+
+def test_narrow_blur_has_the_variance_asked_down_to_a_fraction_of_a_pixel():
+    impulse = torch.zeros(1, 21, 21)
+    impulse[0, 10, 10] = 1.0
+    offsets = torch.arange(-10, 11, dtype=torch.float32)
+    widths = [w for w in SHARPNESS_WIDTHS if w > 0]
+    variances = []
+    for width in widths:
+        kernel = narrow_blur(impulse, width)[0]
+        assert abs(float(kernel.sum()) - 1) < 1e-5
+        variances.append(float((kernel.sum(0) * offsets**2).sum()))
+    # Exact below 0.6 px; a sampled Gaussian beyond, within 2 % of its width.
+    assert all(abs(v**0.5 - w) < (1e-4 if w <= 0.6 else 0.02 * w) for v, w in zip(variances, widths))
+    assert narrow_blur(impulse, 0.0) is impulse
 
 
 def patch_away_from(image: torch.Tensor, defect: torch.Tensor) -> torch.Tensor:
@@ -724,7 +771,8 @@ def test_bad_inputs_give_clear_errors(views):
      ("ssim_window", 4), ("ssim_window", 1), ("color_weight", -0.5), ("image_size", 8), ("mask_margin", -1),
      ("contrast_bins", 0), ("contrast_floor", 0.0), ("neighbour_views", -1), ("reprojection_tolerance", 0.0),
      ("samples_per_pair", 0), ("object_tolerance", -0.1), ("background", (1.0, 1.0, 2.0)), ("feature_layers", (4, -8)),
-     ("match_shading", -1), ("match_shading", 2.5), ("color_shift", -1), ("color_shift", 1.5), ("skip_unseen", 1)],
+     ("match_shading", -1), ("match_shading", 2.5), ("color_shift", -1), ("color_shift", 1.5), ("skip_unseen", 1),
+     ("match_sharpness_from", 0), ("match_sharpness_from", 400.0)],
 )  # fmt: skip
 def test_a_bad_config_value_is_refused_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=f"CompareConfig.{field} = "):

@@ -709,3 +709,18 @@ def test_detect_takes_the_highlight_floor_as_a_lift_or_off_and_refuses_other_val
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--highlight-floor", "1.5"])
     assert "not a lift in [0, 1) nor 'off'" in capsys.readouterr().err
+
+
+def test_detect_takes_the_sharpness_width_as_pixels_or_off_and_refuses_other_values(capsys):
+    from omnipose.cli.app import build_parser
+    from omnipose.cli.detect import detector_config_from_args
+
+    parser = build_parser()
+    base = ["detect", "--data", "data", "--class", "01Robot"]
+    assert detector_config_from_args(parser.parse_args(base)).compare.match_sharpness_from == 400
+    assert detector_config_from_args(parser.parse_args([*base, "--match-sharpness-from", "200"])).compare.match_sharpness_from == 200
+    assert detector_config_from_args(parser.parse_args([*base, "--match-sharpness-from", "off"])).compare.match_sharpness_from is None
+    for bad in ("0", "1.5", "wide"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--match-sharpness-from", bad])
+        assert "not a width in pixels nor 'off'" in capsys.readouterr().err

@@ -53,6 +53,20 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
                              "this lift (a highlight no training view caught; CompareConfig.highlight_floor; default "
                              f"{'off' if CompareConfig.highlight_floor is None else CompareConfig.highlight_floor})")
 
+    parser.add_argument("--match-sharpness-from", type=width_or_off, default=CompareConfig.match_sharpness_from,
+                        metavar="PX|off",
+                        help="from this compared width up, blur each query to the render's sharpness before comparing "
+                             "(CompareConfig.match_sharpness_from; default %(default)s)")
+
+
+def width_or_off(text: str) -> int | None:
+    """--match-sharpness-from's value: a width in pixels (1 or more), or 'off' (None)."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a width in pixels nor 'off': give e.g. 400, or off")
+    return int(text)
+
 
 def lift_or_off(text: str) -> float | None:
     """--highlight-floor's value: a lift in [0, 1), or 'off' (None)."""
@@ -76,7 +90,8 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
         config.train = replace(config.train, minutes=args.minutes)
     config.train = replace(config.train, refine_poses=args.refine_poses)
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
-    config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor)
+    config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor,
+                             match_sharpness_from=args.match_sharpness_from)
     return config
 
 

@@ -121,6 +121,13 @@ class CompareConfig(Config):
     training camera looked down on, seen from a little lower), so it says nothing of the object. The
     Detector finds these pixels through the training views' depth, so only with ``neighbour_views``
     > 0; a Comparator on its own skips what it is given (``compare(..., unseen=)``)."""
+    match_sharpness_from: int | None = 400
+    """Compared images at least this wide have the query blurred to the render's sharpness first
+    (``terms.sharpness_matched``: per pair, the Gaussian of at most 1.5 px that brings it closest to the
+    render on the object; the calibration's pairs alike); None: never. A field renders novel views softer
+    than a photograph shows them, and at 400 px the detail it loses on fine texture (the lego's tread and
+    studs) outscored small defects. At 200 px the same blur is as wide as the small defects and cost
+    more than it gave on the built-in benchmark (``docs/RESULTS.md``, sharpness), hence the width."""
     match_exposure: bool = False
     """Bring the references to the query's exposure and white balance before comparing (one gain per
     colour channel, the median ratio on the object), for queries taken in another session with the
@@ -210,6 +217,9 @@ class CompareConfig(Config):
         require(self, "color_shift", _is_int(self.color_shift) and self.color_shift >= 0,
                 "must be a whole number of pixels, 0 or more (0: off)")
         require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
+        require(self, "match_sharpness_from", self.match_sharpness_from is None
+                or (_is_int(self.match_sharpness_from) and self.match_sharpness_from >= 1),
+                "must be an image width in pixels (400: from the default working size up), or None for never")
         require(self, "highlight_floor", self.highlight_floor is None or (isinstance(self.highlight_floor, (int, float))
                 and not isinstance(self.highlight_floor, bool) and 0 <= self.highlight_floor < 1),
                 "must be None (off) or a lift in [0, 1), e.g. 0.05")
@@ -238,11 +248,12 @@ CALIBRATION_FIELDS = (
     "feature_distance", "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask",
     "background", "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
     "own_spread_per_term", "neighbour_views", "reprojection_tolerance", "match_exposure", "shade_color", "match_shading",
+    "match_sharpness_from",
 )  # fmt: skip
 
 
 # What a calibration stored before one of these fields existed was fitted with: its signature lacks the field.
-FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None}
+FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None, "match_sharpness_from": None}
 
 
 def calibration_signature(config: CompareConfig) -> dict[str, Any]:
