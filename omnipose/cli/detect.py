@@ -61,7 +61,7 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
 
 def width_or_off(text: str) -> int | None:
     """--match-sharpness-from's value: a width in pixels (1 or more), or 'off' (None)."""
-    if text.strip().lower() in ("off", "none"):
+    if _is_off(text):
         return None
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a width in pixels nor 'off': give e.g. 400, or off")
@@ -70,7 +70,7 @@ def width_or_off(text: str) -> int | None:
 
 def lift_or_off(text: str) -> float | None:
     """--highlight-floor's value: a lift in [0, 1), or 'off' (None)."""
-    if text.strip().lower() in ("off", "none"):
+    if _is_off(text):
         return None
     try:
         lift = float(text)
@@ -79,6 +79,10 @@ def lift_or_off(text: str) -> float | None:
     if not 0.0 <= lift < 1.0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a lift in [0, 1) nor 'off': give e.g. 0.05, or off")
     return lift
+
+
+def _is_off(text: str) -> bool:
+    return text.strip().lower() in ("off", "none")
 
 
 def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorConfig:

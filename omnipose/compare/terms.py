@@ -252,12 +252,13 @@ def raw_residuals(
     training session), and with ``match_shading`` each reference to its shading (``shading_matched``);
     with ``shade_color`` alone, the colour term only."""
     mask = comparison_mask(config, query, reference, alpha)
-    if config.match_sharpness_from is not None and query.shape[-1] >= config.match_sharpness_from:
-        query = sharpness_matched(query, reference, mask & (_solid(config, reference, alpha, mask)[:, 0] > 0.5))
+    sharpen = config.match_sharpness_from is not None and query.shape[-1] >= config.match_sharpness_from
     shade_color = config.shade_color > 0 and config.match_shading == 0 and config.color_weight > 0
-    if config.match_exposure or config.match_shading > 0 or shade_color:
+    if sharpen or config.match_exposure or config.match_shading > 0 or shade_color:
         # Only the object is matched: the background is the model's colour in every image.
-        solid = _solid(config, reference, alpha, mask)
+        solid = _solid(config, reference, alpha)
+    if sharpen:
+        query = sharpness_matched(query, reference, mask & (solid[:, 0] > 0.5))
     if config.match_exposure or config.match_shading > 0:
         gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure else 1.0
 
@@ -283,12 +284,10 @@ def raw_residuals(
     return terms, mask
 
 
-def _solid(
-    config: CompareConfig, reference: torch.Tensor, alpha: torch.Tensor | None, mask: torch.Tensor
-) -> torch.Tensor:
+def _solid(config: CompareConfig, reference: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
     """(B, 1, H, W): how solid the render is (its opacity, else 1 where it is not the background colour)."""
     if alpha is not None:
-        return alpha.to(reference.device).reshape(mask.shape)[:, None]
+        return alpha.to(reference.device).reshape(reference.shape[0], 1, *reference.shape[-2:])
     return shows_object(reference, config.background, config.object_tolerance)[:, None].to(reference.dtype)
 
 
