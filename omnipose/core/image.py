@@ -194,7 +194,6 @@ def gaussian_blur(images: "torch.Tensor", sigma: float, radius: int | None = Non
     truncate=4). sigma <= 0 returns the images unchanged. Returns (..., H, W).
     """
     import torch
-    import torch.nn.functional as F
 
     if sigma <= 0:
         return images
@@ -202,12 +201,7 @@ def gaussian_blur(images: "torch.Tensor", sigma: float, radius: int | None = Non
         radius = max(1, int(4.0 * sigma + 0.5))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    shape = images.shape
-    x = images.reshape(-1, 1, *shape[-2:])
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return x.reshape(shape)
+    return _separable(images, kernel / kernel.sum())
 
 
 def narrow_blur(images: "torch.Tensor", sigma: float) -> "torch.Tensor":  # noqa: F821
@@ -217,18 +211,23 @@ def narrow_blur(images: "torch.Tensor", sigma: float) -> "torch.Tensor":  # noqa
     0.4 %), so there the kernel is three taps (a, 1 - 2a, a) with 2a = sigma^2, the same variance;
     wider blurs are ``gaussian_blur``'s. images (..., H, W); sigma <= 0 returns them unchanged.
     """
-    import torch.nn.functional as F
-
     if sigma > 0.6:
         return gaussian_blur(images, sigma)
     if sigma <= 0:
         return images
     side = sigma * sigma / 2
-    kernel = images.new_tensor([side, 1.0 - 2.0 * side, side])
+    return _separable(images, images.new_tensor([side, 1.0 - 2.0 * side, side]))
+
+
+def _separable(images: "torch.Tensor", kernel: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """images (..., H, W) filtered by the odd 1-D ``kernel`` along each of the last two axes, borders replicated."""
+    import torch.nn.functional as F
+
+    radius = kernel.shape[0] // 2
     shape = images.shape
     x = images.reshape(-1, 1, *shape[-2:])
-    x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), kernel.view(1, 1, 1, 3))
-    x = F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), kernel.view(1, 1, 3, 1))
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
     return x.reshape(shape)
 
 
