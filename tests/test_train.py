@@ -354,7 +354,9 @@ def _whole_and_resumed(views, config, folder):
     return load_checkpoint(folder / "whole")[1], load_checkpoint(folder / "run")[1]
 
 
-def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small):
+def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small, one_thread):
+    """In one thread, as the focal-length test below: with two, the resumed run's hash table came out a few bits
+    off the whole run's on some machines (three runs in three, 2026-12-06), and passed on others."""
     from omnipose.core.geometry import rotation_error_deg
 
     config = tiny_config(steps=7, refine_poses=True, pose_lr=1e-2)
@@ -367,7 +369,7 @@ def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_pos
 
 def test_a_refined_focal_length_is_saved_and_resumes_exactly(tmp_path, lego_small, one_thread):
     """In one thread: with two, a resumed run that refines the focal length ended, now and then, with
-    weights a few bits off the whole run's (not so with the poses alone, above); the cause is not known."""
+    weights a few bits off the whole run's (as with the poses alone, above); the cause is not known."""
     config = tiny_config(steps=7, refine_poses=True, refine_focal=True, pose_lr=1e-2)
     whole, resumed = _whole_and_resumed(lego_small, config, tmp_path)
     ratio = float(whole.K[0, 0] / lego_small.K[0, 0])
