@@ -30,6 +30,8 @@ from omnipose.data.synth.raycast import (
     render,
 )
 from omnipose.data.synth.views import (
+    MASK_MIN_REGION,
+    MASK_TOLERANCE,
     anomaly_mask,
     camera_distance,
     class_intrinsics,
@@ -37,6 +39,7 @@ from omnipose.data.synth.views import (
     render_defect_free,
     render_scene,
     training_poses,
+    without_specks,
 )
 from omnipose.data.synth.writer import (
     GROUND_TRUTH_POSES,
@@ -53,6 +56,8 @@ __all__ = [
     "FigureBuilder",
     "GROUND_TRUTH_POSES",
     "Lighting",
+    "MASK_MIN_REGION",
+    "MASK_TOLERANCE",
     "PhotoConfig",
     "PhotoLighting",
     "PhotoStyle",
@@ -86,5 +91,6 @@ __all__ = [
     "render_defect_free",
     "render_scene",
     "training_poses",
+    "without_specks",
     "write_preview",
 ]

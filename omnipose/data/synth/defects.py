@@ -3,8 +3,9 @@
 ``Burrs`` (a lump of plastic grown on a face), ``Missing`` (a stud, or a small part that nothing
 else rests on, removed), ``Stains`` (a discoloured, irregular patch). The mask of a defect image is
 exactly the set of pixels whose quantised colour differs by more than ``MASK_TOLERANCE`` (in
-0..255 levels, any channel) from the defect-free render at the same pose; a defect is grown or
-shrunk, or redrawn on another view, until that set covers ``defect_area`` of the image.
+0..255 levels, any channel) from the defect-free render at the same pose, less specks of fewer than
+``MASK_MIN_REGION`` pixels (ties along a plane a burr's box shares with its face); a defect is
+grown or shrunk, or redrawn on another view, until that set covers ``defect_area`` of the image.
 """
 from __future__ import annotations
 

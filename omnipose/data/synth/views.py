@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from omnipose.core.geometry import intrinsics_from_fov, look_at, roll_camera, spherical_pose
 from omnipose.data.synth.config import SynthConfig
@@ -22,6 +23,12 @@ from omnipose.data.synth.figures import Figure
 from omnipose.data.synth.raycast import Render, Scene, Stain, render
 
 MASK_TOLERANCE = 1  # a pixel is anomalous where some channel differs by more than 1/255
+MASK_MIN_REGION = 3
+"""Connected groups of changed pixels smaller than this are left out of a defect's mask. A burr's box
+can share the plane of the face it grows on; along that plane the ray caster's ties between the two
+solids flip a sub-pixel sample here and there, leaving single pixels a few levels apart in lines
+7-22 px from the visible defect. The benchmark's AUPRO weighs every region of a mask alike, so each
+such speck counted as much as the defect (08Elephant at 400 px: 34 of 62 regions)."""
 
 
 def class_rng(seed: int, class_name: str, *stream: int) -> np.random.Generator:
@@ -94,10 +101,23 @@ def render_defect_free(class_name: str, c2w: torch.Tensor, config: SynthConfig |
 
 
 def anomaly_mask(defective: np.ndarray, defect_free: np.ndarray) -> np.ndarray:
-    """Pixels where two uint8 renders differ by more than MASK_TOLERANCE in any channel.
+    """Pixels where two uint8 renders differ by more than MASK_TOLERANCE in any channel, without specks.
 
     defective, defect_free: (H, W, 3) uint8. Returns (H, W) bool.
     """
     difference = np.abs(defective.astype(np.int16) - defect_free.astype(np.int16)).max(-1)
-    return difference > MASK_TOLERANCE
+    return without_specks(difference > MASK_TOLERANCE)
+
+
+def without_specks(mask: np.ndarray) -> np.ndarray:
+    """``mask`` less its 8-connected groups of fewer than MASK_MIN_REGION pixels (its largest always stays)."""
+    regions, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count < 2:
+        return mask
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    keep = sizes >= MASK_MIN_REGION
+    keep[sizes.argmax()] = True
+    keep[0] = False
+    return keep[regions]
 

@@ -28,14 +28,21 @@ from tqdm.auto import tqdm
 
 from omnipose.core.errors import DataError
 from omnipose.core.files import atomic_write_json, read_json
-from omnipose.core.image import save_image
+from omnipose.core.image import read_mask, save_image
 from omnipose.data import GOOD
 from omnipose.data.synth.config import TEST_TYPES, SynthConfig, SynthError
 from omnipose.data.synth.defects import RenderedTestView, make_test_view
 from omnipose.data.synth.designs import build_figure
 from omnipose.data.synth.photo import PhotoStyle
 from omnipose.data.synth.preview import write_preview
-from omnipose.data.synth.views import MASK_TOLERANCE, camera_distance, render_scene, training_poses
+from omnipose.data.synth.views import (
+    MASK_MIN_REGION,
+    MASK_TOLERANCE,
+    camera_distance,
+    render_scene,
+    training_poses,
+    without_specks,
+)
 
 GROUND_TRUTH_POSES = "ground_truth_poses"
 TRUE_FRAME_SUFFIX = "_true_frame.json"
@@ -78,7 +85,7 @@ class SimStyle:
         self.distance = camera_distance(self.figure, config)
 
     def marker(self) -> dict:
-        return {"camera_distance": self.distance, "mask_tolerance": MASK_TOLERANCE}
+        return {"camera_distance": self.distance, "mask_tolerance": MASK_TOLERANCE, "mask_min_region": MASK_MIN_REGION}
 
     def train_poses(self) -> torch.Tensor:
         return training_poses(self.class_name, self.config, self.distance)
@@ -188,14 +195,37 @@ def ensure_class(out_root: str | Path, class_name: str, config: SynthConfig, mat
     callers drop only what they derived from it: {} when the class was kept, {"test"} when only the
     test views may differ (predictions are stale, a trained field is not), {"train", "test"} when
     the training views changed too (generation is deterministic, so unchanged settings give the same
-    bytes).
+    bytes). A class whose masks were written with their specks (before ``MASK_MIN_REGION``) is kept, its
+    masks brought up to date where they lie.
     """
     folder = Path(out_root) / class_name
     if (folder / MARKER).is_file() and read_synth_config(folder).settings() == config.settings():
-        return set()
+        if _masks_brought_up_to_date(folder):
+            return set()
     before = _training_fingerprint(folder)
     generate_class(out_root, class_name, config, matcher)
     return {"test"} if before is not None and before == _training_fingerprint(folder) else {"train", "test"}
+
+
+def _masks_brought_up_to_date(folder: Path) -> bool:
+    """Take the specks out of the masks of a sim class written before ``MASK_MIN_REGION``; False when the
+    class must be made again instead (written with a larger minimum than today's).
+
+    Nothing else changed with it: the images are the same bytes, and the old masks less their specks are
+    exactly what the generator writes now, so evaluation is all that has to be run again.
+    """
+    marker = read_json(folder / MARKER, DataError, "Regenerate the class with `omnipose synth`.")
+    if "mask_tolerance" not in marker:  # the photo style's masks are geometric: no specks to take out
+        return True
+    written = marker.get("mask_min_region", 1)
+    if written > MASK_MIN_REGION:
+        return False
+    if written < MASK_MIN_REGION:
+        for path in sorted((folder / "ground_truth").rglob("*_mask.png")):
+            mask = read_mask(path)
+            save_image(path, without_specks(mask).astype(np.uint8) * 255)
+        atomic_write_json(folder / MARKER, {**marker, "mask_min_region": MASK_MIN_REGION})
+    return True
 
 
 def _training_fingerprint(folder: Path) -> str | None:
