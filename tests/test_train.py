@@ -356,7 +356,7 @@ def _whole_and_resumed(views, config, folder):
 
 def test_training_with_pose_refinement_resumes_exactly_and_saves_the_refined_poses(tmp_path, lego_small, one_thread):
     """In one thread, as the focal-length test below: with two, the resumed run's hash table came out a few bits
-    off the whole run's on some machines (three runs in three, 2026-12-06), and passed on others."""
+    off the whole run's on some machines and not on others; the cause is not known."""
     from omnipose.core.geometry import rotation_error_deg
 
     config = tiny_config(steps=7, refine_poses=True, pose_lr=1e-2)

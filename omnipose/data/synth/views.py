@@ -115,9 +115,8 @@ def without_specks(mask: np.ndarray) -> np.ndarray:
     if count < 2:
         return mask
     sizes = np.bincount(regions.ravel())
-    sizes[0] = 0
+    sizes[0] = 0  # the background: below any minimum, never the largest
     keep = sizes >= MASK_MIN_REGION
     keep[sizes.argmax()] = True
-    keep[0] = False
     return keep[regions]
 
