@@ -69,6 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_common import git_commit  # noqa: E402
 
+from omnipose.cli.onboard import ONBOARD_MATCHERS  # noqa: E402
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.core.geometry import pose_errors, roll_camera  # noqa: E402
@@ -310,14 +311,16 @@ def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
     return errors
 
 
-def onboard_once(photos: Path, folder: Path, threads: int) -> dict:
-    """``omnipose onboard`` of ``photos`` into ``folder`` unless a finished run is there; returns its report."""
+def onboard_once(photos: Path, folder: Path, threads: int, matcher: str = "sift") -> dict:
+    """``omnipose onboard --matcher matcher`` of ``photos`` into ``folder`` unless a finished run is there; returns
+    its report."""
+    from omnipose.cli.onboard import onboard_matcher
     from omnipose.data import OnboardConfig, onboard_leaving_out
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads))
+        onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads), matcher=onboard_matcher(matcher))
     return json.loads(report.read_text())
 
 
@@ -589,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the training poses each field learns from: the true ones, or those `omnipose onboard` "
                              "recovers from the training views alone (needs the sfm extra; fields and onboarded "
                              "classes are kept apart under <work>)")
+    parser.add_argument("--onboard-matcher", choices=ONBOARD_MATCHERS, default="sift",
+                        help="with --train-poses onboard, the built-in classes' matcher (their plain faces give SIFT "
+                             "too few features: xfeat)")
+    parser.add_argument("--onboard-size", type=int, default=None,
+                        help="with --train-poses onboard, onboard the built-in classes' training views rendered at this "
+                             "size (default: --size), as a user onboards full-size photos and trains smaller")
     parser.add_argument("--refine-poses", action="store_true",
                         help="each field refines its training poses as it trains (fields kept apart under <work>)")
     parser.add_argument("--refine-focal", action="store_true",
@@ -617,7 +626,10 @@ def main(argv: list[str] | None = None) -> int:
 
     onboarded = args.train_poses == "onboard"
     refined = ("_refined" if args.refine_poses else "") + ("_focal" if args.refine_focal else "")
-    suffix = (("_onboarded" if onboarded else "") + refined + (f"_seed{args.seed}" if args.seed else "")
+    args.onboard_size = args.onboard_size or args.size
+    onboarding = "" if not onboarded else "_onboarded" + ("" if args.onboard_matcher == "sift" else f"_{args.onboard_matcher}") + (
+        "" if args.onboard_size == args.size else f"_from{args.onboard_size}")
+    suffix = (onboarding + refined + (f"_seed{args.seed}" if args.seed else "")
               + (f"_distortion{args.distortion:g}" if args.distortion else "")
               + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else ""))
     field = replace(default_field_config(), reflection=True) if args.reflection else None
@@ -638,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                                             + ("_photo" if args.style == "photo" else ""),
                                     ckpt_root=str(args.work / "ckpts"), false_alarm_rate=args.false_alarm_rate,
                                     held_out_views=args.held_out_views)
-            train_root = data if not onboarded else args.work / f"onboarded_{args.size}"
+            train_root = data if not onboarded else args.work / f"onboarded_{args.size}{onboarding.removeprefix('_onboarded')}"
             if "train" in ensure_class(data, name, wanted):  # a field trained on the old views would be reused
                 shutil.rmtree(Path(config.ckpt_root) / config.dataset / name, ignore_errors=True)
                 if onboarded:
@@ -652,7 +664,12 @@ def main(argv: list[str] | None = None) -> int:
             extra = {}
             if onboarded:
                 start = time.perf_counter()
-                report_sfm = onboard_once(data / name / "train" / "good", train_root / name, args.threads)
+                photos = data
+                if args.onboard_size != args.size:
+                    photos = args.work / f"builtin_{args.onboard_size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
+                    ensure_class(photos, name, replace(wanted, size=args.onboard_size))
+                report_sfm = onboard_once(photos / name / "train" / "good", train_root / name, args.threads,
+                                          args.onboard_matcher)  # fmt: skip
                 extra["onboard"] = {"seconds": round(time.perf_counter() - start, 1), **_sfm_summary(report_sfm)}
                 for part in ("test", "ground_truth"):
                     if not (train_root / name / part).exists():

@@ -235,6 +235,43 @@ def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
     assert isinstance(error, DataError) and error.photos == ["v3"] and str(error).startswith("1 photos") and "v3:" in str(error)
 
 
+def test_photos_of_two_sides_put_at_one_viewpoint_are_flagged_as_a_folded_mapping():
+    """The built-in robot looks alike from behind and in front but for its face and buttons. Registered where the
+    other side was photographed (a fold), its photos disagree at one viewpoint and each pair is named; photos truly
+    from one viewpoint, 0.5 deg apart and one of them darker and noisier, are not."""
+    from omnipose.data.sfm_checks import FoldedViewpointsError, folded_viewpoints
+    from omnipose.data.synth import SynthConfig, render_defect_free
+    from omnipose.data.synth.designs import build_figure
+    from omnipose.data.synth.views import camera_distance, class_intrinsics
+
+    config = SynthConfig(size=160)
+    distance = camera_distance(build_figure("01Robot"), config)
+
+    def pose(azimuth, elevation):
+        return spherical_pose(np.radians(azimuth), np.radians(elevation), distance)
+
+    def world_to_camera(c2w):
+        qvec, tvec = c2w_to_colmap(c2w.double().numpy())
+        return np.hstack([qvec_to_rotmat(qvec), tvec[:, None]])
+
+    shots = {"back": pose(85, 26), "back_again": pose(85.4, 26.3), "front": pose(265, 26), "left": pose(40, -18),
+             "right": pose(220, -18)}  # fmt: skip
+    photos = {name: render_defect_free("01Robot", c2w, config) / 255.0 for name, c2w in shots.items()}
+    noise = np.random.default_rng(0).normal(0.0, 0.01, photos["back_again"].shape)
+    photos["back_again"] = np.clip(photos["back_again"] * 0.8 + noise, 0.0, 1.0)
+    K = class_intrinsics(config).double().numpy()
+
+    as_taken = {name: world_to_camera(shots[name]) for name in ("back", "back_again", "left")}
+    assert folded_viewpoints(as_taken, K, np.zeros(3), photos.__getitem__) == {}
+    folded = {**as_taken, "front": world_to_camera(pose(85.2, 26.1)), "right": world_to_camera(pose(40.3, -18.2))}
+    flagged = folded_viewpoints(folded, K, np.zeros(3), photos.__getitem__)
+    assert set(flagged) == {("back", "front"), ("back_again", "front"), ("left", "right")}
+    assert all(degrees < 0.5 and difference > 0.1 for degrees, difference in flagged.values())
+    error = FoldedViewpointsError(flagged, attempts=3)
+    assert isinstance(error, DataError) and error.cameras == ["back", "back_again", "front", "left", "right"]
+    assert "3 pairs of photos at the same viewpoint" in str(error) and "in each of 3 mappings (back and front" in str(error)
+
+
 def test_a_mad_class_without_transforms_json_uses_its_colmap_model(tmp_path):
     from omnipose.data import open_mad_class
 
@@ -379,12 +416,14 @@ def test_photos_of_two_sides_never_bridged_are_named_in_their_groups(tmp_path, l
 
 
 def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_next_seed(tmp_path, lego_dir, monkeypatch):
-    """When the mirror check flags photos, or the final adjustment finds the mapping folded, onboard maps again
-    with the next seed and keeps the first mapping that passes; when every attempt is refused it says why and
-    writes nothing. (The checks themselves: test_a_photo_registered_across_the_object_from_its_matches_is_flagged,
+    """When the mirror check flags photos, the fold check finds photos of different things at one viewpoint, or the
+    final adjustment finds the mapping folded, onboard maps again with the next seed and keeps the first mapping
+    that passes; when every attempt is refused it says why and writes nothing. (The checks themselves:
+    test_a_photo_registered_across_the_object_from_its_matches_is_flagged,
+    test_photos_of_two_sides_put_at_one_viewpoint_are_flagged_as_a_folded_mapping,
     test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_refused.)"""
     pytest.importorskip("pycolmap")
-    from omnipose.data import FoldedMappingError, MirroredPhotosError, sfm
+    from omnipose.data import FoldedMappingError, FoldedViewpointsError, MirroredPhotosError, sfm
 
     _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
     real_check, seen = sfm.mirrored_photos, []
@@ -426,6 +465,26 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
     with pytest.warns(UserWarning), pytest.raises(FoldedMappingError, match="does not hold together"):
         onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2, mapping_attempts=2))
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once"]
+
+    # A mapping that puts photos of different things at one viewpoint (folded) likewise; the real check passes
+    # the second mapping of these views.
+    monkeypatch.setattr(sfm, "checked_final_adjustment", real_adjustment)
+    real_fold_check, checked = sfm.folded_photos, []
+
+    def two_sides_first(reconstruction, images):
+        checked.append(images)
+        found = real_fold_check(reconstruction, images)
+        return found if len(checked) > 1 else {("r_0.png", "r_5.png"): (0.3, 0.2), ("r_1.png", "r_6.png"): (0.2, 0.1)}
+
+    monkeypatch.setattr(sfm, "folded_photos", two_sides_first)
+    with pytest.warns(UserWarning, match=r"mapping 1 put 2 pairs of photos .* \(r_0.png and r_5.png, r_1.png and r_6"):
+        report = onboard(tmp_path / "photos", tmp_path / "root" / "two sides once", OnboardConfig(num_threads=2))
+    assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and len(checked) == 2
+    monkeypatch.setattr(sfm, "folded_photos", lambda reconstruction, images: {("r_0.png", "r_5.png"): (0.3, 0.2),
+                                                                              ("r_1.png", "r_6.png"): (0.2, 0.1)})
+    with pytest.warns(UserWarning), pytest.raises(FoldedViewpointsError, match=r"in each of 2 mappings \(r_0.png and"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2, mapping_attempts=2))
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once", "two sides once"]
 
 
 def _relative_rotation_errors(reconstruction, c2w: np.ndarray) -> np.ndarray:

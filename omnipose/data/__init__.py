@@ -56,6 +56,7 @@ from omnipose.data.mad import (
 from omnipose.data.sfm import OnboardConfig, onboard, onboard_leaving_out
 from omnipose.data.sfm_checks import (
     FoldedMappingError,
+    FoldedViewpointsError,
     MirroredPhotosError,
     PhotosRefusedError,
     UnregisteredPhotosError,
@@ -69,6 +70,7 @@ __all__ = [
     "ColmapImage",
     "ColmapModel",
     "FoldedMappingError",
+    "FoldedViewpointsError",
     "MirroredPhotosError",
     "OnboardConfig",
     "PhotosRefusedError",

@@ -41,13 +41,16 @@ from omnipose.data.colmap import (
 )
 from omnipose.data.sfm_adjustment import checked_final_adjustment
 from omnipose.data.sfm_checks import (
+    FOLDED_PAIRS,
     FoldedMappingError,
+    FoldedViewpointsError,
     MirroredPhotosError,
     PhotosRefusedError,
     UnregisteredPhotosError,
     blurred_photos,
     check_one_object,
     detail_kept,
+    folded_photos,
     mirrored_photos,
     read_matches,
     unregistered_reasons,
@@ -363,6 +366,14 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
         registered = {image.name for image in mapped.images.values() if image.has_pose}
         if len(registered) < len(names):
             raise UnregisteredPhotosError(unregistered_reasons(pairs, features, names, registered), len(names))
+        folded = folded_photos(mapped, work / "images")
+        if len(folded) >= FOLDED_PAIRS:
+            failure = FoldedViewpointsError(folded, attempt + 1)
+            if attempt + 1 < config.mapping_attempts:
+                warnings.warn(f"onboard: mapping {attempt + 1} put {len(folded)} pairs of photos that show different "
+                              f"things at the same viewpoint ({', '.join(' and '.join(pair) for pair in list(folded)[:3])}):"
+                              " folded; mapping again with the next seed.", stacklevel=3)  # fmt: skip
+            continue
         try:
             reconstruction, adjustment = checked_final_adjustment(pycolmap, mapped, work / "images", config)
         except FoldedMappingError as folded:

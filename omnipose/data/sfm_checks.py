@@ -1,6 +1,6 @@
 """What onboarding refuses, and why: photos blurred beyond the others, photos in groups that share
-no match, photos that did not register, photos registered across the object from their matches, cameras that the
-final bundle adjustment threw off.
+no match, photos that did not register, photos registered across the object from their matches, photos of different
+things registered at one viewpoint (a folded mapping), cameras that the final bundle adjustment threw off.
 
 Each check names the photos and what to do; pycolmap is passed in by the caller (``omnipose.data.sfm``)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from omnipose.core.errors import DataError
 from omnipose.core.geometry import rotation_error_deg
-from omnipose.core.image import dilate, resize_image
+from omnipose.core.image import dilate, read_image_rgb, resize_image
 from omnipose.data.colmap import apply_similarity, camera_similarity
 
 BLURRED = 0.5
@@ -203,12 +203,126 @@ class FoldedMappingError(DataError):
         super().__init__(message)
 
 
+class FoldedViewpointsError(FoldedMappingError):
+    """Pairs of photos the mapping put at the same viewpoint although they show different things
+    (``folded_viewpoints``): the object's sides folded onto each other."""
+
+    def __init__(self, flagged: dict[tuple[str, str], tuple[float, float]], attempts: int = 1):
+        listed = "; ".join(f"{first} and {second}: {degrees:.1f} deg apart, {difference:.2f} unlike"
+                           for (first, second), (degrees, difference) in list(flagged.items())[:6])  # fmt: skip
+        more = f" and {len(flagged) - 6} more" if len(flagged) > 6 else ""
+        tried = f" in each of {attempts} mappings" if attempts > 1 else ""
+        super().__init__(
+            sorted({name for pair in flagged for name in pair}),
+            f"the mapping put {len(flagged)} pairs of photos at the same viewpoint although they show different "
+            f"things{tried} ({listed}{more}): the object looks alike from two sides, and photos of one side were "
+            "registered where the other side was photographed. Place the object on or beside something that differs "
+            "all around it (a printed pattern, a few distinct markers), then photograph it again and onboard the new "
+            "photos; or give the poses (transforms.json)."
+        )
+
+
 def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[str, tuple[float, list[str]]]:
     """``mirrored_views`` of a pycolmap reconstruction (pairs: ``read_matches``), around the median of its points."""
     centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
     points = np.array([point.xyz for point in reconstruction.points3D.values()])
     target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
     return mirrored_views(centres, target, pairs)
+
+
+SAME_VIEWPOINT_DEG = 1.0
+"""Cameras within this angle of each other around the object (and ``SAME_DISTANCE`` in distance) see it from
+the same viewpoint, so that their photos must agree once one is warped onto the other (``folded_viewpoints``)."""
+SAME_DISTANCE = 0.02
+"""Largest difference in distance from the object, as a fraction of it, of cameras at the same viewpoint."""
+BAND = (0.01, 0.03)
+"""Scales, as fractions of the width, between which ``viewpoint_difference`` compares photos (Gaussian sigmas)."""
+DIFFERENCE_ALLOWED = (0.02, 0.02)
+"""How unlike (``viewpoint_difference``) photos from the same viewpoint may be: the first value at no distance,
+the second more per degree apart."""
+FOLDED_PAIRS = 2
+"""Pairs of photos from the same viewpoint that disagree, from which a mapping counts as folded: one pair may
+be a moved object or a passing shadow."""
+
+
+def viewpoint_difference(first: np.ndarray, second: np.ndarray, homography: np.ndarray) -> float:
+    """How unlike two photos are once ``second`` is warped onto ``first``: one minus the correlation of their grey
+    values band-passed between ``BAND`` (keypoint-scale parallax, noise and compression do not count; a plain
+    background counts for nothing however much of the frame it fills), the warp moved by the shift of up to
+    ``BAND[0]`` that aligns them best (a plane through the object leaves the parts off it a few pixels apart).
+    first, second: (H, W, 3) in [0, 1]; homography: (3, 3) from ``first``'s pixels to ``second``'s.
+    0 for the same picture, about 1 for unrelated ones."""
+    import cv2
+
+    height, width = first.shape[:2]
+    fine, coarse = (scale * width for scale in BAND)
+
+    def band(rgb: np.ndarray) -> np.ndarray:
+        grey = rgb.astype(np.float32).mean(-1)
+        return cv2.GaussianBlur(grey, (0, 0), fine) - cv2.GaussianBlur(grey, (0, 0), coarse)
+
+    def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderValue=np.nan)  # fmt: skip
+
+    reference, moving = band(first), band(second)
+    warped = warp(moving, homography)
+    (dx, dy), _ = cv2.phaseCorrelate(reference.astype(np.float64), np.nan_to_num(warped).astype(np.float64))
+    if np.hypot(dx, dy) <= fine:  # warped(x) is reference(x + d): sample the warp at x - d
+        warped = warp(moving, homography @ np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]]))
+    inside = np.isfinite(warped)
+    a, b = reference[inside], warped[inside]
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return 1.0 - float((a * b).sum()) / norm if norm > 0 else 0.0
+
+
+def folded_viewpoints(cam_from_world: dict[str, np.ndarray], K: np.ndarray, target: np.ndarray,
+                      photo) -> dict[tuple[str, str], tuple[float, float]]:
+    """Pairs of photos that a mapping put at the same viewpoint although they show different things: the sides of
+    an object that looks alike from two directions, folded onto each other (each photo of the front registered
+    where a photo of the back was taken). Captures on regular stops (a turntable, rings of views) make such
+    pairs wherever the fold maps one stop onto another.
+
+    cam_from_world: (3, 4) world-to-camera (OpenCV axes) by name; K: (3, 3) shared intrinsics; target: the
+    object's centre (3,); photo: name -> (H, W, 3) in [0, 1]. The second photo of a pair is warped onto the first through the plane through ``target`` facing the first camera.
+    Returns {(name, name): (degrees apart around the object, ``viewpoint_difference``)} of the pairs closer than
+    ``SAME_VIEWPOINT_DEG`` / ``SAME_DISTANCE`` that differ beyond ``DIFFERENCE_ALLOWED``.
+    """
+    names = sorted(cam_from_world)
+    poses = {name: np.asarray(cam_from_world[name], dtype=np.float64) for name in names}
+    offsets = {name: -pose[:, :3].T @ pose[:, 3] - target for name, pose in poses.items()}
+    distances = {name: max(float(np.linalg.norm(offset)), 1e-12) for name, offset in offsets.items()}
+    loaded: dict[str, np.ndarray] = {}
+    flagged = {}
+    for k, first in enumerate(names):
+        for second in names[k + 1:]:
+            cosine = offsets[first] @ offsets[second] / (distances[first] * distances[second])
+            degrees = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+            if degrees > SAME_VIEWPOINT_DEG or abs(distances[first] - distances[second]) > SAME_DISTANCE * distances[first]:
+                continue
+            R1, t1 = poses[first][:, :3], poses[first][:, 3]
+            R2, t2 = poses[second][:, :3], poses[second][:, 3]
+            rotation = R2 @ R1.T
+            plane = rotation + np.outer(t2 - rotation @ t1, [0.0, 0.0, 1.0]) / float((R1 @ target + t1)[2])
+            for name in (first, second):
+                if name not in loaded:
+                    loaded[name] = photo(name)
+            difference = viewpoint_difference(loaded[first], loaded[second], K @ plane @ np.linalg.inv(K))
+            if difference > DIFFERENCE_ALLOWED[0] + DIFFERENCE_ALLOWED[1] * degrees:
+                flagged[(first, second)] = (degrees, difference)
+    return flagged
+
+
+def folded_photos(reconstruction, images: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    """``folded_viewpoints`` of a pycolmap reconstruction of one pinhole camera around the median of its points,
+    its photos in ``images``."""
+    posed = [image for image in reconstruction.images.values() if image.has_pose]
+    points = np.array([point.xyz for point in reconstruction.points3D.values()])
+    if len(posed) < 2 or not len(points):
+        return {}
+    K = next(iter(reconstruction.cameras.values())).calibration_matrix()
+    poses = {image.name: image.cam_from_world().matrix() for image in posed}
+    return folded_viewpoints(poses, K, np.median(points, axis=0), lambda name: read_image_rgb(images / name))
 
 
 def moved_cameras(before: dict[str, np.ndarray], after: dict[str, np.ndarray], max_deg: float = 5.0,
