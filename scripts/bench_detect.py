@@ -71,6 +71,7 @@ from bench_common import git_commit  # noqa: E402
 
 from omnipose.cli.onboard import ONBOARD_MATCHERS  # noqa: E402
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
+from omnipose.core.errors import DataError  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.core.geometry import pose_errors, roll_camera  # noqa: E402
 from omnipose.core.image import (  # noqa: E402
@@ -312,15 +313,16 @@ def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
 
 
 def onboard_once(photos: Path, folder: Path, threads: int, matcher: str = "sift") -> dict:
-    """``omnipose onboard --matcher matcher`` of ``photos`` into ``folder`` unless a finished run is there; returns
-    its report."""
+    """``omnipose onboard --matcher matcher`` of ``photos`` into ``folder`` unless a finished run is there, leaving
+    out the photos it refuses, as its message asks, up to 3 times (as ``bench_onboard.py``); returns its report."""
     from omnipose.cli.onboard import onboard_matcher
     from omnipose.data import OnboardConfig, onboard_leaving_out
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads), matcher=onboard_matcher(matcher))
+        onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads), matcher=onboard_matcher(matcher),
+                            retries=3)  # fmt: skip
     return json.loads(report.read_text())
 
 
@@ -627,8 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     onboarded = args.train_poses == "onboard"
     refined = ("_refined" if args.refine_poses else "") + ("_focal" if args.refine_focal else "")
     args.onboard_size = args.onboard_size or args.size
-    onboarding = "" if not onboarded else "_onboarded" + ("" if args.onboard_matcher == "sift" else f"_{args.onboard_matcher}") + (
-        "" if args.onboard_size == args.size else f"_from{args.onboard_size}")
+    onboarding = ""  # onboarded classes and their fields kept apart by matcher and size
+    if onboarded:
+        onboarding = ("_onboarded" + ("" if args.onboard_matcher == "sift" else f"_{args.onboard_matcher}")
+                      + ("" if args.onboard_size == args.size else f"_from{args.onboard_size}"))
     suffix = (onboarding + refined + (f"_seed{args.seed}" if args.seed else "")
               + (f"_distortion{args.distortion:g}" if args.distortion else "")
               + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else ""))
@@ -636,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         data = args.work / f"builtin_{args.size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
-        classes = []
+        classes, onboard_refused = [], {}
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
                                  test_views_per_type=args.test_views_per_type, progress=False)
@@ -668,8 +672,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.onboard_size != args.size:
                     photos = args.work / f"builtin_{args.onboard_size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
                     ensure_class(photos, name, replace(wanted, size=args.onboard_size))
-                report_sfm = onboard_once(photos / name / "train" / "good", train_root / name, args.threads,
-                                          args.onboard_matcher)  # fmt: skip
+                try:
+                    report_sfm = onboard_once(photos / name / "train" / "good", train_root / name, args.threads,
+                                              args.onboard_matcher)  # fmt: skip
+                except DataError as refused:  # what a user is told; the other classes still run
+                    onboard_refused[name] = str(refused)
+                    print(f"{name}: onboarding refused ({refused}); no field trained", flush=True)
+                    continue
                 extra["onboard"] = {"seconds": round(time.perf_counter() - start, 1), **_sfm_summary(report_sfm)}
                 for part in ("test", "ground_truth"):
                     if not (train_root / name / part).exists():
@@ -687,14 +696,18 @@ def main(argv: list[str] | None = None) -> int:
             record["fit_seconds"] = round(fit_seconds, 1)
             record.update(extra)
             classes.append(record)
-            report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
+            report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS},
+                                          "onboard_refused": onboard_refused}  # fmt: skip
             atomic_write_json(args.out, report)  # so far: an interrupted run keeps the classes it finished
             ours = record["metrics"]["ours"]
             print(f"{name}: image AUROC {_fmt(ours['AUROC_sp'])}, pixel AUROC {_fmt(ours['AUROC_px'])}, "
                   f"AUPRO {_fmt(ours['AUPRO_px'])}, {record['mean_seconds']:.1f} s/query (fit {fit_seconds:.0f} s)"
                   + (f"; onboarded {extra['onboard']}" if extra else ""), flush=True)
-        report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS}}
+        report["cases"]["builtin"] = {"classes": classes, "mean": {m: mean_row(classes, m) for m in METHODS},
+                                      "onboard_refused": onboard_refused}  # fmt: skip
         print_table(f"built-in benchmark at {args.size}x{args.size}, mean over {len(classes)} classes (%){poses_note}", classes)
+        for name, why in onboard_refused.items():
+            print(f"{name}: onboarding refused, left out of the table: {why}")
 
     if "lego" in cases:
         if not (args.lego / "transforms_train.json").is_file():
