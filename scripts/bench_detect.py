@@ -639,7 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     field = replace(default_field_config(), reflection=True) if args.reflection else None
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
-        data = args.work / f"builtin_{args.size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
+        def builtin_root(size: int) -> Path:
+            return args.work / f"builtin_{size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
+
+        data = builtin_root(args.size)
         classes, onboard_refused = [], {}
         for n, name in enumerate([c.strip() for c in args.classes.split(",") if c.strip()]):
             wanted = SynthConfig(size=args.size, train_views=args.train_views,
@@ -670,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 photos = data
                 if args.onboard_size != args.size:
-                    photos = args.work / f"builtin_{args.onboard_size}{backdrop_tag}{'_photo' if args.style == 'photo' else ''}"
+                    photos = builtin_root(args.onboard_size)
                     ensure_class(photos, name, replace(wanted, size=args.onboard_size))
                 try:
                     report_sfm = onboard_once(photos / name / "train" / "good", train_root / name, args.threads,

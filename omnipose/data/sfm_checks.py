@@ -222,12 +222,19 @@ class FoldedViewpointsError(FoldedMappingError):
         )
 
 
-def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[str, tuple[float, list[str]]]:
-    """``mirrored_views`` of a pycolmap reconstruction (pairs: ``read_matches``), around the median of its points."""
-    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
+def object_centre(reconstruction) -> np.ndarray:
+    """Where a pycolmap reconstruction's object is: the median of its points (3,), or the mean of its cameras
+    without points."""
     points = np.array([point.xyz for point in reconstruction.points3D.values()])
-    target = np.median(points, axis=0) if len(points) else np.mean(list(centres.values()), axis=0)
-    return mirrored_views(centres, target, pairs)
+    if len(points):
+        return np.median(points, axis=0)
+    return np.mean([image.projection_center() for image in reconstruction.images.values() if image.has_pose], axis=0)
+
+
+def mirrored_photos(pairs: dict[tuple[str, str], int], reconstruction) -> dict[str, tuple[float, list[str]]]:
+    """``mirrored_views`` of a pycolmap reconstruction (pairs: ``read_matches``), around its ``object_centre``."""
+    centres = {image.name: image.projection_center() for image in reconstruction.images.values() if image.has_pose}
+    return mirrored_views(centres, object_centre(reconstruction), pairs)
 
 
 SAME_VIEWPOINT_DEG = 1.0
@@ -316,14 +323,12 @@ def folded_viewpoints(cam_from_world: dict[str, np.ndarray], K: np.ndarray, targ
 
 def folded_photos(reconstruction, images: Path) -> dict[tuple[str, str], tuple[float, float]]:
     """``folded_viewpoints`` of a pycolmap reconstruction of one camera (its distortion, if any, left out: the
-    comparison is coarser) around the median of its points, its photos in ``images``."""
-    posed = [image for image in reconstruction.images.values() if image.has_pose]
-    points = np.array([point.xyz for point in reconstruction.points3D.values()])
-    if len(posed) < 2 or not len(points):
+    comparison is coarser) around its ``object_centre``, its photos in ``images``."""
+    poses = {image.name: image.cam_from_world().matrix() for image in reconstruction.images.values() if image.has_pose}
+    if len(poses) < 2:
         return {}
     K = next(iter(reconstruction.cameras.values())).calibration_matrix()
-    poses = {image.name: image.cam_from_world().matrix() for image in posed}
-    return folded_viewpoints(poses, K, np.median(points, axis=0), lambda name: read_image_rgb(images / name))
+    return folded_viewpoints(poses, K, object_centre(reconstruction), lambda name: read_image_rgb(images / name))
 
 
 def moved_cameras(before: dict[str, np.ndarray], after: dict[str, np.ndarray], max_deg: float = 5.0,
