@@ -85,14 +85,14 @@ from omnipose.data import (  # noqa: E402
     load_transforms,
     open_mad_class,  # noqa: E402
 )
-from omnipose.detector import Detector, DetectorConfig, decide, split_held_out  # noqa: E402
+from omnipose.detector import Detector, DetectorConfig, decide, learnt_views  # noqa: E402
 from omnipose.evaluation import (  # noqa: E402
     EvaluationConfig,
     decision_metrics,
     evaluate_pad,
     is_defined,  # noqa: E402
 )
-from omnipose.nerf import default_field_config, split_holdout  # noqa: E402
+from omnipose.nerf import TrainConfig, default_field_config, split_holdout  # noqa: E402
 from omnipose.pose import (
     prepare_query,  # noqa: E402
     rotation_affine,  # noqa: E402
@@ -281,14 +281,22 @@ def write_backdrop_class(root: Path, views: PosedImages, alphas: torch.Tensor, b
 # ----------------------------------------------------------------------------- one class
 def onboarded_frame(onboarded: Path, truth: Path) -> np.ndarray:
     """The similarity (4, 4) taking the true training cameras (``truth``, a transforms.json) into the frame
-    of ``onboarded`` (the transforms.json ``omnipose onboard`` wrote for the same views), matched by file name."""
-    from omnipose.data import camera_similarity
+    of ``onboarded`` (the transforms.json ``omnipose onboard`` wrote for the same views), matched by file name.
+    Fitted again three times on the three quarters of the cameras it places best, so that a few cameras an
+    onboarding got grossly wrong do not move the frame of every query's true pose."""
+    from omnipose.data import apply_similarity, camera_similarity
 
     estimated = load_transforms(onboarded, progress=False)
     true = load_transforms(truth, progress=False)
     true_c2w = {path.stem: c2w for path, c2w in zip(true.paths, true.c2w.double().numpy())}
-    matched = [(c2w, true_c2w[path.stem]) for path, c2w in zip(estimated.paths, estimated.c2w.double().numpy())]
-    return np.linalg.inv(camera_similarity(np.stack([m[0] for m in matched]), np.stack([m[1] for m in matched])))
+    source = estimated.c2w.double().numpy()
+    target = np.stack([true_c2w[path.stem] for path in estimated.paths])
+    T = camera_similarity(source, target)
+    for _ in range(3):
+        error = np.linalg.norm(apply_similarity(T, source)[:, :3, 3] - target[:, :3, 3], axis=1)
+        kept = error <= np.quantile(error, 0.75)
+        T = camera_similarity(source[kept], target[kept])
+    return np.linalg.inv(T)
 
 
 def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
@@ -377,7 +385,7 @@ def evaluated(maps, masks, labels, scores, names, class_name: str = "") -> dict:
 def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Query], args, pad_queries: int) -> dict:
     """Pose and compare every query with every method; evaluate each. Returns the class's record."""
     compare = detector.config.compare
-    views, _ = split_held_out(views, detector.info, 0)  # the views the field learnt, as the detector's calibration has them
+    views = learnt_views(views, detector.info)  # as the detector's calibration has them
     pairs = detector.normal_pairs(views, progress=False)
     exposure_variant = "no exposure matching" if compare.match_exposure else "with exposure matching"
     counted = compare.highlight_floor is None
@@ -457,6 +465,7 @@ def run_class(name: str, detector: Detector, views: PosedImages, queries: list[Q
             "held_out_scores": [] if calibration is None else calibration.held_out_scores,
             "calibration_scores": [] if calibration is None else calibration.normal_scores,
             "false_alarm_target": detector.config.false_alarm_rate, "records": records, "mean_seconds": float(np.mean(seconds)),
+            "views_left_out": [Path(path).name for path in detector.info.left_out_paths],
             "pad_mean_seconds": float(np.mean([r["pad_seconds"] for r in records if "pad_seconds" in r] or [np.nan]))}
 
 
@@ -472,6 +481,9 @@ def mean_row(classes: list[dict], method: str) -> dict:
 
 def print_table(title: str, classes: list[dict]) -> None:
     print(f"\n{title}")
+    if not classes:  # every class refused (onboarding): nothing was detected
+        print("no class detected")
+        return
     header = f"{'method':<22} {'img AUROC':>10} {'px AUROC':>9} {'AUPRO':>7}   per class (img / px)"
     print(header)
     print("-" * len(header))
@@ -602,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                              "size (default: --size), as a user onboards full-size photos and trains smaller")
     parser.add_argument("--refine-poses", action="store_true",
                         help="each field refines its training poses as it trains (fields kept apart under <work>)")
+    parser.add_argument("--keep-unexplained", action="store_true",
+                        help="fields train on every view to the end (TrainConfig.unexplained_check_at None; kept apart)")
     parser.add_argument("--refine-focal", action="store_true",
                         help="with --refine-poses, also refine the training views' focal length (fields kept apart)")
     parser.add_argument("--seed", type=int, default=0,
@@ -635,8 +649,10 @@ def main(argv: list[str] | None = None) -> int:
                       + ("" if args.onboard_size == args.size else f"_from{args.onboard_size}"))
     suffix = (onboarding + refined + (f"_seed{args.seed}" if args.seed else "")
               + (f"_distortion{args.distortion:g}" if args.distortion else "")
-              + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else ""))
+              + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else "")
+              + ("_keepall" if args.keep_unexplained else ""))
     field = replace(default_field_config(), reflection=True) if args.reflection else None
+    check_at = None if args.keep_unexplained else TrainConfig.unexplained_check_at
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         def builtin_root(size: int) -> Path:
@@ -689,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
                 queries = in_frame(queries, onboarded_frame(train_root / name / "transforms.json", data / name / "transforms.json"))
             config.train = replace(config.train, steps=args.train_steps, minutes=None, seed=args.seed,
                                    refine_poses=args.refine_poses or args.refine_focal,
-                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field)  # fmt: skip
+                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field,
+                                   unexplained_check_at=check_at)  # fmt: skip
             start = time.perf_counter()
             detector = Detector(config).fit(train_root, name, progress=False)
             fit_seconds = time.perf_counter() - start
@@ -740,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                                     held_out_views=args.held_out_views)  # fmt: skip
             config.train = replace(config.train, steps=args.lego_steps, minutes=None, seed=args.seed,
                                    refine_poses=args.refine_poses or args.refine_focal,
-                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field)  # fmt: skip
+                                   refine_focal=args.refine_focal, distortion_weight=args.distortion, field=field,
+                                   unexplained_check_at=check_at)  # fmt: skip
             start = time.perf_counter()
             if backdrop is None:
                 detector = Detector(config).fit_views(train, f"lego_80_{args.lego_steps}steps{suffix}", progress=False)

@@ -204,11 +204,24 @@ def test_the_views_kept_from_the_field_are_spread_evenly_and_follow_a_trained_fi
     assert [p.name for p in held_out.paths] == ["2.png", "7.png"] and len(kept) == 8
     assert split_held_out(views, None, 3)[1] is None  # under four training views per view kept out: none kept out
     assert split_held_out(views, None, 0)[1] is None
-    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths if p.name != "4.png"])
+    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths if p.name != "4.png"], left_out_paths=[])
     kept, held_out = split_held_out(views, info, 2)
     assert [p.name for p in held_out.paths] == ["4.png"] and len(kept) == 9
-    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths])  # a field trained on every view
+    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths], left_out_paths=[])  # trained on every view
     assert split_held_out(views, info, 2)[1] is None
+
+
+def test_views_the_training_left_out_as_unexplained_are_neither_held_out_nor_learnt():
+    """A view the field's training left out (a wrong pose) is not a normal view held out for the threshold; it stays
+    with the views an interrupted training resumes on, and ``learnt_views`` drops it with the held-out ones."""
+    from omnipose.detector import learnt_views, split_held_out
+
+    views = PosedImages(torch.zeros(10, 2, 2, 3), torch.eye(4).repeat(10, 1, 1), torch.eye(3), [Path(f"{i}.png") for i in range(10)])
+    info = SimpleNamespace(train_image_paths=[str(p) for p in views.paths if p.name not in ("4.png", "6.png")],
+                           left_out_paths=["6.png"])  # fmt: skip
+    kept, held_out = split_held_out(views, info, 2)
+    assert [p.name for p in held_out.paths] == ["4.png"] and "6.png" in [p.name for p in kept.paths]
+    assert [p.name for p in learnt_views(kept, info).paths] == [f"{i}.png" for i in (0, 1, 2, 3, 5, 7, 8, 9)]
 
 
 def test_a_calibration_of_another_comparison_is_fitted_again_not_refused(fitted, tmp_path):

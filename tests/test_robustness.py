@@ -341,6 +341,16 @@ def test_the_evaluation_reports_metrics_without_flagged_queries(fitted_class, tm
     assert result.metrics["FAR_sp_confident"] == pytest.approx(np.mean([r["anomalous"] for r in records if r["pose_confident"]]))
 
 
+def test_a_field_trained_on_exact_poses_leaves_no_view_out(fitted_class):
+    """The halfway check for views the field cannot explain (``TrainConfig.unexplained_check_at``) ran on the
+    generated class's exact poses and found none: every view not held out for the threshold was learnt."""
+    detector, mad, _ = fitted_class
+    info = detector.info
+    assert info.step > detector.config.train.unexplained_check_at * detector.config.train.steps
+    assert info.left_out_paths == [] and "views_left_out" not in info.metrics
+    assert len(info.train_image_paths) == len(mad.train_images) - detector.config.held_out_views
+
+
 def test_a_checkpoint_of_another_size_is_refused(fitted_class):
     from dataclasses import replace
 

@@ -5,7 +5,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from omnipose.cli.train import add_refinement_arguments
+from omnipose.cli.train import add_refinement_arguments, unexplained_check_at
 from omnipose.compare import CompareConfig
 from omnipose.detector import DetectorConfig
 from omnipose.evaluation import run_class
@@ -92,7 +92,8 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
                             query_focal=args.focal, held_out_views=args.held_out_views, **fields)
     if args.minutes is not None:
         config.train = replace(config.train, minutes=args.minutes)
-    config.train = replace(config.train, refine_poses=args.refine_poses)
+    config.train = replace(config.train, refine_poses=args.refine_poses,
+                           unexplained_check_at=unexplained_check_at(args))
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity)
     config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor,
                              match_sharpness_from=args.match_sharpness_from)

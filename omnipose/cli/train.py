@@ -59,10 +59,18 @@ def load_training_data(args) -> tuple[PosedImages, str, str]:
 
 
 def add_refinement_arguments(parser: argparse.ArgumentParser, when: str = "") -> None:
-    """--refine-poses (``TrainConfig.refine_poses``)."""
+    """--keep-unexplained and --refine-poses (``TrainConfig.unexplained_check_at``, ``refine_poses``)."""
+    parser.add_argument("--keep-unexplained", action="store_true",
+                        help=when + "train on every view to the end, also those the field renders far worse than the others "
+                             "halfway through (by default they are named and left out: wrong poses, other objects)")
     parser.add_argument("--refine-poses", action="store_true",
                         help=when + "refine the training poses with the field (for poses from a reconstruction: MAD-Real, "
                                     "omnipose onboard, COLMAP); the refined poses are saved with it")
+
+
+def unexplained_check_at(args) -> float | None:
+    """``TrainConfig.unexplained_check_at`` as --keep-unexplained asks."""
+    return None if args.keep_unexplained else TrainConfig.unexplained_check_at
 
 
 def run_train(args) -> int:
@@ -70,7 +78,8 @@ def run_train(args) -> int:
     views, dataset, class_name = load_training_data(args)
     train_views, holdout = split_holdout(views, args.holdout)
     config = TrainConfig(steps=args.steps, minutes=args.minutes, seed=args.seed, device=args.device,
-                         dataset=dataset, class_name=class_name, refine_poses=args.refine_poses)  # fmt: skip
+                         dataset=dataset, class_name=class_name, refine_poses=args.refine_poses,
+                         unexplained_check_at=unexplained_check_at(args))  # fmt: skip
     out_dir = args.out if args.out is not None else Path("ckpts") / dataset / class_name
     try:
         model = train_model(train_views, config, out_dir, holdout=holdout, resume=args.resume, progress=not args.quiet)
@@ -80,5 +89,7 @@ def run_train(args) -> int:
     summary = f"trained {dataset}/{class_name}: {metrics.get('steps')} steps in {metrics.get('train_seconds', 0):.0f} s"
     if "psnr" in metrics:
         summary += f", held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}"
+    if metrics.get("views_left_out"):
+        summary += f"; {len(metrics['views_left_out'])} view(s) left out as unexplained (named above)"
     print(f"{summary}; checkpoint: {out_dir}")
     return 0

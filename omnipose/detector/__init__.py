@@ -13,6 +13,7 @@ from omnipose.detector.detector import (
     DetectorConfig,
     Prediction,
     decide,
+    learnt_views,
     split_held_out,
 )
 from omnipose.detector.references import (
@@ -41,6 +42,7 @@ __all__ = [
     "candidate_poses",
     "class_summary",
     "decide",
+    "learnt_views",
     "make_reference",
     "predict_or_fail",
     "read_finished",

@@ -247,6 +247,7 @@ class Detector:
             print(f"using the trained field in {self.ckpt_dir}")
         check_size(self)
         self.model.eval()
+        views = learnt_views(views, self.info)
         if self.info.config.get("refine_poses") and tuple(self.info.train_c2w.shape) == tuple(views.c2w.shape):
             # The poses (and focal length) the field refined while it learnt.
             views = replace(views, c2w=self.info.train_c2w.clone(), K=self.info.K.clone())
@@ -477,9 +478,11 @@ def decide(score: float, threshold: float | None, pose_confident: bool, review_u
 def split_held_out(views: PosedImages, info: CheckpointInfo | None, count: int) -> tuple[PosedImages, PosedImages | None]:
     """(the views the field learns from, the views kept out of its training: ``DetectorConfig.held_out_views``).
     A field already trained, in full or in part, keeps the split it was trained with (the views missing
-    from its ``train_image_paths``; none for a field trained on all of them)."""
+    from its ``train_image_paths``; none for a field trained on all of them). Views its training left out as
+    unexplained stay with the views it learns from, so that an interrupted training resumes on the same views
+    (``learnt_views`` drops them once it is trained)."""
     if info is not None:
-        trained = set(info.train_image_paths)
+        trained = set(info.train_image_paths) | set(info.left_out_paths)
         held_out = [i for i, path in enumerate(views.paths) if str(path) not in trained]
     elif count and len(views) >= 4 * count:
         held_out = ((np.arange(count) + 0.5) * len(views) / count).astype(int).tolist()  # between calibration's views
@@ -489,6 +492,17 @@ def split_held_out(views: PosedImages, info: CheckpointInfo | None, count: int) 
         return views, None
     kept = sorted(set(range(len(views))) - set(held_out))
     return views.subset(kept), views.subset(held_out)
+
+
+def learnt_views(views: PosedImages, info: CheckpointInfo) -> PosedImages:
+    """The views the field learnt from (its ``train_image_paths``): without the views kept out of its training
+    (``split_held_out``) and those its training left out as unexplained (``CheckpointInfo.left_out_paths``: their
+    poses or content disagree with the rest, so they serve neither as references nor for calibration)."""
+    trained = set(info.train_image_paths)
+    if not trained:  # a checkpoint that lists none (nerf-pytorch's)
+        return views
+    kept = [i for i, path in enumerate(views.paths) if str(path) in trained]
+    return views if len(kept) == len(views) else views.subset(kept)
 
 
 def score_held_out(detector: "Detector", held_out: PosedImages | None, progress: bool = True) -> None:

@@ -40,7 +40,9 @@ class CheckpointInfo:
     camera); train_c2w: (N, 4, 4) training poses (empty for nerf-pytorch checkpoints);
     aabb: (2, 3) scene box; config: the training config as a dict; step: optimisation steps done;
     backdrop: whether the training views had a plain backdrop replaced by the background colour
-    (``PosedImages.backdrop``), which queries then follow.
+    (``PosedImages.backdrop``), which queries then follow; left_out_paths: training views the field
+    stopped learning from as it could not explain them (``TrainConfig.unexplained_check_at``), which
+    train_c2w and train_image_paths do not list.
     """
 
     dataset: str
@@ -57,6 +59,7 @@ class CheckpointInfo:
     step: int
     metrics: dict = dataclasses.field(default_factory=dict)
     backdrop: bool = True
+    left_out_paths: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         """JSON-safe summary (poses as nested lists)."""
@@ -67,7 +70,7 @@ class CheckpointInfo:
             "K": None if self.K is None else self.K.tolist(), "background": list(self.background),
             "train_c2w": self.train_c2w.tolist(), "train_image_paths": list(self.train_image_paths),
             "aabb": self.aabb.tolist(), "config": self.config, "step": self.step, "metrics": self.metrics,
-            "backdrop": self.backdrop,
+            "backdrop": self.backdrop, "left_out_paths": list(self.left_out_paths),
         }  # fmt: skip
 
     def to_state(self) -> dict:
@@ -86,7 +89,7 @@ class CheckpointInfo:
             background=tuple(state["background"]), train_c2w=torch.as_tensor(state["train_c2w"], dtype=torch.float32),
             train_image_paths=list(state["train_image_paths"]), aabb=torch.as_tensor(state["aabb"], dtype=torch.float32),
             config=state["config"], step=int(state["step"]), metrics=dict(state.get("metrics", {})),
-            backdrop=bool(state.get("backdrop", True)),
+            backdrop=bool(state.get("backdrop", True)), left_out_paths=list(state.get("left_out_paths", [])),
         )  # fmt: skip
 
 

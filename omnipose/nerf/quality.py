@@ -50,3 +50,40 @@ def evaluate_views(model: torch.nn.Module, views: PosedImages, max_views: int | 
         "per_view": per_view,
         "seconds_per_image": elapsed / len(per_view),
     }
+
+
+@torch.no_grad()
+def object_psnrs(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor,
+                 background, max_width: int = 100) -> np.ndarray:
+    """PSNR of each view over its object only: the pixels the render covers or the image does not show as the
+    ``background`` colour, so that how much of the frame the object fills does not count. images (N, H, W, 3),
+    c2w (N, 4, 4), K (3, 3); rendered at most ``max_width`` pixels wide (the images averaged down to it)."""
+    count, height, width = images.shape[:3]
+    scale = min(1.0, max_width / width)
+    small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
+    small_K = K.clone().float()
+    small_K[0] *= small_w / width
+    small_K[1] *= small_h / height
+    colour = torch.as_tensor(background, dtype=torch.float32)
+    values = np.empty(count)
+    for i in range(count):
+        image = images[i].float()
+        if (small_h, small_w) != (height, width):
+            image = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], (small_h, small_w), mode="area")[0].permute(1, 2, 0)
+        out = model.render_image(c2w[i], small_K, small_h, small_w)
+        render = out["rgb"].cpu()
+        on_object = (out["opacity"].cpu() > 0.5) | ((image - colour).abs().amax(-1) > 0.05)
+        error = float(((render - image) ** 2).mean(-1)[on_object].mean()) if on_object.any() else 0.0
+        values[i] = float("inf") if error == 0 else -10.0 * math.log10(error)
+    return values
+
+
+def unexplained_views(psnrs: np.ndarray, gap_db: float) -> list[int]:
+    """Indices of the views whose object PSNR (``object_psnrs``) lies more than ``gap_db`` below the median view's:
+    a field reproduces every view it learnt from about as well, except those that disagree with the others (a pose
+    a reconstruction got wrong, a photo of something else). None among fewer than 8 views, where a median says
+    little."""
+    psnrs = np.asarray(psnrs, dtype=float)
+    if len(psnrs) < 8:
+        return []
+    return [int(i) for i in np.flatnonzero(psnrs < np.median(psnrs) - gap_db)]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -51,7 +52,7 @@ from omnipose.nerf.field import NGPField, NGPFieldConfig
 from omnipose.nerf.hash_grid import HashGridConfig, grid_levels
 from omnipose.nerf.models import RadianceModel, RenderConfig
 from omnipose.nerf.pose_refinement import PoseCorrections
-from omnipose.nerf.quality import evaluate_views
+from omnipose.nerf.quality import evaluate_views, object_psnrs, unexplained_views
 from omnipose.nerf.sampling import random_uniform
 
 
@@ -136,6 +137,16 @@ class TrainConfig(Config):
     on the onboarded lego views it moved the focal length further off (``docs/RESULTS.md``, onboarding)."""
     pose_lr: float = 1e-3
     """Adam learning rate of the pose corrections (radians; translations in camera distances)."""
+    unexplained_check_at: float | None = 0.5
+    """At this fraction of the steps, render each training view small and leave out of the rest of training the
+    views the field reproduces far worse than the others (``quality.unexplained_views``): a pose a reconstruction
+    got wrong, a photo of something else. They are named, and left out of the checkpoint's training views (and so
+    of retrieval, references and calibration). None: every view trains to the end."""
+    unexplained_gap_db: float = 8.0
+    """How far, in dB of PSNR over the object, a view must fall below the median training view to be left out at
+    ``unexplained_check_at``. There, fields on exact poses keep every view within 5.5 dB of the median (the 12
+    built-in classes and the lego at 200 px), and photos an onboarding registered 28 - 101 deg off fall 9 - 15 dB
+    below it (``docs/RESULTS.md``)."""
     distortion_weight: float = 0.0
     """Weight of Mip-NeRF 360's distortion loss (``compositing.distortion``, in scene units) beside the
     colour loss: it draws each ray's weight into one short stretch, so surfaces are solid and depth
@@ -160,11 +171,14 @@ class TrainConfig(Config):
         require(self, "refine_poses", isinstance(self.refine_poses, bool), "must be True or False")
         require(self, "refine_focal", isinstance(self.refine_focal, bool) and (self.refine_poses or not self.refine_focal),
                 "must be True or False, and True only with refine_poses")  # fmt: skip
-        positive(self, "checkpoint_every_steps", "checkpoint_every_seconds")
+        positive(self, "checkpoint_every_steps", "checkpoint_every_seconds", "unexplained_gap_db")
         optional_positive(self, "minutes", "target_samples", "max_rays", "lr")
         non_negative(self, "lr_warmup_steps", "weight_decay", "occupancy_warmup", "shrink_box_at", "eval_every",
                      "eval_views", "distortion_weight")
         fraction(self, "occupancy_fraction", open_low=True)
+        require(self, "unexplained_check_at", self.unexplained_check_at is None or (
+            isinstance(self.unexplained_check_at, (int, float)) and 0 < self.unexplained_check_at < 1),
+            "must be a fraction of the steps in (0, 1), or None for no check")  # fmt: skip
         require(self, "lr_milestones", isinstance(self.lr_milestones, (tuple, list)) and all(
             isinstance(m, (int, float)) and 0 <= m <= 1 for m in self.lr_milestones), "must be fractions of the progress in [0, 1]")  # fmt: skip
         require(self, "seed", isinstance(self.seed, int) and not isinstance(self.seed, bool), "must be an integer")
@@ -260,10 +274,22 @@ class RayBatcher:
         self.K = views.K.to(device, torch.float32)
         self.height, self.width = views.height, views.width
         self.pixels_per_view = self.height * self.width
+        self.kept_views: torch.Tensor | None = None
+
+    def leave_out(self, views: list[int]) -> None:
+        """Draw no more rays from the training views at these indices."""
+        kept = torch.ones(self.c2w.shape[0], dtype=torch.bool)
+        kept[list(views)] = False
+        self.kept_views = None if kept.all() else torch.nonzero(kept)[:, 0].to(self.device)
 
     def sample(self, n_rays: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns rays_o, rays_d (unit): (n, 3), target colours (n, 3) and the rays' views (n,)."""
-        index = torch.randint(0, self.colors.shape[0], (n_rays,), generator=generator, device=generator.device).to(self.device)
+        if self.kept_views is None:
+            index = torch.randint(0, self.colors.shape[0], (n_rays,), generator=generator, device=generator.device).to(self.device)
+        else:
+            pick = torch.randint(0, len(self.kept_views), (n_rays,), generator=generator, device=generator.device)
+            pixel = torch.randint(0, self.pixels_per_view, (n_rays,), generator=generator, device=generator.device)
+            index = self.kept_views[pick.to(self.device)] * self.pixels_per_view + pixel.to(self.device)
         offset = random_uniform((n_rays, 2), generator, self.device)
         view = index // self.pixels_per_view
         pixel = index % self.pixels_per_view
@@ -279,6 +305,27 @@ class RayBatcher:
 
 
 # ----------------------------------------------------------------------------- training
+def leave_out_unexplained(model: RadianceModel, views: PosedImages, c2w: torch.Tensor, K: torch.Tensor,
+                          batcher: RayBatcher, gap_db: float) -> list[int]:
+    """The training views the field cannot explain (``quality.unexplained_views`` at poses c2w and intrinsics K),
+    named on the console and left out of ``batcher``'s rays from now on."""
+    model.eval()
+    psnrs = object_psnrs(model, views.images, c2w, K, views.background)
+    found = unexplained_views(psnrs, gap_db)
+    if found:
+        if len(found) > len(views) // 4:
+            tqdm.write(f"warning: the field reproduces {len(found)} of the {len(views)} training views far worse than the "
+                       "others; their poses disagree with one another (a reconstruction folded?). Every view trains on.")
+            return []
+        median = float(np.median(psnrs))
+        named = ", ".join(f"{Path(views.paths[i]).name} ({psnrs[i] - median:+.1f} dB)" for i in found)
+        tqdm.write(f"warning: {len(found)} training view(s) left out, rendered far worse than the median view: {named}. "
+                   "Their poses disagree with the other views' (a reconstruction's mistake), or they show something the "
+                   "others do not. Check them; TrainConfig.unexplained_check_at=None trains on every view.")
+        batcher.leave_out(found)
+    return found
+
+
 def _restore(out_dir: Path, model: RadianceModel, optimizer, config: TrainConfig, device) -> tuple[int, dict]:
     """Load model (and, when consistent, optimiser) state from out_dir. Returns (step, trainer state)."""
     loaded, info = load_checkpoint(out_dir, device=device)
@@ -362,16 +409,26 @@ def train_model(
     elapsed = float(trainer.get("elapsed", 0.0))
     n_rays = int(trainer.get("n_rays", config.initial_rays))
     samples_per_ray = float(trainer.get("samples_per_ray", 0.0))
+    # Views the field could not explain, once checked (None: not yet): left out of training and of the checkpoint.
+    left_out: list[int] | None = trainer.get("left_out")
+    check_step = None if config.unexplained_check_at is None else max(1, round(config.unexplained_check_at * config.steps))
+
+    def current_poses() -> tuple[torch.Tensor, torch.Tensor]:
+        if corrections is None:
+            return views.c2w.clone().float(), views.K.clone().float()
+        return corrections.poses(views.c2w).cpu(), corrections.intrinsics(views.K).cpu()
 
     def make_info(metrics: dict | None = None) -> CheckpointInfo:
+        dropped = set(left_out or [])
+        kept = [i for i in range(len(views)) if i not in dropped]
+        c2w, K = current_poses()
         return CheckpointInfo(
             dataset=config.dataset, class_name=config.class_name, field_type=model.field_type,
-            width=views.width, height=views.height, background=tuple(views.background),
-            K=views.K.clone().float() if corrections is None else corrections.intrinsics(views.K).cpu(),
-            train_c2w=(views.c2w.clone().float() if corrections is None else corrections.poses(views.c2w).cpu()),
-            train_image_paths=[str(p) for p in views.paths],
+            width=views.width, height=views.height, background=tuple(views.background), K=K,
+            train_c2w=c2w[kept], train_image_paths=[str(views.paths[i]) for i in kept],
             aabb=model.aabb.detach().cpu().clone(), config={**config.to_dict(), "aabb_source": aabb_source},
             step=step, metrics=metrics or {}, backdrop=views.backdrop,
+            left_out_paths=[str(views.paths[i]) for i in left_out or []],
         )  # fmt: skip
 
     def checkpoint(metrics: dict | None = None) -> None:
@@ -379,6 +436,8 @@ def train_model(
             return
         trainer_state = {"rng": generator.get_state(), "elapsed": elapsed, "n_rays": n_rays,
                          "samples_per_ray": samples_per_ray, "history": history}  # fmt: skip
+        if left_out is not None:
+            trainer_state["left_out"] = list(left_out)
         if corrections is not None:
             trainer_state["pose_corrections"] = corrections.twists.detach().cpu().clone()
             if corrections.log_focal is not None:
@@ -386,6 +445,8 @@ def train_model(
         save_checkpoint(out_dir, model, make_info(metrics), optimizer, trainer_state)
 
     batcher = RayBatcher(views, device)
+    if left_out:
+        batcher.leave_out(left_out)
     budget = None if config.minutes is None else 60.0 * config.minutes
     last_save_time, last_save_step = time.perf_counter(), step
     bar = tqdm(total=config.steps, initial=step, desc=f"training {config.class_name}", disable=not progress, dynamic_ncols=True)
@@ -431,6 +492,9 @@ def train_model(
             bar.update(1)
             if step % 10 == 0 or step == 1:
                 bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{stats['psnr']:.2f}", rays=n_rays, spr=f"{samples_per_ray:.1f}")
+            if left_out is None and check_step is not None and step >= check_step:
+                left_out = leave_out_unexplained(model, views, *current_poses(), batcher, config.unexplained_gap_db)
+                model.train()
             if holdout is not None and len(holdout) and config.eval_every and step % config.eval_every == 0:
                 scores = evaluate_views(model, holdout, config.eval_views)
                 history.append({"step": step, "elapsed": elapsed, "train_psnr": stats["psnr"],
@@ -453,6 +517,8 @@ def train_model(
     bar.close()
     model.eval()
     metrics: dict = {"steps": step, "train_seconds": elapsed}
+    if left_out:
+        metrics["views_left_out"] = [str(views.paths[i]) for i in left_out]
     if holdout is not None and len(holdout):
         scores = evaluate_views(model, holdout, progress=progress)
         metrics.update({"psnr": scores["psnr"], "ssim": scores["ssim"], "seconds_per_image": scores["seconds_per_image"]})
