@@ -138,10 +138,11 @@ class TrainConfig(Config):
     pose_lr: float = 1e-3
     """Adam learning rate of the pose corrections (radians; translations in camera distances)."""
     unexplained_check_at: float | None = 0.5
-    """At this fraction of the steps, render each training view small and leave out of the rest of training the
-    views the field reproduces far worse than the others (``quality.unexplained_views``): a pose a reconstruction
-    got wrong, a photo of something else. They are named, and left out of the checkpoint's training views (and so
-    of retrieval, references and calibration). None: every view trains to the end."""
+    """At this fraction of the training (of the steps, or of the minutes where those run out first), render each
+    training view small and leave out of the rest of training the views the field reproduces far worse than the
+    others (``quality.unexplained_views``): a pose a reconstruction got wrong, a photo of something else. They are
+    named, and left out of the checkpoint's training views (and so of retrieval, references and calibration).
+    None: every view trains to the end."""
     unexplained_gap_db: float = 8.0
     """How far, in dB of PSNR over the object, a view must fall below the median training view to be left out at
     ``unexplained_check_at``. There, fields on exact poses keep every view within 5.5 dB of the median (the 12
@@ -411,7 +412,6 @@ def train_model(
     samples_per_ray = float(trainer.get("samples_per_ray", 0.0))
     # Views the field could not explain, once checked (None: not yet): left out of training and of the checkpoint.
     left_out: list[int] | None = trainer.get("left_out")
-    check_step = None if config.unexplained_check_at is None else max(1, round(config.unexplained_check_at * config.steps))
 
     def current_poses() -> tuple[torch.Tensor, torch.Tensor]:
         if corrections is None:
@@ -492,7 +492,8 @@ def train_model(
             bar.update(1)
             if step % 10 == 0 or step == 1:
                 bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{stats['psnr']:.2f}", rays=n_rays, spr=f"{samples_per_ray:.1f}")
-            if left_out is None and check_step is not None and step >= check_step:
+            checking = config.unexplained_check_at is not None and progress_fraction >= config.unexplained_check_at
+            if left_out is None and checking:
                 left_out = leave_out_unexplained(model, views, *current_poses(), batcher, config.unexplained_gap_db)
                 model.train()
             if holdout is not None and len(holdout) and config.eval_every and step % config.eval_every == 0:
