@@ -70,6 +70,7 @@ import torch  # noqa: E402
 from bench_common import git_commit  # noqa: E402
 
 from omnipose.cli.onboard import ONBOARD_MATCHERS  # noqa: E402
+from omnipose.cli.train import unexplained_check_at  # noqa: E402
 from omnipose.compare import Comparator, CompareConfig  # noqa: E402
 from omnipose.core.errors import DataError  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
@@ -92,7 +93,7 @@ from omnipose.evaluation import (  # noqa: E402
     evaluate_pad,
     is_defined,  # noqa: E402
 )
-from omnipose.nerf import TrainConfig, default_field_config, split_holdout  # noqa: E402
+from omnipose.nerf import default_field_config, split_holdout  # noqa: E402
 from omnipose.pose import (
     prepare_query,  # noqa: E402
     rotation_affine,  # noqa: E402
@@ -652,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"_heldout{args.held_out_views}" if args.held_out_views else "") + ("_reflection" if args.reflection else "")
               + ("_keepall" if args.keep_unexplained else ""))
     field = replace(default_field_config(), reflection=True) if args.reflection else None
-    check_at = None if args.keep_unexplained else TrainConfig.unexplained_check_at
+    check_at = unexplained_check_at(args)
     poses_note = ", fields trained on onboarded poses" if onboarded else ""
     if "builtin" in cases:
         def builtin_root(size: int) -> Path:

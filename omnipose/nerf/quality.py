@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from omnipose.core.geometry import scale_intrinsics
+from omnipose.core.image import foreground_mask, resize_to_width
 from omnipose.data import PosedImages
 
 
@@ -57,24 +59,19 @@ def object_psnrs(model: torch.nn.Module, images: torch.Tensor, c2w: torch.Tensor
                  background, max_width: int = 100) -> np.ndarray:
     """PSNR of each view over its object only: the pixels the render covers or the image does not show as the
     ``background`` colour, so that how much of the frame the object fills does not count. images (N, H, W, 3),
-    c2w (N, 4, 4), K (3, 3); rendered at most ``max_width`` pixels wide (the images averaged down to it)."""
+    c2w (N, 4, 4), K (3, 3); rendered at most ``max_width`` pixels wide (the images shrunk to it)."""
     count, height, width = images.shape[:3]
-    scale = min(1.0, max_width / width)
-    small_h, small_w = max(1, round(height * scale)), max(1, round(width * scale))
-    small_K = K.clone().float()
-    small_K[0] *= small_w / width
-    small_K[1] *= small_h / height
-    colour = torch.as_tensor(background, dtype=torch.float32)
+    small_w = min(width, max_width)
     values = np.empty(count)
     for i in range(count):
-        image = images[i].float()
-        if (small_h, small_w) != (height, width):
-            image = torch.nn.functional.interpolate(image.permute(2, 0, 1)[None], (small_h, small_w), mode="area")[0].permute(1, 2, 0)
-        out = model.render_image(c2w[i], small_K, small_h, small_w)
-        render = out["rgb"].cpu()
-        on_object = (out["opacity"].cpu() > 0.5) | ((image - colour).abs().amax(-1) > 0.05)
-        error = float(((render - image) ** 2).mean(-1)[on_object].mean()) if on_object.any() else 0.0
-        values[i] = float("inf") if error == 0 else -10.0 * math.log10(error)
+        image = images[i].float().cpu().numpy()
+        if small_w < width:
+            image = resize_to_width(image, small_w)
+        small_h = image.shape[0]
+        out = model.render_image(c2w[i], scale_intrinsics(K.float(), small_w / width, small_h / height), small_h, small_w)
+        on_object = (out["opacity"].cpu() > 0.5) | torch.from_numpy(foreground_mask(image, background, 0.05))
+        image = torch.from_numpy(image)
+        values[i] = psnr(out["rgb"].cpu()[on_object], image[on_object]) if on_object.any() else float("inf")
     return values
 
 
