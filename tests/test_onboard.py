@@ -320,7 +320,7 @@ def test_onboard_leaving_out_runs_again_without_the_photos_it_refused(tmp_path, 
     _write_images(photos, ["a.png", "b.png", "c.png", "d.png"])
     seen = []
 
-    def refuse_b(images, out, config=None, masks=None, matcher=None):
+    def refuse_b(images, out, config=None, masks=None, matcher=None, field_check=None):
         names = sorted(p.name for p in Path(images).iterdir())
         seen.append(names)
         if "b.png" in names:
@@ -487,6 +487,55 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once", "two sides once"]
 
 
+def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_check_holds_and_refused_where_not(
+        tmp_path, lego_dir, monkeypatch):
+    """Where every mapping's final adjustment moved cameras by degrees (without diverging), onboard given a
+    ``field_check`` asks it about the mapping that moved the fewest, as the class folder it would write: kept
+    and written where the check holds (its verdict in the report), refused with the check's figure and nothing
+    written where it does not. Without a check such mappings are refused
+    (test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_next_seed)."""
+    pytest.importorskip("pycolmap")
+    from omnipose.data import FoldedMappingError, sfm
+
+    _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
+    real_adjustment, attempts = sfm.checked_final_adjustment, []
+
+    def drifted(pycolmap, reconstruction, images, config):  # the real adjustment, said to have moved cameras
+        adjusted, stats = real_adjustment(pycolmap, reconstruction, images, config)
+        attempts.append(adjusted)
+        moved = ["r_3.png", "r_7.png"][: 3 - len(attempts)]  # two in the first mapping, one in the second
+        raise FoldedMappingError(moved, f"the reconstruction does not hold together ({len(attempts)})",
+                                 (adjusted, {**stats, "final_adjustment": f"adjusted, moved {moved}",
+                                             "moved_cameras": {name: [5.0, 0.01] for name in moved}}))
+
+    monkeypatch.setattr(sfm, "checked_final_adjustment", drifted)
+    asked = []
+
+    def check(held):
+        def field_check(folder):
+            views = load_transforms(folder / "transforms.json", progress=False)
+            asked.append((folder.is_relative_to(tmp_path / "root") and not folder.is_relative_to(tmp_path / "root" / "kept"),
+                          len(views), (folder / "onboard_report.json").is_file()))  # fmt: skip
+            return {"held": held, "median_object_psnr_db": 25.0 if held else 14.0, "min_psnr_db": 21.0, "steps": 1000}
+        return field_check
+
+    config = OnboardConfig(num_threads=2, mapping_attempts=2)
+    with pytest.warns(UserWarning, match=r"moved cameras by degrees \(r_3.png\); kept, as a field .* 25.0 dB"):
+        report = onboard(tmp_path / "photos", tmp_path / "root" / "kept", config, field_check=check(True))
+    assert len(attempts) == 2 and asked == [(True, 12, True)]  # staged beside --out, the 12 photos posed
+    assert report["field_check"]["held"] and report["final_adjustment"] == "adjusted, moved ['r_3.png']"
+    assert report["mapping_kept"] == 2 and report["moved_cameras"] == {"r_3.png": [5.0, 0.01]}
+    assert report["images_registered"] == 12 and (tmp_path / "root" / "kept" / "transforms.json").is_file()
+    assert json.loads((tmp_path / "root" / "kept" / "onboard_report.json").read_text())["field_check"]["held"]
+
+    attempts.clear()
+    with pytest.warns(UserWarning), pytest.raises(FoldedMappingError,
+                                                  match=r"does not hold together \(2\).*draws them at 14.0 dB.*under the 21.0"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "refused", config, field_check=check(False))
+    assert len(attempts) == 2 and len(asked) == 2
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["kept"]
+
+
 def _relative_rotation_errors(reconstruction, c2w: np.ndarray) -> np.ndarray:
     """Degrees between each pair of cameras' relative rotations in the reconstruction and in c2w (no
     alignment of frames needed)."""
@@ -613,6 +662,10 @@ def test_a_final_adjustment_that_throws_a_camera_off_is_done_again_or_refused(mo
     with pytest.raises(sfm.FoldedMappingError, match=folded) as refused:
         sfm.checked_final_adjustment(pycolmap, reconstruction, Path("unused"), config)
     assert calls == [1, 2, 3, 4, 5] and refused.value.cameras == ["1.png", "4.png", "8.png"]
+    # The drifted adjustment comes with the refusal, for onboard's field check to judge.
+    adjusted, stats = refused.value.drifted
+    assert sorted(stats["moved_cameras"]) == ["1.png", "4.png", "8.png"] and "moved 1.png 4." in stats["final_adjustment"]
+    assert sorted(sfm.moved_cameras(sfm.camera_poses(reconstruction), sfm.camera_poses(adjusted))) == ["1.png", "4.png", "8.png"]
 
 
 def test_the_keypoint_floor_of_the_onboarding_bench_finds_the_noise_and_the_true_cameras(tmp_path):
@@ -698,6 +751,12 @@ def test_the_onboard_command_refines_keypoints_unless_told_not_to():
     config = config_from_args(build_parser().parse_args(base))
     assert config.refine_keypoints and config.blur_margin is None and config.num_threads == 2
     assert not config_from_args(build_parser().parse_args([*base, "--no-keypoint-refinement"])).refine_keypoints
+    # A mapping whose final adjustment moved cameras is judged by a short field unless --no-field-check.
+    from omnipose.cli.onboard import onboard_field_check
+    from omnipose.nerf import FieldCheck
+
+    assert not build_parser().parse_args(base).no_field_check and build_parser().parse_args([*base, "--no-field-check"]).no_field_check
+    assert isinstance(onboard_field_check(), FieldCheck) and onboard_field_check(False) is None
 
 
 # ----------------------------------------------------------------------------- onboard: a real run

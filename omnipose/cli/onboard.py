@@ -33,6 +33,10 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--no-keypoint-refinement", action="store_true",
                         help="leave the keypoints where the detector put them (default: each track's keypoints are "
                              "moved, at most 2 px, so that its photos agree around them, before the final adjustment)")
+    parser.add_argument("--no-field-check", action="store_true",
+                        help="refuse a mapping whose final adjustment moved cameras by degrees (default: a short field, "
+                             "one to three minutes on 2 CPU cores, is trained on it first and the mapping kept where the field draws the photos "
+                             "well: the adjustment then corrected cameras rather than folding them)")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log (default: its warnings and errors only)")
     return parser
@@ -47,6 +51,15 @@ def onboard_matcher(name: str):
     return make_matcher(name, device="cpu", max_keypoints=LEARNED_KEYPOINTS)
 
 
+def onboard_field_check(enabled: bool = True, progress: bool = True):
+    """The ``field_check`` ``onboard`` takes (``omnipose.nerf.FieldCheck``; None where not ``enabled``)."""
+    if not enabled:
+        return None
+    from omnipose.nerf import FieldCheck
+
+    return FieldCheck(progress=progress)
+
+
 def config_from_args(args: argparse.Namespace) -> OnboardConfig:
     """The ``OnboardConfig`` of the parsed options."""
     return OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
@@ -55,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> OnboardConfig:
 
 
 def run_onboard(args: argparse.Namespace) -> int:
-    report = onboard(args.images, args.out, config_from_args(args), masks=args.masks, matcher=onboard_matcher(args.matcher))
+    report = onboard(args.images, args.out, config_from_args(args), masks=args.masks, matcher=onboard_matcher(args.matcher),
+                     field_check=onboard_field_check(not args.no_field_check))  # fmt: skip
     camera = report["camera"]
     print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
           f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "

@@ -315,9 +315,12 @@ def incremental_mapping(pycolmap, database: Path, images: Path, work: Path, coun
     return reconstruction, first_pass
 
 
-def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> tuple[object, dict]:
+def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, keep_drifted: bool = False) -> tuple[object, dict]:
     """Features, matches (SIFT, or ``matcher``'s: ``learned_matches``), mapping and final bundle
-    adjustment in ``work``. Returns (reconstruction, stats)."""
+    adjustment in ``work``. Returns (reconstruction, stats). keep_drifted: where no mapping passed its
+    checks but one's final adjustment moved cameras by degrees without diverging, return that one (the
+    fewest cameras moved; 'mapping_kept' says which), its stats' 'drifted' naming the cameras and holding
+    the refusal, for the caller to judge; otherwise that refusal is raised."""
     pycolmap = import_pycolmap()
     pycolmap.set_random_seed(config.seed)
     database = work / "database.db"
@@ -343,7 +346,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
     pairs, features = read_matches(pycolmap, database)
     check_one_object(names, pairs, config.min_images)
     failure: DataError | None = None
-    timings["mapping_s"], mirrored_mappings = 0.0, 0
+    timings["mapping_s"], mirrored_mappings, least_drift = 0.0, 0, None
     for attempt in range(config.mapping_attempts):
         start = time.perf_counter()
         mapped, first_pass = incremental_mapping(
@@ -378,6 +381,9 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
             reconstruction, adjustment = checked_final_adjustment(pycolmap, mapped, work / "images", config)
         except FoldedMappingError as folded:
             failure = folded
+            moved = len(folded.drifted[1]["moved_cameras"]) if folded.drifted is not None else None
+            if moved is not None and (least_drift is None or moved < len(least_drift[1].drifted[1]["moved_cameras"])):
+                least_drift = (attempt + 1, folded)
             if attempt + 1 < config.mapping_attempts:
                 warnings.warn(f"onboard: the final adjustment of mapping {attempt + 1} moved cameras by degrees "
                               f"({', '.join(folded.cameras[:5])}): the mapping does not hold together; mapping again "
@@ -385,7 +391,12 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None) -> 
             continue
         break
     else:
-        raise failure
+        if not (keep_drifted and least_drift is not None):
+            raise failure
+        kept_mapping, refusal = least_drift
+        reconstruction, adjustment = refusal.drifted
+        adjustment = {**adjustment, "mapping_kept": kept_mapping,
+                      "drifted": {"cameras": sorted(adjustment["moved_cameras"]), "refusal": str(refusal)}}
     timings.update(adjustment.pop("timings"))
     stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
              **adjustment, "timings": timings}
@@ -480,13 +491,18 @@ def write_class(stage: Path, reconstruction, images_dir: Path, prepared: dict, s
 
 
 def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = None, masks: str | Path | None = None,
-            matcher=None) -> dict:
+            matcher=None, field_check=None) -> dict:
     """Poses of the photos in ``images`` by structure from motion, written as a class folder at ``out``.
 
     masks: optional folder of object masks (same names as the photos; white = object); without it the
     photos' alpha channel, when they have one, says where the object is. matcher: a learned keypoint
     matcher (``omnipose.pose.make_matcher("xfeat")``: ``extract`` and ``match``) used instead of SIFT:
     it matches photos 15-30 degrees apart over repeating texture where SIFT finds a handful of matches.
+    field_check: where every mapping was refused and one only because its final adjustment moved cameras by
+    degrees (which a fold does, and so does an adjustment correcting cameras the mapping left off), a judge
+    of that mapping (``omnipose.nerf.FieldCheck``): called with the class folder as it would be written, it
+    returns a dict whose 'held' says whether the views hold together; the class is written where they do
+    (the verdict in the report's 'field_check'), refused as before otherwise. None: refused.
     Returns the report (also in ``out/onboard_report.json``). Nothing is left at ``out`` on failure.
     """
     config = config or OnboardConfig()
@@ -504,7 +520,8 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         work, stage = temp / "work", temp / "class"
         prepared = prepare_photos(photos, work, masks, config)
         with colmap_log(config.verbose):
-            reconstruction, stats = run_sfm(work, prepared, config, matcher)
+            reconstruction, stats = run_sfm(work, prepared, config, matcher, keep_drifted=field_check is not None)
+        drifted = stats.pop("drifted", None)
         images_dir = work / "images"
         if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
             pycolmap = import_pycolmap()
@@ -517,6 +534,17 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
             images_dir = undistorted / "images"
             stats["undistorted"] = True
         report = write_class(stage, reconstruction, images_dir, prepared, stats, config)
+        if drifted is not None:
+            report["field_check"] = verdict = field_check(stage)
+            if not verdict["held"]:
+                raise FoldedMappingError(
+                    drifted["cameras"], f"{drifted['refusal']} A field trained on that mapping's photos "
+                    f"({verdict['steps']} steps) draws them at {verdict['median_object_psnr_db']:.1f} dB over the object, "
+                    f"under the {verdict['min_psnr_db']:.1f} dB of photos whose cameras hold together.")
+            warnings.warn(f"onboard: the final adjustment moved cameras by degrees ({', '.join(drifted['cameras'][:5])}); "
+                          f"kept, as a field trained on the photos draws them at {verdict['median_object_psnr_db']:.1f} "
+                          "dB over the object: the cameras hold together as a whole. A few photos may still be far off; "
+                          "training leaves out those its field cannot explain.", stacklevel=2)
         report["images_given"] = len(photos)
         report["timings"]["total_s"] = time.perf_counter() - start
         atomic_write_json(stage / "onboard_report.json", report)
@@ -529,7 +557,8 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
 
 
 def onboard_leaving_out(images: str | Path, out: str | Path, config: OnboardConfig | None = None,
-                        masks: str | Path | None = None, matcher=None, retries: int = 1) -> tuple[dict, list[str]]:
+                        masks: str | Path | None = None, matcher=None, retries: int = 1,
+                        field_check=None) -> tuple[dict, list[str]]:
     """``onboard`` doing what a user does when it refuses single photos (they did not register, or
     registered mirrored): run again without them, at most ``retries`` times. ``images`` is left as it
     is (the others are linked into a temporary folder). Returns the report and the photos left out."""
@@ -538,7 +567,7 @@ def onboard_leaving_out(images: str | Path, out: str | Path, config: OnboardConf
     with tempfile.TemporaryDirectory(prefix=".onboard-photos-", dir=Path(out).parent) as kept:
         for attempt in range(retries + 1):
             try:
-                return onboard(kept if left_out else images, out, config, masks, matcher), left_out
+                return onboard(kept if left_out else images, out, config, masks, matcher, field_check=field_check), left_out
             except PhotosRefusedError as error:
                 if attempt == retries:
                     raise

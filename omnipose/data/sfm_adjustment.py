@@ -99,10 +99,19 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
         if not (refinement and diverged):  # cameras that drift by degrees: the mapping itself does not hold together
             break
         warnings.warn(f"onboard: {problems[-1]}; adjusting again without the keypoint refinement.", stacklevel=3)
+    drifted = None
+    if not diverged:
+        moves = ", ".join(f"{name} {deg:.1f} deg" for name, (deg, _) in moved.items())
+        kept = (f"{'keypoints refined, then adjusted' if refinement else 'adjusted'}; the adjustment moved {moves} "
+                f"(reprojection error {error_before:.3g} -> {error:.3g} px)")
+        counts = {k: v for k, v in refinement.items() if k != "seconds"}
+        drifted = (adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings,
+                              "moved_cameras": {name: [round(deg, 2), round(shift, 4)] for name, (deg, shift) in moved.items()}})
     raise FoldedMappingError(
         sorted(thrown_off),
         f"the reconstruction does not hold together: its final bundle adjustment moved cameras far from where the "
         f"mapping put them ({'; '.join(problems)}). On a plain or symmetric object, matches between its sides fold "
         "the cameras onto each other. Photograph the object on a textured surface (a printed page, a marked "
-        "turntable) or with more of its texture in view, and remove the named photos if they show a side alone."
+        "turntable) or with more of its texture in view, and remove the named photos if they show a side alone.",
+        drifted,
     )

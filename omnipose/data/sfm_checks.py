@@ -196,10 +196,14 @@ class MirroredPhotosError(PhotosRefusedError):
 class FoldedMappingError(DataError):
     """The final bundle adjustment moved cameras by degrees from where the mapping put them, the reprojection
     error holding: the mapping does not hold together (a plain, symmetric figure's sides folded onto each
-    other). ``cameras`` names them; another mapping (another seed) may not fold."""
+    other). ``cameras`` names them; another mapping (another seed) may not fold. ``drifted``: where the
+    adjustment converged (it did not diverge), (the adjusted reconstruction, its stats as
+    ``checked_final_adjustment`` returns them), for a caller that can judge it otherwise (``sfm.onboard``'s
+    ``field_check``): the same drift also corrects cameras a mapping left degrees off."""
 
-    def __init__(self, cameras: list[str], message: str):
+    def __init__(self, cameras: list[str], message: str, drifted: tuple | None = None):
         self.cameras = list(cameras)
+        self.drifted = drifted
         super().__init__(message)
 
 

@@ -5,7 +5,8 @@ Modules, in the order a point becomes a pixel and a model a file:
 ``hash_grid`` and ``triplane`` (learned grid encodings), ``field`` (NGP field), ``nerf_mlp``
 (nerf-pytorch's network), ``bounds`` (scene box), ``sampling`` (random draws, pdf sampling),
 ``occupancy`` (empty-space skipping), ``compositing`` (volume rendering), ``models`` (field +
-rendering), ``quality`` (PSNR / SSIM), ``checkpoint`` (files), ``train`` (the training loop).
+rendering), ``quality`` (PSNR / SSIM), ``checkpoint`` (files), ``train`` (the training loop), ``consistency``
+(whether posed views hold together, by a short field).
 """
 from omnipose.nerf.bounds import (
     DEFAULT_AABB,
@@ -19,6 +20,7 @@ from omnipose.nerf.checkpoint import (
     save_checkpoint,
 )
 from omnipose.nerf.compositing import composite, composite_samples, distortion, nerf_raw_to_outputs
+from omnipose.nerf.consistency import FieldCheck, FieldCheckConfig
 from omnipose.nerf.encoding import PositionalEncoding, SphericalHarmonicsEncoding
 from omnipose.nerf.field import NGPField, NGPFieldConfig, truncated_exp
 from omnipose.nerf.hash_grid import (
@@ -47,6 +49,8 @@ from omnipose.nerf.triplane import TriPlaneConfig, TriPlaneEncoding
 __all__ = [
     "CheckpointInfo",
     "DEFAULT_AABB",
+    "FieldCheck",
+    "FieldCheckConfig",
     "HashGridConfig",
     "HashGridEncoding",
     "NGPField",
