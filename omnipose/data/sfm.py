@@ -319,8 +319,8 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, kee
     """Features, matches (SIFT, or ``matcher``'s: ``learned_matches``), mapping and final bundle
     adjustment in ``work``. Returns (reconstruction, stats). keep_drifted: where no mapping passed its
     checks but one's final adjustment moved cameras by degrees without diverging, return that one (the
-    fewest cameras moved; 'mapping_kept' says which), its stats' 'drifted' naming the cameras and holding
-    the refusal, for the caller to judge; otherwise that refusal is raised."""
+    fewest cameras moved; 'mapping_kept' says which, 'moved_cameras' names them), its stats'
+    'drift_refusal' holding the refusal, for the caller to judge; otherwise that refusal is raised."""
     pycolmap = import_pycolmap()
     pycolmap.set_random_seed(config.seed)
     database = work / "database.db"
@@ -381,9 +381,10 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, kee
             reconstruction, adjustment = checked_final_adjustment(pycolmap, mapped, work / "images", config)
         except FoldedMappingError as folded:
             failure = folded
-            moved = len(folded.drifted[1]["moved_cameras"]) if folded.drifted is not None else None
-            if moved is not None and (least_drift is None or moved < len(least_drift[1].drifted[1]["moved_cameras"])):
-                least_drift = (attempt + 1, folded)
+            if folded.drifted is not None:
+                moved = len(folded.drifted[1]["moved_cameras"])
+                if least_drift is None or moved < least_drift[0]:
+                    least_drift = (moved, attempt + 1, folded)
             if attempt + 1 < config.mapping_attempts:
                 warnings.warn(f"onboard: the final adjustment of mapping {attempt + 1} moved cameras by degrees "
                               f"({', '.join(folded.cameras[:5])}): the mapping does not hold together; mapping again "
@@ -393,10 +394,9 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, kee
     else:
         if not (keep_drifted and least_drift is not None):
             raise failure
-        kept_mapping, refusal = least_drift
+        _, kept_mapping, refusal = least_drift
         reconstruction, adjustment = refusal.drifted
-        adjustment = {**adjustment, "mapping_kept": kept_mapping,
-                      "drifted": {"cameras": sorted(adjustment["moved_cameras"]), "refusal": str(refusal)}}
+        adjustment = {**adjustment, "mapping_kept": kept_mapping, "drift_refusal": str(refusal)}
     timings.update(adjustment.pop("timings"))
     stats = {"matching": strategy, "registered_first_pass": first_pass, "mapping_attempts": attempt + 1,
              **adjustment, "timings": timings}
@@ -521,7 +521,7 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
         prepared = prepare_photos(photos, work, masks, config)
         with colmap_log(config.verbose):
             reconstruction, stats = run_sfm(work, prepared, config, matcher, keep_drifted=field_check is not None)
-        drifted = stats.pop("drifted", None)
+        drift_refusal = stats.pop("drift_refusal", None)
         images_dir = work / "images"
         if any(camera.model.name not in ("SIMPLE_PINHOLE", "PINHOLE") for camera in reconstruction.cameras.values()):
             pycolmap = import_pycolmap()
@@ -534,14 +534,15 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
             images_dir = undistorted / "images"
             stats["undistorted"] = True
         report = write_class(stage, reconstruction, images_dir, prepared, stats, config)
-        if drifted is not None:
+        if drift_refusal is not None:
             report["field_check"] = verdict = field_check(stage)
+            moved = sorted(stats["moved_cameras"])
             if not verdict["held"]:
                 raise FoldedMappingError(
-                    drifted["cameras"], f"{drifted['refusal']} A field trained on that mapping's photos "
+                    moved, f"{drift_refusal} A field trained on that mapping's photos "
                     f"({verdict['steps']} steps) draws them at {verdict['median_object_psnr_db']:.1f} dB over the object, "
                     f"under the {verdict['min_psnr_db']:.1f} dB of photos whose cameras hold together.")
-            warnings.warn(f"onboard: the final adjustment moved cameras by degrees ({', '.join(drifted['cameras'][:5])}); "
+            warnings.warn(f"onboard: the final adjustment moved cameras by degrees ({', '.join(moved[:5])}); "
                           f"kept, as a field trained on the photos draws them at {verdict['median_object_psnr_db']:.1f} "
                           "dB over the object: the cameras hold together as a whole. A few photos may still be far off; "
                           "training leaves out those its field cannot explain.", stacklevel=2)

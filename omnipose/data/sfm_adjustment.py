@@ -69,6 +69,12 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
     mapped.update_point_3d_errors()
     before, error_before = camera_poses(mapped), mapped.compute_mean_reprojection_error()
     timings, problems, thrown_off = {}, [], {}
+
+    def kept_stats(refinement: dict, note: str) -> dict:
+        steps = "keypoints refined, then adjusted" if refinement else "adjusted"
+        return {"keypoint_refinement": {k: v for k, v in refinement.items() if k != "seconds"},
+                "final_adjustment": f"{steps}{note}", "timings": timings}
+
     for refine in (True, False) if config.refine_keypoints else (False,):
         adjusted = pycolmap.Reconstruction(mapped)
         refinement = refine_reconstruction(adjusted, images_dir, config.keypoint_max_shift,
@@ -83,11 +89,7 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
         moved = moved_cameras(before, camera_poses(adjusted))
         blew_up = not np.isfinite(error) or error > 2 * error_before + 0.5
         if not blew_up and not moved:
-            kept = "keypoints refined, then adjusted" if refinement else "adjusted"
-            if problems:
-                kept += f", after {'; '.join(problems)}"
-            counts = {k: v for k, v in refinement.items() if k != "seconds"}
-            return adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings}
+            return adjusted, kept_stats(refinement, f", after {'; '.join(problems)}" if problems else "")
         thrown_off.update(moved)
         listed = ", ".join(f"{name} ({deg:.1f} deg, {100 * shift:.0f} %)"
                            for name, (deg, shift) in list(moved.items())[:5])  # fmt: skip
@@ -102,11 +104,10 @@ def checked_final_adjustment(pycolmap, reconstruction, images_dir: Path, config:
     drifted = None
     if not diverged:
         moves = ", ".join(f"{name} {deg:.1f} deg" for name, (deg, _) in moved.items())
-        kept = (f"{'keypoints refined, then adjusted' if refinement else 'adjusted'}; the adjustment moved {moves} "
-                f"(reprojection error {error_before:.3g} -> {error:.3g} px)")
-        counts = {k: v for k, v in refinement.items() if k != "seconds"}
-        drifted = (adjusted, {"keypoint_refinement": counts, "final_adjustment": kept, "timings": timings,
-                              "moved_cameras": {name: [round(deg, 2), round(shift, 4)] for name, (deg, shift) in moved.items()}})
+        stats = kept_stats(refinement, f"; the adjustment moved {moves} (reprojection error {error_before:.3g} -> "
+                                       f"{error:.3g} px)")
+        stats["moved_cameras"] = {name: [round(deg, 2), round(shift, 4)] for name, (deg, shift) in moved.items()}
+        drifted = (adjusted, stats)
     raise FoldedMappingError(
         sorted(thrown_off),
         f"the reconstruction does not hold together: its final bundle adjustment moved cameras far from where the "
