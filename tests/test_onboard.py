@@ -31,6 +31,9 @@ from omnipose.data import (
 )
 from omnipose.data.colmap import apply_similarity, qvec_to_rotmat, rotmat_to_qvec
 
+CAP = {"max_unseen_arc_deg": None}
+"""The lego views these tests onboard lie on one cap of the hemisphere, not all around the object."""
+
 
 def _cameras(count=12, radius=4.0):
     """OpenGL c2w (N, 4, 4) float64 around a target off the origin, at several heights."""
@@ -272,6 +275,32 @@ def test_photos_of_two_sides_put_at_one_viewpoint_are_flagged_as_a_folded_mappin
     assert "3 pairs of photos at the same viewpoint" in str(error) and "in each of 3 mappings (back and front" in str(error)
 
 
+def test_cameras_all_around_leave_a_narrow_arc_unseen_and_a_fold_leaves_half_the_object():
+    """``unseen_arc_deg``: rings of cameras all around leave one stop's arc unseen, in any world frame (the vertical
+    is the cameras' up); the same cameras folded by a half turn onto one side, as a mapping folds a near-symmetric
+    object, leave half the circle; cameras looking down from overhead count for no side."""
+    from omnipose.data.sfm_checks import unseen_arc_deg
+
+    def world_to_camera(c2w):
+        return np.stack([np.concatenate([qvec_to_rotmat(q), t[:, None]], axis=1) for q, t in map(c2w_to_colmap, c2w)])
+
+    centre = np.array([0.3, -0.2, 0.1])
+    azimuths = np.radians(np.arange(24) * 15.0 + 3.0)
+    rings = np.stack([spherical_pose(a, np.radians(10.0 + 25.0 * (i % 3)), 4.0, target=tuple(centre)).double().numpy()
+                      for i, a in enumerate(azimuths)])  # fmt: skip
+    turn = np.eye(4)
+    turn[:3, :3] = qvec_to_rotmat(np.array([0.8, 0.2, -0.5, 0.26]) / np.linalg.norm([0.8, 0.2, -0.5, 0.26]))
+    for frame in (np.eye(4), turn):  # the world turned: the arc does not change
+        moved = apply_similarity(frame, rings)
+        assert unseen_arc_deg(world_to_camera(moved), frame[:3, :3] @ centre + frame[:3, 3]) == pytest.approx(15.0)
+    folded = np.stack([spherical_pose(a % np.pi, np.radians(10.0 + 25.0 * (i % 3)), 4.0, target=tuple(centre)).double().numpy()
+                       for i, a in enumerate(azimuths)])  # fmt: skip
+    assert unseen_arc_deg(world_to_camera(folded), centre) == pytest.approx(195.0)
+    overhead = np.stack([spherical_pose(a, np.radians(80.0), 4.0, target=tuple(centre)).double().numpy() for a in azimuths[:3]])
+    assert unseen_arc_deg(world_to_camera(np.concatenate([folded, overhead])), centre) == pytest.approx(195.0)
+    assert unseen_arc_deg(world_to_camera(overhead), centre) == 0.0  # nothing to judge
+
+
 def test_a_mad_class_without_transforms_json_uses_its_colmap_model(tmp_path):
     from omnipose.data import open_mad_class
 
@@ -434,13 +463,13 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
         return found if len(seen) > 1 else {"r_0.png": (170.0, ["r_1.png"])}
 
     monkeypatch.setattr(sfm, "mirrored_photos", flag_first)
-    report = onboard(tmp_path / "photos", tmp_path / "root" / "once", OnboardConfig(num_threads=2))
+    report = onboard(tmp_path / "photos", tmp_path / "root" / "once", OnboardConfig(**CAP, num_threads=2))
     assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and len(seen) == 2
     assert seen[1] == sorted(p.name for p in (tmp_path / "photos").iterdir())
 
     monkeypatch.setattr(sfm, "mirrored_photos", lambda pairs, reconstruction: {"r_0.png": (170.0, ["r_1.png"])})
     with pytest.raises(MirroredPhotosError, match=r"in each of 3 mappings \(r_0.png: 170 deg from r_1.png\)"):
-        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2))
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(**CAP, num_threads=2))
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["once"]
 
     # A mapping whose final adjustment moves cameras by degrees (folded) is mapped again the same way.
@@ -455,7 +484,7 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
     monkeypatch.setattr(sfm, "mirrored_photos", real_check)
     monkeypatch.setattr(sfm, "checked_final_adjustment", fold_first)
     with pytest.warns(UserWarning, match=r"final adjustment of mapping 1 moved cameras by degrees \(r_3.png\)"):
-        report = onboard(tmp_path / "photos", tmp_path / "root" / "folded once", OnboardConfig(num_threads=2))
+        report = onboard(tmp_path / "photos", tmp_path / "root" / "folded once", OnboardConfig(**CAP, num_threads=2))
     assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and adjusted == [12, 12]
 
     def always_folded(*args):
@@ -463,7 +492,7 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
 
     monkeypatch.setattr(sfm, "checked_final_adjustment", always_folded)
     with pytest.warns(UserWarning), pytest.raises(FoldedMappingError, match="does not hold together"):
-        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2, mapping_attempts=2))
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(**CAP, num_threads=2, mapping_attempts=2))
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once"]
 
     # A mapping that puts photos of different things at one viewpoint (folded) likewise; the real check passes
@@ -478,13 +507,26 @@ def test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_nex
 
     monkeypatch.setattr(sfm, "folded_photos", two_sides_first)
     with pytest.warns(UserWarning, match=r"mapping 1 put 2 pairs of photos .* \(r_0.png and r_5.png, r_1.png and r_6"):
-        report = onboard(tmp_path / "photos", tmp_path / "root" / "two sides once", OnboardConfig(num_threads=2))
+        report = onboard(tmp_path / "photos", tmp_path / "root" / "two sides once", OnboardConfig(**CAP, num_threads=2))
     assert report["mapping_attempts"] == 2 and report["images_registered"] == 12 and len(checked) == 2
     monkeypatch.setattr(sfm, "folded_photos", lambda reconstruction, images: {("r_0.png", "r_5.png"): (0.3, 0.2),
                                                                               ("r_1.png", "r_6.png"): (0.2, 0.1)})
     with pytest.warns(UserWarning), pytest.raises(FoldedViewpointsError, match=r"in each of 2 mappings \(r_0.png and"):
-        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(num_threads=2, mapping_attempts=2))
+        onboard(tmp_path / "photos", tmp_path / "root" / "never", OnboardConfig(**CAP, num_threads=2, mapping_attempts=2))
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["folded once", "once", "two sides once"]
+
+
+def test_photos_from_part_of_the_way_round_are_refused_as_folded_unless_said_to_be_one_sided(tmp_path, lego_dir):
+    """The 12 lego views nearest r_0 (one cap of the hemisphere) leave most of the circle around the object unseen,
+    as a folded mapping does: refused by default, naming the arc and --one-sided, nothing written; with
+    ``max_unseen_arc_deg=None`` (``--one-sided``) they are onboarded (the tests above)."""
+    pytest.importorskip("pycolmap")
+    from omnipose.data import OneSidedMappingError
+
+    _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
+    with pytest.raises(OneSidedMappingError, match=r"leave (1[0-9][0-9]|2[0-9][0-9]|3[0-5][0-9]) deg around .*--one-sided"):
+        onboard(tmp_path / "photos", tmp_path / "root" / "lego", OnboardConfig(num_threads=2, mapping_attempts=1))
+    assert list((tmp_path / "root").iterdir()) == []
 
 
 def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_check_holds_and_refused_where_not(
@@ -519,7 +561,7 @@ def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_che
             return {"held": held, "median_object_psnr_db": 25.0 if held else 14.0, "min_psnr_db": 21.0, "steps": 1000}
         return field_check
 
-    config = OnboardConfig(num_threads=2, mapping_attempts=2)
+    config = OnboardConfig(**CAP, num_threads=2, mapping_attempts=2)
     with pytest.warns(UserWarning, match=r"moved cameras by degrees \(r_3.png\); kept, as a field .* 25.0 dB"):
         report = onboard(tmp_path / "photos", tmp_path / "root" / "kept", config, field_check=check(True))
     assert len(attempts) == 2 and asked == [(True, 12, True)]  # staged beside --out, the 12 photos posed
@@ -751,6 +793,7 @@ def test_the_onboard_command_refines_keypoints_unless_told_not_to():
     config = config_from_args(build_parser().parse_args(base))
     assert config.refine_keypoints and config.blur_margin is None and config.num_threads == 2
     assert not config_from_args(build_parser().parse_args([*base, "--no-keypoint-refinement"])).refine_keypoints
+    assert config.max_unseen_arc_deg == 75.0 and config_from_args(build_parser().parse_args([*base, "--one-sided"])).max_unseen_arc_deg is None
     # A mapping whose final adjustment moved cameras is judged by a short field unless --no-field-check.
     from omnipose.cli.onboard import onboard_field_check
     from omnipose.nerf import FieldCheck
@@ -781,7 +824,7 @@ def test_onboard_small_lego_run_recovers_the_true_poses(tmp_path, lego_dir, capf
     names = [name for name in _by_direction(true_c2w)[:30] if name not in ("r_4", "r_15", "r_26", "r_42", "r_74")]
     _lego_photos(lego_dir, photos, names)
     start = time.perf_counter()
-    report = onboard(photos, tmp_path / "root" / "lego", OnboardConfig(num_threads=2))
+    report = onboard(photos, tmp_path / "root" / "lego", OnboardConfig(**CAP, num_threads=2))
     elapsed = time.perf_counter() - start
     assert report["images_registered"] == len(names) and report["mean_reprojection_error_px"] < 1.0
     # Every observation went through the photometric refinement, which moved them by a fraction of a pixel.
@@ -812,7 +855,7 @@ def test_onboard_with_a_learned_matcher_recovers_the_true_poses(tmp_path, lego_d
     true_c2w = _lego_cameras(lego_dir)
     _lego_photos(lego_dir, tmp_path / "photos", _by_direction(true_c2w)[:16], size=300)
     matcher = make_matcher("xfeat", device="cpu", max_keypoints=1024)
-    report = onboard(tmp_path / "photos", tmp_path / "root" / "lego", OnboardConfig(num_threads=2, init_min_inliers=50),
+    report = onboard(tmp_path / "photos", tmp_path / "root" / "lego", OnboardConfig(**CAP, num_threads=2, init_min_inliers=50),
                      matcher=matcher)
     assert report["images_registered"] == 16 and "XFeatMatcher on 120 pairs" in report["matching"]
     errors = _rotation_errors(load_transforms(tmp_path / "root" / "lego" / "transforms.json", progress=False), true_c2w)

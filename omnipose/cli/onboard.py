@@ -37,6 +37,9 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="refuse a mapping whose final adjustment moved cameras by degrees (default: a short field, "
                              "one to three minutes on 2 CPU cores, is trained on it first and the mapping kept where the field draws the photos "
                              "well: the adjustment then corrected cameras rather than folding them)")
+    parser.add_argument("--one-sided", action="store_true",
+                        help="the photos cover only part of the way round the object (default: a mapping whose cameras "
+                             "leave more than 75 deg around it with no photo is refused as folded)")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log (default: its warnings and errors only)")
     return parser
@@ -64,7 +67,8 @@ def config_from_args(args: argparse.Namespace) -> OnboardConfig:
     """The ``OnboardConfig`` of the parsed options."""
     return OnboardConfig(camera_model=args.camera_model, focal=args.focal, max_features=args.max_features,
                          blur_margin=None if args.keep_blurred else OnboardConfig.blur_margin, num_threads=args.threads,
-                         refine_keypoints=not args.no_keypoint_refinement, verbose=args.verbose)  # fmt: skip
+                         refine_keypoints=not args.no_keypoint_refinement, verbose=args.verbose,
+                         max_unseen_arc_deg=None if args.one_sided else OnboardConfig.max_unseen_arc_deg)  # fmt: skip
 
 
 def run_onboard(args: argparse.Namespace) -> int:

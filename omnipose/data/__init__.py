@@ -58,6 +58,7 @@ from omnipose.data.sfm_checks import (
     FoldedMappingError,
     FoldedViewpointsError,
     MirroredPhotosError,
+    OneSidedMappingError,
     PhotosRefusedError,
     UnregisteredPhotosError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "FoldedViewpointsError",
     "MirroredPhotosError",
     "OnboardConfig",
+    "OneSidedMappingError",
     "PhotosRefusedError",
     "UnregisteredPhotosError",
     "apply_similarity",

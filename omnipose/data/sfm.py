@@ -45,6 +45,7 @@ from omnipose.data.sfm_checks import (
     FoldedMappingError,
     FoldedViewpointsError,
     MirroredPhotosError,
+    OneSidedMappingError,
     PhotosRefusedError,
     UnregisteredPhotosError,
     blurred_photos,
@@ -54,6 +55,7 @@ from omnipose.data.sfm_checks import (
     mirrored_photos,
     read_matches,
     unregistered_reasons,
+    unseen_arc,
 )
 from omnipose.data.sfm_matching import learned_matches, match_features
 
@@ -122,6 +124,11 @@ class OnboardConfig(Config):
     final_ba_loss_px: float = 0.35
     """Scale in pixels of the Cauchy loss of the final bundle adjustment (0: least squares), so that the few
     keypoints a pixel or more off (outlines, highlights) do not pull every camera a tenth of a degree."""
+    max_unseen_arc_deg: float | None = 75.0
+    """Widest arc around the object's vertical that a mapping's cameras may leave with no photo
+    (``sfm_checks.unseen_arc_deg``); a mapping that leaves more is refused as folded and mapped again with the next
+    seed. A near-symmetric object whose sides a mapping folded onto each other leaves its far side unseen (93 - 275
+    degrees measured), photos all around it 15 - 37. None: photos from part of the way round (``--one-sided``)."""
     mapping_attempts: int = 3
     """Mappings tried, each with the next seed, while some photos sit across the object from the photos they
     match best (``mirrored_views``) or the final adjustment moves cameras by degrees (``FoldedMappingError``):
@@ -156,6 +163,9 @@ class OnboardConfig(Config):
             raise ConfigError(f"blur_margin is a share of detail in (0, 1), or None for no check; not {self.blur_margin}.")
         if not self.keypoint_max_shift > 0:
             raise ConfigError(f"keypoint_max_shift must be a positive number of pixels, not {self.keypoint_max_shift}.")
+        if self.max_unseen_arc_deg is not None and not 0 < self.max_unseen_arc_deg <= 360:
+            raise ConfigError(f"max_unseen_arc_deg is in (0, 360] degrees, or None for photos from part of the way "
+                              f"round; not {self.max_unseen_arc_deg}.")
         if self.pose_max_error <= 0 or self.final_ba_iterations < 0 or self.final_ba_loss_px < 0:
             raise ConfigError("pose_max_error must be positive; final_ba_iterations, final_ba_loss_px >= 0.")
 
@@ -376,6 +386,13 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, kee
                 warnings.warn(f"onboard: mapping {attempt + 1} put {len(folded)} pairs of photos that show different "
                               f"things at the same viewpoint ({', '.join(' and '.join(pair) for pair in list(folded)[:3])}):"
                               " folded; mapping again with the next seed.", stacklevel=3)  # fmt: skip
+            continue
+        arc = unseen_arc(mapped) if config.max_unseen_arc_deg is not None else None
+        if arc is not None and arc > config.max_unseen_arc_deg:
+            failure = OneSidedMappingError(arc, config.max_unseen_arc_deg, attempt + 1)
+            if attempt + 1 < config.mapping_attempts:
+                warnings.warn(f"onboard: mapping {attempt + 1} left {arc:.0f} deg around the object with no camera: "
+                              "folded; mapping again with the next seed.", stacklevel=3)
             continue
         try:
             reconstruction, adjustment = checked_final_adjustment(pycolmap, mapped, work / "images", config)

@@ -1,6 +1,7 @@
 """What onboarding refuses, and why: photos blurred beyond the others, photos in groups that share
 no match, photos that did not register, photos registered across the object from their matches, photos of different
-things registered at one viewpoint (a folded mapping), cameras that the final bundle adjustment threw off.
+things registered at one viewpoint or cameras leaving one side of the object unseen (a folded mapping), cameras that
+the final bundle adjustment threw off.
 
 Each check names the photos and what to do; pycolmap is passed in by the caller (``omnipose.data.sfm``)."""
 from __future__ import annotations
@@ -226,6 +227,23 @@ class FoldedViewpointsError(FoldedMappingError):
         )
 
 
+class OneSidedMappingError(FoldedMappingError):
+    """A mapping whose cameras leave a wide arc around the object unseen (``unseen_arc_deg``) although the photos
+    were taken all around it: the object's sides folded onto each other."""
+
+    def __init__(self, arc_deg: float, limit_deg: float, attempts: int = 1):
+        tried = f" in each of {attempts} mappings" if attempts > 1 else ""
+        super().__init__(
+            [],
+            f"the mapping's cameras leave {arc_deg:.0f} deg around the object's vertical with no photo{tried}, more "
+            f"than the {limit_deg:.0f} deg allowed: where the object was photographed all the way round, it looks "
+            "alike from two sides and the photos of one side were registered on the other. Place the object on or "
+            "beside something that differs all around it (a printed pattern, a few distinct markers), then photograph "
+            "it again and onboard the new photos; or give the poses (transforms.json). If the photos cover only part "
+            "of the way round, onboard them with --one-sided (OnboardConfig.max_unseen_arc_deg=None)."
+        )
+
+
 def object_centre(reconstruction) -> np.ndarray:
     """Where a pycolmap reconstruction's object is: the median of its points (3,), or the mean of its cameras
     without points."""
@@ -333,6 +351,38 @@ def folded_photos(reconstruction, images: Path) -> dict[tuple[str, str], tuple[f
         return {}
     K = next(iter(reconstruction.cameras.values())).calibration_matrix()
     return folded_viewpoints(poses, K, object_centre(reconstruction), lambda name: read_image_rgb(images / name))
+
+
+def unseen_arc_deg(cam_from_world: np.ndarray, centre: np.ndarray, max_elevation_deg: float = 75.0) -> float:
+    """The widest arc around the object's vertical, in degrees, that no camera looks from.
+
+    cam_from_world: (N, 3, 4) world-to-camera (OpenCV axes); centre: the object's centre (3,). The vertical is the
+    direction across every camera's right axis (a photographer holds the camera upright; their mean up axis, as
+    ``colmap.object_frame`` takes it, leans towards the object where they see it from one side only); cameras
+    within 90 - ``max_elevation_deg`` of it look from no side in particular and are left out (0 where fewer than 3
+    remain). A capture all around leaves 15 - 37 degrees (rings of stops, a hemisphere, the lego views, onboarded or
+    true); a near-symmetric object whose sides a mapping folded onto each other leaves its far side's arc empty
+    (93 - 275 degrees measured, ``docs/RESULTS.md``).
+    """
+    poses = np.asarray(cam_from_world, dtype=np.float64)
+    offsets = -np.einsum("nji,nj->ni", poses[:, :, :3], poses[:, :, 3]) - centre  # camera centres from the object
+    rows = poses[:, :2, :3]  # each camera's right (x) and down (y) axes in the world
+    up = np.linalg.eigh(np.einsum("ni,nj->ij", rows[:, 0], rows[:, 0]))[1][:, 0]  # the one across every right axis
+    up *= -np.sign(up @ rows[:, 1].sum(0)) or 1.0
+    across = offsets - np.outer(offsets @ up, up)
+    side = np.linalg.norm(across, axis=1) >= np.cos(np.radians(max_elevation_deg)) * np.linalg.norm(offsets, axis=1)
+    if side.sum() < 3:
+        return 0.0
+    first = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    first /= np.linalg.norm(first)
+    around = np.sort(np.degrees(np.arctan2(across[side] @ np.cross(up, first), across[side] @ first)) % 360.0)
+    return float(np.diff(np.concatenate([around, around[:1] + 360.0])).max())
+
+
+def unseen_arc(reconstruction) -> float:
+    """``unseen_arc_deg`` of a pycolmap reconstruction's registered cameras around its ``object_centre``."""
+    poses = [image.cam_from_world().matrix() for image in reconstruction.images.values() if image.has_pose]
+    return unseen_arc_deg(np.stack(poses), object_centre(reconstruction)) if len(poses) >= 3 else 0.0
 
 
 def moved_cameras(before: dict[str, np.ndarray], after: dict[str, np.ndarray], max_deg: float = 5.0,
