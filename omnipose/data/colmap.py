@@ -144,7 +144,7 @@ def object_frame(c2w: np.ndarray, points: np.ndarray, radius: float = 1.0) -> np
     if np.linalg.norm(up) < 1e-9:
         up = np.array([0.0, 0.0, 1.0])
     up /= np.linalg.norm(up)
-    rotation = _rotation_taking(up, np.array([0.0, 0.0, 1.0]))
+    rotation = rotation_taking(up, np.array([0.0, 0.0, 1.0]))
     if len(points) >= 10:
         low, high = np.percentile(points, 2, axis=0), np.percentile(points, 98, axis=0)
         centre = 0.5 * (low + high)
@@ -194,7 +194,7 @@ def camera_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return T
 
 
-def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The smallest rotation (3, 3) taking unit vector a to unit vector b."""
     v, c = np.cross(a, b), float(np.dot(a, b))
     if c < -1 + 1e-12:  # opposite: turn half a circle about any axis perpendicular to a

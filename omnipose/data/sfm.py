@@ -387,8 +387,7 @@ def run_sfm(work: Path, prepared: dict, config: OnboardConfig, matcher=None, kee
                               f"things at the same viewpoint ({', '.join(' and '.join(pair) for pair in list(folded)[:3])}):"
                               " folded; mapping again with the next seed.", stacklevel=3)  # fmt: skip
             continue
-        arc = unseen_arc(mapped) if config.max_unseen_arc_deg is not None else None
-        if arc is not None and arc > config.max_unseen_arc_deg:
+        if config.max_unseen_arc_deg is not None and (arc := unseen_arc(mapped)) > config.max_unseen_arc_deg:
             failure = OneSidedMappingError(arc, config.max_unseen_arc_deg, attempt + 1)
             if attempt + 1 < config.mapping_attempts:
                 warnings.warn(f"onboard: mapping {attempt + 1} left {arc:.0f} deg around the object with no camera: "

@@ -14,7 +14,7 @@ import torch
 from omnipose.core.errors import DataError
 from omnipose.core.geometry import rotation_error_deg
 from omnipose.core.image import dilate, read_image_rgb, resize_image
-from omnipose.data.colmap import apply_similarity, camera_similarity
+from omnipose.data.colmap import apply_similarity, camera_similarity, rotation_taking
 
 BLURRED = 0.5
 """Share of its detail a photo keeps under a 1-pixel blur above which it counts as blurred however
@@ -369,13 +369,11 @@ def unseen_arc_deg(cam_from_world: np.ndarray, centre: np.ndarray, max_elevation
     rows = poses[:, :2, :3]  # each camera's right (x) and down (y) axes in the world
     up = np.linalg.eigh(np.einsum("ni,nj->ij", rows[:, 0], rows[:, 0]))[1][:, 0]  # the one across every right axis
     up *= -np.sign(up @ rows[:, 1].sum(0)) or 1.0
-    across = offsets - np.outer(offsets @ up, up)
-    side = np.linalg.norm(across, axis=1) >= np.cos(np.radians(max_elevation_deg)) * np.linalg.norm(offsets, axis=1)
+    upright = offsets @ rotation_taking(up, np.array([0.0, 0.0, 1.0])).T  # the vertical on +z, as object_frame puts it
+    side = np.hypot(upright[:, 0], upright[:, 1]) >= np.cos(np.radians(max_elevation_deg)) * np.linalg.norm(upright, axis=1)
     if side.sum() < 3:
         return 0.0
-    first = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
-    first /= np.linalg.norm(first)
-    around = np.sort(np.degrees(np.arctan2(across[side] @ np.cross(up, first), across[side] @ first)) % 360.0)
+    around = np.sort(np.degrees(np.arctan2(upright[side, 1], upright[side, 0])) % 360.0)
     return float(np.diff(np.concatenate([around, around[:1] + 360.0])).max())
 
 
