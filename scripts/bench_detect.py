@@ -323,15 +323,15 @@ def training_pose_errors(onboarded: PosedImages, info, lego: Path) -> dict:
 
 def onboard_once(photos: Path, folder: Path, threads: int, matcher: str = "sift") -> dict:
     """``omnipose onboard --matcher matcher`` of ``photos`` into ``folder`` unless a finished run is there, leaving
-    out the photos it refuses, as its message asks, up to 3 times (as ``bench_onboard.py``); returns its report."""
-    from omnipose.cli.onboard import onboard_field_check, onboard_matcher
+    out the photos it refuses, as its message asks, as ``omnipose onboard --leave-out-refused`` does; returns its report."""
+    from omnipose.cli.onboard import LEAVE_OUT_ROUNDS, onboard_field_check, onboard_matcher
     from omnipose.data import OnboardConfig, onboard_leaving_out
 
     report = folder / "onboard_report.json"
     if not report.is_file():
         shutil.rmtree(folder, ignore_errors=True)
         onboard_leaving_out(photos, folder, OnboardConfig(num_threads=threads), matcher=onboard_matcher(matcher),
-                            retries=3, field_check=onboard_field_check(progress=False))  # fmt: skip
+                            retries=LEAVE_OUT_ROUNDS, field_check=onboard_field_check(progress=False))  # fmt: skip
     return json.loads(report.read_text())
 
 

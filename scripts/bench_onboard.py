@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_common import git_commit  # noqa: E402
 
-from omnipose.cli.onboard import ONBOARD_MATCHERS, onboard_field_check, onboard_matcher  # noqa: E402
+from omnipose.cli.onboard import LEAVE_OUT_ROUNDS, ONBOARD_MATCHERS, onboard_field_check, onboard_matcher  # noqa: E402
 from omnipose.core.files import atomic_write_json  # noqa: E402
 from omnipose.core.geometry import rotation_error_deg  # noqa: E402
 from omnipose.data import (  # noqa: E402
@@ -195,17 +195,13 @@ def keypoint_floor(sparse: Path, truth: dict, config: OnboardConfig, seed: int =
             **similarity_errors(adjusted, actual)}
 
 
-RETRIES = 3
-"""Runs again without the photos onboard refuses (mirrored or not registered), at most this many times."""
-
-
 def run_variant(name: str, photos: Path, truth: dict, threads: int, work: Path, matcher=None,
                 floor: bool = False) -> dict:  # fmt: skip
     config = OnboardConfig(num_threads=threads, **VARIANTS[name])
     out = work / name / "lego"
     start = time.perf_counter()
     try:
-        report, removed = onboard_leaving_out(photos, out, config, matcher=matcher, retries=RETRIES,
+        report, removed = onboard_leaving_out(photos, out, config, matcher=matcher, retries=LEAVE_OUT_ROUNDS,
                                               field_check=onboard_field_check(progress=False))  # fmt: skip
     except Exception as error:  # a variant that fails is a result too
         return {"variant": name, "error": str(error)[:500], "seconds": time.perf_counter() - start}

@@ -802,6 +802,36 @@ def test_the_onboard_command_refines_keypoints_unless_told_not_to():
     assert isinstance(onboard_field_check(), FieldCheck) and onboard_field_check(False) is None
 
 
+def test_the_onboard_command_leaves_out_the_photos_it_refuses_only_when_asked(tmp_path, monkeypatch, capsys):
+    """Without --leave-out-refused a refusal of single photos stops the command with one line naming them; with
+    it the command runs again without them, says so and counts them among the photos given."""
+    from omnipose.cli import onboard as command
+    from omnipose.cli.app import main
+    from omnipose.data import UnregisteredPhotosError, sfm
+
+    photos = tmp_path / "photos"
+    _write_images(photos, ["a.png", "b.png", "c.png", "d.png"])
+
+    def refuse_b(images, out, config=None, masks=None, matcher=None, field_check=None):
+        names = sorted(p.name for p in Path(images).iterdir())
+        if "b.png" in names:
+            raise UnregisteredPhotosError({"b.png": "12 features (too little texture on the object)"}, len(names))
+        return {"images_registered": len(names), "images_given": len(names), "mean_reprojection_error_px": 0.4,
+                "camera": {"model": "SIMPLE_PINHOLE", "fl_x": 500.0}, "timings": {"total_s": 1.0}}
+
+    monkeypatch.setattr(sfm, "onboard", refuse_b)
+    monkeypatch.setattr(command, "onboard", refuse_b)
+    args = ["onboard", "--images", str(photos), "--out", str(tmp_path / "root" / "thing"), "--no-field-check"]
+    assert main(args) == 2
+    assert "b.png: 12 features" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="b.png: 12 features.*Running again without them"):
+        assert main([*args, "--leave-out-refused"]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 1 photo(s) it could not place (named above): b.png" in printed
+    assert "registered 3/4 photos" in printed
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+
+
 # ----------------------------------------------------------------------------- onboard: a real run
 def _rotation_errors(views, true_c2w: dict[str, np.ndarray]) -> np.ndarray:
     """Each onboarded camera's rotation error in degrees, after the rotation between the two frames

@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omnipose.data import OnboardConfig, onboard
+from omnipose.data import OnboardConfig, onboard, onboard_leaving_out
 
 ONBOARD_MATCHERS = ("sift", "xfeat", "aliked", "disk")
 """``--matcher`` choices: COLMAP's SIFT, or a learned detector whose keypoints LightGlue matches
 (LoFTR, detector-free, gives no keypoints to write into COLMAP's database)."""
+
+LEAVE_OUT_ROUNDS = 3
+"""Times ``--leave-out-refused`` runs again without the photos a run refused one by one: a plain object's
+onboarding has refused new photos in a second and a third round (04Turtle: five, then one, then one)."""
 
 LEARNED_KEYPOINTS = 2048
 """Keypoints per photo of a learned matcher: 1024 leave 70-200 matches between photos 15-20 degrees
@@ -40,6 +44,10 @@ def add_onboard_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--one-sided", action="store_true",
                         help="the photos cover only part of the way round the object (default: a mapping whose cameras "
                              "leave more than 75 deg around it with no photo is refused as folded)")
+    parser.add_argument("--leave-out-refused", action="store_true",
+                        help="where photos are refused one by one (not registered, or registered across the object from "
+                             f"their matches), run again without them, up to {LEAVE_OUT_ROUNDS} times, and name them "
+                             "(default: stop, naming them)")
     parser.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log (default: its warnings and errors only)")
     return parser
@@ -72,10 +80,17 @@ def config_from_args(args: argparse.Namespace) -> OnboardConfig:
 
 
 def run_onboard(args: argparse.Namespace) -> int:
-    report = onboard(args.images, args.out, config_from_args(args), masks=args.masks, matcher=onboard_matcher(args.matcher),
-                     field_check=onboard_field_check(not args.no_field_check))  # fmt: skip
+    config = config_from_args(args)
+    settings = dict(masks=args.masks, matcher=onboard_matcher(args.matcher),
+                    field_check=onboard_field_check(not args.no_field_check))
+    if args.leave_out_refused:
+        report, left_out = onboard_leaving_out(args.images, args.out, config, retries=LEAVE_OUT_ROUNDS, **settings)
+    else:
+        report, left_out = onboard(args.images, args.out, config, **settings), []
     camera = report["camera"]
-    print(f"registered {report['images_registered']}/{report['images_given']} photos, reprojection error "
+    if left_out:
+        print(f"left out {len(left_out)} photo(s) it could not place (named above): {', '.join(left_out)}")
+    print(f"registered {report['images_registered']}/{report['images_given'] + len(left_out)} photos, reprojection error "
           f"{report['mean_reprojection_error_px']:.3f} px, {camera['model']} focal {camera['fl_x']:.1f} px, "
           f"{report['timings']['total_s']:.0f} s; class folder: {args.out}")
     # Reconstructed poses are a fraction of a degree off; refined with the field they detect as true ones do.
