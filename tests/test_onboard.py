@@ -802,6 +802,24 @@ def test_the_onboard_command_refines_keypoints_unless_told_not_to():
     assert isinstance(onboard_field_check(), FieldCheck) and onboard_field_check(False) is None
 
 
+def test_onboard_keeps_its_torch_work_to_the_threads_it_is_given(tmp_path, monkeypatch):
+    """Learned matches, the keypoint refinement and the field check run in torch: with num_threads set they run on
+    that many threads (beside another job, more threads than free cores slowed the refinement tenfold), and torch's
+    count is restored after; -1 leaves torch as it is."""
+    from omnipose.data import sfm
+
+    seen = []
+    monkeypatch.setattr(sfm, "_onboard", lambda *args: seen.append(torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        sfm.onboard(tmp_path / "photos", tmp_path / "out", OnboardConfig(num_threads=1))
+        sfm.onboard(tmp_path / "photos", tmp_path / "out", OnboardConfig(num_threads=-1))
+        assert seen == [1, 3] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_onboard_command_leaves_out_the_photos_it_refuses_only_when_asked(tmp_path, monkeypatch, capsys):
     """Without --leave-out-refused a refusal of single photos stops the command with one line naming them; with
     it the command runs again without them, says so and counts them among the photos given."""

@@ -72,6 +72,22 @@ def all_torch_threads() -> Iterator[None]:
 
 
 @contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch on ``count`` threads (-1: as it is), then restore its count: a command told to use some threads
+    keeps its torch work to them too. torch's threads spin while they wait, so that more of them than free cores
+    (another job beside this one) slows its work by an order of magnitude (docs/RESULTS.md)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
 def frozen(module: "torch.nn.Module | None") -> Iterator[None]:  # noqa: F821
     """Switch off gradients of a module's parameters (only the pose, or only the points, is
     differentiated), then restore each one's flag."""

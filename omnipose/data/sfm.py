@@ -29,16 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from omnipose.core.config import Config
+from omnipose.core.device import torch_threads
 from omnipose.core.errors import ConfigError, DataError
-from omnipose.core.files import atomic_path, atomic_write_json
+from omnipose.core.files import atomic_write_json
 from omnipose.core.image import dilate, read_image_rgba, read_mask, save_image
 from omnipose.data.blender import IMAGE_SUFFIXES, natural_key
-from omnipose.data.colmap import (
-    colmap_to_c2w,
-    object_frame,
-    read_colmap_model,
-    transforms_from_model,
-)
 from omnipose.data.sfm_adjustment import checked_final_adjustment
 from omnipose.data.sfm_checks import (
     FOLDED_PAIRS,
@@ -58,6 +53,7 @@ from omnipose.data.sfm_checks import (
     unseen_arc,
 )
 from omnipose.data.sfm_matching import learned_matches, match_features
+from omnipose.data.sfm_output import write_class
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "OPENCV")
 
@@ -138,7 +134,7 @@ class OnboardConfig(Config):
     seed: int = 0
     """Seed of COLMAP's random sampling, so that a run repeats (the n-th mapping attempt uses seed + n)."""
     num_threads: int = -1
-    """CPU threads for pycolmap (-1: all)."""
+    """CPU threads for pycolmap and for torch (learned matches, keypoint refinement, the field check) (-1: all)."""
     verbose: bool = False
     """Show COLMAP's own log (several thousand lines for 100 photos); off: its warnings and errors only."""
 
@@ -429,83 +425,6 @@ def undistort(pycolmap, reconstruction, work: Path) -> Path:
     return out
 
 
-# ----------------------------------------------------------------------------- the class folder
-def scene_box(points: np.ndarray, margin: float = 0.1) -> list[list[float]] | None:
-    """The box (2, 3) around the object's points (1st-99th percentile, widened by ``margin`` of its size)."""
-    if len(points) < 10:
-        return None
-    low, high = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
-    pad = margin * (high - low).max()
-    return [(low - pad).tolist(), (high + pad).tolist()]
-
-
-def plot_cameras(path: Path, c2w: np.ndarray, points: np.ndarray, title: str) -> None:
-    """A picture of the cameras (N, 4, 4) around the object's points (M, 3), saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(figsize=(6, 6))
-    axes = figure.add_subplot(projection="3d")
-    if len(points):
-        shown = points[np.random.default_rng(0).permutation(len(points))[:5000]]
-        axes.scatter(*shown.T, s=0.5, c="0.3")
-    centres = c2w[:, :3, 3]
-    reach = 0.15 * np.linalg.norm(centres, axis=1).mean()
-    axes.quiver(*centres.T, *(-c2w[:, :3, 2] * reach).T, color="tab:red", linewidth=0.8)
-    axes.quiver(*centres.T, *(c2w[:, :3, 1] * reach * 0.5).T, color="tab:blue", linewidth=0.6)
-    axes.scatter(*centres.T, s=6, c="tab:red")
-    extent = np.abs(np.concatenate([centres, points[:0]])).max()
-    axes.set_xlim(-extent, extent), axes.set_ylim(-extent, extent), axes.set_zlim(-extent, extent)
-    axes.set_xlabel("x"), axes.set_ylabel("y"), axes.set_zlabel("z (up)")
-    axes.set_title(title, fontsize=9)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-
-
-def write_class(stage: Path, reconstruction, images_dir: Path, prepared: dict, stats: dict, config: OnboardConfig) -> dict:
-    """Fill ``stage`` with the class folder of a pinhole reconstruction; returns the report."""
-    (stage / "sparse" / "0").mkdir(parents=True)
-    reconstruction.write(stage / "sparse" / "0")
-    model = read_colmap_model(stage / "sparse" / "0")
-    images = sorted(model.images.values(), key=lambda image: image.name)
-    c2w = np.stack([colmap_to_c2w(image.qvec, image.tvec) for image in images])
-    track_lengths = np.array([len(track) for track in model.tracks])
-    solid = model.xyz[(model.error < 2.0) & (track_lengths >= 3)] if len(model.xyz) else model.xyz
-    transform = object_frame(c2w, solid)
-    meta = transforms_from_model(model, transform, prefix="train/good/")
-    points = solid @ transform[:3, :3].T + transform[:3, 3]
-    box = scene_box(points)
-    if box is not None:
-        meta["aabb"] = box
-    (stage / "train" / "good").mkdir(parents=True)
-    for image in images:
-        shutil.copy2(images_dir / image.name, stage / "train" / "good" / image.name)
-    atomic_write_json(stage / "transforms.json", meta)
-    camera = next(iter(model.cameras.values()))
-    fx, fy, cx, cy = camera.pinhole()
-    report = {
-        "images_registered": len(images),
-        "images_given": len(images),
-        "mean_reprojection_error_px": float(reconstruction.compute_mean_reprojection_error()),
-        "points": int(len(model.xyz)),
-        "mean_track_length": float(track_lengths.mean()) if len(track_lengths) else 0.0,
-        "camera": {"model": camera.model, "width": camera.width, "height": camera.height,
-                   "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "distortion": camera.distortion()},  # fmt: skip
-        "features_on_object_only": bool(prepared["masked"]),
-        **stats,
-        "config": config.to_dict(),
-    }
-    atomic_write_json(stage / "onboard_report.json", report)
-    frames = np.array([frame["transform_matrix"] for frame in meta["frames"]])
-    plot_cameras(stage / "onboard_cameras.png", frames, points,
-                 f"{len(images)} cameras, {len(points)} points, reprojection error "
-                 f"{report['mean_reprojection_error_px']:.2f} px")  # fmt: skip
-    return report
-
-
 def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = None, masks: str | Path | None = None,
             matcher=None, field_check=None) -> dict:
     """Poses of the photos in ``images`` by structure from motion, written as a class folder at ``out``.
@@ -522,7 +441,13 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
     Returns the report (also in ``out/onboard_report.json``). Nothing is left at ``out`` on failure.
     """
     config = config or OnboardConfig()
-    out = Path(out)
+    with torch_threads(config.num_threads):
+        return _onboard(images, Path(out), config, masks, matcher, field_check)
+
+
+def _onboard(images: str | Path, out: Path, config: OnboardConfig, masks: str | Path | None, matcher,
+             field_check) -> dict:  # fmt: skip
+    """``onboard``'s work, on the threads its config allows."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"--out {out} already exists and is not empty: give a new folder, or remove it first.")
     photos = list_photos(images)
