@@ -850,6 +850,29 @@ def test_the_onboard_command_leaves_out_the_photos_it_refuses_only_when_asked(tm
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
 
 
+def test_a_command_shows_the_packages_warnings_as_one_line_and_others_as_python_does():
+    """What onboard warns (photos left out, a mapping done again) reads like the command's errors, without the file
+    and line of the package's code; another library's warning keeps them; Python's format is back afterwards."""
+    import warnings
+
+    from omnipose.cli.app import run_guarded
+    from omnipose.data import sfm
+
+    shown = {}
+
+    def command():
+        shown["ours"] = warnings.formatwarning("onboard: 5 of 30 photos did not register", UserWarning, sfm.__file__, 9)
+        shown["theirs"] = warnings.formatwarning("old call", DeprecationWarning, "/usr/lib/python3/x.py", 5)
+        shown["theirs_user"] = warnings.formatwarning("a mask", UserWarning, "/usr/lib/python3/y.py", 7)
+
+    python_format = warnings.formatwarning
+    assert run_guarded("omnipose onboard", command) == 0
+    assert shown["ours"] == "omnipose onboard: warning: onboard: 5 of 30 photos did not register\n"
+    assert "x.py:5: DeprecationWarning: old call" in shown["theirs"]
+    assert "y.py:7: UserWarning: a mask" in shown["theirs_user"]
+    assert warnings.formatwarning is python_format
+
+
 # ----------------------------------------------------------------------------- onboard: a real run
 def _rotation_errors(views, true_c2w: dict[str, np.ndarray]) -> np.ndarray:
     """Each onboarded camera's rotation error in degrees, after the rotation between the two frames

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 import traceback
+import warnings
+from pathlib import Path
 
 from omnipose.core.errors import OmniposeError
 
@@ -41,11 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def command_warnings(name: str):
+    """``warnings.formatwarning`` for a command: the package's own warnings (a photo left out, a view that looks
+    wrong) as one line each, ``<name>: warning: ...``, like its errors; other libraries' as Python shows them,
+    with the file and line a report needs."""
+    python_format = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(PACKAGE_DIR):
+            return f"{name}: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    return format_warning
+
+
 def run_guarded(name: str, function, *args) -> int:
-    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code.
+    """Run a command, turning input errors and Ctrl-C into one clear line and an exit code, and its warnings into
+    one line each (``command_warnings``).
 
     Anything else is a bug of the package: its traceback is shown, with a line asking for a report.
     """
+    python_format, warnings.formatwarning = warnings.formatwarning, command_warnings(name)
     try:
         return int(function(*args) or 0)
     except OmniposeError as error:
@@ -59,6 +80,8 @@ def run_guarded(name: str, function, *args) -> int:
         print(f"{name}: internal error: this is a bug in omnipose, not a problem with your input. Please report it "
               "to the omnipose maintainers with the traceback above and the command you ran.", file=sys.stderr)
         return 3
+    finally:
+        warnings.formatwarning = python_format
 
 
 def main(argv: list[str] | None = None) -> int:
