@@ -15,6 +15,9 @@ from pathlib import Path
 
 from omnipose.core.errors import OmniposeError
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The installed package's folder: warnings raised from files under it are the package's own."""
+
 # (command, module, one-line help), in the order data flows through the package.
 COMMANDS = (
     ("synth", "omnipose.cli.synth", "make a built-in MAD-format benchmark (procedural LEGO-like objects)"),
@@ -41,9 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
         getattr(module, f"add_{command}_arguments")(sub)
         sub.set_defaults(run=getattr(module, f"run_{command}"))
     return parser
-
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def command_warnings(name: str):
