@@ -534,10 +534,11 @@ def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_che
     """Where every mapping's final adjustment moved cameras by degrees (without diverging), onboard given a
     ``field_check`` asks it about the mapping that moved the fewest, as the class folder it would write: kept
     and written where the check holds (its verdict in the report), refused with the check's figure and nothing
-    written where it does not. Without a check such mappings are refused
+    written where it does not, and the photos it names as unexplained refused by name where it holds as a
+    whole. Without a check such mappings are refused
     (test_a_mapping_with_mirrored_photos_or_folded_cameras_is_redone_with_the_next_seed)."""
     pytest.importorskip("pycolmap")
-    from omnipose.data import FoldedMappingError, sfm
+    from omnipose.data import FoldedMappingError, UnexplainedPhotosError, sfm
 
     _lego_photos(lego_dir, tmp_path / "photos", _by_direction(_lego_cameras(lego_dir))[:12], size=300)
     real_adjustment, attempts = sfm.checked_final_adjustment, []
@@ -553,12 +554,13 @@ def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_che
     monkeypatch.setattr(sfm, "checked_final_adjustment", drifted)
     asked = []
 
-    def check(held):
+    def check(held, unexplained=None):
         def field_check(folder):
             views = load_transforms(folder / "transforms.json", progress=False)
             asked.append((folder.is_relative_to(tmp_path / "root") and not folder.is_relative_to(tmp_path / "root" / "kept"),
                           len(views), (folder / "onboard_report.json").is_file()))  # fmt: skip
-            return {"held": held, "median_object_psnr_db": 25.0 if held else 14.0, "min_psnr_db": 21.0, "steps": 1000}
+            return {"held": held, "median_object_psnr_db": 25.0 if held else 14.0, "min_psnr_db": 21.0, "steps": 1000,
+                    "unexplained": unexplained or {}, "unexplained_gap_db": 8.0}
         return field_check
 
     config = OnboardConfig(**CAP, num_threads=2, mapping_attempts=2)
@@ -576,6 +578,12 @@ def test_a_mapping_whose_adjustment_moved_cameras_is_written_where_the_field_che
         onboard(tmp_path / "photos", tmp_path / "root" / "refused", config, field_check=check(False))
     assert len(attempts) == 2 and len(asked) == 2
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["kept"]
+
+    # Held as a whole, but a photo the field draws far under the others is refused by name, for leaving out.
+    attempts.clear()
+    with pytest.warns(UserWarning), pytest.raises(UnexplainedPhotosError, match=r"draws 1 of them more than 8 dB .*r_3.png: 12.4 dB under") as refusal:
+        onboard(tmp_path / "photos", tmp_path / "root" / "half", config, field_check=check(True, {"r_3.png": 12.4}))
+    assert refusal.value.photos == ["r_3.png"] and sorted(p.name for p in (tmp_path / "root").iterdir()) == ["kept"]
 
 
 def _relative_rotation_errors(reconstruction, c2w: np.ndarray) -> np.ndarray:
@@ -783,6 +791,34 @@ def test_keypoints_refined_photometrically_agree_on_one_point_of_the_surface():
                                torch.tensor(points) + torch.tensor(rng.normal(0, 0.01, (30, 3))), views, tracks, detected)  # fmt: skip
     before, after = spread_px(detected), spread_px(refined)
     assert before > 0.5 and after < 0.15, (before, after)
+
+
+def test_the_refinement_samples_each_view_as_grid_sample_does_on_it_alone_even_off_its_edge():
+    """The refinement reads all views from one mosaic; values and gradients must be those of each view
+    sampled alone with border padding, also for positions beyond the photo's edge (no bleeding from
+    the neighbouring tile)."""
+    import torch.nn.functional as F
+
+    from omnipose.data.keypoint_refinement import _ViewSampler
+
+    generator = torch.Generator().manual_seed(0)
+    views, height, width = 7, 24, 32
+    images = torch.rand(views, 1, height, width, generator=generator)
+    observation_view = torch.randint(0, views, (50,), generator=generator)
+    low, high = torch.tensor([-6.0, -6.0]), torch.tensor([width + 6.0, height + 6.0])
+    pixels = (low + (high - low) * torch.rand(50, 9, 2, generator=generator)).requires_grad_()
+    weights = torch.rand(50, 9, generator=generator)
+
+    (_ViewSampler(images, observation_view)(pixels) * weights).sum().backward()
+    mosaic_gradient, pixels.grad = pixels.grad.clone(), None
+    grid = torch.stack([pixels[..., 0] / width * 2 - 1, pixels[..., 1] / height * 2 - 1], -1)
+    alone = F.grid_sample(images[observation_view], grid[:, None], mode="bilinear", padding_mode="border",
+                          align_corners=False)[:, 0, 0]  # fmt: skip
+    (alone * weights).sum().backward()
+
+    assert torch.allclose(_ViewSampler(images, observation_view)(pixels.detach()), alone.detach(), atol=1e-5)
+    assert (pixels < 0).any() and (pixels[..., 1] > height).any()
+    assert torch.allclose(mosaic_gradient, pixels.grad, atol=1e-4)
 
 
 def test_the_onboard_command_refines_keypoints_unless_told_not_to():

@@ -475,3 +475,32 @@ def test_a_field_check_holds_on_the_true_lego_cameras_and_not_where_a_third_of_t
     true, folded = check(class_folder("true", False)), check(class_folder("folded", True))
     assert true["held"] and not folded["held"], (true, folded)
     assert true["median_object_psnr_db"] - folded["median_object_psnr_db"] > 2.5, (true, folded)
+
+
+def test_a_field_check_names_the_few_cameras_turned_half_a_circle_among_true_ones(lego_dir, tmp_path):
+    """``FieldCheck`` on 30 real lego views, two of whose cameras are turned half a circle about the vertical (a
+    mapping that holds together but for photos registered across the object): it holds as a whole and names
+    those two alone as unexplained, more than ``TrainConfig.unexplained_gap_db`` under the median view (8.4
+    and 11.9 dB when measured). 400 steps at 48 px: at 200 they are already the two worst views, but only 4
+    and 8 dB under a median that the field has not reached yet."""
+    import os
+
+    from omnipose.nerf import FieldCheck, FieldCheckConfig
+
+    meta = json.loads((lego_dir / "transforms_train.json").read_text())
+    folder = tmp_path / "lego"
+    (folder / "train" / "good").mkdir(parents=True)
+    frames, turned = [], []
+    for k, frame in enumerate(meta["frames"][:30]):
+        photo = Path(frame["file_path"]).name + ".png"
+        os.symlink(lego_dir / "train" / photo, folder / "train" / "good" / photo)
+        c2w = np.array(frame["transform_matrix"])
+        if k in (7, 20):
+            c2w = np.diag([-1.0, -1.0, 1.0, 1.0]) @ c2w
+            turned.append(photo)
+        frames.append({"file_path": f"train/good/{photo}", "transform_matrix": c2w.tolist()})
+    (folder / "transforms.json").write_text(json.dumps({"camera_angle_x": meta["camera_angle_x"], "frames": frames}))
+
+    verdict = FieldCheck(FieldCheckConfig(steps=400, width=48, min_psnr_db=16.5, device="cpu"), progress=False)(folder)
+    assert verdict["held"] and sorted(verdict["unexplained"]) == sorted(turned), verdict
+    assert min(verdict["unexplained"].values()) > verdict["unexplained_gap_db"] == 8.0, verdict

@@ -60,6 +60,7 @@ from omnipose.data.sfm_checks import (
     MirroredPhotosError,
     OneSidedMappingError,
     PhotosRefusedError,
+    UnexplainedPhotosError,
     UnregisteredPhotosError,
 )
 
@@ -76,6 +77,7 @@ __all__ = [
     "OnboardConfig",
     "OneSidedMappingError",
     "PhotosRefusedError",
+    "UnexplainedPhotosError",
     "UnregisteredPhotosError",
     "apply_similarity",
     "c2w_to_colmap",

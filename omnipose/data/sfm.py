@@ -42,6 +42,7 @@ from omnipose.data.sfm_checks import (
     MirroredPhotosError,
     OneSidedMappingError,
     PhotosRefusedError,
+    UnexplainedPhotosError,
     UnregisteredPhotosError,
     blurred_photos,
     check_one_object,
@@ -437,7 +438,8 @@ def onboard(images: str | Path, out: str | Path, config: OnboardConfig | None = 
     degrees (which a fold does, and so does an adjustment correcting cameras the mapping left off), a judge
     of that mapping (``omnipose.nerf.FieldCheck``): called with the class folder as it would be written, it
     returns a dict whose 'held' says whether the views hold together; the class is written where they do
-    (the verdict in the report's 'field_check'), refused as before otherwise. None: refused.
+    (the verdict in the report's 'field_check'), refused as before otherwise. None: refused. Photos it names
+    as 'unexplained' (drawn far worse than the rest) are refused by name (``UnexplainedPhotosError``).
     Returns the report (also in ``out/onboard_report.json``). Nothing is left at ``out`` on failure.
     """
     config = config or OnboardConfig()
@@ -483,10 +485,11 @@ def _onboard(images: str | Path, out: Path, config: OnboardConfig, masks: str | 
                     moved, f"{drift_refusal} A field trained on that mapping's photos "
                     f"({verdict['steps']} steps) draws them at {verdict['median_object_psnr_db']:.1f} dB over the object, "
                     f"under the {verdict['min_psnr_db']:.1f} dB of photos whose cameras hold together.")
+            if verdict.get("unexplained"):
+                raise UnexplainedPhotosError(verdict["unexplained"], verdict["unexplained_gap_db"])
             warnings.warn(f"onboard: the final adjustment moved cameras by degrees ({', '.join(moved[:5])}); "
                           f"kept, as a field trained on the photos draws them at {verdict['median_object_psnr_db']:.1f} "
-                          "dB over the object: the cameras hold together as a whole. A few photos may still be far off; "
-                          "training leaves out those its field cannot explain.", stacklevel=2)
+                          "dB over the object, none far under the others: the cameras hold together.", stacklevel=2)
         report["images_given"] = len(photos)
         report["timings"]["total_s"] = time.perf_counter() - start
         atomic_write_json(stage / "onboard_report.json", report)

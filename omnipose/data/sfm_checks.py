@@ -194,6 +194,20 @@ class MirroredPhotosError(PhotosRefusedError):
         )
 
 
+class UnexplainedPhotosError(PhotosRefusedError):
+    """Photos that a field trained on all of them draws far worse than the rest, in a mapping that holds
+    together as a whole: their cameras disagree with the others' (most often registered across the object)."""
+
+    def __init__(self, below_db: dict[str, float], gap_db: float):
+        listed = "; ".join(f"{name}: {db:.1f} dB under" for name, db in below_db.items())
+        super().__init__(
+            list(below_db),
+            f"A field trained on all the photos draws {len(below_db)} of them more than {gap_db:.0f} dB under the "
+            f"median photo ({listed}): their cameras disagree with the others' (registered across the object). "
+            "Remove them, or add photos between them and their neighbours."
+        )
+
+
 class FoldedMappingError(DataError):
     """The final bundle adjustment moved cameras by degrees from where the mapping put them, the reprojection
     error holding: the mapping does not hold together (a plain, symmetric figure's sides folded onto each

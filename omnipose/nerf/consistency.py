@@ -16,7 +16,7 @@ import numpy as np
 
 from omnipose.core.config import Config, positive
 from omnipose.data import open_mad_class
-from omnipose.nerf.quality import object_psnrs
+from omnipose.nerf.quality import object_psnrs, unexplained_views
 from omnipose.nerf.train import TrainConfig, train_model
 
 
@@ -47,7 +47,9 @@ class FieldCheckConfig(Config):
 class FieldCheck:
     """Trains a short field on a class folder's training views and says whether it draws them back well
     (``FieldCheckConfig``). Called with the folder; returns {'held', 'median_object_psnr_db',
-    'min_psnr_db', 'steps', 'width', 'seconds'}."""
+    'min_psnr_db', 'unexplained', 'unexplained_gap_db', 'steps', 'width', 'seconds'}. 'unexplained': the views
+    drawn more than ``TrainConfig.unexplained_gap_db`` under the median view (``quality.unexplained_views``),
+    by photo name, with how many dB under it: where the views hold together as a whole, these few do not."""
 
     config: FieldCheckConfig = field(default_factory=FieldCheckConfig)
     progress: bool = True
@@ -62,6 +64,9 @@ class FieldCheck:
         device = next(model.parameters()).device
         psnrs = object_psnrs(model, views.images, views.c2w.to(device), views.K.to(device), views.background)
         median = float(np.median(psnrs))
+        below = {views.paths[i].name: round(median - float(psnrs[i]), 1)
+                 for i in unexplained_views(psnrs, train.unexplained_gap_db)}  # fmt: skip
         return {"held": median >= cfg.min_psnr_db, "median_object_psnr_db": round(median, 2),
-                "min_psnr_db": cfg.min_psnr_db, "steps": cfg.steps, "width": cfg.width,
+                "min_psnr_db": cfg.min_psnr_db, "unexplained": below, "unexplained_gap_db": train.unexplained_gap_db,
+                "steps": cfg.steps, "width": cfg.width,
                 "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
