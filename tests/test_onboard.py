@@ -220,6 +220,30 @@ def test_retrieval_pairs_each_photo_with_its_most_similar_ones(tmp_path):
         (f"pattern_{i}.png", f"pattern_{j}.png") for i in range(4) for j in range(i + 1, 4)}
 
 
+def test_coarse_pairs_join_each_lego_view_with_views_nearby(lego_dir, tmp_path):
+    """``coarse_pairs`` on SIFT features of 16 real lego views, two groups of 8 from opposite sides of the
+    object: each view is paired with its 3 coarse best, all within its own group and near it."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from omnipose.data.sfm_matching import coarse_pairs
+
+    cameras = _lego_cameras(lego_dir)
+    order = _by_direction(cameras)
+    names = order[:8] + order[-8:]
+    _lego_photos(lego_dir, tmp_path / "photos", names, size=200)
+    options = pycolmap.FeatureExtractionOptions()
+    options.num_threads = 1
+    options.sift.first_octave = -1
+    pycolmap.extract_features(tmp_path / "db.db", tmp_path / "photos", extraction_options=options)
+
+    pairs = coarse_pairs(pycolmap, tmp_path / "db.db", neighbours=3)
+    assert all(a < b for a, b in pairs) and {n for pair in pairs for n in pair} == {f"{n}.png" for n in names}
+    group = {f"{n}.png": k < 8 for k, n in enumerate(names)}
+    assert all(group[a] == group[b] for a, b in pairs), pairs
+    direction = {f"{n}.png": cameras[n][:3, 3] / np.linalg.norm(cameras[n][:3, 3]) for n in names}
+    angles = [np.degrees(np.arccos(np.clip(direction[a] @ direction[b], -1, 1))) for a, b in pairs]
+    assert max(angles) < 60, sorted(angles)
+
+
 def test_a_photo_registered_across_the_object_from_its_matches_is_flagged():
     from omnipose.data.sfm_checks import MirroredPhotosError, mirrored_views
 

@@ -1,5 +1,5 @@
 """Matches between photos for structure from motion, written into COLMAP's database: SIFT's, matched by
-pycolmap (every pair, or pairs by thumbnail retrieval), or a learned matcher's keypoints and matches,
+pycolmap (every pair, or the pairs a coarse match of every pair finds), or a learned matcher's keypoints and matches,
 verified geometrically by COLMAP. Used by ``sfm.run_sfm``; pycolmap is passed in, not imported here."""
 from __future__ import annotations
 
@@ -35,21 +35,62 @@ def retrieval_pairs(image_dir: Path, neighbours: int) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+COARSE_FEATURES = 300
+"""Features per photo, its largest-scale SIFT features, that ``coarse_pairs`` matches over every pair."""
+
+
+def coarse_pairs(pycolmap, database: Path, neighbours: int) -> list[tuple[str, str]]:
+    """Pairs of each photo with the ``neighbours`` photos whose largest SIFT features (``COARSE_FEATURES`` of
+    each) match its own most often (nearest neighbour under Lowe's ratio test, counted both ways, the smaller
+    count kept): a coarse match of every pair, a fiftieth of matching them in full. Returns sorted, unique name pairs."""
+    db = pycolmap.Database.open(str(database))
+    try:
+        images = sorted(db.read_all_images(), key=lambda image: image.name)
+        names, described = [image.name for image in images], []
+        for image in images:
+            keypoints = np.asarray(db.read_keypoints(image.image_id))
+            descriptors = np.asarray(db.read_descriptors(image.image_id).data, dtype=np.float32)
+            scale = np.sqrt(np.abs(keypoints[:, 2] * keypoints[:, 5] - keypoints[:, 3] * keypoints[:, 4]))
+            chosen = descriptors[np.argsort(-scale, kind="stable")[:COARSE_FEATURES]]
+            padded = np.zeros((COARSE_FEATURES, 128), np.float32)  # a photo with fewer features matches nothing more
+            padded[: len(chosen)] = chosen / (np.linalg.norm(chosen, axis=1, keepdims=True) + 1e-9)
+            described.append(padded)
+    finally:
+        db.close()
+    features = np.stack(described)
+    views = len(names)
+    counts = np.zeros((views, views))
+    for view in range(views):
+        similarity = (features[view] @ features.reshape(-1, 128).T).reshape(COARSE_FEATURES, views, COARSE_FEATURES)
+        best_two = -np.partition(-similarity, 1, axis=2)[:, :, :2]
+        distance = np.sqrt(np.clip(2 - 2 * best_two, 0, None))  # between unit descriptors
+        # COLMAP's SIFT matching thresholds: ratio 0.8, distance 0.7.
+        counts[view] = ((distance[..., 0] < 0.8 * distance[..., 1]) & (distance[..., 0] < 0.7)).sum(0)
+    counts = np.minimum(counts, counts.T)
+    np.fill_diagonal(counts, -1)
+    pairs = set()
+    for view, row in enumerate(counts):
+        for other in np.argsort(-row, kind="stable")[:neighbours]:
+            pairs.add(tuple(sorted((names[view], names[int(other)]))))
+    return sorted(pairs)
+
+
 def match_features(pycolmap, database: Path, work: Path, count: int, config: OnboardConfig) -> str:
-    """Match every pair up to ``exhaustive_limit`` photos, else pairs by retrieval. Returns the strategy."""
+    """Match every pair up to ``exhaustive_limit`` photos, else the pairs a coarse match of every pair
+    finds (``coarse_pairs``). Returns the strategy."""
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = config.num_threads
     matching.guided_matching = config.guided_matching
     if count <= config.exhaustive_limit:
         pycolmap.match_exhaustive(database, matching_options=matching)
         return "exhaustive"
-    pairs = retrieval_pairs(work / "images", config.retrieval_neighbours)
+    pairs = coarse_pairs(pycolmap, database, config.retrieval_neighbours)
     pair_file = work / "pairs.txt"
     pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
     pairing = pycolmap.ImportedPairingOptions()
     pairing.match_list_path = pair_file
     pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing)
-    return f"retrieval ({config.retrieval_neighbours} neighbours, {len(pairs)} pairs)"
+    return f"coarse ({config.retrieval_neighbours} neighbours, {len(pairs)} pairs)"
 
 
 LEARNED_MAX_SIZE = 1024
