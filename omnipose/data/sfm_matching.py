@@ -42,7 +42,9 @@ COARSE_FEATURES = 300
 def coarse_pairs(pycolmap, database: Path, neighbours: int) -> list[tuple[str, str]]:
     """Pairs of each photo with the ``neighbours`` photos whose largest SIFT features (``COARSE_FEATURES`` of
     each) match its own most often (nearest neighbour under Lowe's ratio test, counted both ways, the smaller
-    count kept): a coarse match of every pair, a fiftieth of matching them in full. Returns sorted, unique name pairs."""
+    count kept): a coarse match of every pair, which grows with the square of the photos as full matching does
+    but about ten times faster (5 s against 50 s for the lego's 100 views at 400 px). Returns sorted, unique name
+    pairs."""
     db = pycolmap.Database.open(str(database))
     try:
         images = sorted(db.read_all_images(), key=lambda image: image.name)
