@@ -35,42 +35,6 @@ def pick_device(device: "str | torch.device | None" = None) -> "torch.device":  
     return chosen
 
 
-_OUTER_THREADS: list[int] = []
-"""torch's thread count outside each ``one_torch_thread`` now entered, outermost first (one list for the
-process, as torch's thread count is)."""
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run the few small torch calls (rays, projection) on one thread: on a busy machine, waking
-    torch's thread pool for arrays this small costs 40x more than the arithmetic."""
-    import torch
-
-    previous = torch.get_num_threads()
-    _OUTER_THREADS.append(previous)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        _OUTER_THREADS.pop()
-        torch.set_num_threads(previous)
-
-
-@contextmanager
-def all_torch_threads() -> Iterator[None]:
-    """Run one large computation inside ``one_torch_thread`` on the threads torch had outside it: a
-    matrix product of tens of millions of multiply-adds gains from each thread what small calls lose."""
-    import torch
-
-    previous = torch.get_num_threads()
-    # The innermost one_torch_thread that took threads away; one nested in it found one thread already.
-    torch.set_num_threads(next((count for count in reversed(_OUTER_THREADS) if count > 1), previous))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run torch on ``count`` threads (-1: as it is), then restore its count: a command told to use some threads
@@ -85,6 +49,36 @@ def torch_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+_OUTER_THREADS: list[int] = []
+"""torch's thread count outside each ``one_torch_thread`` now entered, outermost first (one list for the
+process, as torch's thread count is)."""
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the few small torch calls (rays, projection) on one thread: on a busy machine, waking
+    torch's thread pool for arrays this small costs 40x more than the arithmetic."""
+    import torch
+
+    _OUTER_THREADS.append(torch.get_num_threads())
+    try:
+        with torch_threads(1):
+            yield
+    finally:
+        _OUTER_THREADS.pop()
+
+
+@contextmanager
+def all_torch_threads() -> Iterator[None]:
+    """Run one large computation inside ``one_torch_thread`` on the threads torch had outside it: a
+    matrix product of tens of millions of multiply-adds gains from each thread what small calls lose."""
+    import torch
+
+    # The innermost one_torch_thread that took threads away; one nested in it found one thread already.
+    with torch_threads(next((count for count in reversed(_OUTER_THREADS) if count > 1), torch.get_num_threads())):
+        yield
 
 
 @contextmanager

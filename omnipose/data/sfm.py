@@ -84,7 +84,8 @@ class OnboardConfig(Config):
     exhaustive_limit: int = 50
     """Up to this many photos every pair is matched; above it each photo is matched in full with the
     ``retrieval_neighbours`` photos a coarse match of every pair finds it shares most features with
-    (``sfm_matching.coarse_pairs``): on the lego's 100 views at 400 px as accurate, in 85 s against 119 - 124 s."""
+    (``sfm_matching.coarse_pairs``): on the lego's 100 views at 400 px as accurate as every pair, in two thirds
+    of the time (docs/RESULTS.md)."""
     retrieval_neighbours: int = 15
     """Pairs per photo when matching beyond ``exhaustive_limit``."""
     learned_neighbours: int = 10
