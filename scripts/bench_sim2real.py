@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="choose query poses by chromaticity (PoseConfig.rank_by_chromaticity): the test photographs' light differs")
     parser.add_argument("--match-shading", type=int, default=0, metavar="PX",
                         help="bring references to each photograph's shading in windows of this radius (CompareConfig.match_shading)")
+    parser.add_argument("--calibrate-on-photos", type=int, default=0, metavar="N",
+                        help="calibrate sim->real on N real training photographs posed as queries (run_sim2real's "
+                             "calibration_photos)")
     parser.add_argument("--no-ablation", action="store_true", help="skip sim->real without photometric matching")
     parser.add_argument("--background-ablation", action="store_true",
                         help="also real->real and sim->real on fields that keep the views' plain backdrop (new fields)")
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         study = study.with_name(f"{study.name}_chromaticity")
     if args.match_shading:
         study = study.with_name(f"{study.name}_shading{args.match_shading}")
-    run = run_sim2real(sim_root, real_root, args.classes, study, config)
+    if args.calibrate_on_photos:
+        study = study.with_name(f"{study.name}_calibrated_on{args.calibrate_on_photos}")
+    run = run_sim2real(sim_root, real_root, args.classes, study, config, calibration_photos=args.calibrate_on_photos)
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(sim2real_table(run.cells)))
     if not args.no_ablation:
         other = run_sim2real(sim_root, real_root, args.classes, study.with_name(f"{study.name}_no_photometric_matching"), config,
-                             cells=("sim2real",), match_photographs=False)
+                             cells=("sim2real",), match_photographs=False, calibration_photos=args.calibrate_on_photos)
         report["ablation"] = {"match_photographs": False, **other.to_json()}
         print("\nsim -> real without photometric matching (the same fields):")
         print("\n".join(sim2real_table(other.cells)))

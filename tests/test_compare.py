@@ -152,6 +152,42 @@ def test_a_query_in_another_exposure_is_matched_and_its_defect_still_stands_out(
     assert defect.flatten()[matched.compare(query, normal).anomaly_map[0].argmax()]
 
 
+def test_a_photo_of_another_tone_curve_is_matched_by_curves_where_gains_fall_short_and_its_defect_stands_out(
+        comparator, views):
+    """A photo whose camera lifts dark tones more than light ones (each channel of the object through
+    its own power curve, as another camera's tone curve and a light tent's scattered light do): one
+    gain per channel leaves much of the difference, the curves (``exposure_curve``) take the
+    reference to within a fraction of it in spite of a painted defect, and the defect still holds the
+    map's maximum."""
+    from omnipose.compare.terms import exposure_curves, exposure_gains, tone_mapped
+
+    normal = views[7]
+    power = torch.tensor([0.55, 0.6, 0.7])
+    on_object = normal.amin(-1) < 0.95
+
+    def photographed(image, seed):
+        shot = image.clone()
+        shot[on_object] = image[on_object].clamp_min(0) ** power
+        return perturb(shot, seed)
+
+    defective, defect = plant_square(normal, PAINT)
+    query = photographed(defective, 73).permute(2, 0, 1)[None]
+    reference = normal.permute(2, 0, 1)[None]
+    gained = (reference * exposure_gains(query, reference, on_object[None])[..., None, None]).clamp(0, 1)
+    curved = tone_mapped(reference, exposure_curves(query, reference, on_object[None]))
+    clean = on_object & ~defect
+
+    def error(image):
+        return float((image - query).abs().mean(1)[0][clean].mean())
+
+    assert error(curved) < 0.4 * error(gained) and error(gained) < error(reference)
+    matched = Comparator(replace(comparator.config, match_exposure=True, exposure_curve=True), device="cpu",
+                         extractor=comparator.extractor)
+    normals = torch.stack([perturb(view, seed) for seed, view in enumerate(views[:6])])
+    matched.fit(views[:6], normals, progress=False)
+    assert defect.flatten()[matched.compare(query[0].permute(1, 2, 0), normal).anomaly_map[0].argmax()]
+
+
 def test_a_query_lit_from_another_side_is_matched_and_its_defect_still_stands_out(comparator, views):
     """A photo lit from the right (the object 0.7 to 1.3 times as bright across the image): the
     reference brought to its shading draws the clean photo's object closely, what the light adds to

@@ -22,7 +22,7 @@ from omnipose.pose.align import _hopeful, align_poses
 from omnipose.pose.hypotheses import Hypothesis, fit_similarity, pose_from_similarity, solve_pnp
 from omnipose.pose.matching import make_matcher
 from omnipose.pose.refine import refine_poses
-from omnipose.pose.restart import ring, worth_restarting
+from omnipose.pose.restart import choose_side, half_turned, ring, worth_restarting
 from omnipose.pose.results import pose_confidence
 from omnipose.pose.retrieval import (
     DescriptorBank,
@@ -30,7 +30,8 @@ from omnipose.pose.retrieval import (
     mutual_nn_counts,
     rotation_affine,
 )
-from omnipose.pose.scoring import PoseScoring
+from omnipose.pose.scene import PoseScene
+from omnipose.pose.scoring import PoseScoring, structure_fits
 
 INFO_200 = SimpleNamespace(width=200, height=200, background=(1.0, 1.0, 1.0))
 
@@ -268,19 +269,27 @@ def test_chromaticity_residual_ignores_other_light_and_still_ranks_poses(field):
     assert bool((chroma[1:] > chroma[:-1]).all())
 
 
+def _relit_duel(field, tmp_path, **options):
+    """For the side duels: an estimator of the lego field with ``options``, the relit render (true pose,
+    query, region) and its scoring, and two starts with whether the half turn must win from there: the
+    true pose a little off and turned half-way (it must), and a little off only (it must not)."""
+    model, info = field
+    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, **options),
+                              cache_path=tmp_path / "features.pt")
+    true, query, region = _relit_render(model, info)
+    distance = estimator.distance
+    starts = ((estimator.scene.half_turned(_perturbed(true, 3.0, 0.01, distance, 1)), True),
+              (_perturbed(true, 1.0, 0.005, distance, 2), False))
+    return estimator, true, query, region, estimator.scoring(query.numpy(), region), starts
+
+
 def test_a_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field, tmp_path):
     """Under ``rank_by_chromaticity`` the chosen pose duels with itself turned half-way about the
     object's vertical (aligned in its turn), judged on the pixels where the two renders disagree. On a
     relit render of the lego field: from the far side the turn wins and lands on the true pose; from
     near the true pose it loses."""
-    model, info = field
-    estimator = PoseEstimator(model, info, PoseConfig(cache_dir=None, gap_views=0, rank_by_chromaticity=True),
-                              cache_path=tmp_path / "features.pt")
-    true, query, region = _relit_render(model, info)
-    scoring = estimator.scoring(query.numpy(), region)
-    distance = estimator.distance
-    for start, turned_wins in ((estimator.scene.half_turned(_perturbed(true, 3.0, 0.01, distance, 1)), True),
-                               (_perturbed(true, 1.0, 0.005, distance, 2), False)):
+    estimator, true, query, region, scoring, starts = _relit_duel(field, tmp_path, rank_by_chromaticity=True)
+    for start, turned_wins in starts:
         assert (float(g.pose_errors(start, true)[0]) > 170) is turned_wins
         hypothesis = Hypothesis(start, "test", 20, 7, 0.0)
         notes = []
@@ -294,11 +303,43 @@ def test_a_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field
         assert hypotheses[1].inliers == 0 and "turned" in hypotheses[1].source
 
 
+def test_structure_tells_a_relit_view_from_its_half_turn_and_nothing_where_the_renders_agree(field):
+    """``scoring.structure_fits`` on a relit render of the lego field (brighter on one side): the
+    band-passed grey of the field at the true pose correlates with the query's where the true pose and
+    its half turn render differently, the half turn's does not; two renders alike leave nothing to judge."""
+    model, info = field
+    true, relit, region = _relit_render(model, info)
+    turned = PoseScene.of_model(model, info, PoseConfig()).half_turned(true[None])
+    fit = structure_fits(model.render_rays, torch.cat([true[None], turned]), info.K, relit.numpy(), region)
+    assert float(fit[0]) > 0.8 and float(fit[1]) < 0.3
+    assert structure_fits(model.render_rays, torch.stack([true, true]), info.K, relit.numpy(), region) is None
+
+
+def test_with_side_by_structure_a_relit_pose_on_the_far_side_is_turned_back_and_a_near_true_one_is_kept(field,
+                                                                                                          tmp_path):
+    """``PoseConfig.side_by_structure``: the pose and its aligned half turn (``restart.half_turned``)
+    are judged by their structure against the query as it is. On a relit render of the lego field, the
+    start aligned as the search aligns it: from the far side the turn wins, lands on the true pose and
+    alone is refined; from near the true pose it loses."""
+    estimator, true, query, region, scoring, starts = _relit_duel(field, tmp_path, side_by_structure=True)
+    for start, turned_wins in starts:
+        notes = []
+        with estimator.scene.frozen():
+            # Aligned first, as the search aligns every pose before it tries the other side.
+            start, _, _ = align_poses(estimator.render_rays, start[None], estimator.render_K, query,
+                                      estimator.config.align, region, region, estimator.distance)
+            poses, residual, _, rounds = half_turned(
+                estimator.scene, start, estimator.residual(start, scoring), [Hypothesis(start[0], "test", 20, 7, 0.0)],
+                0, estimator.config, query, region, region, lambda turned: estimator.residual(turned, scoring))
+            best, lead = choose_side(estimator.scene, poses, residual, 0, estimator.config, query.numpy(), region, notes)
+        assert len(poses) == 2 and rounds >= 1
+        assert best == lead == (1 if turned_wins else 0) and bool(notes) is turned_wins
+        assert float(g.pose_errors(poses[best], true)[0]) < 1.5
+
+
 def test_restarts_lie_the_given_angle_away_and_still_look_at_the_object():
     """``PoseScene.nearby``: orbits about the point the camera looks at (at the object's distance),
     which keeps that point in the middle of the view at the same distance, and two rolls in place."""
-    from omnipose.pose.scene import PoseScene
-
     centre = torch.tensor([0.1, 0.0, -0.2])
     c2w = g.roll_camera(g.spherical_pose(0.7, 0.4, 4.0, target=centre.tolist()), 0.3)
     K = g.intrinsics_from_fov(0.7, 100, 100)
@@ -689,7 +730,7 @@ def test_the_pose_command_builds_its_config_from_the_options():
     assert (config.matcher, config.rotations, config.progress, config.loftr_weights) == ("sift", 4, False, None)
 
 
-def test_detect_and_sim2real_rank_by_chromaticity_and_match_shading_only_when_asked():
+def test_detect_and_sim2real_rank_by_chromaticity_side_by_structure_and_match_shading_only_when_asked():
     from omnipose.cli.app import build_parser
     from omnipose.cli.detect import config_from_size_arguments, detector_config_from_args
 
@@ -701,6 +742,10 @@ def test_detect_and_sim2real_rank_by_chromaticity_and_match_shading_only_when_as
     assert config_from_size_arguments(args).pose.rank_by_chromaticity
     assert config_from_size_arguments(args).compare.match_shading == 16
     assert detector_config_from_args(parser.parse_args(base)).compare.match_shading == 0
+    assert not detector_config_from_args(parser.parse_args(base)).pose.side_by_structure
+    assert args.calibrate_on_photos == 0
+    assert parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--calibrate-on-photos", "20"]).calibrate_on_photos == 20
+    assert detector_config_from_args(parser.parse_args([*base, "--side-by-structure"])).pose.side_by_structure
 
 
 def test_detect_takes_the_highlight_floor_as_a_lift_or_off_and_refuses_other_values(capsys):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from omnipose.compare import Calibration
 from omnipose.core.geometry import so3_exp
 from omnipose.core.image import image_width
 from omnipose.data import open_mad_class
@@ -74,8 +75,9 @@ def test_the_sim_field_poses_and_scores_photographs_in_another_frame(fitted_clas
     monkeypatch.setattr(study, "CHECK_VIEWS", 5)
 
     # A mild tint only: no photometric matching (it is for photographs far from the renders, tested below).
+    # Calibrated on three of the real training views, posed as queries (detector.calibrate_on_queries).
     run = run_sim2real(mad.root, real, "all", tmp_path / "out", config, cells=("sim2real",), match_photographs=False,
-                       progress=False)
+                       calibration_photos=3, progress=False)
 
     check = run.checks[mad.name]
     assert check.same_object and check.rotation_deg < 2.0, check.message()
@@ -89,11 +91,14 @@ def test_the_sim_field_poses_and_scores_photographs_in_another_frame(fitted_clas
     report = run.report.read_text()
     assert "| 01Robot | sim -> real |" in report and "panels/01Robot.png" in report
     assert Image.open(run.panels[0]).size[0] > 600
+    calibration = Calibration.load(tmp_path / "out" / "sim2real" / mad.name / "calibration.json")
+    assert len(calibration.normal_scores) == 3
+    assert Calibration.load(detector.ckpt_dir / "calibration.json").normal_scores != calibration.normal_scores
 
     # A rerun finds everything done: nothing is detected or checked again.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.json") if "sim2real" in p.parts}
     again = run_sim2real(mad.root, real, mad.name, tmp_path / "out", config, cells=("sim2real",), match_photographs=False,
-                         progress=False)
+                         calibration_photos=3, progress=False)
     assert again.cells[0].row() == row
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items() if p.parent.name != "out")
 

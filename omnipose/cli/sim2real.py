@@ -24,6 +24,9 @@ def add_sim2real_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add_size_arguments(parser)
     parser.add_argument("--steps", type=int, default=None, help="training steps per field when no checkpoint exists")
     parser.add_argument("--minutes", type=float, default=None, help="training time budget per field when no checkpoint exists")
+    parser.add_argument("--calibrate-on-photos", type=int, default=0, metavar="N",
+                        help="in sim->real, calibrate the comparison on N of the real class's normal training "
+                             "photographs, posed as queries, instead of on the renders (default 0: the renders)")
     parser.add_argument("--device", default=None)
     return parser
 
@@ -33,7 +36,8 @@ def run_sim2real(args: argparse.Namespace) -> int:
     if args.steps is not None:
         config.train = replace(config.train, steps=args.steps)
     cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
-    run = run_study(args.sim, args.real, args.classes, args.out, config, cells)
+    run = run_study(args.sim, args.real, args.classes, args.out, config, cells,
+                    calibration_photos=args.calibrate_on_photos)
     print("\n".join(sim2real_table(run.cells)))
     for check in run.checks.values():
         print(check.message())

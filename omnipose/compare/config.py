@@ -133,6 +133,10 @@ class CompareConfig(Config):
     colour channel, the median ratio on the object), for queries taken in another session with the
     camera set otherwise. Off by default: on queries 5 % darker it helped one built-in class and hurt
     another more (``docs/RESULTS.md``, backdrops)."""
+    exposure_curve: bool = False
+    """With ``match_exposure``, a curve per colour channel in place of one gain (``terms.exposure_curves``:
+    the query's median at eight levels of the reference on the object), for photographs against renders
+    (``omnipose sim2real``): another camera's tone curve lifts dark parts more than light ones."""
     shade_color: float = 0.0
     """Measure the colour term against the references brought to the query's lightness
     (``omnipose.compare.terms.shading_matched`` with one affine function for the three channels, in
@@ -216,7 +220,8 @@ class CompareConfig(Config):
         require(self, "sigma", math.isfinite(self.sigma), "must be finite")
         require(self, "color_shift", _is_int(self.color_shift) and self.color_shift >= 0,
                 "must be a whole number of pixels, 0 or more (0: off)")
-        require(self, "match_exposure", isinstance(self.match_exposure, bool), "must be True or False")
+        for name in ("match_exposure", "exposure_curve"):
+            require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         require(self, "match_sharpness_from", self.match_sharpness_from is None
                 or (_is_int(self.match_sharpness_from) and self.match_sharpness_from >= 1),
                 "must be an image width in pixels (400: from the default working size up), or None for never")
@@ -247,13 +252,13 @@ CALIBRATION_FIELDS = (
     "color_weight", "color_shift", "highlight_floor", "structure_weight", "feature_weight", "features", "feature_layers",
     "feature_distance", "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask",
     "background", "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
-    "own_spread_per_term", "neighbour_views", "reprojection_tolerance", "match_exposure", "shade_color", "match_shading",
-    "match_sharpness_from",
+    "own_spread_per_term", "neighbour_views", "reprojection_tolerance", "match_exposure", "exposure_curve",
+    "shade_color", "match_shading", "match_sharpness_from",
 )  # fmt: skip
 
 
 # What a calibration stored before one of these fields existed was fitted with: its signature lacks the field.
-FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None, "match_sharpness_from": None}
+FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None, "match_sharpness_from": None, "exposure_curve": False}
 
 
 def calibration_signature(config: CompareConfig) -> dict[str, Any]:

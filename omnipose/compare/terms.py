@@ -248,9 +248,9 @@ def raw_residuals(
     Where ``unseen`` (B, H, W) bool is set, the terms are 0: no training view saw the surface the
     render shows there, so it is the field's guess and a residual says nothing of the object.
     With ``match_exposure`` the references are first brought to the query's exposure and white balance
-    (``exposure_gains``, measured against the render, applied to every reference: all come from the
-    training session), and with ``match_shading`` each reference to its shading (``shading_matched``);
-    with ``shade_color`` alone, the colour term only."""
+    (``exposure_gains``, or with ``exposure_curve`` its tones, ``exposure_curves``; measured against the
+    render, applied to every reference: all come from the training session), and with ``match_shading``
+    each reference to its shading (``shading_matched``); with ``shade_color`` alone, the colour term only."""
     mask = comparison_mask(config, query, reference, alpha)
     sharpen = config.match_sharpness_from is not None and query.shape[-1] >= config.match_sharpness_from
     shade_color = config.shade_color > 0 and config.match_shading == 0 and config.color_weight > 0
@@ -260,10 +260,13 @@ def raw_residuals(
     if sharpen:
         query = sharpness_matched(query, reference, mask & (solid[:, 0] > 0.5))
     if config.match_exposure or config.match_shading > 0:
-        gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure else 1.0
+        curved = config.match_exposure and config.exposure_curve
+        curves = exposure_curves(query, reference, mask, alpha) if curved else None
+        gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure and not curved \
+            else 1.0
 
         def matched(image: torch.Tensor) -> torch.Tensor:
-            image = (image * gains).clamp(0.0, 1.0)
+            image = tone_mapped(image, curves) if curved else (image * gains).clamp(0.0, 1.0)
             return shading_matched(image, query, config.match_shading) if config.match_shading > 0 else image
 
         reference, *neighbours = [image + solid * (matched(image) - image) for image in (reference, *neighbours)]
@@ -352,6 +355,59 @@ def exposure_gains(
             if values.numel() >= 64:
                 gains[b, c] = values.median().clamp(0.5, 2.0)
     return gains
+
+
+TONE_LEVELS = 8
+"""Levels of the reference (its quantiles on the object) at which ``exposure_curves`` reads the query's median."""
+
+
+def exposure_curves(
+    query: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, alpha: torch.Tensor | None = None
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per image and channel, the curve (levels, values), each (L,), that takes the reference to the
+    query's tones: at ``TONE_LEVELS`` levels of the reference (the medians of its quantile bins on the
+    usable pixels of ``exposure_gains``), the query's median there, made non-decreasing. An image or
+    channel with fewer than 64 such pixels gets the empty curve (left as it is).
+
+    A gain per channel cannot take a render to a photograph of another camera: the photograph's dark
+    parts are lifted more than its light ones (another tone curve, light scattered in a tent). A few
+    levels over the whole object follow that and cannot draw a defect, which takes less than half of
+    any level's pixels. query, reference: (B, 3, H, W); mask: (B, H, W) bool."""
+    usable = mask[:, None] & (query > 0.02) & (reference > 0.02) & (query < 0.99) & (reference < 0.99)
+    if alpha is not None:
+        usable &= alpha.to(query.device).reshape(mask.shape)[:, None] > 0.99
+    curves = []
+    for b in range(query.shape[0]):
+        channels = []
+        for c in range(3):
+            source, target = reference[b, c][usable[b, c]], query[b, c][usable[b, c]]
+            if source.numel() < 64:
+                channels.append((source.new_zeros(0), source.new_zeros(0)))
+                continue
+            order = source.argsort()
+            bins = torch.tensor_split(order, TONE_LEVELS)
+            levels = torch.stack([source[i].median() for i in bins])
+            values = torch.stack([target[i].median() for i in bins]).cummax(0).values
+            channels.append((levels, values))
+        curves.append(channels)
+    return curves
+
+
+def tone_mapped(image: torch.Tensor, curves: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
+    """image (B, 3, H, W) through ``exposure_curves``: linear between the levels, and beyond the first and
+    last level the gain there (so black stays black), within [0, 1]."""
+    out = image.clone()
+    for b, channels in enumerate(curves):
+        for c, (levels, values) in enumerate(channels):
+            if levels.numel() == 0:
+                continue
+            x = image[b, c]
+            upper = torch.searchsorted(levels, x.contiguous()).clamp(1, levels.numel() - 1)
+            x0, x1, y0, y1 = levels[upper - 1], levels[upper], values[upper - 1], values[upper]
+            inner = y0 + (x - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-6)
+            low, high = x * values[0] / levels[0].clamp_min(1e-3), x * values[-1] / levels[-1].clamp_min(1e-3)
+            out[b, c] = torch.where(x < levels[0], low, torch.where(x > levels[-1], high, inner))
+    return out.clamp(0.0, 1.0)
 
 
 SHADING_REGULARISATION = 1e-3

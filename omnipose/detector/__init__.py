@@ -8,6 +8,7 @@ from omnipose.detector.batch import (
     predict_or_fail,
     read_finished,
 )
+from omnipose.detector.calibration import calibrate_on_queries, stored_calibration
 from omnipose.detector.detector import (
     Detector,
     DetectorConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "Reference",
     "best_reference",
     "cached_normal_views",
+    "calibrate_on_queries",
     "candidate_poses",
     "class_summary",
     "decide",
@@ -48,4 +50,5 @@ __all__ = [
     "read_finished",
     "registered_reference",
     "split_held_out",
+    "stored_calibration",
 ]

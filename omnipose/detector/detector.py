@@ -30,10 +30,8 @@ from omnipose.compare import (
     Calibration,
     Comparator,
     CompareConfig,
-    CompareError,
     ComparisonResult,
     NormalViews,
-    check_signature,
 )
 from omnipose.core.config import Config, fraction, non_negative, one_of, optional_positive, positive, require
 from omnipose.core.device import pick_device
@@ -42,6 +40,7 @@ from omnipose.core.geometry import scale_intrinsics
 from omnipose.core.image import image_width, resize_to_width, warp_image
 from omnipose.data import MADClass, PosedImages, open_mad_class
 from omnipose.detector.batch import QueryFailure, detect_class, predict_many
+from omnipose.detector.calibration import stored_calibration
 from omnipose.detector.references import (
     Reference,
     best_reference,
@@ -311,14 +310,8 @@ class Detector:
         if self.config.compare.mode == "pad":
             return
         path, key = self.ckpt_dir / "calibration.json", model_fingerprint(self.model)
-        calibration = None
-        if path.is_file():
-            try:
-                calibration = Calibration.load(path)
-                check_signature(calibration, self.config.compare)
-            except CompareError:
-                calibration = None  # unreadable, or fitted with another comparison config: fit again below
-        if calibration is None or calibration.field_key != key:
+        calibration = stored_calibration(path, self.config.compare, key)
+        if calibration is None:
             images, renders, alphas, neighbours = self.normal_pairs(views, progress)
             calibration = self.comparator.fit(images, renders, alphas, neighbours, progress=progress)
             calibration.field_key = key

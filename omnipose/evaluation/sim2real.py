@@ -40,14 +40,14 @@ from omnipose.core.geometry import pose_errors, rotation_error_deg
 from omnipose.core.image import image_width, read_image_rgb, read_mask
 from omnipose.data import MADClass, PosedImages, apply_similarity, camera_similarity, open_mad_class
 from omnipose.data.synth import GROUND_TRUTH_POSES, load_ground_truth_poses, load_true_poses
-from omnipose.detector import Detector, DetectorConfig
+from omnipose.detector import Detector, DetectorConfig, calibrate_on_queries, stored_calibration
 from omnipose.evaluation.benchmark import BENCHMARK_EVALUATION, resolve_classes
 from omnipose.evaluation.figures import save_side_by_side
 from omnipose.evaluation.metrics import is_defined
 from omnipose.evaluation.predictions import evaluate_prediction_dir, finished_keys, read_anomaly_map
 from omnipose.evaluation.results import ClassResult
 from omnipose.evaluation.runner import run_class, save_run_config
-from omnipose.pose import prepare_query
+from omnipose.pose import model_fingerprint, prepare_query
 
 CELLS = ("sim2sim", "real2real", "sim2real")
 CELL_TITLES = {"sim2sim": "sim -> sim", "real2real": "real -> real", "sim2real": "sim -> real"}
@@ -168,7 +168,7 @@ def check_same_object(detector: Detector, views: PosedImages, class_name: str, c
 # ----------------------------------------------------------------------------- the study
 def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Sequence[str], out_dir: str | Path,
                  config: DetectorConfig, cells: Sequence[str] = CELLS, match_photographs: bool = True,
-                 progress: bool = True) -> Sim2RealRun:
+                 calibration_photos: int = 0, progress: bool = True) -> Sim2RealRun:
     """Fit, detect and evaluate ``cells`` for ``classes`` ('all': the classes both roots hold; 'A,B'
     or a list) and write the table, the object checks and the panels under ``out_dir``.
 
@@ -176,27 +176,33 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
     roots' folder names, so that each root's fields have their own checkpoints under
     ``config.ckpt_root`` (``_configs``). Everything resumes: finished fields, queries and checks are kept.
     match_photographs: in sim2real, bring each photograph's colours to the renders' for the pose search
-        (``PoseConfig.match_query_colour``) and the references to the photograph's exposure and white
-        balance for the comparison (``CompareConfig.match_exposure``); False for the ablation.
+        (``PoseConfig.match_query_colour``) and the references to the photograph's tones for the
+        comparison (``CompareConfig.match_exposure`` with ``exposure_curve``); False for the ablation.
+    calibration_photos: in sim2real, calibrate the comparison on this many of the real class's normal
+        training photographs, posed as queries (``detector.calibrate_on_queries``), in place of the
+        renders; 0 (default): the renders, as the other cells calibrate on their own training views.
     """
     sim_root, real_root, out_dir = Path(sim_root), Path(real_root), Path(out_dir)
     unknown = [cell for cell in cells if cell not in CELLS]
     if unknown or not cells:
         raise ConfigError(f"unknown cell(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(CELLS)}.")
+    if calibration_photos < 0:
+        raise ConfigError(f"calibration_photos is {calibration_photos}: give a number of photographs, or 0 for the renders.")
     names = _class_names(sim_root, real_root, classes)
     sim_config, real_config = _configs(sim_root, real_root, config)
-    # sim2real: the photographs' lens (each root's own queries share its views' lens) and colours.
-    across = replace(sim_config, query_focal=config.query_focal)
+    # sim2real: the photographs' lens (each root's own queries share its views' lens), light and colours.
+    across = replace(sim_config, query_focal=config.query_focal,
+                     pose=replace(sim_config.pose, side_by_structure=True))
     if match_photographs:
         across = replace(across, pose=replace(across.pose, match_query_colour=True),
-                         compare=replace(across.compare, match_exposure=True))
+                         compare=replace(across.compare, match_exposure=True, exposure_curve=True))
     results, checks, reals = [], {}, {}
     for name in names:
         sim, real = open_mad_class(sim_root, name), open_mad_class(real_root, name)
         reals[name] = real
         for cell in cells:
             if cell == "sim2real":
-                checks[name] = _detect_across(sim, real, out_dir, across, progress)
+                checks[name] = _detect_across(sim, real, out_dir, across, calibration_photos, progress)
             else:
                 root, cell_config = (sim_root, sim_config) if cell == "sim2sim" else (real_root, real_config)
                 run_class(root, name, out_dir / cell, cell_config, skip_finished=True, progress=progress)
@@ -247,8 +253,10 @@ def real_focal(real: MADClass, views: PosedImages) -> float | None:
     return float(views.K[0, 0]) * image_width(real.train_images[0]) / views.width
 
 
-def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: DetectorConfig, progress: bool) -> ObjectCheck:
-    """The sim2real cell of one class: the sim field checks and detects the real photographs."""
+def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: DetectorConfig, calibration_photos: int,
+                   progress: bool) -> ObjectCheck:
+    """The sim2real cell of one class: the sim field checks and detects the real photographs, its
+    comparison calibrated on ``calibration_photos`` real training photographs where that is above 0."""
     class_dir = out_dir / "sim2real" / real.name
     check_path = out_dir / "object_check" / f"{real.name}.json"
     keys = [item.name for item in real.test_items]
@@ -262,9 +270,22 @@ def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: Detecto
     if check is None:
         check = check_same_object(detector, views, real.name, CHECK_VIEWS, config.query_focal)
         atomic_write_json(check_path, check.to_json())
+    if calibration_photos > 0:
+        _calibrate_on_photos(detector, views, calibration_photos, class_dir / "calibration.json", progress)
     detector.detect_class(real, out_dir / "sim2real", progress=progress)
     save_run_config(class_dir, config)
     return check
+
+
+def _calibrate_on_photos(detector: Detector, views: PosedImages, count: int, path: Path, progress: bool) -> None:
+    """Calibrate ``detector`` on ``count`` of the photographs ``views`` (spread over the set), or take the
+    calibration ``path`` holds from an earlier run of the same field and comparison (written there)."""
+    calibration = stored_calibration(path, detector.config.compare, model_fingerprint(detector.model))
+    if calibration is not None and len(calibration.normal_scores) == count:
+        detector.comparator.calibration = calibration
+        return
+    picks = np.unique(np.linspace(0, len(views) - 1, min(count, len(views))).round().astype(int))
+    calibrate_on_queries(detector, [views.paths[i] for i in picks.tolist()], progress).save(path)
 
 
 def _read_check(path: Path) -> ObjectCheck | None:

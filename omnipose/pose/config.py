@@ -236,6 +236,12 @@ class PoseConfig(Config):
     side, while the object's colours stay where they are. The detector then compares at the chosen
     pose alone, and the confidence is judged on the chromaticity residual there
     (``max_chromaticity_ratio``)."""
+    side_by_structure: bool = False
+    """Where the restarts align the best pose's half turn (``half_turn``), choose between the two by the
+    band-passed grey structure where their renders differ (``scoring.structure_fits``) instead of by
+    colour residual. For queries lit otherwise than the training views (``omnipose sim2real`` turns it
+    on for photographs against a field from renders): the shading of a near-symmetric object's far
+    side can fit the colours better than its true side, while its edges and marks stay where they are."""
     interest_radius: int = 4
     """Keypoint dilation (pixels) of PAD's interest regions."""
     eval_rays: int = 2048
@@ -272,7 +278,7 @@ class PoseConfig(Config):
                 "must be None or a number of degrees between 0 and 90, e.g. 8")
         non_negative(self, "appearance_hypotheses", "gap_views", "gap_angle_deg", "refine_top", "interest_radius")
         fraction(self, "min_opacity", "foreground_threshold", "eval_trim")
-        for name in ("match_query_colour", "rank_by_chromaticity", "appearance_on_demand"):
+        for name in ("match_query_colour", "rank_by_chromaticity", "side_by_structure", "appearance_on_demand"):
             require(self, name, isinstance(getattr(self, name), bool), "must be True or False")
         for name in ("max_residual_ratio", "max_chromaticity_ratio", "relit_residual_ratio"):
             require(self, name, _finite(getattr(self, name)) and getattr(self, name) > 1,

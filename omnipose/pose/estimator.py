@@ -65,7 +65,7 @@ from omnipose.pose.pad import estimate_pad_recipe
 from omnipose.pose.query import keypoint_mask, object_region, prepare_query
 from omnipose.pose.refine import refine_best
 from omnipose.pose.restart import (
-    RESTART_GAIN,
+    choose_side,
     half_turned,
     restart_nearby,
     with_appearance,
@@ -213,8 +213,8 @@ class PoseEstimator:
 
     def _estimate(self, image) -> PoseResult:
         start = time.perf_counter()
-        query, notes = prepare_query(image, self.info, self.config.foreground_threshold)
-        query = self._matched_colour(query, notes)
+        photo, notes = prepare_query(image, self.info, self.config.foreground_threshold)
+        query = self._matched_colour(photo, notes)
         candidates, found, rotated = self.coarse.candidates(query, notes)
         timings = {"coarse": time.perf_counter() - start}
         query_t = torch.from_numpy(query).to(self.device)
@@ -222,7 +222,7 @@ class PoseEstimator:
         interest = self._interest(rotated, candidates[0]) & region
         scoring = self.scoring(query, region)
         poses = torch.stack([h.c2w for h in candidates]).to(self.device)
-        steps = 0
+        steps, lead = 0, None
         with self.scene.frozen():
             mark = time.perf_counter()
             if self.config.align is not None:
@@ -246,10 +246,8 @@ class PoseEstimator:
                         self.scene, poses, residual, candidates, best, self.config, query_t, region, interest,
                         lambda turned: self.residual(turned, scoring), self.config.half_turn)
                     steps += rounds
-                    if len(poses) > count and float(residual[-1]) < RESTART_GAIN * float(residual[best]):
-                        notes.append(f"pose turned half-way about the object's vertical: it fits {float(residual[-1]):.4f} "
-                                     f"against {float(residual[best]):.4f}, the other side's")
-                        best = len(poses) - 1
+                    if len(poses) > count:
+                        best, lead = choose_side(self.scene, poses, residual, best, self.config, photo, region, notes)
             if self.config.rank_by_chromaticity:
                 best = self._best_by_chromaticity(poses, scoring, best, notes)
                 poses, residual, candidates, best, rounds = self._other_side(poses, residual, candidates, best, query_t,
@@ -258,8 +256,9 @@ class PoseEstimator:
             timings["align"] = time.perf_counter() - mark
             mark = time.perf_counter()
             if self.config.refine is not None:
-                # Chosen by chromaticity, the pose alone is refined: refining more would rank them by colour again.
-                lead = best if self.config.rank_by_chromaticity else None
+                # A pose chosen against the colour residuals (by chromaticity, or its side by structure) alone is
+                # refined: refining more would rank them by colour again.
+                lead = best if self.config.rank_by_chromaticity else lead
                 best, refine_steps = refine_best(self.render_rays, poses, residual, self.render_K, query_t,
                                                  self.config.refine, self.config.refine_top, region, interest, scoring,
                                                  self.distance, lead=lead)

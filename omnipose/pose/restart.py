@@ -19,6 +19,7 @@ from omnipose.pose.config import PoseConfig
 from omnipose.pose.hypotheses import Hypothesis
 from omnipose.pose.results import COLOUR_FLOOR
 from omnipose.pose.scene import PoseScene
+from omnipose.pose.scoring import structure_fits
 
 APPEARANCE_RATIO = 1.5
 """With ``appearance_on_demand``, the appearance hypotheses are aligned where the best keypoint one fits
@@ -132,3 +133,28 @@ def half_turned(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, c
     turn = Hypothesis(turned[0].cpu(), f"{origin.source}, turned about the object's vertical", 0, origin.view,
                       origin.angle_deg)
     return torch.cat([poses, turned]), torch.cat([residual, residual_of(turned)]), candidates + [turn], rounds
+
+
+def choose_side(scene: PoseScene, poses: torch.Tensor, residual: torch.Tensor, best: int, config: PoseConfig,
+                photo: np.ndarray, region: np.ndarray, notes: list[str]) -> tuple[int, int | None]:
+    """Which of pose ``best`` and its aligned half turn (the last of poses (P, 4, 4), ``half_turned``) is the
+    estimate, noted when it is the turn: by residual (P,), where the turn fits clearly better
+    (``RESTART_GAIN``, as a restart must), or with ``PoseConfig.side_by_structure`` by the structure of
+    photo (H, W, 3), the query before any colour matching, where the two renders differ (``structure_fits``
+    within region (H, W)). Returns that index, and it again where it alone must be refined (a choice
+    against the residuals), else None."""
+    turn = len(poses) - 1
+    if config.side_by_structure:
+        fit = structure_fits(scene.render_rays, poses[[best, turn]], scene.render_K, photo, region, config.chunk)
+        if fit is None:
+            return best, None
+        if float(fit[1]) <= float(fit[0]):
+            return best, best
+        notes.append(f"pose turned half-way about the object's vertical: its structure correlates "
+                     f"{float(fit[1]):.3f} with the query's against {float(fit[0]):.3f} where the two views differ")
+        return turn, turn
+    if float(residual[turn]) < RESTART_GAIN * float(residual[best]):
+        notes.append(f"pose turned half-way about the object's vertical: it fits {float(residual[turn]):.4f} "
+                     f"against {float(residual[best]):.4f}, the other side's")
+        return turn, None
+    return best, None

@@ -9,8 +9,18 @@ import numpy as np
 import torch
 
 from omnipose.core.geometry import generate_rays
+from omnipose.core.image import gaussian_blur
 
 RenderRays = Callable[[torch.Tensor, torch.Tensor], dict]
+
+STRUCTURE_BAND = (0.7, 3.0)
+"""Gaussian sigmas (pixels) whose difference keeps the structure ``structure_fits`` compares: edges,
+studs and printed marks, which stay where they are under other light, without the shading and colour
+that light changes."""
+SIDES_DIFFER = 0.05
+"""Mean colour difference between two renders above which a pixel shows where they differ (``structure_fits``)."""
+GREY = (0.299, 0.587, 0.114)
+"""Weights of red, green and blue in the grey image ``structure_fits`` compares (ITU-R BT.601 luma)."""
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -160,3 +170,39 @@ class PoseScoring:
         disagreement = (rendered[0] - rendered[1]).abs().mean(-1)
         chosen = disagreement.topk(max(1, int(round(share * len(disagreement))))).indices
         return (rendered[:, chosen] - target[chosen]).abs().mean(-1).mean(-1).cpu()
+
+
+def structure_fits(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, image: np.ndarray, region: np.ndarray,
+                   chunk: int = 16384) -> torch.Tensor | None:
+    """How well the field's structure at two poses c2w (2, 4, 4) matches image (H, W, 3): the
+    correlation of band-passed grey (``STRUCTURE_BAND``) with the image's, over the pixels of the
+    object where the two renders differ (by ``SIDES_DIFFER``, widened by 2 pixels), within the
+    bounding box of region (H, W) bool. Returns (2,) on the CPU, higher fits better, no gradient;
+    None where the renders differ in fewer than 25 pixels.
+
+    A near-symmetric object turned half-way differs from itself in few pixels, and under other light
+    than the field's their colours mislead (a shaded side fits the other side's shadow); where its
+    edges and marks lie does not change with the light."""
+    rows, cols = np.nonzero(region)
+    pad = int(np.ceil(3 * STRUCTURE_BAND[1]))
+    top, left = max(int(rows.min()) - pad, 0), max(int(cols.min()) - pad, 0)
+    bottom, right = min(int(rows.max()) + pad + 1, region.shape[0]), min(int(cols.max()) + pad + 1, region.shape[1])
+    v, u = torch.meshgrid(torch.arange(top, bottom), torch.arange(left, right), indexing="ij")
+    pixels = torch.stack([u.reshape(-1), v.reshape(-1)], -1).float() + 0.5
+    with torch.no_grad():
+        out = render_pixels(render_rays, c2w, K, pixels, chunk)
+    shape = (2, bottom - top, right - left)
+    rendered = out["rgb"].float().cpu().reshape(*shape, 3)
+    grey = torch.tensor(GREY)
+    differ = ((rendered[0] - rendered[1]).abs().mean(-1) > SIDES_DIFFER).float()
+    differ = torch.nn.functional.max_pool2d(differ[None, None], 5, stride=1, padding=2)[0, 0] > 0
+    chosen = differ & (out["opacity"].float().cpu().reshape(shape).amax(0) > 0.5)
+    if int(chosen.sum()) < 25:
+        return None
+    target = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float32)) @ grey
+    greys = torch.cat([rendered @ grey, target[None]])
+    band = gaussian_blur(greys, STRUCTURE_BAND[0]) - gaussian_blur(greys, STRUCTURE_BAND[1])
+    values = band[:, chosen]
+    values = values - values.mean(1, keepdim=True)
+    norms = values.norm(dim=1)
+    return (values[:2] @ values[2]) / (norms[:2] * norms[2] + 1e-12)
