@@ -260,13 +260,14 @@ def raw_residuals(
     if sharpen:
         query = sharpness_matched(query, reference, mask & (solid[:, 0] > 0.5))
     if config.match_exposure or config.match_shading > 0:
-        curved = config.match_exposure and config.exposure_curve
-        curves = exposure_curves(query, reference, mask, alpha) if curved else None
-        gains = exposure_gains(query, reference, mask, alpha)[..., None, None] if config.match_exposure and not curved \
-            else 1.0
+        curves, gains = None, 1.0
+        if config.match_exposure and config.exposure_curve:
+            curves = exposure_curves(query, reference, mask, alpha)
+        elif config.match_exposure:
+            gains = exposure_gains(query, reference, mask, alpha)[..., None, None]
 
         def matched(image: torch.Tensor) -> torch.Tensor:
-            image = tone_mapped(image, curves) if curved else (image * gains).clamp(0.0, 1.0)
+            image = tone_mapped(image, curves) if curves is not None else (image * gains).clamp(0.0, 1.0)
             return shading_matched(image, query, config.match_shading) if config.match_shading > 0 else image
 
         reference, *neighbours = [image + solid * (matched(image) - image) for image in (reference, *neighbours)]
@@ -344,9 +345,7 @@ def exposure_gains(
     [0.5, 2]; a pair with too few such pixels (under 64) keeps gain 1.
     query, reference: (B, 3, H, W); mask: (B, H, W) bool.
     """
-    usable = mask[:, None] & (query > 0.05) & (reference > 0.05) & (query < 0.99) & (reference < 0.99)
-    if alpha is not None:
-        usable &= alpha.to(query.device).reshape(mask.shape)[:, None] > 0.99
+    usable = _lit_pixels(query, reference, mask, alpha, 0.05)
     ratio = query / reference.clamp_min(1e-3)
     gains = torch.ones(query.shape[:2], dtype=query.dtype, device=query.device)
     for b in range(query.shape[0]):
@@ -355,6 +354,17 @@ def exposure_gains(
             if values.numel() >= 64:
                 gains[b, c] = values.median().clamp(0.5, 2.0)
     return gains
+
+
+def _lit_pixels(query: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, alpha: torch.Tensor | None,
+                dark: float) -> torch.Tensor:
+    """(B, 3, H, W) bool: the pixels of query and reference (B, 3, H, W) that exposure is measured on: both
+    above ``dark``, neither clipped at 1, inside ``mask`` (B, H, W) and, given the render's opacity alpha
+    (B, H, W), where the render is solid."""
+    usable = mask[:, None] & (query > dark) & (reference > dark) & (query < 0.99) & (reference < 0.99)
+    if alpha is not None:
+        usable &= alpha.to(query.device).reshape(mask.shape)[:, None] > 0.99
+    return usable
 
 
 TONE_LEVELS = 8
@@ -366,16 +376,15 @@ def exposure_curves(
 ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """Per image and channel, the curve (levels, values), each (L,), that takes the reference to the
     query's tones: at ``TONE_LEVELS`` levels of the reference (the medians of its quantile bins on the
-    usable pixels of ``exposure_gains``), the query's median there, made non-decreasing. An image or
-    channel with fewer than 64 such pixels gets the empty curve (left as it is).
+    pixels ``exposure_gains`` uses, down to 0.02 rather than 0.05: the dark parts are what a curve is
+    for), the query's median there, made non-decreasing. An image or channel with fewer than 64 such
+    pixels gets the empty curve (left as it is).
 
     A gain per channel cannot take a render to a photograph of another camera: the photograph's dark
     parts are lifted more than its light ones (another tone curve, light scattered in a tent). A few
     levels over the whole object follow that and cannot draw a defect, which takes less than half of
     any level's pixels. query, reference: (B, 3, H, W); mask: (B, H, W) bool."""
-    usable = mask[:, None] & (query > 0.02) & (reference > 0.02) & (query < 0.99) & (reference < 0.99)
-    if alpha is not None:
-        usable &= alpha.to(query.device).reshape(mask.shape)[:, None] > 0.99
+    usable = _lit_pixels(query, reference, mask, alpha, 0.02)
     curves = []
     for b in range(query.shape[0]):
         channels = []

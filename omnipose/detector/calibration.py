@@ -14,6 +14,7 @@ from omnipose.pose import model_fingerprint, prepare_query
 
 if TYPE_CHECKING:
     from omnipose.detector.detector import Detector
+    from omnipose.detector.references import Reference
 
 
 def stored_calibration(path: Path, config: CompareConfig, field_key: str) -> Calibration | None:
@@ -29,6 +30,16 @@ def stored_calibration(path: Path, config: CompareConfig, field_key: str) -> Cal
     return calibration if calibration.field_key == field_key else None
 
 
+def pair_batches(images: Sequence[torch.Tensor], references: Sequence["Reference"], with_neighbours: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Normal pairs, images (H, W, 3) each with its reference, as ``Comparator.fit`` takes them: images
+    (N, H, W, 3), renders (N, H, W, 3), render opacities (N, H, W) and the re-projected neighbours
+    (N, R, H, W, 3), or None ``with_neighbours`` False."""
+    return (torch.stack(list(images)), torch.stack([r.image for r in references]),
+            torch.stack([r.alpha[0] for r in references]),
+            torch.stack([r.neighbours for r in references]) if with_neighbours else None)
+
+
 def calibrate_on_queries(detector: "Detector", images: Sequence[str | Path | np.ndarray], progress: bool = True
                          ) -> Calibration:  # fmt: skip
     """Fit the fitted ``detector``'s normal statistics on normal queries in place of training views: each
@@ -40,17 +51,13 @@ def calibrate_on_queries(detector: "Detector", images: Sequence[str | Path | np.
     shows them, so the training views' statistics read all of it as defect."""
     if len(images) < 2:
         raise ConfigError(f"{len(images)} normal queries are too few to calibrate on: give at least 2.")
-    queries, renders, alphas, neighbours = [], [], [], []
+    queries, references = [], []
     for image in tqdm(images, desc="posing normal queries for calibration", disable=not progress, leave=False):
         query, _ = prepare_query(image, detector.info, detector.config.pose.foreground_threshold,
                                  detector.config.query_focal)
-        reference = detector.reference_at(detector.estimate_pose(query).c2w)
         queries.append(torch.from_numpy(query))
-        renders.append(reference.image)
-        alphas.append(reference.alpha[0])
-        neighbours.append(reference.neighbours)
-    calibration = detector.comparator.fit(torch.stack(queries), torch.stack(renders), torch.stack(alphas),
-                                          torch.stack(neighbours) if detector.normal_views is not None else None,
-                                          progress=progress)
+        references.append(detector.reference_at(detector.estimate_pose(query).c2w))
+    pairs = pair_batches(queries, references, detector.normal_views is not None)
+    calibration = detector.comparator.fit(*pairs, progress=progress)
     calibration.field_key = model_fingerprint(detector.model)
     return calibration

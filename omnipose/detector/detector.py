@@ -40,7 +40,7 @@ from omnipose.core.geometry import scale_intrinsics
 from omnipose.core.image import image_width, resize_to_width, warp_image
 from omnipose.data import MADClass, PosedImages, open_mad_class
 from omnipose.detector.batch import QueryFailure, detect_class, predict_many
-from omnipose.detector.calibration import stored_calibration
+from omnipose.detector.calibration import pair_batches, stored_calibration
 from omnipose.detector.references import (
     Reference,
     best_reference,
@@ -337,15 +337,10 @@ class Detector:
         """
         count = min(self.config.calibration_views, len(views))
         indices = np.linspace(0, len(views) - 1, count).round().astype(int)
-        images, renders, alphas, neighbours = [], [], [], []
+        references = []
         for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
-            reference = self.reference_at(views.c2w[index], exclude=int(index))  # views are normal_views' order
-            images.append(views.images[index])
-            renders.append(reference.image)
-            alphas.append(reference.alpha[0])
-            neighbours.append(reference.neighbours)
-        with_neighbours = self.normal_views is not None
-        return torch.stack(images), torch.stack(renders), torch.stack(alphas), torch.stack(neighbours) if with_neighbours else None
+            references.append(self.reference_at(views.c2w[index], exclude=int(index)))  # views are normal_views' order
+        return pair_batches([views.images[index] for index in indices], references, self.normal_views is not None)
 
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:

@@ -143,9 +143,9 @@ def check_same_object(detector: Detector, views: PosedImages, class_name: str, c
     and the median rotation error of all of them. The views' own frame and scale do not matter."""
     if len(views) < 3:
         raise DataError(f"{len(views)} training views are too few to check the object: at least 3 are needed.")
-    picks = np.unique(np.linspace(0, len(views) - 1, min(count, len(views))).round().astype(int))
+    picks = _spread(count, len(views))
     estimated, recorded = [], []
-    for index in picks.tolist():
+    for index in picks:
         query, _ = prepare_query(views.paths[index], detector.info, detector.config.pose.foreground_threshold, query_focal)
         estimated.append(detector.estimate_pose(query).c2w.double().cpu().numpy())
         recorded.append(views.c2w[index].double().numpy())
@@ -280,12 +280,17 @@ def _detect_across(sim: MADClass, real: MADClass, out_dir: Path, config: Detecto
 def _calibrate_on_photos(detector: Detector, views: PosedImages, count: int, path: Path, progress: bool) -> None:
     """Calibrate ``detector`` on ``count`` of the photographs ``views`` (spread over the set), or take the
     calibration ``path`` holds from an earlier run of the same field and comparison (written there)."""
+    picks = _spread(count, len(views))
     calibration = stored_calibration(path, detector.config.compare, model_fingerprint(detector.model))
-    if calibration is not None and len(calibration.normal_scores) == count:
+    if calibration is not None and len(calibration.normal_scores) == len(picks):
         detector.comparator.calibration = calibration
         return
-    picks = np.unique(np.linspace(0, len(views) - 1, min(count, len(views))).round().astype(int))
-    calibrate_on_queries(detector, [views.paths[i] for i in picks.tolist()], progress).save(path)
+    calibrate_on_queries(detector, [views.paths[i] for i in picks], progress).save(path)
+
+
+def _spread(count: int, total: int) -> list[int]:
+    """Up to ``count`` distinct indices spread evenly over ``total`` items, first and last included."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int)).tolist()
 
 
 def _read_check(path: Path) -> ObjectCheck | None:
