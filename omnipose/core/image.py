@@ -237,6 +237,11 @@ def invert_affine(affine: np.ndarray) -> np.ndarray:
     return np.concatenate([linear_inv, (-linear_inv @ affine[:, 2])[:, None]], 1)
 
 
+def compose_affine(second: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The (2, 3) affine map that applies ``first`` and then ``second`` (both (2, 3))."""
+    return (np.vstack([second, [0, 0, 1]]) @ np.vstack([first, [0, 0, 1]]))[:2]
+
+
 def warp_image(image: np.ndarray, affine: np.ndarray, fill, out_size: tuple[int, int] | None = None) -> np.ndarray:
     """Move image (H, W) or (H, W, C) float by the (2, 3) ``affine`` (source pixel -> destination
     pixel, centres at +0.5), bilinear; uncovered pixels get ``fill`` (one value, or one per

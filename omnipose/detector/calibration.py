@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from omnipose.compare import Calibration, CompareConfig, CompareError, check_signature
 from omnipose.core.errors import ConfigError
+from omnipose.detector.references import query_view
 from omnipose.pose import model_fingerprint, prepare_query
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ def calibrate_on_queries(detector: "Detector", images: Sequence[str | Path | np.
     for image in tqdm(images, desc="posing normal queries for calibration", disable=not progress, leave=False):
         query, _ = prepare_query(image, detector.info, detector.config.pose.foreground_threshold,
                                  detector.config.query_focal)
-        queries.append(torch.from_numpy(query))
-        references.append(detector.reference_at(detector.estimate_pose(query).c2w))
+        reference = detector.reference_at(detector.estimate_pose(query).c2w)
+        queries.append(query_view(image, query, detector.info, detector.config).in_frame(reference))
+        references.append(reference)
     pairs = pair_batches(queries, references, detector.normal_views is not None)
     calibration = detector.comparator.fit(*pairs, progress=progress)
     calibration.field_key = model_fingerprint(detector.model)

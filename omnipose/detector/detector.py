@@ -37,16 +37,18 @@ from omnipose.core.config import Config, fraction, non_negative, one_of, optiona
 from omnipose.core.device import pick_device
 from omnipose.core.errors import CheckpointError, ConfigError, OmniposeError
 from omnipose.core.geometry import scale_intrinsics
-from omnipose.core.image import image_width, resize_to_width, warp_image
+from omnipose.core.image import compose_affine, image_width, invert_affine, resize_to_width, warp_image
 from omnipose.data import MADClass, PosedImages, open_mad_class
 from omnipose.detector.batch import QueryFailure, detect_class, predict_many
 from omnipose.detector.calibration import pair_batches, stored_calibration
 from omnipose.detector.references import (
+    QueryView,
     Reference,
     best_reference,
     cached_normal_views,
     candidate_poses,
     make_reference,
+    query_view,
     registered_reference,
 )
 from omnipose.nerf import CheckpointInfo, TrainConfig, load_checkpoint, train_model
@@ -340,7 +342,9 @@ class Detector:
         references = []
         for index in tqdm(indices, desc="rendering normal views for calibration", disable=not progress, leave=False):
             references.append(self.reference_at(views.c2w[index], exclude=int(index)))  # views are normal_views' order
-        return pair_batches([views.images[index] for index in indices], references, self.normal_views is not None)
+        images = [QueryView(views.images[index].numpy(), self.info.background).in_frame(reference)
+                  for index, reference in zip(indices, references)]  # fmt: skip
+        return pair_batches(images, references, self.normal_views is not None)
 
     # ------------------------------------------------------------------ predict
     def _require_fitted(self) -> None:
@@ -355,7 +359,7 @@ class Detector:
         start = time.perf_counter()
         query, notes = prepare_query(image, self.info, self.config.pose.foreground_threshold, self.config.query_focal)
         pose = self.estimate_pose(query)
-        result, reference = self.compare_at_pose(query, pose)
+        result, reference = self.compare_at_pose(query_view(image, query, self.info, self.config), pose)
         c2w = torch.as_tensor(pose.c2w).float().cpu()
         if not torch.equal(reference.c2w, c2w):
             notes.append("compared at a runner-up of the pose search (reference_c2w), whose reference explains the "
@@ -366,7 +370,7 @@ class Detector:
             notes.append("decided anomalous for review: the pose cannot be trusted (another object, a part the field "
                          "cannot explain, or an unusable photo), so the score does not say the object is normal")
         anomaly_map, reference_image = in_query_frame(result.anomaly_map[0].cpu().numpy().astype(np.float32),
-                                                      reference.image.numpy(), image, self, notes)
+                                                      reference.image.numpy(), image, self, notes, reference.crop)
         return Prediction(anomaly_map=anomaly_map, score=score, c2w=c2w.numpy(), reference=reference_image,
                           reference_c2w=reference.c2w.numpy(), pose_residual=float(pose.residual),
                           pose_confident=not pose.low_confidence, seconds=time.perf_counter() - start,
@@ -378,9 +382,13 @@ class Detector:
         return out["rgb"], out["opacity"][None]
 
     @torch.no_grad()
-    def _render_image(self, c2w: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _render_image(self, c2w: torch.Tensor, K: torch.Tensor | None = None, size: tuple[int, int] | None = None
+                      ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The field at c2w through camera K (the field's own by default) at size (width, height)."""
         c2w = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)
-        out = self.model.render_image(c2w, self.info.K.to(self.device), self.info.height, self.info.width)
+        K = self.info.K if K is None else K
+        width, height = (self.info.width, self.info.height) if size is None else size
+        out = self.model.render_image(c2w, K.to(self.device), height, width)
         return {name: value.cpu() for name, value in out.items()}
 
     def reference_at(self, c2w: torch.Tensor, exclude: int | None = None) -> Reference:
@@ -388,14 +396,15 @@ class Detector:
         ``compare.skip_unseen``, what none saw (``make_reference``; ``exclude``: a training view's own pose)."""
         cfg = self.config.compare
         return make_reference(self._render_image, self.normal_views, c2w, cfg.neighbour_views, cfg.reprojection_tolerance,
-                              exclude, find_unseen=cfg.skip_unseen and exclude is None)  # fmt: skip
+                              exclude, find_unseen=cfg.skip_unseen and exclude is None, crop_margin=cfg.object_crop,
+                              frame=(self.info.K, self.info.width, self.info.height))  # fmt: skip
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
         """The poses worth comparing at (``candidate_poses``), each (4, 4) on the CPU: one chosen by chromaticity alone."""
         count = 1 if self.config.pose.rank_by_chromaticity else self.config.pose_candidates  # light sways comparisons too
         return candidate_poses(pose, count, self.config.candidate_residual_ratio, self.config.candidate_separation_deg)
 
-    def reference_candidates(self, query: np.ndarray, pose: PoseResult) -> list[Reference]:
+    def reference_candidates(self, query: np.ndarray | QueryView, pose: PoseResult) -> list[Reference]:
         """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of
         ``pose_candidates(pose)``, as rendered and registered onto the query (``register_reference``;
         its neighbours get the same 2-D warp).
@@ -413,12 +422,13 @@ class Detector:
                     candidates.append(warped)
         return candidates
 
-    def compare_at_pose(self, query: np.ndarray, pose: PoseResult) -> tuple[ComparisonResult, Reference]:
+    def compare_at_pose(self, query: np.ndarray | QueryView, pose: PoseResult) -> tuple[ComparisonResult, Reference]:
         """Compare query (H, W, 3) with every one of ``reference_candidates(query, pose)`` and keep the
         one that explains it best (see ``best_reference``)."""
         return self.best_reference(query, self.reference_candidates(query, pose))
 
-    def best_reference(self, query: np.ndarray, candidates: Sequence[Reference]) -> tuple[ComparisonResult, Reference]:
+    def best_reference(self, query: np.ndarray | QueryView, candidates: Sequence[Reference]
+                       ) -> tuple[ComparisonResult, Reference]:  # fmt: skip
         """Of the candidates, the one that explains query (H, W, 3) best (``references.best_reference``)."""
         return best_reference(self.comparator, query, candidates)
 
@@ -440,18 +450,24 @@ def open_class(data: str | Path | MADClass, class_name: str | None) -> MADClass:
     return open_mad_class(path.parent, path.name) if class_name is None else open_mad_class(path, class_name)
 
 
-def in_query_frame(anomaly_map: np.ndarray, reference: np.ndarray, image, detector: "Detector", notes: list[str]):
-    """The map (H, W) and the reference (H, W, 3) moved from the prepared query's frame back to the
-    query's own, where it was scaled to the model's focal length (``query_zoom``): so that they lie
-    over the query and its ground-truth mask. Parts the prepared query did not see get the map's
-    lowest value and the background."""
-    zoom = query_zoom(image, detector.info, detector.config.query_focal)
-    if zoom is None:
+def in_query_frame(anomaly_map: np.ndarray, reference: np.ndarray, image, detector: "Detector", notes: list[str],
+                   crop: np.ndarray | None = None):  # fmt: skip
+    """The map (H, W) and the reference (H, W, 3) moved from the frame they were compared in back to the
+    query's own, at the working size: from the prepared query's frame, where the query was scaled to the
+    model's focal length (``query_zoom``), and from a crop about the object (``crop``, (2, 3) from the
+    prepared frame to the crop's): so that they lie over the query and its ground-truth mask. Parts
+    the comparison did not see get the map's lowest value and the background."""
+    info = detector.info
+    zoom = query_zoom(image, info, detector.config.query_focal)
+    to_compared = None if zoom is None else zoom_affine(zoom, info.width, info.height)
+    if crop is not None:
+        to_compared = crop if to_compared is None else compose_affine(crop, to_compared)
+    if to_compared is None:
         return anomaly_map, reference
-    back = zoom_affine(1.0 / zoom, anomaly_map.shape[1], anomaly_map.shape[0])
+    back, size = invert_affine(to_compared), (info.width, info.height)
     notes.append("the map and the reference are moved back to the query's own frame")
-    return (warp_image(anomaly_map, back, float(anomaly_map.min())),
-            warp_image(reference, back, detector.info.background))  # fmt: skip
+    return (warp_image(anomaly_map, back, float(anomaly_map.min()), size),
+            warp_image(reference, back, info.background, size))  # fmt: skip
 
 
 def decide(score: float, threshold: float | None, pose_confident: bool, review_uncertain_poses: bool = True) -> bool | None:

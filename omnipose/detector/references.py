@@ -1,7 +1,8 @@
 """Normal references for a query: what it is compared with, and which of them wins.
 
 A reference is the field rendered at a pose, with the nearest training views re-projected there
-through the field's depth (``omnipose.compare.neighbour_references``). A query is compared at its
+through the field's depth (``omnipose.compare.neighbour_references``), over the whole frame or over
+a square crop about the object (``CompareConfig.object_crop``). A query is compared at its
 estimated pose and at distinct runners-up of the pose search, each as rendered and as registered
 onto the query in the image plane; the reference that explains the query best is kept.
 """
@@ -24,13 +25,19 @@ from omnipose.compare import (
     unseen_surface,
 )
 from omnipose.core.errors import OmniposeError
-from omnipose.core.geometry import pose_errors
-from omnipose.core.image import warp_image
+from omnipose.core.geometry import pose_errors, scale_intrinsics
+from omnipose.core.image import compose_affine, warp_image
 from omnipose.data import PosedImages
-from omnipose.pose import PoseResult
+from omnipose.pose import PoseResult, prepare_query, query_zoom, zoom_affine
 
-# c2w (4, 4) -> the field's render there on the CPU: {"rgb": (H, W, 3), "opacity": (H, W), "depth": (H, W)}
-RenderAt = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+# (c2w (4, 4), camera K (3, 3) or None for the field's own, (width, height) or None for its own) -> the field's
+# render there on the CPU: {"rgb": (H, W, 3), "opacity": (H, W), "depth": (H, W)}
+RenderAt = Callable[..., dict[str, torch.Tensor]]
+
+BOX_SHRINK = 4
+"""The object's box for a crop is found on a render this many times narrower than the frame."""
+MAX_CROP_ZOOM = 4.0
+"""A crop about the object magnifies it at most this much: past it a query's pixels are only interpolated."""
 
 
 @dataclass
@@ -45,11 +52,55 @@ class Reference:
     alpha: torch.Tensor
     neighbours: torch.Tensor
     unseen: torch.Tensor | None = None
+    crop: np.ndarray | None = None
+    """(2, 3) affine from the frame the pose was searched in to this reference's, a crop about the
+    object (None: that frame itself)."""
 
     def compare(self, comparator: Comparator, query: torch.Tensor) -> ComparisonResult:
-        """comparator.compare of query (H, W, 3) with this reference."""
+        """comparator.compare of query (H, W, 3), in this reference's frame (``QueryView.in_frame``), with it."""
         neighbours = self.neighbours[None] if len(self.neighbours) else None
         return comparator.compare(query, self.image, self.alpha, neighbours, self.unseen)
+
+
+@dataclass
+class QueryView:
+    """A query as the comparison takes it: image (H, W, 3), in the frame its pose was searched in (the
+    model's lens), and for comparisons on a crop about the object, own (H, W, 3), the query in its own
+    frame, with to_image (2, 3), the affine from own to image's frame (None: the same frame)."""
+
+    image: np.ndarray
+    background: Sequence[float] = (1.0, 1.0, 1.0)
+    own: np.ndarray | None = None
+    to_image: np.ndarray | None = None
+
+    def in_frame(self, reference: Reference) -> torch.Tensor:
+        """The query in ``reference``'s frame: image itself, or the reference's crop sampled from the
+        query's own frame (no pixel resampled twice)."""
+        if reference.crop is None:
+            return torch.as_tensor(self.image)
+        source, affine = self.image, reference.crop
+        if self.own is not None:
+            source = self.own
+            affine = affine if self.to_image is None else compose_affine(affine, self.to_image)
+        size = (int(reference.image.shape[1]), int(reference.image.shape[0]))
+        return torch.from_numpy(warp_image(source, affine, self.background, size))
+
+
+def as_query_view(query: "np.ndarray | QueryView") -> QueryView:
+    """A QueryView as given, or of a prepared query (H, W, 3) alone."""
+    return query if isinstance(query, QueryView) else QueryView(np.asarray(query))
+
+
+def query_view(image, query: np.ndarray, info, config) -> QueryView:
+    """The query as the comparison takes it: query (H, W, 3), ``image`` prepared (``prepare_query``), and
+    for comparisons on a crop about the object (``config.compare.object_crop``, a DetectorConfig), ``image``
+    in its own frame too, not scaled to the lens of the model ``info`` describes: so that a crop takes
+    every pixel the query has."""
+    if config.compare.object_crop == 0:
+        return QueryView(query, info.background)
+    own, _ = prepare_query(image, info, config.pose.foreground_threshold, config.query_focal, scale_to_model=False)
+    zoom = query_zoom(image, info, config.query_focal)
+    return QueryView(query, info.background, own, None if zoom is None else zoom_affine(zoom, own.shape[1], own.shape[0]))
 
 
 def make_reference(
@@ -60,20 +111,52 @@ def make_reference(
     tolerance: float,
     exclude: int | None = None,
     find_unseen: bool = False,
+    crop_margin: float = 0.0,
+    frame: tuple[torch.Tensor, int, int] | None = None,
 ) -> Reference:
     """The normal reference at c2w (4, 4): the render and the ``count`` training views of
     ``normal_views`` nearest to it re-projected there (none when ``normal_views`` is None), leaving
     out training view ``exclude``; with ``find_unseen`` (and ``normal_views``) also where the render
-    shows a surface none of them sees (``unseen_surface``); ``tolerance``: see ``neighbour_references``."""
+    shows a surface none of them sees (``unseen_surface``); ``tolerance``: see ``neighbour_references``.
+    With ``crop_margin`` > 0, all of it on a crop about the object (``object_crop``) of ``frame``, the
+    field's own camera (K (3, 3), width, height)."""
     c2w = torch.as_tensor(c2w, dtype=torch.float32).cpu()
-    out = render_at(c2w)
+    crop = object_crop(render_at, c2w, frame, crop_margin) if crop_margin > 0 else None
+    camera, size = None, None
+    if crop is not None:
+        camera = torch.from_numpy(np.vstack([crop, [0, 0, 1]])).float() @ frame[0].float().cpu()
+        size = (frame[1], frame[1])
+    out = render_at(c2w, camera, size)
     neighbours, unseen = torch.zeros(0, *out["rgb"].shape), None
     if normal_views is not None:
         neighbours = neighbour_references(normal_views, c2w, out["depth"], out["opacity"], out["rgb"], count, tolerance,
-                                          exclude)  # fmt: skip
+                                          exclude, camera)  # fmt: skip
         if find_unseen:
-            unseen = unseen_surface(normal_views, c2w, out["depth"], out["opacity"], tolerance)[None]
-    return Reference(c2w, out["rgb"], out["opacity"][None], neighbours, unseen)
+            unseen = unseen_surface(normal_views, c2w, out["depth"], out["opacity"], tolerance, camera)[None]
+    return Reference(c2w, out["rgb"], out["opacity"][None], neighbours, unseen, crop)
+
+
+def object_crop(render_at: RenderAt, c2w: torch.Tensor, frame: tuple[torch.Tensor, int, int], margin: float
+                ) -> np.ndarray | None:  # fmt: skip
+    """(2, 3) affine from ``frame`` (K (3, 3), width, height) to a square crop about the object at c2w,
+    sampled as wide as the frame: the box of the render's opacity (above 0.5, on a render ``BOX_SHRINK``
+    times narrower) grown on each side by ``margin`` times its longer side, magnified at most
+    ``MAX_CROP_ZOOM`` times. None when nothing is opaque or the crop would not fit inside the frame."""
+    K, width, height = frame
+    small = (max(1, width // BOX_SHRINK), max(1, height // BOX_SHRINK))
+    opacity = render_at(c2w, scale_intrinsics(K.float().cpu(), small[0] / width, small[1] / height), small)["opacity"]
+    rows, cols = torch.nonzero(opacity > 0.5, as_tuple=True)
+    if len(rows) == 0:
+        return None
+    left, right = float(cols.min()) * width / small[0], float(cols.max() + 1) * width / small[0]
+    top, bottom = float(rows.min()) * height / small[1], float(rows.max() + 1) * height / small[1]
+    side = max(right - left, bottom - top) * (1.0 + 2.0 * margin)
+    side = max(side, width / MAX_CROP_ZOOM)
+    if side >= min(width, height):
+        return None
+    scale = width / side
+    corner = np.array([(left + right - side) / 2.0, (top + bottom - side) / 2.0])
+    return np.hstack([scale * np.eye(2), (-scale * corner)[:, None]])
 
 
 OTHER_SIDE_DEG = 90.0
@@ -107,10 +190,11 @@ def candidate_poses(pose: PoseResult, count: int, residual_ratio: float, separat
 
 
 def registered_reference(
-    query: np.ndarray, reference: Reference, motion: str, background: Sequence[float]
+    query: "np.ndarray | QueryView", reference: Reference, motion: str, background: Sequence[float]
 ) -> Reference | None:
     """``reference`` warped in the image plane onto query (H, W, 3) (``register_reference``; its
     neighbours and unseen pixels get the same 2-D warp), or None when the registration is refused."""
+    query = as_query_view(query).in_frame(reference).numpy()
     warped, warped_alpha, warp = register_reference(query, reference.image.numpy(), reference.alpha[0].numpy(),
                                                     motion, background=background)  # fmt: skip
     if warp is None:
@@ -120,21 +204,20 @@ def registered_reference(
     if unseen is not None:
         unseen = torch.from_numpy(warp_image(unseen[0].float().numpy(), warp, 0.0) > 0.5)[None]
     return Reference(reference.c2w, torch.from_numpy(warped), torch.from_numpy(warped_alpha)[None],
-                     torch.stack(neighbours) if neighbours else reference.neighbours, unseen)  # fmt: skip
+                     torch.stack(neighbours) if neighbours else reference.neighbours, unseen, reference.crop)  # fmt: skip
 
 
 def best_reference(
-    comparator: Comparator, query: np.ndarray, candidates: Sequence[Reference]
+    comparator: Comparator, query: "np.ndarray | QueryView", candidates: Sequence[Reference]
 ) -> tuple[ComparisonResult, Reference]:
     """Of the candidates, the one whose comparison with query (H, W, 3) has the lowest ``fit_score``:
     the reference that explains the query best (a comparison costs a few hundredths of a second).
     The score before normalising by the map's own spread decides, because a wrong pose raises the
     whole map, which that normalisation would excuse. Returns (ComparisonResult, Reference).
     """
-    best = None
-    query_t = torch.as_tensor(query)
+    best, query = None, as_query_view(query)
     for reference in candidates:
-        result = reference.compare(comparator, query_t)
+        result = reference.compare(comparator, query.in_frame(reference))
         if best is None or float(result.fit_score[0]) < float(best[0].fit_score[0]):
             best = (result, reference)
     return best

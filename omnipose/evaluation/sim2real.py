@@ -53,6 +53,8 @@ CELLS = ("sim2sim", "real2real", "sim2real")
 CELL_TITLES = {"sim2sim": "sim -> sim", "real2real": "real -> real", "sim2real": "sim -> real"}
 METRICS = ("AUROC_sp", "AUROC_px", "AUPRO_px")
 RERUN = "Delete it and run the study again: the query is detected again."
+OBJECT_CROP = 0.1
+"""The margin of the crop about the object sim -> real is compared on (``CompareConfig.object_crop``)."""
 CHECK_VIEWS = 8
 """Real training views the sim field poses to check that both roots show the same object."""
 AGREE_DEG = 10.0
@@ -170,7 +172,9 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
                  config: DetectorConfig, cells: Sequence[str] = CELLS, match_photographs: bool = True,
                  calibration_photos: int = 0, progress: bool = True) -> Sim2RealRun:
     """Fit, detect and evaluate ``cells`` for ``classes`` ('all': the classes both roots hold; 'A,B'
-    or a list) and write the table, the object checks and the panels under ``out_dir``.
+    or a list) and write the table, the object checks and the panels under ``out_dir``. In sim2real the
+    photographs are compared on a crop about the object (``CompareConfig.object_crop``: the config's margin,
+    else ``OBJECT_CROP``) and their side is judged by structure (``PoseConfig.side_by_structure``).
 
     config: the detector's settings, the same for every cell; its ``dataset`` is replaced by the
     roots' folder names, so that each root's fields have their own checkpoints under
@@ -190,9 +194,11 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
         raise ConfigError(f"calibration_photos is {calibration_photos}: give a number of photographs, or 0 for the renders.")
     names = _class_names(sim_root, real_root, classes)
     sim_config, real_config = _configs(sim_root, real_root, config)
-    # sim2real: the photographs' lens (each root's own queries share its views' lens), light and colours.
+    # sim2real: the photographs' lens (each root's own queries share its views' lens), light and colours;
+    # compared on a crop about the object, which photographs taken from afar show small.
     across = replace(sim_config, query_focal=config.query_focal,
-                     pose=replace(sim_config.pose, side_by_structure=True))
+                     pose=replace(sim_config.pose, side_by_structure=True),
+                     compare=replace(sim_config.compare, object_crop=sim_config.compare.object_crop or OBJECT_CROP))
     if match_photographs:
         across = replace(across, pose=replace(across.pose, match_query_colour=True),
                          compare=replace(across.compare, match_exposure=True, exposure_curve=True))

@@ -154,6 +154,12 @@ class PoseConfig(Config):
     rotations: int = 8
     """In-plane rotations a query is described at when the matcher is not rotation invariant (every
     360/rotations degrees)."""
+    match_scale_from: float | None = 1.6
+    """Where the object is this many times smaller in the query than in the retrieval views (its radius
+    against their median), the query is magnified about the object to their scale (at most 4 times)
+    before keypoints are described: photographs taken from afar or with a long lens show it a few dozen
+    pixels across, where a matcher finds few keypoints the renders share. The views' own spread stays
+    under it (the built-in classes' test views: up to 1.3 times). None: never."""
     shortlist: int = 4
     """(view, rotation) pairs matched finely."""
     hypotheses: int = 3
@@ -271,6 +277,9 @@ class PoseConfig(Config):
         positive(self, "max_keypoints", "rotations", "shortlist", "hypotheses", "appearance_step_deg", "restart_from",
                  "restart_rounds", "pnp_reprojection_px", "unsupported_residual_ratio", "eval_rays", "chunk",
                  "min_inliers")
+        require(self, "match_scale_from", self.match_scale_from is None or (_finite(self.match_scale_from)
+                                                                             and self.match_scale_from >= 1),
+                "must be None (off) or a ratio of sizes of 1 or more, e.g. 1.6")
         require(self, "half_turn", self.half_turn is None or (_finite(self.half_turn) and self.half_turn >= 1),
                 "must be None (off) or a residual ratio of 1 or more, e.g. 2")
         restart = self.restart_deg

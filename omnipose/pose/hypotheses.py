@@ -168,6 +168,10 @@ def _distinct(hypotheses: list[Hypothesis], distance: float, rotation_deg: float
 
 
 # ============================================================================= from the retrieval views
+MAX_MAGNIFICATION = 4.0
+"""A query is magnified at most this much for keypoints: past it they would be described on interpolation."""
+
+
 class CoarsePoses:
     """Coarse pose hypotheses of prepared queries against the retrieval views of one scene (training
     views, then renders at their gaps), described in ``index`` by ``matcher``."""
@@ -224,7 +228,8 @@ class CoarsePoses:
         """Coarse poses of a prepared query from keypoint matches, most supported first, and its
         described rotations."""
         scene, K = self.scene, self.scene.K
-        rotated = describe_rotations(self.matcher, query, self.rotation_angles(), scene.background)
+        rotated = describe_rotations(self.matcher, query, self.rotation_angles(), scene.background,
+                                     self.magnification(query))
         hypotheses: list[Hypothesis] = []
         pooled = {}
         for view, r, _ in self.shortlist(rotated):
@@ -255,6 +260,18 @@ class CoarsePoses:
                                              int(solved[1].sum()), -1, rotated[r].angle_deg))
         hypotheses.sort(key=lambda h: -h.inliers)
         return _distinct(hypotheses, scene.distance), rotated
+
+    def magnification(self, query: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """(the object's centre, the factor) that brings the object of query (H, W, 3) to the retrieval
+        views' median size, where it is ``match_scale_from`` times smaller or more (at most
+        ``MAX_MAGNIFICATION``); else None."""
+        if self.config.match_scale_from is None:
+            return None
+        frame = object_frame(foreground_mask(query, self.scene.background, self.config.foreground_threshold))
+        if frame is None or frame.radius <= 0:
+            return None
+        factor = float(self.index.frames[:, 2].median()) / frame.radius
+        return None if factor < self.config.match_scale_from else (frame.centroid, min(factor, MAX_MAGNIFICATION))
 
     def best_view(self, rotated: list[RotatedFeatures]) -> Hypothesis:
         """When nothing matched: the retrieval view (training view or gap render) the shortlist liked

@@ -21,7 +21,8 @@ def info_value(info, name: str, default=None):
     return info.get(name, default) if isinstance(info, dict) else getattr(info, name, default)
 
 
-def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float | None = None) -> tuple[np.ndarray, list[str]]:
+def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float | None = None,
+                  scale_to_model: bool = True) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     """Bring a query to the model's size and colour layout.
 
     image: a path, or an array/tensor (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), uint8 or float in
@@ -31,7 +32,8 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
     background (unless the model's training views kept theirs: ``info.backdrop``), and a query taken
     with another focal length scaled about its centre to the model's:
     focal is the query's focal length in pixels at its own width; without it, the ratio of the 35 mm
-    focal lengths in the EXIF of the query file and of the first training photo, where both have one.
+    focal lengths in the EXIF of the query file and of the first training photo, where both have one
+    (``scale_to_model`` False: left in its own frame, which ``query_zoom`` then takes to the model's).
     Returns (H, W, 3) float32 and the notes. Raises PoseError for another aspect ratio, or an image
     that shows nothing but background.
     """
@@ -63,7 +65,7 @@ def prepare_query(image, info, foreground_threshold: float = 0.04, focal: float 
         notes.append("the query's border is not a plain backdrop, so the object could not be separated from its "
                      "surroundings: they enter the pose search and the comparison (photograph it against a plain "
                      "backdrop, or give it an alpha channel)")
-    zoom = _zoom_to_model(image, info, focal, query_w)
+    zoom = _zoom_to_model(image, info, focal, query_w) if scale_to_model else None
     if zoom is not None:
         rgb = warp_image(rgb, zoom_affine(zoom, width, height), background)
         notes.append(f"query scaled by {zoom:.3f} about its centre to the model's focal length")

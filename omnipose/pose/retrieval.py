@@ -14,7 +14,7 @@ import torch
 
 from omnipose.core.device import all_torch_threads
 from omnipose.core.errors import OmniposeError
-from omnipose.core.image import invert_affine, warp_image
+from omnipose.core.image import compose_affine, invert_affine, warp_image
 from omnipose.pose.matching import Features, Matcher
 
 
@@ -112,16 +112,24 @@ class RotatedFeatures:
         return apply_affine(points.float(), self.to_query)
 
 
-def describe_rotations(matcher: Matcher, image: np.ndarray, angles_deg, background) -> list[RotatedFeatures]:
+def describe_rotations(matcher: Matcher, image: np.ndarray, angles_deg, background,
+                       magnify: tuple[np.ndarray, float] | None = None) -> list[RotatedFeatures]:  # fmt: skip
     """Describe ``image`` turned about its centre by each angle, in one batch.
 
     image: (H, W, 3) float. angles_deg: iterable of degrees. background: colour of the corners the
     turn uncovers (MAD objects sit in the middle, so the lost corners hold background only).
+    magnify: (centre (2,), factor): first magnify the image by factor about that pixel, brought to the
+    image's centre (an object small in the frame, brought to the retrieval views' scale).
     """
     height, width = image.shape[:2]
     angles = [float(a) for a in angles_deg]
     affines = [rotation_affine(angle, width, height) for angle in angles]
-    warped = np.stack([image if angle == 0.0 else warp_image(image, affine, background)
+    if magnify is not None:
+        centre, factor = magnify
+        offset = np.array([width / 2.0, height / 2.0]) - factor * np.asarray(centre, dtype=np.float64)
+        scale = np.hstack([factor * np.eye(2), offset[:, None]])
+        affines = [compose_affine(affine, scale) for affine in affines]
+    warped = np.stack([image if angle == 0.0 and magnify is None else warp_image(image, affine, background)
                        for angle, affine in zip(angles, affines)])
     out = []
     for angle, affine, rotated in zip(angles, affines, matcher.extract(warped)):
