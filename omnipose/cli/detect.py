@@ -29,8 +29,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --held-out-views, --refine-poses for a field
-    trained on the way, --focal, the queries' lens, --object-crop for objects small in the frame, --rank-by-chromaticity,
-    --side-by-structure and --match-shading, for queries lit otherwise, and --highlight-floor."""
+    trained on the way, --focal, the queries' lens, --object-crop for objects small in the frame,
+    --rank-by-chromaticity, --side-by-structure and --match-shading, for queries lit otherwise, and --highlight-floor."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views, metavar="N",
                         help="training views a new field does not learn from, run as queries to set the decision "

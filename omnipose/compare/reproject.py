@@ -132,9 +132,9 @@ def unseen_surface(
 ) -> torch.Tensor:
     """Pixels of the render at c2w (4, 4) that show a surface no training view sees (``sample_view``).
 
-    depth, opacity: (H, W) of the render, through camera K (3, 3) (default the views'). Off the object (opacity <= 0.5) nothing is unseen. A view
-    that sees a point within about 25 deg of its horizon may not count: its depth changes across a
-    pixel by more than ``tolerance`` there. The views nearest in direction are asked first, each
+    depth, opacity: (H, W) of the render, through camera K (3, 3) (default the views'). Off the object
+    (opacity <= 0.5) nothing is unseen. A view that sees a point within about 25 deg of its horizon may
+    not count: its depth changes across a pixel by more than ``tolerance`` there. The views nearest in direction are asked first, each
     about the points still unseen, so that the cost is a few full views, not all of them.
     Returns (H, W) bool.
     """
