@@ -93,6 +93,9 @@ def test_the_sim_field_poses_and_scores_photographs_in_another_frame(fitted_clas
     assert Image.open(run.panels[0]).size[0] > 600
     calibration = Calibration.load(tmp_path / "out" / "sim2real" / mad.name / "calibration.json")
     assert len(calibration.normal_scores) == 3
+    # The photographs' poses are aligned on structure last, and compared at that pose alone.
+    written = json.loads((tmp_path / "out" / "sim2real" / mad.name / "config.json").read_text())["detector"]["pose"]
+    assert written["structure_align"] and written["side_by_structure"]
     assert Calibration.load(detector.ckpt_dir / "calibration.json").normal_scores != calibration.normal_scores
 
     # A rerun finds everything done: nothing is detected or checked again.

@@ -30,7 +30,8 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """--size and --pose-size, the working widths of ``DetectorConfig``, --held-out-views, --refine-poses for a field
     trained on the way, --focal, the queries' lens, --object-crop for objects small in the frame,
-    --rank-by-chromaticity, --side-by-structure and --match-shading, for queries lit otherwise, and --highlight-floor."""
+    --rank-by-chromaticity, --side-by-structure, --structure-align and --match-shading, for queries lit otherwise,
+    and --highlight-floor."""
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size, help="working image width in pixels")
     parser.add_argument("--held-out-views", type=int, default=DetectorConfig.held_out_views, metavar="N",
                         help="training views a new field does not learn from, run as queries to set the decision "
@@ -53,6 +54,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for the same queries: where the pose search tries the object's other side, choose the "
                              "side by where edges and marks lie rather than by colour (PoseConfig.side_by_structure; "
                              "sim2real turns it on for photographs)")
+    parser.add_argument("--structure-align", action="store_true",
+                        help="for the same queries: align the pose last by the object's edges and marks rather than "
+                             "by its colours (PoseConfig.structure_align; sim2real turns it on for photographs)")
     parser.add_argument("--match-shading", type=int, default=CompareConfig.match_shading, metavar="PX",
                         help="for the same queries: bring each reference to the query's shading in windows of this "
                              "radius before comparing (CompareConfig.match_shading; 16 at 200 px; default 0, off)")
@@ -103,7 +107,7 @@ def config_from_size_arguments(args: argparse.Namespace, **fields) -> DetectorCo
     config.train = replace(config.train, refine_poses=args.refine_poses,
                            unexplained_check_at=unexplained_check_at(args))
     config.pose = replace(config.pose, rank_by_chromaticity=args.rank_by_chromaticity,
-                          side_by_structure=args.side_by_structure)
+                          side_by_structure=args.side_by_structure, structure_align=args.structure_align)
     config.compare = replace(config.compare, match_shading=args.match_shading, highlight_floor=args.highlight_floor,
                              match_sharpness_from=args.match_sharpness_from, object_crop=args.object_crop)
     return config

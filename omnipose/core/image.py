@@ -242,6 +242,17 @@ def compose_affine(second: np.ndarray, first: np.ndarray) -> np.ndarray:
     return (np.vstack([second, [0, 0, 1]]) @ np.vstack([first, [0, 0, 1]]))[:2]
 
 
+def square_crop(box: tuple[float, float, float, float], margin: float, size: int, min_side: float = 0.0) -> np.ndarray:
+    """(2, 3) affine from an image to a ``size``-pixel square crop about ``box`` (left, top, right, bottom
+    in pixels, centres at +0.5): the box's longer side grown on each side by ``margin`` times itself,
+    and at least ``min_side`` pixels, centred on the box."""
+    left, top, right, bottom = (float(x) for x in box)
+    side = max(max(right - left, bottom - top) * (1.0 + 2.0 * margin), min_side)
+    scale = size / side
+    corner = np.array([(left + right - side) / 2.0, (top + bottom - side) / 2.0])
+    return np.hstack([scale * np.eye(2), (-scale * corner)[:, None]])
+
+
 def warp_image(image: np.ndarray, affine: np.ndarray, fill, out_size: tuple[int, int] | None = None) -> np.ndarray:
     """Move image (H, W) or (H, W, C) float by the (2, 3) ``affine`` (source pixel -> destination
     pixel, centres at +0.5), bilinear; uncovered pixels get ``fill`` (one value, or one per

@@ -101,7 +101,8 @@ class DetectorConfig(Config):
     pose_candidates: int = 3
     """Poses compared per query: the best by photometric residual and distinct runners-up; the one
     whose reference explains the query best (lowest score) wins, because on dark or near-symmetric
-    objects a wrong pose can win the residual by a hair."""
+    objects a wrong pose can win the residual by a hair. One with ``pose.rank_by_chromaticity`` or
+    ``pose.structure_align``: under another light the colour residual ranks the runners-up."""
     candidate_residual_ratio: float = 1.25
     """A runner-up is compared when its pose residual is within this factor of the best one's (>= 1)."""
     candidate_separation_deg: float = 2.0
@@ -400,9 +401,12 @@ class Detector:
                               frame=(self.info.K, self.info.width, self.info.height))  # fmt: skip
 
     def pose_candidates(self, pose: PoseResult) -> list[torch.Tensor]:
-        """The poses worth comparing at (``candidate_poses``), each (4, 4) on the CPU: one chosen by chromaticity alone."""
-        count = 1 if self.config.pose.rank_by_chromaticity else self.config.pose_candidates  # light sways comparisons too
-        return candidate_poses(pose, count, self.config.candidate_residual_ratio, self.config.candidate_separation_deg)
+        """The poses worth comparing at (``candidate_poses``), each (4, 4) on the CPU: one alone where it was chosen
+        by chromaticity or aligned on structure, for queries lit otherwise, whose colours rank the runners-up."""
+        pose_config = self.config.pose
+        lit_otherwise = pose_config.rank_by_chromaticity or pose_config.structure_align
+        return candidate_poses(pose, 1 if lit_otherwise else self.config.pose_candidates,
+                               self.config.candidate_residual_ratio, self.config.candidate_separation_deg)
 
     def reference_candidates(self, query: np.ndarray | QueryView, pose: PoseResult) -> list[Reference]:
         """The normal references worth comparing query (H, W, 3) with: ``reference_at`` each of

@@ -26,7 +26,7 @@ from omnipose.compare import (
 )
 from omnipose.core.errors import OmniposeError
 from omnipose.core.geometry import pose_errors, scale_intrinsics
-from omnipose.core.image import compose_affine, warp_image
+from omnipose.core.image import compose_affine, square_crop, warp_image
 from omnipose.data import PosedImages
 from omnipose.pose import PoseResult, prepare_query, query_zoom, zoom_affine
 
@@ -150,13 +150,8 @@ def object_crop(render_at: RenderAt, c2w: torch.Tensor, frame: tuple[torch.Tenso
         return None
     left, right = float(cols.min()) * width / small[0], float(cols.max() + 1) * width / small[0]
     top, bottom = float(rows.min()) * height / small[1], float(rows.max() + 1) * height / small[1]
-    side = max(right - left, bottom - top) * (1.0 + 2.0 * margin)
-    side = max(side, width / MAX_CROP_ZOOM)
-    if side >= min(width, height):
-        return None
-    scale = width / side
-    corner = np.array([(left + right - side) / 2.0, (top + bottom - side) / 2.0])
-    return np.hstack([scale * np.eye(2), (-scale * corner)[:, None]])
+    crop = square_crop((left, top, right, bottom), margin, width, min_side=width / MAX_CROP_ZOOM)
+    return None if width / crop[0, 0] >= min(width, height) else crop
 
 
 OTHER_SIDE_DEG = 90.0

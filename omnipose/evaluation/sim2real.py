@@ -174,7 +174,9 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
     """Fit, detect and evaluate ``cells`` for ``classes`` ('all': the classes both roots hold; 'A,B'
     or a list) and write the table, the object checks and the panels under ``out_dir``. In sim2real the
     photographs are compared on a crop about the object (``CompareConfig.object_crop``: the config's margin,
-    else ``OBJECT_CROP``) and their side is judged by structure (``PoseConfig.side_by_structure``).
+    else ``OBJECT_CROP``), their side is judged by structure (``PoseConfig.side_by_structure``) and their pose
+    aligned on it last (``PoseConfig.structure_align``), as in real2real, whose test photographs are lit otherwise
+    than the training ones.
 
     config: the detector's settings, the same for every cell; its ``dataset`` is replaced by the
     roots' folder names, so that each root's fields have their own checkpoints under
@@ -194,10 +196,12 @@ def run_sim2real(sim_root: str | Path, real_root: str | Path, classes: str | Seq
         raise ConfigError(f"calibration_photos is {calibration_photos}: give a number of photographs, or 0 for the renders.")
     names = _class_names(sim_root, real_root, classes)
     sim_config, real_config = _configs(sim_root, real_root, config)
+    # real2real: the test photographs are lit otherwise than the training ones (another session).
+    real_config = replace(real_config, pose=replace(real_config.pose, structure_align=True))
     # sim2real: the photographs' lens (each root's own queries share its views' lens), light and colours;
     # compared on a crop about the object, which photographs taken from afar show small.
     across = replace(sim_config, query_focal=config.query_focal,
-                     pose=replace(sim_config.pose, side_by_structure=True),
+                     pose=replace(sim_config.pose, side_by_structure=True, structure_align=True),
                      compare=replace(sim_config.compare, object_crop=sim_config.compare.object_crop or OBJECT_CROP))
     if match_photographs:
         across = replace(across, pose=replace(across.pose, match_query_colour=True),

@@ -4,6 +4,8 @@ tens of degrees at the cost of a single render."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,20 +15,46 @@ from omnipose.core.geometry import (
     apply_twist,
     generate_rays,
     invert_pose,
+    pixel_centers,
     project,
     rotation_error_deg,
     se3_log,
 )
-from omnipose.core.image import gaussian_blur
-from omnipose.pose.config import AlignConfig
+from omnipose.core.image import gaussian_blur, square_crop, warp_image
+from omnipose.pose.config import AlignConfig, PoseConfig
 from omnipose.pose.hypotheses import twins
+from omnipose.pose.scene import PoseScene
 from omnipose.pose.scoring import (
+    GREY,
+    STRUCTURE_BAND,
     RenderRays,
     cauchy,
     draw_pixels,
     ray_pools,
     render_pixels,
 )
+
+STRUCTURE_CROP_PX = 96
+"""Side of the square crop about the object that ``align_structure`` works on: the object about 70 pixels
+across whether the query shows it 40 or 180 pixels wide, so the bands below mean the same on every query."""
+STRUCTURE_CROP_MARGIN = 0.15
+"""Margin of that crop on each side, as a share of the object's longer side: room for the render's
+edges to move into."""
+STRUCTURE_BANDS = ((2.0, 6.0), (1.0, 3.0), STRUCTURE_BAND)
+"""Band-pass levels (Gaussian sigmas, crop pixels) of ``align_structure``, coarse to fine: the wide band
+first, for a wide basin."""
+STRUCTURE_ROUNDS = 2
+"""Renders (each followed by Levenberg-Marquardt) per band level."""
+STRUCTURE_LOSS_SCALE = 1.0
+"""Cauchy scale of the band-passed grey error, in units of its spread over the object."""
+STRUCTURE_GAIN = 0.02
+"""Gain in correlation a structure-aligned pose must bring to replace the pose it started from: from
+the true pose, the light's own effect on the bands moves it a few tenths of a degree for nothing."""
+SIDE_MARGIN = 0.005
+"""Gain in that correlation the structure-aligned half turn must bring over the pose to replace it: a
+tie keeps the side the search chose."""
+STRUCTURE_STEP_DEG = 3.0
+"""Trust radius (degrees, and translation as a share of the camera distance in radians) of each round's move."""
 
 
 def image_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +181,106 @@ def align_poses(
     return best_pose[alive], rounds, torch.tensor(alive, dtype=torch.long)
 
 
+def align_structure(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, query: np.ndarray, region: np.ndarray,
+                    background, scene_scale: float, config: AlignConfig, chunk: int = 16384,
+                    ) -> tuple[torch.Tensor, float, float]:  # fmt: skip
+    """One pose c2w (4, 4) aligned to query (H, W, 3) by the band-passed grey of the object (edges,
+    studs, printed marks) instead of its colours, on a square crop about region (H, W) bool, the
+    object's pixels: coarse to fine over ``STRUCTURE_BANDS``, each level ``STRUCTURE_ROUNDS`` renders of
+    the whole crop, each followed by robust Levenberg-Marquardt as in ``align_poses``, both images'
+    bands in units of their spread over the object. Returns the aligned pose (4, 4) on the CPU and the
+    correlation of the finest band with the query's over the object, at c2w and at the aligned pose.
+
+    Under another light than the field's (photographs against a field learnt from renders) the colours
+    mislead alignment: from 3 - 15 degrees off, the colour cost holds a pose where it is, while the
+    object's edges and marks, which stay where they are under any light, still pull it in. The crop
+    keeps the bands' meaning when the query shows the object a few dozen pixels across."""
+    rows, cols = np.nonzero(region)
+    affine = square_crop((cols.min(), rows.min(), cols.max() + 1, rows.max() + 1), STRUCTURE_CROP_MARGIN,
+                         STRUCTURE_CROP_PX)
+    size = (STRUCTURE_CROP_PX, STRUCTURE_CROP_PX)
+    crop = torch.from_numpy(warp_image(query, affine, background, size))
+    inside = torch.from_numpy(warp_image(region.astype(np.float32), affine, 0.0, size) > 0.5)
+    crop_K = torch.from_numpy(np.vstack([affine, [0.0, 0.0, 1.0]])).float() @ K.detach().cpu().float()
+    pixels = pixel_centers(*size)
+    grey = torch.tensor(GREY)
+    query_grey = crop @ grey
+    column_scale = torch.tensor([1.0 / scene_scale] * 3 + [1.0] * 3)
+    steps = replace(config, loss_scale=STRUCTURE_LOSS_SCALE)
+    device = c2w.device
+
+    def render(pose: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = render_pixels(render_rays, pose[None].to(device), crop_K.to(device), pixels.to(device), chunk)
+        return {name: value[0].float().cpu() for name, value in out.items()}
+
+    def fit(pose: torch.Tensor) -> float:
+        band = STRUCTURE_BANDS[-1]
+        rendered = _band((render(pose)["rgb"] @ grey).reshape(size), band, inside)[inside]
+        target = _band(query_grey, band, inside)[inside]
+        return float((rendered * target).mean() / (rendered.std() * target.std() + 1e-9))
+
+    start = c2w.detach().cpu().float()
+    pose = start.clone()
+    with one_torch_thread():
+        for band in STRUCTURE_BANDS:
+            target = _band(query_grey, band, inside)[..., None]
+            grad_u, grad_v = image_gradients(target)
+            for _ in range(STRUCTURE_ROUNDS):
+                out = render(pose)
+                rendered = _band((out["rgb"] @ grey).reshape(size), band, inside).reshape(-1)
+                solid = (out["opacity"] > config.min_opacity) & inside.reshape(-1)
+                if int(solid.sum()) < 12:
+                    break
+                rays_o, rays_d = generate_rays(pose, crop_K, pixels[solid])
+                points = rays_o + out["depth"][solid, None] * rays_d
+                pose = _lm_align(points, rendered[solid, None], pose, crop_K, target, grad_u, grad_v, column_scale,
+                                 math.radians(STRUCTURE_STEP_DEG), steps)
+    return pose, fit(start), fit(pose)
+
+
+def structure_aligned(scene: PoseScene, config: PoseConfig, poses: torch.Tensor, residual: torch.Tensor, best: int,
+                      query: np.ndarray, region: np.ndarray, rescore: Callable[[torch.Tensor], torch.Tensor],
+                      notes: list[str]) -> None:
+    """With ``PoseConfig.structure_align``, pose ``best`` of poses (P, 4, 4) aligned on the band-passed grey
+    of query (H, W, 3) as it is (``align_structure``), kept where its structure then correlates better by
+    ``STRUCTURE_GAIN``; with ``half_turn`` on, its half turn (``PoseScene.half_turned``) aligned so too, and
+    taken where it correlates better still by ``SIDE_MARGIN``. What is taken replaces pose ``best`` with its
+    residual (``rescore`` of (1, 4, 4) poses), in place, and is noted.
+
+    The side was chosen before (``half_turn``, ``side_by_structure``) between poses aligned by colour, a
+    few degrees off under another light; aligned on their structure both, the two sides of a
+    near-symmetric object differ more clearly."""
+    if not config.structure_align:
+        return
+
+    def aligned_from(start: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        return align_structure(scene.render_rays, start, scene.render_K, query, region, scene.background,
+                               scene.distance, config.align or AlignConfig(), config.chunk)
+
+    aligned, before, after = aligned_from(poses[best])
+    chosen, fit, note = None, before, None
+    if after > before + STRUCTURE_GAIN:
+        chosen, fit, note = aligned, after, "pose aligned on the object's edges and marks"
+    if config.half_turn is not None:
+        turned, _, turned_fit = aligned_from(scene.half_turned(poses[best]))
+        if turned_fit > fit + SIDE_MARGIN:
+            chosen, fit = turned, turned_fit
+            note = "pose turned half-way about the object's vertical and aligned on its edges and marks"
+    if chosen is not None:
+        poses[best] = chosen.to(poses)
+        residual[best] = rescore(chosen[None])[0]
+        notes.append(f"{note}: their correlation with the query's {before:.2f} -> {fit:.2f}")
+
+
+def _band(grey: torch.Tensor, band: tuple[float, float], inside: torch.Tensor) -> torch.Tensor:
+    """A grey image (H, W) band-passed (difference of Gaussians of sigmas ``band``), centred and scaled
+    to unit spread over ``inside`` (H, W) bool."""
+    passed = gaussian_blur(grey[None], band[0])[0] - gaussian_blur(grey[None], band[1])[0]
+    values = passed[inside]
+    return (passed - values.mean()) / (values.std() + 1e-6)
+
+
 def _hopeful(alive: list[int], poses: torch.Tensor, cost: torch.Tensor, scene_scale: float, config: AlignConfig,
              round_index: int) -> list[int]:
     """The hypotheses of ``alive`` still worth aligning, in input order: not a twin of one with a lower
@@ -195,7 +323,7 @@ def _lm_align(points, colours, start, K, target, grad_u, grad_v, column_scale, r
             + sample_image(grad_v, projected)[..., None] * J_pixel[:, None, 1, :]  # (M, 3, 6)
         J = (J / column_scale).reshape(-1, 6)  # in scaled coordinates, one row per colour channel
         weight = 1.0 / (1.0 + (residual * residual).sum(-1) / config.loss_scale**2)  # Cauchy IRLS
-        weighted = J * weight.repeat_interleave(3)[:, None]
+        weighted = J * weight.repeat_interleave(residual.shape[-1])[:, None]
         H = weighted.T @ J
         g = weighted.T @ residual.reshape(-1)
         for _attempt in range(6):  # a step must lower the cost and stay in the trust region

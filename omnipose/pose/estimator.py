@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 
 from omnipose.core.device import one_torch_thread, pick_device
 from omnipose.core.image import foreground_mask
-from omnipose.pose.align import align_poses
+from omnipose.pose.align import align_poses, structure_aligned
 from omnipose.pose.appearance import colour_gains, thumbnail_object_colour
 from omnipose.pose.config import PoseConfig
 from omnipose.pose.hypotheses import CoarsePoses, Hypothesis
@@ -221,6 +222,7 @@ class PoseEstimator:
         region = self.object_region(query)
         interest = self._interest(rotated, candidates[0]) & region
         scoring = self.scoring(query, region)
+        rescore = partial(self.residual, scoring=scoring)  # the residuals of more poses, (P, 4, 4) -> (P,)
         poses = torch.stack([h.c2w for h in candidates]).to(self.device)
         steps, lead = 0, None
         with self.scene.frozen():
@@ -229,22 +231,21 @@ class PoseEstimator:
                 poses, steps, kept = align_poses(self.render_rays, poses, self.render_K, query_t, self.config.align,
                                                  region, interest, self.distance)
                 candidates = [candidates[int(i)] for i in kept]
-            residual = self.residual(poses, scoring)
+            residual = rescore(poses)
             best = int(residual.argmin())
             poses, residual, candidates, best, rounds = with_appearance(
                 self.scene, poses, residual, candidates, best, self.index.baseline_residual, self.config, query_t, region,
-                interest, lambda more: self.residual(more, scoring), lambda known: self.coarse.more_candidates(query, known))
+                interest, rescore, lambda known: self.coarse.more_candidates(query, known))
             steps += rounds
             if worth_restarting(float(residual[best]), self.index.baseline_residual, self.config):
                 poses, residual, candidates, best, rounds = restart_nearby(
-                    self.scene, poses, residual, candidates, self.config, query_t, region, interest,
-                    lambda restarts: self.residual(restarts, scoring))
+                    self.scene, poses, residual, candidates, self.config, query_t, region, interest, rescore)
                 steps += rounds
                 if self.config.half_turn is not None and not self.config.rank_by_chromaticity:  # that mode duels below
                     count = len(poses)
                     poses, residual, candidates, rounds = half_turned(
                         self.scene, poses, residual, candidates, best, self.config, query_t, region, interest,
-                        lambda turned: self.residual(turned, scoring), self.config.half_turn)
+                        rescore, self.config.half_turn)
                     steps += rounds
                     if len(poses) > count:
                         best, lead = choose_side(self.scene, poses, residual, best, self.config, photo, region, notes)
@@ -263,6 +264,7 @@ class PoseEstimator:
                                                  self.config.refine, self.config.refine_top, region, interest, scoring,
                                                  self.distance, lead=lead)
                 steps += refine_steps
+            structure_aligned(self.scene, self.config, poses, residual, best, photo, region, rescore, notes)
             timings["refine"] = time.perf_counter() - mark
         chosen = candidates[best]
         chromaticity = None
