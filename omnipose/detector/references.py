@@ -151,7 +151,8 @@ def object_crop(render_at: RenderAt, c2w: torch.Tensor, frame: tuple[torch.Tenso
     left, right = float(cols.min()) * width / small[0], float(cols.max() + 1) * width / small[0]
     top, bottom = float(rows.min()) * height / small[1], float(rows.max() + 1) * height / small[1]
     crop = square_crop((left, top, right, bottom), margin, width, min_side=width / MAX_CROP_ZOOM)
-    return None if width / crop[0, 0] >= min(width, height) else crop
+    side = width / crop[0, 0]  # in the frame's pixels
+    return None if side >= min(width, height) else crop
 
 
 OTHER_SIDE_DEG = 90.0
