@@ -25,7 +25,7 @@ from omnipose.compare import (
     unseen_surface,
 )
 from omnipose.core.errors import OmniposeError
-from omnipose.core.geometry import pose_errors, scale_intrinsics
+from omnipose.core.geometry import pose_errors, scale_intrinsics, warped_intrinsics
 from omnipose.core.image import compose_affine, square_crop, warp_image
 from omnipose.data import PosedImages
 from omnipose.pose import PoseResult, prepare_query, query_zoom, zoom_affine
@@ -124,7 +124,7 @@ def make_reference(
     crop = object_crop(render_at, c2w, frame, crop_margin) if crop_margin > 0 else None
     camera, size = None, None
     if crop is not None:
-        camera = torch.from_numpy(np.vstack([crop, [0, 0, 1]])).float() @ frame[0].float().cpu()
+        camera = warped_intrinsics(frame[0], crop)
         size = (frame[1], frame[1])
     out = render_at(c2w, camera, size)
     neighbours, unseen = torch.zeros(0, *out["rgb"].shape), None

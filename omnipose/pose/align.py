@@ -19,6 +19,7 @@ from omnipose.core.geometry import (
     project,
     rotation_error_deg,
     se3_log,
+    warped_intrinsics,
 )
 from omnipose.core.image import gaussian_blur, square_crop, warp_image
 from omnipose.pose.config import AlignConfig, PoseConfig
@@ -201,7 +202,7 @@ def align_structure(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor,
     size = (STRUCTURE_CROP_PX, STRUCTURE_CROP_PX)
     crop = torch.from_numpy(warp_image(query, affine, background, size))
     inside = torch.from_numpy(warp_image(region.astype(np.float32), affine, 0.0, size) > 0.5)
-    crop_K = torch.from_numpy(np.vstack([affine, [0.0, 0.0, 1.0]])).float() @ K.detach().cpu().float()
+    crop_K = warped_intrinsics(K, affine)
     pixels = pixel_centers(*size)
     grey = torch.tensor(GREY)
     query_grey = crop @ grey
@@ -214,20 +215,20 @@ def align_structure(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor,
             out = render_pixels(render_rays, pose[None].to(device), crop_K.to(device), pixels.to(device), chunk)
         return {name: value[0].float().cpu() for name, value in out.items()}
 
-    def fit(pose: torch.Tensor) -> float:
-        band = STRUCTURE_BANDS[-1]
-        rendered = _band((render(pose)["rgb"] @ grey).reshape(size), band, inside)[inside]
-        target = _band(query_grey, band, inside)[inside]
-        return float((rendered * target).mean() / (rendered.std() * target.std() + 1e-9))
+    finest = _band(query_grey, STRUCTURE_BANDS[-1], inside)[inside]
 
-    start = c2w.detach().cpu().float()
-    pose = start.clone()
+    def fit(rgb: torch.Tensor) -> float:
+        rendered = _band((rgb @ grey).reshape(size), STRUCTURE_BANDS[-1], inside)[inside]
+        return float((rendered * finest).mean() / (rendered.std() * finest.std() + 1e-9))
+
+    pose = c2w.detach().cpu().float()
+    out = render(pose)  # always the render at the current pose
+    before = fit(out["rgb"])
     with one_torch_thread():
         for band in STRUCTURE_BANDS:
             target = _band(query_grey, band, inside)[..., None]
             grad_u, grad_v = image_gradients(target)
             for _ in range(STRUCTURE_ROUNDS):
-                out = render(pose)
                 rendered = _band((out["rgb"] @ grey).reshape(size), band, inside).reshape(-1)
                 solid = (out["opacity"] > config.min_opacity) & inside.reshape(-1)
                 if int(solid.sum()) < 12:
@@ -236,7 +237,8 @@ def align_structure(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor,
                 points = rays_o + out["depth"][solid, None] * rays_d
                 pose = _lm_align(points, rendered[solid, None], pose, crop_K, target, grad_u, grad_v, column_scale,
                                  math.radians(STRUCTURE_STEP_DEG), steps)
-    return pose, fit(start), fit(pose)
+                out = render(pose)
+    return pose, before, fit(out["rgb"])
 
 
 def structure_aligned(scene: PoseScene, config: PoseConfig, poses: torch.Tensor, residual: torch.Tensor, best: int,
