@@ -111,6 +111,10 @@ def synth_case(args) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- methods
+VARIANTS = (("rank_by_chromaticity", "by chromaticity"), ("structure_align", "aligned on structure"))
+"""``PoseConfig`` switches a run can add, each as its own row: (field, label)."""
+
+
 def errors(c2w: torch.Tensor, true: torch.Tensor, centre: torch.Tensor) -> tuple[float, float]:
     rotation, translation = pose_errors(c2w.float().cpu(), true.float().cpu(), target=tuple(centre.tolist()))
     return float(rotation), float(translation)
@@ -201,12 +205,14 @@ def run_case(case: dict | None, args, rows: list, details: dict, progress: bool)
     ours = run_method(case, estimator.estimate, "ours", estimator.centre, progress)
     rows.append({"case": case["name"], "method": f"ours ({args.matcher})", "summary": summarise(ours)})
     details[f"{case['name']}/ours"] = {"setup_seconds": setup, "records": ours}
-    if args.rank_by_chromaticity:  # the same field, index and queries: only the choice of pose differs
-        chroma = PoseEstimator(case["model"], case["info"], PoseConfig(matcher=args.matcher, rank_by_chromaticity=True),
-                               views=case["views"], cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt")
-        records = run_method(case, chroma.estimate, "chroma ", chroma.centre, progress)
-        rows.append({"case": case["name"], "method": f"ours ({args.matcher}), by chromaticity", "summary": summarise(records)})
-        details[f"{case['name']}/chromaticity"] = {"records": records}
+    for flag, label in VARIANTS:  # the same field, index and queries: only the PoseConfig switch differs
+        if not getattr(args, flag):
+            continue
+        variant = PoseEstimator(case["model"], case["info"], PoseConfig(matcher=args.matcher, **{flag: True}),
+                                views=case["views"], cache_path=Path(case["ckpt"]) / f"pose_features.{args.matcher}.pt")
+        records = run_method(case, variant.estimate, f"{flag[:7]} ", variant.centre, progress)
+        rows.append({"case": case["name"], "method": f"ours ({args.matcher}), {label}", "summary": summarise(records)})
+        details[f"{case['name']}/{flag}"] = {"records": records}
     if not args.no_baseline:
         baseline_case = dict(case, queries=case["queries"][: args.baseline_queries or len(case["queries"])])
         pad = run_method(baseline_case, estimator.estimate_pad_recipe, "pad ", estimator.centre, progress)
@@ -238,8 +244,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=1000, help="at most this many queries per case")
     parser.add_argument("--baseline-queries", type=int, default=None, help="PAD baseline on the first N queries only")
     parser.add_argument("--no-baseline", action="store_true", help="skip PAD's recipe")
-    parser.add_argument("--rank-by-chromaticity", action="store_true",
-                        help="also run the estimator with PoseConfig.rank_by_chromaticity, on the same fields and queries")
+    for flag, label in VARIANTS:
+        parser.add_argument(f"--{flag.replace('_', '-')}", action="store_true",
+                            help=f"also run the estimator with PoseConfig.{flag} ({label}), on the same fields and queries")
     parser.add_argument("--compare-matchers", action="store_true", help="coarse stage alone for every matcher")
     parser.add_argument("--quick", action="store_true", help="5 queries per case, PAD on 2, 3-minute training")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_pose.json", help="JSON results file")
