@@ -246,7 +246,8 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip PAD's recipe")
     for flag, label in VARIANTS:
         parser.add_argument(f"--{flag.replace('_', '-')}", action="store_true",
-                            help=f"also run the estimator with PoseConfig.{flag} ({label}), on the same fields and queries")
+                            help=f"also run the estimator with PoseConfig.{flag} ({label}) on the same fields and "
+                                 "queries")
     parser.add_argument("--compare-matchers", action="store_true", help="coarse stage alone for every matcher")
     parser.add_argument("--quick", action="store_true", help="5 queries per case, PAD on 2, 3-minute training")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "bench_pose.json", help="JSON results file")
