@@ -52,12 +52,12 @@ def scale_intrinsics(K: torch.Tensor, scale_x: float, scale_y: float | None = No
     return K * scale[:, None]
 
 
-
 def warped_intrinsics(K: torch.Tensor, affine) -> torch.Tensor:
     """Intrinsics (3, 3) of the image moved by a (2, 3) pixel ``affine`` (a crop, a zoom; pixel centres
     at +0.5 on both sides, as ``core.image.warp_image`` moves images), as float32 on the CPU."""
     full = torch.cat([torch.as_tensor(affine, dtype=torch.float32), torch.tensor([[0.0, 0.0, 1.0]])])
     return full @ K.detach().float().cpu()
+
 
 # ----------------------------------------------------------------------------- conversions
 def opengl_to_opencv(c2w: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from omnipose.pose.scoring import (
     GREY,
     STRUCTURE_BAND,
     RenderRays,
+    band_passed,
     cauchy,
     draw_pixels,
     ray_pools,
@@ -278,7 +279,7 @@ def structure_aligned(scene: PoseScene, config: PoseConfig, poses: torch.Tensor,
 def _band(grey: torch.Tensor, band: tuple[float, float], inside: torch.Tensor) -> torch.Tensor:
     """A grey image (H, W) band-passed (difference of Gaussians of sigmas ``band``), centred and scaled
     to unit spread over ``inside`` (H, W) bool."""
-    passed = gaussian_blur(grey[None], band[0])[0] - gaussian_blur(grey[None], band[1])[0]
+    passed = band_passed(grey[None], band)[0]
     values = passed[inside]
     return (passed - values.mean()) / (values.std() + 1e-6)
 

@@ -172,6 +172,12 @@ class PoseScoring:
         return (rendered[:, chosen] - target[chosen]).abs().mean(-1).mean(-1).cpu()
 
 
+def band_passed(greys: torch.Tensor, band: tuple[float, float] = STRUCTURE_BAND) -> torch.Tensor:
+    """Grey images (B, H, W) band-passed: the difference of their Gaussian blurs of sigmas ``band`` (pixels),
+    what is left of edges, studs and printed marks once shading (wider) and noise (finer) are taken off."""
+    return gaussian_blur(greys, band[0]) - gaussian_blur(greys, band[1])
+
+
 def structure_fits(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, image: np.ndarray, region: np.ndarray,
                    chunk: int = 16384) -> torch.Tensor | None:
     """How well the field's structure at two poses c2w (2, 4, 4) matches image (H, W, 3): the
@@ -201,7 +207,7 @@ def structure_fits(render_rays: RenderRays, c2w: torch.Tensor, K: torch.Tensor, 
         return None
     target = torch.from_numpy(np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float32)) @ grey
     greys = torch.cat([rendered @ grey, target[None]])
-    band = gaussian_blur(greys, STRUCTURE_BAND[0]) - gaussian_blur(greys, STRUCTURE_BAND[1])
+    band = band_passed(greys)
     values = band[:, chosen]
     values = values - values.mean(1, keepdim=True)
     norms = values.norm(dim=1)
